@@ -1,0 +1,100 @@
+"""Citus metadata read and changed through the coordinator (shared by both backends).
+
+Patroni's Citus support owns pg_dist_node while groups exist: it registers each worker
+group's leader (and its replicas as secondaries) and follows failovers. This module only
+reads that metadata and does what Patroni does not: draining a group before it goes away.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from .topology import DistNode, NodeShards
+
+DIST_NODES_SQL = """
+SELECT nodeid, groupid, nodename, nodeport, noderole::text, isactive, shouldhaveshards
+FROM pg_catalog.pg_dist_node ORDER BY groupid, noderole, nodeid
+"""
+
+# Shards and bytes per primary node; citus_shard_sizes() asks every worker once.
+NODE_SHARDS_SQL = """
+WITH sizes AS (
+    SELECT shard_id, size FROM pg_catalog.citus_shard_sizes()
+)
+SELECT n.groupid, n.nodename, n.nodeport,
+       count(p.shardid)::int AS shards,
+       coalesce(sum(sz.size), 0)::bigint AS bytes
+FROM pg_catalog.pg_dist_node n
+LEFT JOIN pg_catalog.pg_dist_placement p ON p.groupid = n.groupid
+LEFT JOIN sizes sz ON sz.shard_id = p.shardid
+WHERE n.noderole = 'primary'
+GROUP BY n.groupid, n.nodename, n.nodeport
+ORDER BY n.groupid
+"""
+
+DRAIN_SQL = "SELECT pg_catalog.citus_drain_node(%s, %s, shard_transfer_mode => %s::citus.shard_transfer_mode)"
+REMOVE_NODE_SQL = "SELECT pg_catalog.citus_remove_node(%s, %s)"
+PLACEMENTS_IN_GROUP_SQL = "SELECT count(*) FROM pg_catalog.pg_dist_placement WHERE groupid = %s"
+
+
+class DrainError(RuntimeError):
+    """citus_drain_node failed or left placements behind; the group must not be removed."""
+
+
+def fetch_dist_nodes(conn: psycopg.Connection) -> list[DistNode]:
+    rows = conn.execute(DIST_NODES_SQL).fetchall()
+    return [
+        DistNode(
+            nodeid=r[0], groupid=r[1], host=r[2], port=r[3], role=r[4], active=r[5],
+            should_have_shards=r[6],
+        )
+        for r in rows
+    ]
+
+
+def fetch_node_shards(conn: psycopg.Connection) -> list[NodeShards]:
+    rows = conn.execute(NODE_SHARDS_SQL).fetchall()
+    return [NodeShards(groupid=r[0], host=r[1], port=r[2], shards=r[3], bytes=r[4]) for r in rows]
+
+
+def drain_group(conn: psycopg.Connection, group: int, transfer_mode: str = "block_writes") -> int:
+    """Move every shard placement off ``group``; returns the number of placements it held.
+
+    Raises :class:`DrainError` (with Citus's own message) if the drain fails or leaves
+    anything behind. ``conn`` must be in autocommit mode: the drain commits per move.
+    """
+    if group <= 0:
+        raise DrainError(f"group {group} is not a worker group")
+    nodes = [n for n in fetch_dist_nodes(conn) if n.groupid == group and n.role == "primary"]
+    if not nodes:
+        raise DrainError(f"worker group {group} has no primary in pg_dist_node")
+    before = conn.execute(PLACEMENTS_IN_GROUP_SQL, (group,)).fetchone()[0]
+    primary = nodes[0]
+    try:
+        conn.execute(DRAIN_SQL, (primary.host, primary.port, transfer_mode))
+    except psycopg.Error as err:
+        raise DrainError(f"citus_drain_node({primary.host}:{primary.port}) failed: {err}") from err
+    left = conn.execute(PLACEMENTS_IN_GROUP_SQL, (group,)).fetchone()[0]
+    if left:
+        raise DrainError(f"group {group} still holds {left} shard placements after the drain")
+    return before
+
+
+def remove_group_nodes(conn: psycopg.Connection, group: int) -> list[DistNode]:
+    """Remove every pg_dist_node row of ``group`` (secondaries first). Call after a drain."""
+    left = conn.execute(PLACEMENTS_IN_GROUP_SQL, (group,)).fetchone()[0]
+    if left:
+        raise DrainError(f"refusing to remove group {group}: it still holds {left} shard placements")
+    rows = [n for n in fetch_dist_nodes(conn) if n.groupid == group]
+    for n in sorted(rows, key=lambda n: n.role == "primary"):
+        conn.execute(REMOVE_NODE_SQL, (n.host, n.port))
+    return rows
+
+
+__all__ = [
+    "DrainError",
+    "drain_group",
+    "fetch_dist_nodes",
+    "fetch_node_shards",
+    "remove_group_nodes",
+]

@@ -1,0 +1,277 @@
+"""ClusterSpec: the one typed description of the HA Citus cluster.
+
+Both backends (local processes and Kubernetes) are driven by this model, loaded from
+YAML (``cluster.yaml`` at the repository root by default). An invalid spec is refused
+before anything starts, with a message that names the field and the reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_SPEC_PATH = Path(__file__).resolve().parents[2] / "cluster.yaml"
+SPEC_ENV = "CITUS_PIPELINE_SPEC"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
+
+
+class SpecError(ValueError):
+    """An invalid cluster spec; the message names the file, the field and the reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CoordinatorSpec(_Strict):
+    members: int = Field(3, ge=1, le=9, description="Patroni members of Citus group 0")
+
+
+class WorkersSpec(_Strict):
+    groups: int = Field(2, ge=1, le=64, description="worker groups at `up` (groups 1..N)")
+    members: int = Field(2, ge=1, le=9, description="Patroni members per worker group")
+
+
+class PatroniSpec(_Strict):
+    ttl: int = Field(20, ge=5)
+    loop_wait: int = Field(5, ge=1)
+    retry_timeout: int = Field(5, ge=1)
+    synchronous_mode: bool = True
+    synchronous_mode_strict: bool = False
+    primary_start_timeout: int = Field(
+        0, ge=0, description="0: fail over as soon as a leader's postmaster crash is seen"
+    )
+    maximum_lag_on_failover: int = Field(1048576, ge=0)
+
+    @model_validator(mode="after")
+    def _timing(self) -> PatroniSpec:
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
+            raise ValueError(
+                f"loop_wait + 2*retry_timeout must not exceed ttl "
+                f"({self.loop_wait} + 2*{self.retry_timeout} > {self.ttl})"
+            )
+        return self
+
+
+class PostgresSpec(_Strict):
+    version: Literal[15] = 15
+    parameters: dict[str, str | int | float | bool] = Field(
+        default_factory=lambda: {
+            "max_connections": 200,
+            "shared_buffers": "128MB",
+            "work_mem": "16MB",
+            "maintenance_work_mem": "128MB",
+            "max_wal_size": "2GB",
+            "wal_keep_size": "256MB",
+            "max_worker_processes": 16,
+            "max_replication_slots": 20,
+            "max_wal_senders": 20,
+            "wal_retrieve_retry_interval": "250ms",
+            "citus.node_conninfo": "sslmode=prefer",
+            "citus.max_background_task_executors_per_node": 2,
+        }
+    )
+
+    @field_validator("parameters")
+    @classmethod
+    def _managed_by_patroni(cls, v: dict[str, Any]) -> dict[str, Any]:
+        owned = {"listen_addresses", "port", "data_directory", "hba_file", "ident_file"}
+        clash = sorted(owned & set(v))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} are set by the backend, not by the spec")
+        return v
+
+
+class CredentialsSpec(_Strict):
+    """Where passwords come from. Never stored in the spec itself.
+
+    ``generate`` (local default): random passwords created once and kept in the state
+    directory with mode 0600. ``env``: read from the named environment variables (the
+    Kubernetes deployment maps them from a Secret).
+    """
+
+    source: Literal["generate", "env"] = "generate"
+    superuser: Identifier = "postgres"
+    replication_user: Identifier = "replicator"
+    restapi_user: Identifier = "patroni"
+    superuser_password_env: str = "CITUS_SUPERUSER_PASSWORD"
+    replication_password_env: str = "CITUS_REPLICATION_PASSWORD"
+    restapi_password_env: str = "PATRONI_RESTAPI_PASSWORD"
+    kubernetes_secret: Identifier = "citus-credentials"
+
+
+class LocalSpec(_Strict):
+    """Local backend: every member is its own loopback 'host'.
+
+    Group g, member m (1-based) listens on ``base_address + 256*g + m``: with the default
+    127.0.10.0 the coordinator members are 127.0.10.1-3, group 1 is 127.0.11.x, ...
+    """
+
+    base_address: ipaddress.IPv4Address = ipaddress.IPv4Address("127.0.10.0")
+    postgres_port: Port = 5432
+    restapi_port: Port = 8008
+    etcd_address: ipaddress.IPv4Address | None = None  # default: base_address + 254
+    etcd_client_port: Port = 2379
+    etcd_peer_port: Port = 2380
+    service_user: str = Field("postgres", description="unprivileged user that runs Patroni as root")
+    pg_bin_dir: Path | None = Field(None, description="default: from PG_CONFIG or pg_config")
+
+    @field_validator("base_address")
+    @classmethod
+    def _loopback(cls, v: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+        if not v.is_loopback:
+            raise ValueError(f"{v} is not a loopback address (127.0.0.0/8)")
+        if int(v) & 0xFF:
+            raise ValueError(f"{v} must end in .0 (member m of group g is base + 256*g + m)")
+        return v
+
+    @field_validator("etcd_address")
+    @classmethod
+    def _etcd_loopback(cls, v: ipaddress.IPv4Address | None) -> ipaddress.IPv4Address | None:
+        if v is not None and not v.is_loopback:
+            raise ValueError(f"{v} is not a loopback address (127.0.0.0/8)")
+        return v
+
+
+class ResourcesSpec(_Strict):
+    cpu: str = "1"
+    memory: str = "4Gi"
+    cpu_limit: str | None = None
+    memory_limit: str | None = "4Gi"
+
+
+class KubernetesSpec(_Strict):
+    """Settings only the Kubernetes backend reads (manifests are rendered from the spec)."""
+
+    namespace: Identifier = "citus"
+    image: str = "cr.yandex/citus-pipeline/patroni-citus:15-13.2-4.1"
+    storage_class: str | None = "yc-network-ssd"
+    storage_size: str = "100Gi"
+    coordinator_resources: ResourcesSpec = ResourcesSpec(cpu="1", memory="4Gi", memory_limit="4Gi")
+    worker_resources: ResourcesSpec = ResourcesSpec(cpu="1500m", memory="6Gi", memory_limit="6Gi")
+    termination_grace_period_seconds: int = Field(120, ge=30)
+    tls_secret: Identifier = "citus-tls"
+
+
+class ClusterSpec(_Strict):
+    """Topology and settings of one HA Citus cluster (one Patroni scope)."""
+
+    name: Identifier = Field("citusdemo", description="Patroni scope")
+    database: Identifier = "citus"
+    shard_count: int = Field(32, ge=1, le=4096)
+    coordinator: CoordinatorSpec = CoordinatorSpec()
+    workers: WorkersSpec = WorkersSpec()
+    patroni: PatroniSpec = PatroniSpec()
+    postgresql: PostgresSpec = PostgresSpec()
+    credentials: CredentialsSpec = CredentialsSpec()
+    local: LocalSpec = LocalSpec()
+    kubernetes: KubernetesSpec = KubernetesSpec()
+
+    @model_validator(mode="after")
+    def _addresses(self) -> ClusterSpec:
+        # Every (address, port) a member or etcd binds must be distinct and inside 127/8.
+        taken: dict[tuple[str, int], str] = {}
+        loc = self.local
+        last_group = self.workers.groups + 16  # headroom for add-worker
+        top = int(loc.base_address) + 256 * last_group + max(self.coordinator.members, self.workers.members)
+        if top > int(ipaddress.IPv4Address("127.255.255.254")):
+            raise ValueError(
+                f"local.base_address {loc.base_address} leaves no room for "
+                f"{last_group} groups inside 127.0.0.0/8"
+            )
+
+        def claim(addr: str, port: int, what: str) -> None:
+            other = taken.get((addr, port))
+            if other:
+                raise ValueError(f"address clash: {what} and {other} both use {addr}:{port}")
+            taken[(addr, port)] = what
+
+        for g in range(0, self.workers.groups + 1):
+            n = self.coordinator.members if g == 0 else self.workers.members
+            for m in range(1, n + 1):
+                a = str(self.member_address(g, m))
+                claim(a, loc.postgres_port, f"member {g}-{m} postgres")
+                claim(a, loc.restapi_port, f"member {g}-{m} REST API")
+        e = str(self.etcd_address)
+        claim(e, loc.etcd_client_port, "etcd client")
+        claim(e, loc.etcd_peer_port, "etcd peer")
+        return self
+
+    # ---- derived topology -------------------------------------------------------------
+    @property
+    def etcd_address(self) -> ipaddress.IPv4Address:
+        return self.local.etcd_address or self.local.base_address + 254
+
+    def member_address(self, group: int, index: int) -> ipaddress.IPv4Address:
+        return self.local.base_address + 256 * group + index
+
+    def members_in_group(self, group: int) -> int:
+        return self.coordinator.members if group == 0 else self.workers.members
+
+    def member_name(self, group: int, index: int) -> str:
+        return f"{self.name}-{group}-{index}"
+
+    @property
+    def worker_groups(self) -> list[int]:
+        return list(range(1, self.workers.groups + 1))
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def spec_from_mapping(data: Any, source: str = "<spec>") -> ClusterSpec:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the spec must be a mapping, got {type(data).__name__}")
+    try:
+        return ClusterSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(source, err)) from None
+
+
+def load_spec(path: str | os.PathLike[str] | None = None) -> ClusterSpec:
+    """Load and validate a spec: explicit path, else $CITUS_PIPELINE_SPEC, else cluster.yaml."""
+    p = Path(path or os.environ.get(SPEC_ENV) or DEFAULT_SPEC_PATH)
+    if not p.exists():
+        if path is None and SPEC_ENV not in os.environ and p == DEFAULT_SPEC_PATH:
+            return ClusterSpec()
+        raise SpecError(f"{p}: spec file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(f"{p}:{where}: invalid YAML: {problem}") from None
+    return spec_from_mapping(data, str(p))
+
+
+__all__ = [
+    "ClusterSpec",
+    "CoordinatorSpec",
+    "CredentialsSpec",
+    "KubernetesSpec",
+    "LocalSpec",
+    "PatroniSpec",
+    "PostgresSpec",
+    "ResourcesSpec",
+    "SpecError",
+    "WorkersSpec",
+    "load_spec",
+    "spec_from_mapping",
+]
