@@ -158,6 +158,36 @@ class KubernetesSpec(_Strict):
     worker_resources: ResourcesSpec = ResourcesSpec(cpu="1500m", memory="6Gi", memory_limit="6Gi")
     termination_grace_period_seconds: int = Field(120, ge=30)
     tls_secret: Identifier = "citus-tls"
+    api_version: str = Field(
+        "1.30",
+        pattern=r"^1\.[0-9]{2}$",
+        description="Kubernetes minor version the rendered manifests are validated against",
+    )
+    client_cidrs: tuple[str, ...] = Field(
+        ("10.128.0.0/24", "10.129.0.0/24", "10.130.0.0/24"),
+        description="source ranges allowed to reach the coordinator/workers load balancers' "
+        "targets on 5432 (default: the three subnets infra/ creates)",
+    )
+    dagster_namespace: Identifier = Field(
+        "dagster", description="namespace whose Dagster pods may reach the coordinator on 5432"
+    )
+
+    @field_validator("namespace", "tls_secret", "dagster_namespace")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if "_" in v:
+            raise ValueError(f"{v!r} is not a valid Kubernetes name (no '_' allowed)")
+        return v
+
+    @field_validator("client_cidrs")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for c in v:
+            try:
+                ipaddress.ip_network(c)
+            except ValueError:
+                raise ValueError(f"{c!r} is not a CIDR network (e.g. 10.128.0.0/24)") from None
+        return v
 
 
 class ClusterSpec(_Strict):
