@@ -1,0 +1,1 @@
+"""Dagster definitions for the Price Paid data on Citus: resources, assets, checks, automation."""

@@ -1,0 +1,277 @@
+"""Asset checks: one question each, answered from the coordinator.
+
+- counts: every good raw row is in `uk_price` (blocking).
+- quality: codes in their domains, no null id/price/date, no price <= 0 (blocking).
+- balance: after a rebalance, bytes per worker within 1.2x and no active worker empty.
+- query timing: the four timing queries, 5 runs each; WARN over the SLO or when slower
+  than 1.5x the median of the previous 5 evaluations.
+"""
+
+
+import statistics
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecordStatus,
+)
+
+from ...cluster.citus_meta import fetch_node_shards
+from .assets import node_bytes, uk_price, uk_price_rebalanced
+from .resources import CitusResource
+from .timing import REFERENCE_QUERY, UK_PRICE_QUERIES, time_queries
+
+# ---- counts ---------------------------------------------------------------------------
+# Good raw rows: distinct ids in uk_price_raw (the loader keeps only validated rows there)
+# that no applied monthly update deleted; every one of them must be in uk_price.
+RAW_IDS_MISSING_SQL = """
+SELECT (SELECT count(DISTINCT transaction_id) FROM uk_price_raw) AS raw_rows,
+       (SELECT count(*) FROM uk_price) AS table_rows
+"""
+
+
+def evaluate_counts(raw_rows: int, table_rows: int, monthly_net: int = 0) -> tuple[bool, dict]:
+    expected = raw_rows + monthly_net
+    return table_rows == expected, {
+        "good_raw_rows": dg.MetadataValue.int(raw_rows),
+        "monthly_net_rows": dg.MetadataValue.int(monthly_net),
+        "expected_rows": dg.MetadataValue.int(expected),
+        "uk_price_rows": dg.MetadataValue.int(table_rows),
+        "difference": dg.MetadataValue.int(table_rows - expected),
+    }
+
+
+def monthly_net_rows(conn) -> int:
+    """Net rows added by monthly updates so far, from the data path's ledger when it has one."""
+    try:
+        from ...data import monthly_net_rows as ledger_net
+    except ImportError:
+        return 0
+    return int(ledger_net(conn))
+
+
+@dg.asset_check(
+    asset=uk_price,
+    name="counts",
+    blocking=True,
+    description="Every good raw row is in uk_price (no loss, no duplicates).",
+)
+def uk_price_counts(citus: CitusResource) -> dg.AssetCheckResult:
+    with citus.connection() as conn:
+        raw_rows, table_rows = conn.execute(RAW_IDS_MISSING_SQL).fetchone()
+        net = monthly_net_rows(conn)
+    passed, metadata = evaluate_counts(int(raw_rows), int(table_rows), net)
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=None if passed else f"uk_price has {table_rows:,} rows, expected {raw_rows + net:,}",
+    )
+
+
+# ---- quality --------------------------------------------------------------------------
+def quality_sql() -> tuple[str, dict[str, list[str]]]:
+    """One pass over uk_price counting every kind of bad value; code sets bound as params."""
+    from ...data.format import CODE_SETS
+
+    parts = [
+        "count(*) FILTER (WHERE transaction_id IS NULL) AS null_id",
+        "count(*) FILTER (WHERE price IS NULL) AS null_price",
+        "count(*) FILTER (WHERE date_of_transfer IS NULL) AS null_date",
+        "count(*) FILTER (WHERE price <= 0) AS price_not_positive",
+    ]
+    params: dict[str, list[str]] = {}
+    for col, codes in CODE_SETS.items():
+        if col == "record_status":
+            continue  # uk_price holds the current state; the status lives in the update files
+        parts.append(
+            f"count(*) FILTER (WHERE {col}::text IS NULL OR NOT ({col}::text = ANY(%({col})s))) "
+            f"AS bad_{col}"
+        )
+        params[col] = list(codes)
+    return "SELECT " + ",\n       ".join(parts) + "\nFROM uk_price", params
+
+
+@dg.asset_check(
+    asset=uk_price,
+    name="quality",
+    blocking=True,
+    description="Codes in their domains, no null id/price/date, no price <= 0.",
+)
+def uk_price_quality(citus: CitusResource) -> dg.AssetCheckResult:
+    sql, params = quality_sql()
+    with citus.connection() as conn:
+        cur = conn.execute(sql, params)
+        row = cur.fetchone()
+        names = [d.name for d in cur.description]
+    faults = {n: int(v) for n, v in zip(names, row)}
+    bad = {n: v for n, v in faults.items() if v}
+    return dg.AssetCheckResult(
+        passed=not bad,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={n: dg.MetadataValue.int(v) for n, v in faults.items()},
+        description=None if not bad else "bad values: " + ", ".join(f"{n}={v}" for n, v in bad.items()),
+    )
+
+
+# ---- balance --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BalanceVerdict:
+    passed: bool
+    ratio: float
+    empty_groups: tuple[int, ...]
+    reason: str | None
+
+
+def evaluate_balance(
+    nodes: dict[int, dict[str, int]], active_groups: list[int], max_ratio: float = 1.2
+) -> BalanceVerdict:
+    """max/min bytes over the active worker groups must be <= max_ratio, none may be empty."""
+    held = {g: nodes.get(g, {"shards": 0, "bytes": 0}) for g in active_groups}
+    empty = tuple(sorted(g for g, v in held.items() if v["shards"] == 0))
+    sizes = [v["bytes"] for v in held.values()]
+    if not sizes:
+        return BalanceVerdict(False, float("inf"), (), "no active worker groups")
+    ratio = max(sizes) / min(sizes) if min(sizes) > 0 else float("inf")
+    reasons = []
+    if empty:
+        reasons.append(f"worker groups {list(empty)} hold no shards")
+    if ratio > max_ratio:
+        reasons.append(f"max/min bytes per worker {ratio:.2f} > {max_ratio}")
+    return BalanceVerdict(not reasons, ratio, empty, "; ".join(reasons) or None)
+
+
+ACTIVE_GROUPS_SQL = """
+SELECT DISTINCT groupid FROM pg_catalog.pg_dist_node
+WHERE noderole = 'primary' AND isactive AND shouldhaveshards AND groupid > 0 ORDER BY 1
+"""
+
+
+@dg.asset_check(
+    asset=uk_price_rebalanced,
+    name="balance",
+    blocking=True,
+    description="Bytes per worker within 1.2x (max/min) and every active worker holds shards.",
+)
+def uk_price_balance(citus: CitusResource) -> dg.AssetCheckResult:
+    with citus.connection() as conn:
+        nodes = node_bytes(conn)
+        active = [r[0] for r in conn.execute(ACTIVE_GROUPS_SQL).fetchall()]
+    verdict = evaluate_balance(nodes, active)
+    metadata: dict[str, dg.MetadataValue] = {
+        "max_min_ratio": dg.MetadataValue.float(round(verdict.ratio, 4) if verdict.ratio != float("inf") else -1.0),
+        "active_workers": dg.MetadataValue.int(len(active)),
+        "empty_workers": dg.MetadataValue.int(len(verdict.empty_groups)),
+    }
+    for g, v in sorted(nodes.items()):
+        metadata[f"bytes_group_{g}"] = dg.MetadataValue.int(v["bytes"])
+    return dg.AssetCheckResult(
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=verdict.reason,
+    )
+
+
+# ---- query timing ---------------------------------------------------------------------
+class QueryTimingSettings(dg.ConfigurableResource):
+    """SLO for the reference query and how the timing check judges a regression."""
+
+    reference_slo_seconds: float = 1.0
+    runs: int = 5
+    regression_factor: float = 1.5
+    history: int = 5
+
+
+@dataclass(frozen=True)
+class TimingVerdict:
+    passed: bool
+    reasons: tuple[str, ...]
+    baseline: float | None
+
+
+def evaluate_timing(
+    median: float, slo_seconds: float, previous_medians: list[float], factor: float = 1.5
+) -> TimingVerdict:
+    """WARN when over the SLO, or slower than ``factor`` x the median of previous evaluations."""
+    reasons = []
+    if median > slo_seconds:
+        reasons.append(f"reference query median {median:.3f}s over the SLO {slo_seconds:.3f}s")
+    baseline = statistics.median(previous_medians) if previous_medians else None
+    if baseline is not None and median > factor * baseline:
+        reasons.append(
+            f"reference query median {median:.3f}s > {factor}x the previous median {baseline:.3f}s"
+        )
+    return TimingVerdict(not reasons, tuple(reasons), baseline)
+
+
+TIMING_CHECK = "query_timing"
+MEDIAN_KEY = f"{REFERENCE_QUERY}_median_s"
+
+
+def previous_medians(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, limit: int) -> list[float]:
+    """The reference median of the last ``limit`` completed evaluations of this check."""
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        check_key,
+        limit=limit,
+        status={AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED},
+    )
+    out = []
+    for rec in records:
+        evaluation = rec.event.dagster_event.event_specific_data if rec.event and rec.event.dagster_event else None
+        value = getattr(evaluation, "metadata", {}).get(MEDIAN_KEY) if evaluation else None
+        if value is not None:
+            out.append(float(value.value))
+    return out
+
+
+@dg.asset_check(
+    asset=uk_price,
+    name=TIMING_CHECK,
+    blocking=False,
+    description=(
+        "The reference query (count of semi-detached sales) and three analytic queries, 5 runs "
+        "each: median and p95; WARN over the SLO or 1.5x slower than the previous 5 evaluations."
+    ),
+)
+def uk_price_query_timing(
+    context: dg.AssetCheckExecutionContext, citus: CitusResource, timing: QueryTimingSettings
+) -> dg.AssetCheckResult:
+    previous = previous_medians(context.instance, context.check_specs[0].key, timing.history)
+    with citus.connection() as conn:
+        results = time_queries(conn, UK_PRICE_QUERIES, runs=timing.runs)
+    ref = results[REFERENCE_QUERY]
+    verdict = evaluate_timing(ref.median, timing.reference_slo_seconds, previous, timing.regression_factor)
+    metadata: dict[str, dg.MetadataValue] = {}
+    for name, r in results.items():
+        metadata[f"{name}_median_s"] = dg.MetadataValue.float(round(r.median, 5))
+        metadata[f"{name}_p95_s"] = dg.MetadataValue.float(round(r.p95, 5))
+    metadata["slo_seconds"] = dg.MetadataValue.float(timing.reference_slo_seconds)
+    if verdict.baseline is not None:
+        metadata["previous_median_s"] = dg.MetadataValue.float(round(verdict.baseline, 5))
+    return dg.AssetCheckResult(
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description="; ".join(verdict.reasons) or None,
+    )
+
+
+asset_checks = [uk_price_counts, uk_price_quality, uk_price_balance, uk_price_query_timing]
+
+__all__ = [
+    "BalanceVerdict",
+    "QueryTimingSettings",
+    "TimingVerdict",
+    "asset_checks",
+    "evaluate_balance",
+    "evaluate_counts",
+    "evaluate_timing",
+    "fetch_node_shards",
+    "previous_medians",
+    "quality_sql",
+    "uk_price_balance",
+    "uk_price_counts",
+    "uk_price_quality",
+    "uk_price_query_timing",
+]

@@ -1,0 +1,35 @@
+"""Schedules: the monthly ingest of the latest complete month's update file."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from .assets import uk_price_monthly
+from .partitions import monthly_partitions
+
+# HM Land Registry publishes a month's file around the 20th working day of the next month.
+MONTHLY_DAY = int(os.environ.get("CITUS_PIPELINE_MONTHLY_DAY", "25"))
+MONTHLY_HOUR = int(os.environ.get("CITUS_PIPELINE_MONTHLY_HOUR", "6"))
+
+monthly_update_job = dg.define_asset_job(
+    "monthly_update_job",
+    selection=[uk_price_monthly],
+    partitions_def=monthly_partitions,
+    description="Apply one month's A/C/D update file to uk_price.",
+)
+
+# For a monthly partitioned job this targets the last complete month at each tick.
+monthly_update_schedule = dg.build_schedule_from_partitioned_job(
+    monthly_update_job,
+    name="monthly_update_schedule",
+    day_of_month=MONTHLY_DAY,
+    hour_of_day=MONTHLY_HOUR,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+
+jobs = [monthly_update_job]
+schedules = [monthly_update_schedule]
+
+__all__ = ["jobs", "monthly_update_job", "monthly_update_schedule", "schedules"]

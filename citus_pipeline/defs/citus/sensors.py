@@ -1,0 +1,104 @@
+"""Sensors: react to the cluster's worker set changing.
+
+`new_workers_sensor` asks the coordinator one cheap question per tick (which active primary
+worker groups exist and whether each holds shard placements). Its cursor is the sorted set
+of those groups. When a group appears that holds nothing while others hold shards, it asks
+for one `uk_price_rebalanced` run whose run_key is the new set: a repeated tick (or one
+replayed after a crash with an old cursor) never launches a second run for the same set.
+"""
+
+
+import json
+from dataclasses import dataclass
+
+import dagster as dg
+
+from .assets import uk_price_rebalanced
+from .resources import CitusResource
+
+WORKER_GROUPS_SQL = """
+SELECT n.groupid,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_dist_placement p WHERE p.groupid = n.groupid)
+FROM pg_catalog.pg_dist_node n
+WHERE n.noderole = 'primary' AND n.isactive AND n.shouldhaveshards AND n.groupid > 0
+ORDER BY n.groupid
+"""
+
+
+@dataclass(frozen=True)
+class WorkerSetDecision:
+    cursor: str
+    run_key: str | None
+    new_groups: tuple[int, ...]
+    empty_groups: tuple[int, ...]
+
+
+def encode_cursor(groups: list[int]) -> str:
+    return json.dumps(sorted(groups))
+
+
+def decode_cursor(cursor: str | None) -> list[int] | None:
+    if not cursor:
+        return None
+    try:
+        value = json.loads(cursor)
+    except ValueError:
+        return None
+    return sorted(int(g) for g in value) if isinstance(value, list) else None
+
+
+def decide_rebalance(previous_cursor: str | None, groups: dict[int, bool]) -> WorkerSetDecision:
+    """What one tick does, given the last cursor and {group: holds shards} from the coordinator.
+
+    A rebalance is wanted when a group not in the previous set holds no shards while some
+    other group does (so there is a distributed table to spread). With no previous cursor
+    every group counts as new: a sensor switched on after `add-worker` still sees it.
+    """
+    previous = decode_cursor(previous_cursor)
+    current = sorted(groups)
+    new = tuple(g for g in current if previous is None or g not in previous)
+    empty = tuple(g for g in new if not groups[g])
+    wanted = bool(empty) and any(groups.values())
+    run_key = "workers:" + ",".join(str(g) for g in current) if wanted else None
+    return WorkerSetDecision(encode_cursor(current), run_key, new, empty)
+
+
+def read_worker_groups(citus: CitusResource) -> dict[int, bool]:
+    rows = citus.query_idempotent(WORKER_GROUPS_SQL, what="new_workers_sensor: read pg_dist_node")
+    return {int(g): bool(has) for g, has in rows}
+
+
+@dg.sensor(
+    name="new_workers_sensor",
+    target=[uk_price_rebalanced],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests one uk_price_rebalanced run when an empty worker group joins pg_dist_node.",
+)
+def new_workers_sensor(context: dg.SensorEvaluationContext, citus: CitusResource):
+    groups = read_worker_groups(citus)
+    decision = decide_rebalance(context.cursor, groups)
+    context.update_cursor(decision.cursor)
+    if decision.run_key is None:
+        return dg.SkipReason(f"active worker groups {sorted(groups)}: nothing to rebalance")
+    return dg.RunRequest(
+        run_key=decision.run_key,
+        tags={
+            "citus/worker_groups": ",".join(str(g) for g in sorted(groups)),
+            "citus/empty_groups": ",".join(str(g) for g in decision.empty_groups),
+        },
+    )
+
+
+sensors = [new_workers_sensor]
+
+__all__ = [
+    "WORKER_GROUPS_SQL",
+    "WorkerSetDecision",
+    "decide_rebalance",
+    "decode_cursor",
+    "encode_cursor",
+    "new_workers_sensor",
+    "read_worker_groups",
+    "sensors",
+]
