@@ -1,0 +1,464 @@
+"""Kubernetes backend: the HA Citus cluster as StatefulSets managed by Patroni's Kubernetes DCS.
+
+Members are read from the pods (labels + the ``status`` annotation Patroni writes on its own
+pod) and from the Endpoints Patroni keeps per group (``<scope>-<g>`` holds the ``leader``
+annotation, ``<scope>-<g>-sync`` the ``sync_standby`` list), into the same
+:class:`ClusterTopology` the local backend returns. Citus metadata comes from the coordinator
+through psycopg (``citus_meta``). The Kubernetes API objects are injectable so tests pass fakes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+
+from . import manifests as mf
+from .citus_meta import (
+    DrainError,
+    drain_group,
+    fetch_dist_nodes,
+    fetch_node_shards,
+    remove_group_nodes,
+)
+from .spec import ClusterSpec, load_spec
+from .topology import ClusterBackend, ClusterTopology, MemberStatus
+
+log = logging.getLogger(__name__)
+
+ConnectFn = Callable[[str], psycopg.Connection]
+DSN_ENV = "CITUS_DSN"
+
+
+class KubernetesClusterError(RuntimeError):
+    """Something in the Kubernetes cluster is not as the command needs it (one line)."""
+
+
+def _default_connect(dsn: str) -> psycopg.Connection:
+    return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+
+
+def _status_of(err: Exception) -> int | None:
+    return getattr(err, "status", None)
+
+
+def _get(obj: Any, *path: str) -> Any:
+    """Attribute walk that tolerates None and dicts (client models or plain dicts)."""
+    for p in path:
+        if obj is None:
+            return None
+        obj = obj.get(p) if isinstance(obj, dict) else getattr(obj, p, None)
+    return obj
+
+
+def _lsn(value: Any) -> int | None:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        if value.isdigit():
+            return int(value)
+        if "/" in value:
+            hi, lo = value.split("/", 1)
+            try:
+                return (int(hi, 16) << 32) + int(lo, 16)
+            except ValueError:
+                return None
+    return None
+
+
+class KubernetesCluster(ClusterBackend):
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        spec: ClusterSpec | None = None,
+        *,
+        core_api: Any = None,
+        apps_api: Any = None,
+        policy_api: Any = None,
+        connect: ConnectFn | None = None,
+        dsn: str | None = None,
+        context: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.spec = spec or load_spec()
+        self.namespace = self.spec.kubernetes.namespace
+        self._core, self._apps, self._policy = core_api, apps_api, policy_api
+        self._connect = connect or _default_connect
+        self._dsn = dsn
+        self._context = context
+        self._sleep = sleep
+
+    # ---- Kubernetes API ---------------------------------------------------------------------
+    def _load_clients(self) -> None:
+        if self._core is not None and self._apps is not None and self._policy is not None:
+            return
+        from kubernetes import client, config
+
+        try:
+            config.load_kube_config(context=self._context)
+        except (config.ConfigException, FileNotFoundError, TypeError):
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                raise KubernetesClusterError(
+                    "no Kubernetes credentials: set KUBECONFIG (e.g. from "
+                    "`yc managed-kubernetes cluster get-credentials ...`) or run inside a pod"
+                ) from None
+        self._core = self._core or client.CoreV1Api()
+        self._apps = self._apps or client.AppsV1Api()
+        self._policy = self._policy or client.PolicyV1Api()
+
+    @property
+    def core(self) -> Any:
+        self._load_clients()
+        return self._core
+
+    @property
+    def apps(self) -> Any:
+        self._load_clients()
+        return self._apps
+
+    @property
+    def policy(self) -> Any:
+        self._load_clients()
+        return self._policy
+
+    @property
+    def selector(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in mf.base_labels(self.spec).items())
+
+    def _group_selector(self, group: int) -> str:
+        return f"{self.selector},{mf.GROUP_LABEL}={group}"
+
+    # ---- topology ---------------------------------------------------------------------------
+    def statefulset_groups(self) -> dict[int, Any]:
+        """Group id -> StatefulSet, from the StatefulSets of this scope that carry a group label."""
+        out: dict[int, Any] = {}
+        for sts in self.apps.list_namespaced_stateful_set(self.namespace, label_selector=self.selector).items:
+            label = (sts.metadata.labels or {}).get(mf.GROUP_LABEL)
+            if label is not None and label.isdigit():
+                out[int(label)] = sts
+        return out
+
+    def member_statuses(self) -> list[MemberStatus]:
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
+        endpoints = self.core.list_namespaced_endpoints(self.namespace, label_selector=self.selector).items
+        annotations = {e.metadata.name: (e.metadata.annotations or {}) for e in endpoints}
+        members: list[MemberStatus] = []
+        by_group: dict[int, list[tuple[Any, dict]]] = {}
+        for pod in pods:
+            label = (pod.metadata.labels or {}).get(mf.GROUP_LABEL)
+            if label is None or not label.isdigit():
+                continue
+            raw = (pod.metadata.annotations or {}).get("status")
+            try:
+                status = json.loads(raw) if raw else {}
+            except ValueError:
+                status = {}
+            by_group.setdefault(int(label), []).append((pod, status if isinstance(status, dict) else {}))
+
+        for group, entries in sorted(by_group.items()):
+            leader_ann = annotations.get(mf.group_name(self.spec, group), {})
+            sync_ann = annotations.get(mf.sync_name(self.spec, group), {})
+            leader_name = leader_ann.get("leader")
+            sync = {s for s in (sync_ann.get("sync_standby") or "").split(",") if s}
+            if sync_ann.get("leader") and leader_name and sync_ann.get("leader") != leader_name:
+                sync = set()  # stale sync state from a previous leader
+            leader_lsn = _lsn(leader_ann.get("optime"))
+            for pod, st in entries:
+                if pod.metadata.name == leader_name and st.get("role") in ("primary", "standby_leader"):
+                    leader_lsn = max(leader_lsn or 0, _lsn(st.get("xlog_location")) or 0) or leader_lsn
+            for pod, st in sorted(entries, key=lambda e: e[0].metadata.name):
+                members.append(self._member(group, pod, st, leader_name, sync, leader_lsn))
+        return members
+
+    def _member(
+        self, group: int, pod: Any, st: dict, leader: str | None, sync: set[str], leader_lsn: int | None
+    ) -> MemberStatus:
+        name = pod.metadata.name
+        ordinal = name.rsplit("-", 1)[-1]
+        default_host = mf.member_dns_name(
+            self.spec, group, int(ordinal) if ordinal.isdigit() else 0, pod.metadata.namespace
+        )
+        host, port = default_host, mf.POSTGRES_PORT
+        if st.get("conn_url"):
+            u = urlsplit(st["conn_url"])
+            host, port = u.hostname or host, u.port or port
+        pg_role = st.get("role")
+        pod_role_label = (pod.metadata.labels or {}).get(mf.ROLE_LABEL)
+        if not st:
+            role, state = "unknown", "starting" if _get(pod, "status", "phase") in (None, "Pending", "Running") else "stopped"
+        else:
+            if name == leader or (leader is None and pod_role_label == mf.LEADER_LABEL_VALUE):
+                role = "leader"
+            elif name in sync:
+                role = "sync_standby"
+            elif pg_role in ("replica", "standby_leader", "primary"):
+                role = "replica"
+            else:
+                role = "unknown"
+            state = st.get("state", "unknown")
+            if state == "running" and role != "leader" and st.get("replication_state"):
+                state = st["replication_state"]  # e.g. "streaming", as Patroni's /cluster reports
+        lag_mb = None
+        if role != "leader" and leader_lsn is not None and st:
+            pos = _lsn(st.get("replay_lsn")) or _lsn(st.get("xlog_location"))
+            if pos is not None:
+                lag_mb = round(max(leader_lsn - pos, 0) / 1048576, 1)
+        timeline = st.get("timeline")
+        return MemberStatus(
+            group=group, name=name, host=host, port=port, role=role, state=state,
+            timeline=int(timeline) if isinstance(timeline, int | str) and str(timeline).isdigit() else None,
+            lag_mb=lag_mb, api_url=st.get("api_url"),
+        )
+
+    def coordinator_dsn(self) -> str:
+        """libpq DSN of the coordinator leader, without a password.
+
+        ``CITUS_DSN`` (or the ``dsn`` argument) wins; otherwise the coordinator load balancer's
+        address. The password comes from PGPASSFILE / ~/.pgpass, never from the DSN.
+        """
+        if self._dsn or os.environ.get(DSN_ENV):
+            return self._dsn or os.environ[DSN_ENV]
+        name = mf.coordinator_lb_name(self.spec)
+        try:
+            svc = self.core.read_namespaced_service(name, self.namespace)
+        except Exception as e:  # the client's ApiException, or a fake's
+            if _status_of(e) == 404:
+                raise KubernetesClusterError(
+                    f"service {self.namespace}/{name} not found: run `citus-pipeline k8s apply` first"
+                ) from None
+            raise
+        ingress = _get(svc, "status", "load_balancer", "ingress") or []
+        addr = next((i.ip or i.hostname for i in ingress if (i.ip or i.hostname)), None)
+        if not addr:
+            raise KubernetesClusterError(
+                f"service {self.namespace}/{name} has no load balancer address yet (set {DSN_ENV} to override)"
+            )
+        return (
+            f"host={addr} port={mf.POSTGRES_PORT} dbname={self.spec.database} "
+            f"user={self.spec.credentials.superuser} sslmode=require connect_timeout=10"
+        )
+
+    def status(self, with_shards: bool = True) -> ClusterTopology:
+        members = self.member_statuses()
+        topo = ClusterTopology(
+            scope=self.spec.name, database=self.spec.database, backend="kubernetes", members=members,
+        )
+        if topo.leader(0) is None:
+            return topo
+        try:
+            dsn = self.coordinator_dsn()
+        except KubernetesClusterError as e:
+            log.warning("%s", e)
+            return topo
+        topo.coordinator_dsn = dsn
+        try:
+            with self._connect(dsn) as conn:
+                topo.dist_nodes = fetch_dist_nodes(conn)
+                if with_shards:
+                    topo.shards = fetch_node_shards(conn)
+        except psycopg.Error as e:
+            log.warning("coordinator not reachable for Citus metadata: %s", e)
+        return topo
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def up(self, timeout: float = 900) -> ClusterTopology:
+        from .k8s_commands import apply_manifests
+
+        self._load_clients()
+        apply_manifests(mf.cluster_manifests(self.spec), self._core.api_client)
+        groups = list(range(self.spec.workers.groups + 1))
+        return self.wait_for_leaders(groups, timeout)
+
+    def wait_for_leaders(self, groups: list[int], timeout: float) -> ClusterTopology:
+        deadline = time.monotonic() + timeout
+        while True:
+            topo = self.status(with_shards=False)
+            missing = [g for g in groups if topo.leader(g) is None]
+            if not missing:
+                return topo
+            if time.monotonic() > deadline:
+                raise KubernetesClusterError(
+                    f"groups {missing} have no Patroni leader after {timeout:.0f}s "
+                    f"(kubectl -n {self.namespace} get pods -l {self.selector})"
+                )
+            self._sleep(5)
+
+    def _live_overrides(self, group0: Any) -> tuple[str | None, str | None]:
+        """Image and storage class of the deployed coordinator, so kustomize overlays carry over."""
+        containers = _get(group0, "spec", "template", "spec", "containers") or []
+        image = next((c.image for c in containers if c.name == "patroni"), None)
+        vcts = _get(group0, "spec", "volume_claim_templates") or []
+        storage = next((v.spec.storage_class_name for v in vcts if v.metadata.name == "pgdata"), None)
+        return image, storage
+
+    def group_objects(self, group: int, image: str | None = None, storage_class: str | None = None) -> list[dict]:
+        objs = copy.deepcopy(mf.group_manifests(self.spec, group))
+        for o in objs:
+            o["metadata"]["namespace"] = self.namespace
+            if o["kind"] == "StatefulSet":
+                pod = o["spec"]["template"]["spec"]
+                if image:
+                    for c in pod["containers"]:
+                        if c["name"] == "patroni":
+                            c["image"] = image
+                if storage_class:
+                    for v in o["spec"]["volumeClaimTemplates"]:
+                        v["spec"]["storageClassName"] = storage_class
+        return objs
+
+    def _create(self, obj: dict) -> None:
+        ns, kind = self.namespace, obj["kind"]
+        creators = {
+            "Service": self.core.create_namespaced_service,
+            "Endpoints": self.core.create_namespaced_endpoints,
+            "StatefulSet": self.apps.create_namespaced_stateful_set,
+            "PodDisruptionBudget": self.policy.create_namespaced_pod_disruption_budget,
+        }
+        creators[kind](ns, obj)
+
+    def add_worker(self, wait: bool = True, timeout: float = 900) -> int:
+        """Create the next worker group; with ``wait``, return once it is in pg_dist_node."""
+        existing = self.statefulset_groups()
+        if 0 not in existing:
+            raise KubernetesClusterError(
+                f"no coordinator StatefulSet {mf.group_name(self.spec, 0)} in namespace "
+                f"{self.namespace}: run `citus-pipeline k8s apply` first"
+            )
+        group = max(existing) + 1
+        image, storage = self._live_overrides(existing[0])
+        for obj in self.group_objects(group, image, storage):
+            self._create(obj)
+        if wait:
+            self.wait_for_leaders([group], timeout)
+            self._wait_registered(group, timeout)
+        return group
+
+    def _wait_registered(self, group: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        dsn = self.coordinator_dsn()
+        while True:
+            try:
+                with self._connect(dsn) as conn:
+                    if any(n.groupid == group and n.role == "primary" and n.active
+                           for n in fetch_dist_nodes(conn)):
+                        return
+            except psycopg.Error as e:
+                log.info("waiting for the coordinator: %s", e)
+            if time.monotonic() > deadline:
+                raise KubernetesClusterError(f"group {group} is not in pg_dist_node after {timeout:.0f}s")
+            self._sleep(5)
+
+    def _delete_group_objects(self, group: int) -> list[str]:
+        ns = self.namespace
+        name = mf.group_name(self.spec, group)
+        deletions = [
+            ("PodDisruptionBudget", name, self.policy.delete_namespaced_pod_disruption_budget),
+            ("StatefulSet", name, self.apps.delete_namespaced_stateful_set),
+            ("Service", mf.headless_name(self.spec, group), self.core.delete_namespaced_service),
+            ("Service", name, self.core.delete_namespaced_service),
+            ("Service", mf.config_name(self.spec, group), self.core.delete_namespaced_service),
+            ("Endpoints", name, self.core.delete_namespaced_endpoints),
+            ("Endpoints", mf.config_name(self.spec, group), self.core.delete_namespaced_endpoints),
+            ("Endpoints", mf.sync_name(self.spec, group), self.core.delete_namespaced_endpoints),
+            ("Endpoints", mf.failover_name(self.spec, group), self.core.delete_namespaced_endpoints),
+        ]
+        deleted = []
+        for kind, obj_name, fn in deletions:
+            try:
+                fn(obj_name, ns)
+                deleted.append(f"{kind}/{obj_name}")
+            except Exception as e:
+                if _status_of(e) != 404:
+                    raise
+        return deleted
+
+    def remove_worker(self, group: int, timeout: float = 600) -> None:
+        """Drain the group's shards, then delete its objects; a failed drain deletes nothing."""
+        if group <= 0:
+            raise KubernetesClusterError(f"group {group} is not a worker group (workers are 1..N)")
+        existing = self.statefulset_groups()
+        if group not in existing:
+            raise KubernetesClusterError(
+                f"no StatefulSet {mf.group_name(self.spec, group)} in namespace {self.namespace}"
+            )
+        if len([g for g in existing if g > 0]) <= 1:
+            raise KubernetesClusterError(f"group {group} is the last worker group; refusing to remove it")
+        dsn = self.coordinator_dsn()
+        with self._connect(dsn) as conn:
+            drain_group(conn, group)  # raises DrainError: nothing below runs
+        self._delete_group_objects(group)
+        self._wait_pods_gone(group, timeout)
+        with self._connect(dsn) as conn:
+            remove_group_nodes(conn, group)
+        self.core.delete_collection_namespaced_persistent_volume_claim(
+            self.namespace, label_selector=self._group_selector(group)
+        )
+
+    def _wait_pods_gone(self, group: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.core.list_namespaced_pod(self.namespace, label_selector=self._group_selector(group)).items:
+            if time.monotonic() > deadline:
+                raise KubernetesClusterError(f"pods of group {group} still exist after {timeout:.0f}s")
+            self._sleep(2)
+
+    # ---- switchover / failover through Patroni's failover Endpoints ---------------------------
+    def _request_failover(self, group: int, leader: str | None, candidate: str | None) -> None:
+        name = mf.failover_name(self.spec, group)
+        body = {
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {**mf.base_labels(self.spec), mf.GROUP_LABEL: str(group)},
+                "annotations": {"leader": leader, "member": candidate, "scheduled_at": None},
+            }
+        }
+        try:
+            self.core.patch_namespaced_endpoints(name, self.namespace, body)
+        except Exception as e:
+            if _status_of(e) != 404:
+                raise
+            body["metadata"]["annotations"] = {k: v for k, v in body["metadata"]["annotations"].items() if v}
+            self.core.create_namespaced_endpoints(self.namespace, body)
+
+    def _handover(self, group: int, candidate: str | None, planned: bool, timeout: float) -> str:
+        topo = self.status(with_shards=False)
+        members = topo.members_of(group)
+        if not members:
+            raise KubernetesClusterError(f"group {group} has no members in namespace {self.namespace}")
+        leader = topo.leader(group)
+        if planned and leader is None:
+            raise KubernetesClusterError(f"group {group} has no leader to switch over from")
+        if candidate is not None and candidate not in {m.name for m in members}:
+            raise KubernetesClusterError(f"{candidate} is not a member of group {group}")
+        if candidate is None:
+            pick = [m for m in members if m.role == "sync_standby"] or [m for m in members if m.role == "replica"]
+            if not pick:
+                raise KubernetesClusterError(f"group {group} has no standby to take over")
+            candidate = pick[0].name
+        self._request_failover(group, leader.name if (planned and leader) else None, candidate)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._sleep(2)
+            new = self.status(with_shards=False).leader(group)
+            if new is not None and new.name == candidate:
+                return candidate
+        raise KubernetesClusterError(f"{candidate} did not become leader of group {group} in {timeout:.0f}s")
+
+    def switchover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
+        return self._handover(group, candidate, planned=True, timeout=timeout)
+
+    def failover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
+        return self._handover(group, candidate, planned=False, timeout=timeout)
+
+
+__all__ = ["DrainError", "KubernetesCluster", "KubernetesClusterError"]
