@@ -38,7 +38,10 @@ TABLE_ROWS_SQL = {
     "uk_price": "SELECT count(*) FROM uk_price",
     "uk_price_raw": "SELECT count(*) FROM uk_price_raw",
 }
-REJECTS_PREVIEW_SQL = "SELECT * FROM uk_price_rejects ORDER BY 1 DESC LIMIT 10"
+REJECTS_PREVIEW_SQL = """
+SELECT line_number, reason, left(raw_record, 120) AS record, source
+FROM uk_price_rejects ORDER BY rejected_at DESC, line_number LIMIT 10
+"""
 
 # --- rebalance ------------------------------------------------------------------------
 REBALANCE_START_SQL = """
@@ -235,13 +238,16 @@ def uk_price_raw(
 
     source = files.source or str(sample_source(files, context.log.info))
     dsn = citus.conninfo()
+    schema = citus.checked_schema()
     shard_count = cluster.spec().shard_count
     t0 = time.perf_counter()
     citus.retry_idempotent(
-        lambda: ensure_schema(dsn, shard_count=shard_count), what="ensure schema", log=context.log.warning
+        lambda: ensure_schema(dsn, shard_count=shard_count, schema=schema), what="ensure schema", log=context.log.warning
     )
     report = citus.retry_idempotent(
-        lambda: load_price_paid(source, dsn, progress=progress_logger(context.log.info)),
+        lambda: load_price_paid(
+            source, dsn, schema=schema, progress=progress_logger(context.log.info)
+        ),
         what=f"load {describe_source(source)}",
         log=context.log.warning,
     )
@@ -283,7 +289,9 @@ def uk_price(context: dg.AssetExecutionContext, citus: CitusResource) -> dg.Mate
     dsn = citus.conninfo()
     t0 = time.perf_counter()
     report = citus.retry_idempotent(
-        lambda: publish_uk_price(dsn, progress=progress_logger(context.log.info)),
+        lambda: publish_uk_price(
+            dsn, schema=citus.checked_schema(), progress=progress_logger(context.log.info)
+        ),
         what="publish uk_price",
         log=context.log.warning,
     )
@@ -526,7 +534,9 @@ def uk_price_monthly(
     dsn = citus.conninfo()
     t0 = time.perf_counter()
     report = citus.retry_idempotent(
-        lambda: apply_monthly(str(path), dsn, progress=progress_logger(context.log.info)),
+        lambda: apply_monthly(
+            str(path), dsn, schema=citus.checked_schema(), progress=progress_logger(context.log.info)
+        ),
         what=f"apply {path.name}",
         log=context.log.warning,
     )

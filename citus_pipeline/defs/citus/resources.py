@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import PrivateAttr
 
 T = TypeVar("T")
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_WORK_DIR = REPO_ROOT / ".citus-pipeline" / "work"
@@ -97,6 +99,7 @@ class CitusResource(dg.ConfigurableResource):
     """
 
     dsn: str = ""
+    db_schema: str = "public"
     cluster_backend: Literal["local", "kubernetes"] = "local"
     spec_path: str = ""
     state_dir: str = ""
@@ -123,12 +126,23 @@ class CitusResource(dg.ConfigurableResource):
         )
         return backend.coordinator_dsn()
 
+    def checked_schema(self) -> str:
+        if not _SCHEMA_RE.match(self.db_schema):
+            raise ValueError(f"citus.db_schema {self.db_schema!r}: expected a plain lower-case identifier")
+        return self.db_schema
+
     # ---- connections ----------------------------------------------------------------
     def _get_pool(self) -> ConnectionPool:
         if self._pool is None:
             kwargs: dict = {"autocommit": True}
+            options = []
             if self.statement_timeout_ms:
-                kwargs["options"] = f"-c statement_timeout={self.statement_timeout_ms}"
+                options.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
+            if self.db_schema != "public":
+                # Our SQL names tables unqualified; tests give each run its own schema.
+                options.append(f"-c search_path={self.checked_schema()},public")
+            if options:
+                kwargs["options"] = " ".join(options)
             self._pool = ConnectionPool(
                 self.conninfo(),
                 min_size=0,

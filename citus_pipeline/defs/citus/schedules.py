@@ -7,7 +7,6 @@ import os
 import dagster as dg
 
 from .assets import uk_price_monthly
-from .partitions import monthly_partitions
 
 # HM Land Registry publishes a month's file around the 20th working day of the next month.
 MONTHLY_DAY = int(os.environ.get("CITUS_PIPELINE_MONTHLY_DAY", "25"))
@@ -16,7 +15,6 @@ MONTHLY_HOUR = int(os.environ.get("CITUS_PIPELINE_MONTHLY_HOUR", "6"))
 monthly_update_job = dg.define_asset_job(
     "monthly_update_job",
     selection=[uk_price_monthly],
-    partitions_def=monthly_partitions,
     description="Apply one month's A/C/D update file to uk_price.",
 )
 

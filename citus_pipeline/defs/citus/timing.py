@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
+import psycopg.sql
 
 REFERENCE_QUERY = "reference_semi_detached_count"
 
@@ -34,11 +35,33 @@ UK_PRICE_QUERIES: dict[str, str] = {
 }
 
 
-def queries_for_table(table: str, queries: dict[str, str] | None = None) -> dict[str, str]:
-    """The same queries against another table with the same column names (e.g. the plain
-    `uk_price_raw`). ``table`` is one of our own identifiers, never user input."""
-    src = queries or UK_PRICE_QUERIES
-    return {k: v.replace("FROM uk_price ", f"FROM {table} ") for k, v in src.items()}
+# The same questions on the reference deployment's schema (`uk_price_raw` and its
+# distributed copy in the query benchmark): text price, timestamp date, "Town/City".
+REFERENCE_SCHEMA_QUERIES: dict[str, str] = {
+    REFERENCE_QUERY: "SELECT count(*) FROM {table} WHERE property_type = 'S'",
+    "avg_price_per_year": (
+        "SELECT extract(year FROM date_of_transfer)::int AS year, round(avg(price::bigint)) "
+        "FROM {table} GROUP BY 1 ORDER BY 1"
+    ),
+    "avg_price_per_year_london": (
+        "SELECT extract(year FROM date_of_transfer)::int AS year, round(avg(price::bigint)) "
+        "FROM {table} WHERE \"Town/City\" = 'LONDON' GROUP BY 1 ORDER BY 1"
+    ),
+    "top_100_districts_since_2020": (
+        "SELECT district, round(avg(price::bigint)) AS avg_price, count(*) "
+        "FROM {table} WHERE date_of_transfer >= TIMESTAMP '2020-01-01' "
+        "GROUP BY district ORDER BY avg_price DESC LIMIT 100"
+    ),
+}
+
+
+def reference_schema_queries(table: str) -> dict[str, psycopg.sql.Composed]:
+    """The reference-schema queries on ``table`` ("schema.name" or "name"), quoted safely."""
+    ident = psycopg.sql.Identifier(*table.split("."))
+    return {
+        k: psycopg.sql.SQL(v.replace("{table}", "{t}")).format(t=ident)
+        for k, v in REFERENCE_SCHEMA_QUERIES.items()
+    }
 
 
 @dataclass
@@ -67,7 +90,7 @@ def percentile(values: list[float], pct: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def time_query(conn: psycopg.Connection, name: str, sql: str, runs: int = 5) -> QueryTiming:
+def time_query(conn: psycopg.Connection, name: str, sql, runs: int = 5) -> QueryTiming:
     result = QueryTiming(name)
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -78,7 +101,7 @@ def time_query(conn: psycopg.Connection, name: str, sql: str, runs: int = 5) -> 
 
 
 def time_queries(
-    conn: psycopg.Connection, queries: dict[str, str] | None = None, runs: int = 5
+    conn: psycopg.Connection, queries: dict | None = None, runs: int = 5
 ) -> dict[str, QueryTiming]:
     return {n: time_query(conn, n, q, runs) for n, q in (queries or UK_PRICE_QUERIES).items()}
 
@@ -87,8 +110,9 @@ __all__ = [
     "REFERENCE_QUERY",
     "UK_PRICE_QUERIES",
     "QueryTiming",
+    "REFERENCE_SCHEMA_QUERIES",
     "percentile",
-    "queries_for_table",
+    "reference_schema_queries",
     "time_queries",
     "time_query",
 ]
