@@ -34,7 +34,7 @@ from .topology import ClusterBackend, ClusterTopology, MemberStatus
 log = logging.getLogger(__name__)
 
 ConnectFn = Callable[[str], psycopg.Connection]
-DSN_ENV = "CITUS_DSN"
+DSN_ENVS = ("CITUS_DSN", "CITUS_COORDINATOR_DSN")
 
 
 class KubernetesClusterError(RuntimeError):
@@ -223,11 +223,14 @@ class KubernetesCluster(ClusterBackend):
     def coordinator_dsn(self) -> str:
         """libpq DSN of the coordinator leader, without a password.
 
-        ``CITUS_DSN`` (or the ``dsn`` argument) wins; otherwise the coordinator load balancer's
+        The ``dsn`` argument, else ``CITUS_DSN`` / ``CITUS_COORDINATOR_DSN`` win; otherwise the coordinator load balancer's
         address. The password comes from PGPASSFILE / ~/.pgpass, never from the DSN.
         """
-        if self._dsn or os.environ.get(DSN_ENV):
-            return self._dsn or os.environ[DSN_ENV]
+        if self._dsn:
+            return self._dsn
+        for var in DSN_ENVS:
+            if os.environ.get(var):
+                return os.environ[var]
         name = mf.coordinator_lb_name(self.spec)
         try:
             svc = self.core.read_namespaced_service(name, self.namespace)
@@ -241,7 +244,7 @@ class KubernetesCluster(ClusterBackend):
         addr = next((i.ip or i.hostname for i in ingress if (i.ip or i.hostname)), None)
         if not addr:
             raise KubernetesClusterError(
-                f"service {self.namespace}/{name} has no load balancer address yet (set {DSN_ENV} to override)"
+                f"service {self.namespace}/{name} has no load balancer address yet (set CITUS_DSN to override)"
             )
         return (
             f"host={addr} port={mf.POSTGRES_PORT} dbname={self.spec.database} "

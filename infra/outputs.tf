@@ -1,0 +1,36 @@
+output "cluster_id" {
+  description = "Managed Kubernetes cluster id."
+  value       = yandex_kubernetes_cluster.main.id
+}
+
+output "cluster_endpoint" {
+  description = "Kubernetes API endpoint (public when master_public_ip, else internal)."
+  value = (var.master_public_ip
+    ? yandex_kubernetes_cluster.main.master[0].external_v4_endpoint
+  : yandex_kubernetes_cluster.main.master[0].internal_v4_endpoint)
+}
+
+output "get_credentials_command" {
+  description = "Writes a kubeconfig context for this cluster (needs the yc CLI)."
+  value = format(
+    "yc managed-kubernetes cluster get-credentials --id %s --%s --folder-id %s",
+    yandex_kubernetes_cluster.main.id,
+    var.master_public_ip ? "external" : "internal",
+    var.folder_id,
+  )
+}
+
+output "network_id" {
+  description = "VPC network id."
+  value       = yandex_vpc_network.main.id
+}
+
+output "subnet_ids" {
+  description = "Subnet id per zone."
+  value       = { for z, s in yandex_vpc_subnet.zone : z => s.id }
+}
+
+output "lb_subnet_id" {
+  description = "Subnet for the internal load balancers (yandex.cloud/subnet-id in k8s/overlays/yandex-cloud)."
+  value       = yandex_vpc_subnet.zone[var.zones[0]].id
+}
