@@ -1,0 +1,150 @@
+"""Shared fixtures: real local HA Citus clusters on loopback (no mocks of PostgreSQL/Patroni/etcd).
+
+- ``citus_cluster`` / ``citus_dsn``: one cluster for the whole session (default topology);
+  tests that use it only read or work in their own tables/schemas. ``CITUS_PIPELINE_TEST_DSN``
+  points the tests at an existing cluster instead.
+- ``fresh_cluster``: a factory for tests that break things; each cluster is torn down after
+  the test (module-scoped variant: ``fresh_cluster_module``).
+- Every cluster gets its own slot of loopback addresses (127.0.40.0, 127.0.60.0, ...), so
+  concurrent test runs and a developer's own cluster never collide.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from citus_pipeline.cluster.local import LocalCluster
+from citus_pipeline.cluster.spec import ClusterSpec, spec_from_mapping
+
+SLOT_DIR = Path(tempfile.gettempdir()) / "citus-pipeline-test-slots"
+TEST_DSN_ENV = "CITUS_PIPELINE_TEST_DSN"
+
+
+def citus_missing_reason() -> str | None:
+    """None when the citus extension is installed for the PostgreSQL found, else why not."""
+    pg_config = os.environ.get("PG_CONFIG") or shutil.which("pg_config")
+    if not pg_config:
+        return "PostgreSQL not found (no pg_config): the Citus tests need postgresql-15 with citus"
+    lib = subprocess.run([pg_config, "--pkglibdir"], capture_output=True, text=True).stdout.strip()
+    if not (Path(lib) / "citus.so").exists():
+        return f"citus extension not installed ({lib}/citus.so missing): see README 'Citus'"
+    if not shutil.which("etcd"):
+        return "etcd not installed (Debian etcd-server): run scripts/bootstrap.sh"
+    return None
+
+
+@pytest.fixture(scope="session")
+def require_citus() -> None:
+    reason = citus_missing_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+class _Slot:
+    """An exclusive block of loopback addresses, held with a file lock for the cluster's life."""
+
+    def __init__(self) -> None:
+        SLOT_DIR.mkdir(exist_ok=True)
+        for n in range(10):
+            f = open(SLOT_DIR / f"slot-{n}.lock", "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            self.n, self._f = n, f
+            return
+        raise RuntimeError("no free test cluster slot (10 test clusters already running?)")
+
+    @property
+    def base_address(self) -> str:
+        return f"127.0.{40 + 20 * self.n}.0"
+
+    def release(self) -> None:
+        self._f.close()
+
+
+def make_spec(slot: _Slot, **overrides) -> ClusterSpec:
+    data: dict = {"local": {"base_address": slot.base_address, "postgres_port": 6432, "restapi_port": 9008}}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return spec_from_mapping(data, "<test spec>")
+
+
+def _state_dir() -> Path:
+    d = Path(tempfile.mkdtemp(prefix="citus-pipeline-test-"))
+    os.chmod(d, 0o755)  # Patroni runs as the unprivileged service user when we are root
+    return d
+
+
+class ClusterFactory:
+    def __init__(self) -> None:
+        self._made: list[tuple[LocalCluster, _Slot]] = []
+
+    def __call__(self, start: bool = True, **overrides) -> LocalCluster:
+        slot = _Slot()
+        try:
+            cluster = LocalCluster(make_spec(slot, **overrides), _state_dir())
+            self._made.append((cluster, slot))
+        except BaseException:
+            slot.release()
+            raise
+        if start:
+            cluster.up()
+        return cluster
+
+    def close(self) -> None:
+        for cluster, slot in self._made:
+            try:
+                cluster.down(purge=True)
+            finally:
+                slot.release()
+        self._made.clear()
+
+
+@pytest.fixture
+def fresh_cluster(require_citus) -> Iterator[Callable[..., LocalCluster]]:
+    factory = ClusterFactory()
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="module")
+def fresh_cluster_module(require_citus) -> Iterator[Callable[..., LocalCluster]]:
+    factory = ClusterFactory()
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="session")
+def citus_cluster(require_citus) -> Iterator[LocalCluster]:
+    if os.environ.get(TEST_DSN_ENV):
+        pytest.skip(f"{TEST_DSN_ENV} is set: tests use that cluster, not a LocalCluster")
+    factory = ClusterFactory()
+    try:
+        yield factory()
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="session")
+def citus_dsn(request, require_citus) -> str:
+    dsn = os.environ.get(TEST_DSN_ENV)
+    if dsn:
+        return dsn
+    return request.getfixturevalue("citus_cluster").coordinator_dsn()

@@ -1,0 +1,102 @@
+"""Errors a user can cause locally end in one clear line and start nothing (no Citus needed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from citus_pipeline.cluster.local import ClusterError, LocalCluster
+from citus_pipeline.cluster.spec import spec_from_mapping
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = {"local": {"base_address": "127.0.240.0", "postgres_port": 6432, "restapi_port": 9008}}
+
+
+def _state(tmp_path: Path) -> Path:
+    """A state dir the service user can reach (pytest's own tmp dirs are 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="citus-pipeline-unit-"))
+    os.chmod(d, 0o755)
+    _made.append(d)
+    return d / "state"
+
+
+_made: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _cleanup():
+    yield
+    while _made:
+        shutil.rmtree(_made.pop(), ignore_errors=True)
+
+
+def test_missing_citus_extension_is_named(tmp_path, monkeypatch):
+    fake = tmp_path / "pg_config"
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    real_bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip()
+    fake.write_text(f"#!/bin/sh\ncase $1 in --bindir) echo {real_bindir};; --pkglibdir) echo {lib};; esac\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PG_CONFIG", str(fake))
+    # pg_bin_dir() prefers the bindir's own pg_config; point the spec at a bindir without one
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "postgres").symlink_to(Path(real_bindir) / "postgres")
+    spec = spec_from_mapping({**SPEC, "local": {**SPEC["local"], "pg_bin_dir": str(bindir)}})
+    c = LocalCluster(spec, _state(tmp_path))
+    with pytest.raises(ClusterError) as e:
+        c.up(timeout=5)
+    assert f"{lib}/citus.so not found" in str(e.value)
+    assert "PG_CONFIG" in str(e.value)
+    assert not c.is_running()
+
+
+def test_port_in_use_is_named_and_nothing_starts(tmp_path):
+    spec = spec_from_mapping(SPEC)
+    c = LocalCluster(spec, _state(tmp_path))
+    if not (Path(subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True).stdout.strip()) / "citus.so").exists():
+        pytest.skip("citus extension not installed: preflight stops at the extension first")
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.241.1", 6432))  # group 1, member 1
+        s.listen()
+        with pytest.raises(ClusterError) as e:
+            c.up(timeout=5)
+    assert "127.0.241.1:6432" in str(e.value) and "in use" in str(e.value)
+    assert not c.is_running()
+
+
+def test_status_of_a_cluster_that_is_not_running(tmp_path):
+    state = _state(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "citus_pipeline.cli", "cluster", "status"],
+        capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "CITUS_PIPELINE_STATE_DIR": str(state)},
+    )
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0
+    assert "no local cluster" in r.stderr and "cluster up" in r.stderr
+
+
+def test_patroni_config_has_citus_sync_and_own_address(tmp_path):
+    c = LocalCluster(spec_from_mapping(SPEC), _state(tmp_path))
+    creds = {"superuser": "a", "replication": "b", "restapi": "c"}
+    m = c.member(2, 1)
+    cfg = c.patroni_config(m, creds)
+    assert cfg["citus"] == {"group": 2, "database": "citus"}
+    assert cfg["postgresql"]["listen"] == "127.0.242.1:6432"
+    assert cfg["restapi"]["listen"] == "127.0.242.1:9008"
+    assert cfg["bootstrap"]["dcs"]["synchronous_mode"] is True
+    assert cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]["citus.shard_count"] == 32
+    assert cfg["etcd3"]["hosts"] == ["127.0.240.254:2379"]
+    dsn = c.coordinator_dsn()
+    assert "127.0.240.1,127.0.240.2,127.0.240.3" in dsn and "target_session_attrs=read-write" in dsn
+    assert "password" not in dsn

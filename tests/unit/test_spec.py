@@ -1,0 +1,79 @@
+"""ClusterSpec validation: every bad spec is refused up front, naming the field and the reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from citus_pipeline.cluster.spec import DEFAULT_SPEC_PATH, ClusterSpec, SpecError, load_spec, spec_from_mapping
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_file_is_the_reference_topology():
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    assert spec.name == "citusdemo" and spec.database == "citus" and spec.shard_count == 32
+    assert spec.coordinator.members == 3
+    assert (spec.workers.groups, spec.workers.members) == (2, 2)
+    assert spec.patroni.synchronous_mode is True
+    assert str(spec.member_address(0, 1)) == "127.0.10.1"
+    assert str(spec.member_address(2, 2)) == "127.0.12.2"
+    assert str(spec.etcd_address) == "127.0.10.254"
+
+
+@pytest.mark.parametrize(
+    "text, field, reason",
+    [
+        ("name: [unclosed", "line 1", "invalid YAML"),
+        ("workers:\n  groups: 2\n  replicas: 3\n", "workers.replicas", "unknown field"),
+        ("workers:\n  groups: 0\n", "workers.groups", "greater than or equal to 1"),
+        ("local:\n  base_address: 10.0.0.0\n", "local.base_address", "not a loopback"),
+        ("local:\n  etcd_address: 127.0.10.1\n  etcd_client_port: 5432\n", "(top level)", "address clash"),
+        ("local:\n  restapi_port: 5432\n", "(top level)", "address clash"),
+        ("patroni:\n  ttl: 10\n  loop_wait: 5\n  retry_timeout: 5\n", "patroni", "must not exceed ttl"),
+        ("postgresql:\n  parameters:\n    port: 5433\n", "postgresql.parameters", "set by the backend"),
+        ("- just\n- a list\n", "", "must be a mapping"),
+    ],
+)
+def test_bad_specs_name_field_and_reason(tmp_path, text, field, reason):
+    p = tmp_path / "cluster.yaml"
+    p.write_text(text)
+    with pytest.raises(SpecError) as e:
+        load_spec(p)
+    msg = str(e.value)
+    assert msg.startswith(str(p)), msg
+    assert field in msg and reason in msg, msg
+    assert "\n" not in msg
+
+
+def test_clash_message_names_both_sides():
+    with pytest.raises(SpecError, match=r"etcd client and member 0-1 postgres|member 0-1 postgres and etcd"):
+        spec_from_mapping({"local": {"etcd_address": "127.0.10.1", "etcd_client_port": 5432}})
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_spec_is_immutable():
+    spec = ClusterSpec()
+    with pytest.raises(Exception):
+        spec.name = "other"  # type: ignore[misc]
+
+
+def test_cli_refuses_bad_spec_before_starting_anything(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("workers:\n  groups: 0\n")
+    state = tmp_path / "state"
+    r = subprocess.run(
+        [sys.executable, "-m", "citus_pipeline.cli", "cluster", "up", "--spec", str(bad)],
+        capture_output=True, text=True, cwd=ROOT, env={"CITUS_PIPELINE_STATE_DIR": str(state), "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 1
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "workers.groups" in lines[0], r.stderr
+    assert not state.exists()
