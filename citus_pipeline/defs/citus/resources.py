@@ -21,7 +21,7 @@ from typing import Literal, TypeVar
 
 import dagster as dg
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import PrivateAttr
 
 T = TypeVar("T")
@@ -68,6 +68,8 @@ _FAILOVER_MESSAGES = (
 
 def is_failover_error(err: BaseException) -> bool:
     """True when ``err`` is what a leader change looks like from a client, so retrying helps."""
+    if isinstance(err, PoolTimeout):
+        return True  # no connection to a read-write coordinator within the wait
     if isinstance(err, psycopg.Error):
         if err.sqlstate in FAILOVER_SQLSTATES:
             return True
@@ -107,6 +109,7 @@ class CitusResource(dg.ConfigurableResource):
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 10.0
     pool_max_size: int = 4
+    connect_wait_seconds: float = 20.0
     statement_timeout_ms: int = 0
 
     _pool: ConnectionPool | None = PrivateAttr(default=None)
@@ -150,7 +153,7 @@ class CitusResource(dg.ConfigurableResource):
                 kwargs=kwargs,
                 check=ConnectionPool.check_connection,  # drop connections a failover broke
                 open=True,
-                timeout=60,
+                timeout=self.connect_wait_seconds,
                 name="citus-coordinator",
             )
         return self._pool

@@ -1,0 +1,161 @@
+"""CitusResource's failover handling against real psycopg errors from a real PostgreSQL.
+
+A throwaway PostgreSQL (no Citus needed) runs as user `postgres` on 127.0.0.1:5510 under a
+temporary directory; each failover symptom is produced for real: a refused connection, a
+read-only transaction (25006), an administrator shutdown of our backend (57P01).
+"""
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from citus_pipeline.defs.citus.resources import (
+    CitusResource,
+    FailoverRetriesExhausted,
+    is_failover_error,
+)
+
+PORT = 5510
+
+
+def _pg_bin() -> Path:
+    out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+    return Path(out.stdout.strip()) if out.returncode == 0 else Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture(scope="module")
+def plain_pg():
+    bindir = _pg_bin()
+    if not (bindir / "initdb").exists():
+        pytest.skip(f"no initdb in {bindir}")
+    try:
+        user = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no 'postgres' user to run a throwaway PostgreSQL")
+    base = Path(tempfile.mkdtemp(prefix="dagster-res-pg-", dir="/tmp"))
+    os.chown(base, user.pw_uid, user.pw_gid)
+    data = base / "data"
+
+    def as_pg(*cmd: str) -> subprocess.CompletedProcess:
+        pre = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        return subprocess.run([*pre, *cmd], capture_output=True, text=True, timeout=120)
+
+    r = as_pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    assert r.returncode == 0, r.stderr
+    r = as_pg(
+        str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "start",
+        "-o", f"-c listen_addresses=127.0.0.1 -c port={PORT} -c unix_socket_directories={base}",
+    )
+    if r.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"could not start PostgreSQL on {PORT}: {r.stderr.strip()[:200]}")
+    try:
+        yield f"host=127.0.0.1 port={PORT} user=postgres dbname=postgres connect_timeout=3"
+    finally:
+        as_pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _resource(dsn: str, **kw) -> CitusResource:
+    return CitusResource(dsn=dsn, retry_attempts=3, retry_base_seconds=0.01, retry_max_seconds=0.02, **kw)
+
+
+def test_connection_refused_is_a_failover_error():
+    with pytest.raises(psycopg.OperationalError) as err:
+        psycopg.connect("host=127.0.0.1 port=1 user=postgres connect_timeout=2")
+    assert is_failover_error(err.value)
+
+
+def test_read_only_transaction_is_a_failover_error(plain_pg):
+    with psycopg.connect(plain_pg, autocommit=True) as conn:
+        conn.execute("SET default_transaction_read_only = on")
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as err:
+            conn.execute("CREATE TABLE ro_probe (x int)")
+    assert err.value.sqlstate == "25006" and is_failover_error(err.value)
+
+
+def test_admin_shutdown_is_a_failover_error(plain_pg):
+    victim = psycopg.connect(plain_pg, autocommit=True)
+    pid = victim.info.backend_pid
+    with psycopg.connect(plain_pg, autocommit=True) as killer:
+        killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    time.sleep(0.2)
+    with pytest.raises(psycopg.OperationalError) as err:
+        victim.execute("SELECT 1")
+    victim.close()
+    assert err.value.sqlstate == "57P01" and is_failover_error(err.value)
+
+
+def test_real_errors_are_not_retried(plain_pg):
+    res = _resource(plain_pg)
+    calls = []
+
+    def bad_sql():
+        calls.append(1)
+        with res.connection() as conn:
+            conn.execute("SELECT * FROM no_such_table")
+
+    with pytest.raises(psycopg.errors.UndefinedTable) as err:
+        res.retry_idempotent(bad_sql, what="probe")
+    assert not is_failover_error(err.value)
+    assert len(calls) == 1
+    res.close()
+
+
+def test_retries_after_admin_shutdown_then_succeeds(plain_pg):
+    res = _resource(plain_pg)
+    attempts = []
+
+    def work():
+        with res.connection() as conn:
+            attempts.append(conn.info.backend_pid)
+            if len(attempts) == 1:
+                # the pooled connection is shut down under us, as Patroni does on demotion
+                with psycopg.connect(plain_pg, autocommit=True) as other:
+                    other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+                time.sleep(0.2)
+            return conn.execute("SELECT 42").fetchone()[0]
+
+    assert res.retry_idempotent(work, what="probe") == 42
+    assert len(attempts) == 2 and attempts[0] != attempts[1]
+    res.close()
+
+
+def test_gives_up_with_a_clear_message_when_the_leader_stays_read_only(plain_pg):
+    res = _resource(plain_pg)
+
+    def write():
+        with res.connection() as conn:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION READ ONLY")
+                conn.execute("CREATE TABLE ro_probe2 (x int)")
+
+    with pytest.raises(FailoverRetriesExhausted, match=r"create probe: .*3 attempts.*ReadOnlySqlTransaction"):
+        res.retry_idempotent(write, what="create probe")
+    res.close()
+
+
+def test_unreachable_coordinator_exhausts_retries():
+    res = _resource("host=127.0.0.1 port=1 user=postgres connect_timeout=1", connect_wait_seconds=1.0)
+    with pytest.raises(FailoverRetriesExhausted, match="read: "):
+        res.query_idempotent("SELECT 1", what="read")
+    res.close()
+
+
+def test_search_path_follows_the_configured_schema(plain_pg):
+    with psycopg.connect(plain_pg, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS probe_schema")
+        conn.execute("CREATE TABLE IF NOT EXISTS probe_schema.uk_price (x int)")
+        conn.execute("INSERT INTO probe_schema.uk_price VALUES (7)")
+    res = _resource(plain_pg, db_schema="probe_schema")
+    assert res.query_idempotent("SELECT x FROM uk_price") == [(7,)]
+    res.close()
+    with pytest.raises(ValueError, match="plain lower-case identifier"):
+        _resource(plain_pg, db_schema="x; drop").checked_schema()
