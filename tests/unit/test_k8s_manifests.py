@@ -1,0 +1,393 @@
+"""Manifests rendered from the ClusterSpec: schema-valid, faithful to the spec, what Patroni needs."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import patroni.dcs.kubernetes as patroni_k8s
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from citus_pipeline.cluster import manifests as mf
+from citus_pipeline.cluster.k8s_commands import app as k8s_app
+from citus_pipeline.cluster.k8s_commands import resource_path, validate_manifests
+from citus_pipeline.cluster.spec import ClusterSpec, SpecError, load_spec, spec_from_mapping
+
+REPO = Path(__file__).resolve().parents[2]
+K8S_VERSION = "1.30"  # pinned: the version the base is validated against (kubernetes.api_version)
+
+
+@pytest.fixture(scope="module")
+def spec() -> ClusterSpec:
+    return load_spec(REPO / "cluster.yaml")
+
+
+@pytest.fixture(scope="module")
+def objs(spec) -> list[dict]:
+    return mf.cluster_manifests(spec)
+
+
+def by_kind(objs, kind):
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
+
+
+def env_of(sts) -> dict[str, dict]:
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e for e in c["env"]}
+
+
+# ---- schema -----------------------------------------------------------------------------------
+def test_pinned_version_is_the_spec_default(spec):
+    assert spec.kubernetes.api_version == K8S_VERSION
+
+
+def test_every_manifest_validates_against_the_openapi_schema(objs):
+    for o in objs:
+        # strict: unknown fields are errors too
+        kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+
+
+def test_validation_catches_a_broken_manifest(objs):
+    sts = json.loads(json.dumps(next(o for o in objs if o["kind"] == "StatefulSet")))
+    sts["spec"]["replicas"] = "three"
+    sts["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    problems = validate_manifests([("test", sts)], K8S_VERSION)
+    assert len(problems) == 1 and "StatefulSet" in problems[0]
+
+
+def test_overlay_objects_validate_too():
+    overlay = REPO / "k8s" / "overlays" / "yandex-cloud"
+    sc = yaml.safe_load((overlay / "storage-class.yaml").read_text())
+    kubernetes_validate.validate(sc, K8S_VERSION, strict=True)
+
+
+# ---- topology ---------------------------------------------------------------------------------
+def test_one_statefulset_per_group_with_spec_replicas(spec, objs):
+    sts = by_kind(objs, "StatefulSet")
+    assert set(sts) == {f"citusdemo-{g}" for g in range(spec.workers.groups + 1)}
+    assert sts["citusdemo-0"]["spec"]["replicas"] == spec.coordinator.members == 3
+    for g in spec.worker_groups:
+        assert sts[f"citusdemo-{g}"]["spec"]["replicas"] == spec.workers.members
+
+
+def test_three_worker_groups_render_group_3():
+    spec = spec_from_mapping({"workers": {"groups": 3, "members": 3}})
+    objs = mf.cluster_manifests(spec)
+    sts = by_kind(objs, "StatefulSet")
+    assert "citusdemo-3" in sts and "citusdemo-4" not in sts
+    s3 = sts["citusdemo-3"]
+    assert s3["spec"]["replicas"] == 3
+    assert env_of(s3)["PATRONI_CITUS_GROUP"]["value"] == "3"
+    assert s3["metadata"]["labels"]["citus-group"] == "3"
+    assert "citusdemo-3" in by_kind(objs, "PodDisruptionBudget")
+    assert "citusdemo-3-headless" in by_kind(objs, "Service")
+    assert "group-3.yaml" in mf.render_files(spec)
+
+
+def test_labels(spec, objs):
+    for name, s in by_kind(objs, "StatefulSet").items():
+        g = int(name.rsplit("-", 1)[1])
+        labels = s["spec"]["template"]["metadata"]["labels"]
+        assert labels["cluster-name"] == spec.name
+        assert labels["citus-group"] == str(g)
+        assert labels["citus-type"] == ("coordinator" if g == 0 else "worker")
+        sel = s["spec"]["selector"]["matchLabels"]
+        assert all(labels[k] == v for k, v in sel.items())
+        assert "role" not in sel, "the selector must not depend on the role Patroni changes"
+
+
+def test_patroni_env(spec, objs):
+    for name, s in by_kind(objs, "StatefulSet").items():
+        g = name.rsplit("-", 1)[1]
+        env = env_of(s)
+        assert env["PATRONI_SCOPE"]["value"] == spec.name
+        assert env["PATRONI_CITUS_GROUP"]["value"] == g
+        assert env["PATRONI_CITUS_DATABASE"]["value"] == spec.database
+        assert env["PATRONI_KUBERNETES_USE_ENDPOINTS"]["value"] == "true"
+        assert env["PATRONI_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert env["PATRONI_KUBERNETES_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        assert env["PATRONI_KUBERNETES_POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        assert env["PATRONI_KUBERNETES_LEADER_LABEL_VALUE"]["value"] == "primary"
+        labels = yaml.safe_load(env["PATRONI_KUBERNETES_LABELS"]["value"])
+        pod_labels = s["spec"]["template"]["metadata"]["labels"]
+        # Patroni lists pods/endpoints with these labels + the scope label: the pods must match ...
+        assert all(pod_labels[k] == v for k, v in labels.items())
+        # ... and the group label must not be among them, or the coordinator sees no workers.
+        assert "citus-group" not in labels
+        ports = yaml.safe_load(env["PATRONI_KUBERNETES_PORTS"]["value"])
+        assert ports == [{"name": "postgresql", "port": 5432}]
+
+
+def test_connect_address_is_the_stable_dns_name(spec, objs):
+    for name, s in by_kind(objs, "StatefulSet").items():
+        env = env_of(s)
+        names = list(env)
+        headless = s["spec"]["serviceName"]
+        assert headless == f"{name}-headless"
+        for var, port in (("PATRONI_POSTGRESQL_CONNECT_ADDRESS", 5432), ("PATRONI_RESTAPI_CONNECT_ADDRESS", 8008)):
+            assert env[var]["value"] == f"$(PATRONI_NAME).{headless}.$(PATRONI_KUBERNETES_NAMESPACE).svc:{port}"
+            # $(VAR) expands only variables defined earlier in the list
+            assert names.index("PATRONI_NAME") < names.index(var)
+            assert names.index("PATRONI_KUBERNETES_NAMESPACE") < names.index(var)
+        svc = by_kind(objs, "Service")[headless]
+        assert svc["spec"]["clusterIP"] == "None"
+        assert svc["spec"]["publishNotReadyAddresses"] is True
+        assert svc["spec"]["selector"] == s["spec"]["selector"]["matchLabels"]
+
+
+def test_secrets_are_referenced_never_inlined(spec, objs):
+    assert not [o for o in objs if o["kind"] == "Secret"]
+    for s in by_kind(objs, "StatefulSet").values():
+        env = env_of(s)
+        for var, key in (("PATRONI_SUPERUSER_PASSWORD", "superuser-password"),
+                         ("PATRONI_REPLICATION_PASSWORD", "replication-password"),
+                         ("PATRONI_RESTAPI_PASSWORD", "restapi-password")):
+            assert "value" not in env[var]
+            assert env[var]["valueFrom"]["secretKeyRef"] == {"name": spec.credentials.kubernetes_secret, "key": key}
+        assert env["PATRONI_RESTAPI_USERNAME"]["value"] == spec.credentials.restapi_user
+    for s in by_kind(objs, "StatefulSet").values():
+        for e in env_of(s).values():
+            if "PASSWORD" in e["name"]:
+                assert set(e) == {"name", "valueFrom"} and "secretKeyRef" in e["valueFrom"], e
+    cfg = by_kind(objs, "ConfigMap")["citusdemo-patroni"]["data"]["bootstrap.yaml"]
+    assert "password:" not in cfg
+
+
+def test_storage_probes_resources_and_grace(spec, objs):
+    k = spec.kubernetes
+    for name, s in by_kind(objs, "StatefulSet").items():
+        pod = s["spec"]["template"]["spec"]
+        vct = s["spec"]["volumeClaimTemplates"]
+        assert [v["metadata"]["name"] for v in vct] == ["pgdata"]
+        assert vct[0]["spec"]["resources"]["requests"]["storage"] == k.storage_size
+        assert vct[0]["spec"]["storageClassName"] == k.storage_class
+        assert not any(v["name"] == "pgdata" for v in pod["volumes"]), "pgdata must be a PVC, not a pod volume"
+        assert pod["terminationGracePeriodSeconds"] == k.termination_grace_period_seconds
+        c = pod["containers"][0]
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readiness"
+        assert c["readinessProbe"]["httpGet"]["port"] == "patroni"
+        assert {"name": "patroni", "containerPort": 8008, "protocol": "TCP"} in c["ports"]
+        want = k.coordinator_resources if name.endswith("-0") else k.worker_resources
+        assert c["resources"]["requests"] == {"cpu": want.cpu, "memory": want.memory}
+        assert c["resources"]["limits"]["memory"] == want.memory_limit
+        assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_anti_affinity_across_nodes(objs):
+    for s in by_kind(objs, "StatefulSet").values():
+        req = s["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert req[0]["topologyKey"] == "kubernetes.io/hostname"
+        assert req[0]["labelSelector"]["matchLabels"] == s["spec"]["selector"]["matchLabels"]
+
+
+def test_pdb_per_group(spec, objs):
+    pdbs = by_kind(objs, "PodDisruptionBudget")
+    sts = by_kind(objs, "StatefulSet")
+    assert set(pdbs) == set(sts)
+    for name, pdb in pdbs.items():
+        assert pdb["spec"]["maxUnavailable"] == 1
+        assert pdb["spec"]["selector"]["matchLabels"] == sts[name]["spec"]["selector"]["matchLabels"]
+
+
+def test_patroni_dcs_services_and_endpoints(spec, objs):
+    svcs, eps = by_kind(objs, "Service"), by_kind(objs, "Endpoints")
+    for g in range(spec.workers.groups + 1):
+        leader = svcs[f"citusdemo-{g}"]
+        assert "selector" not in leader["spec"], "Patroni fills the leader Endpoints, not a selector"
+        assert leader["spec"]["ports"][0]["name"] == "postgresql"
+        assert eps[f"citusdemo-{g}"]["metadata"]["labels"]["citus-group"] == str(g)
+        cfg = svcs[f"citusdemo-{g}-config"]
+        assert cfg["spec"]["clusterIP"] == "None" and "selector" not in cfg["spec"]
+
+
+def test_two_load_balancers(spec, objs):
+    lbs = {n: s for n, s in by_kind(objs, "Service").items() if s["spec"].get("type") == "LoadBalancer"}
+    assert set(lbs) == {"citusdemo-coordinator", "citusdemo-workers"}
+    coord, workers = lbs["citusdemo-coordinator"]["spec"], lbs["citusdemo-workers"]["spec"]
+    assert coord["selector"] == {"application": "citus-pipeline", "cluster-name": spec.name,
+                                 "citus-type": "coordinator", "role": "primary"}
+    assert workers["selector"]["citus-type"] == "worker" and workers["selector"]["role"] == "primary"
+    for s in (coord, workers):
+        assert s["ports"][0]["port"] == 5432
+
+
+def test_bootstrap_config_scram_and_tls(spec, objs):
+    cm = by_kind(objs, "ConfigMap")["citusdemo-patroni"]
+    cfg = yaml.safe_load(cm["data"]["bootstrap.yaml"])
+    dcs = cfg["bootstrap"]["dcs"]
+    params = dcs["postgresql"]["parameters"]
+    assert params["password_encryption"] == "scram-sha-256"
+    assert params["citus.node_conninfo"].startswith("sslmode=verify-full ")
+    for line in dcs["postgresql"]["pg_hba"]:
+        assert line.split()[-1] == "scram-sha-256", line
+        assert line.startswith(("local", "hostssl")), line
+    local = cfg["postgresql"]["parameters"]
+    assert local["ssl"] == "on"
+    assert {local["ssl_cert_file"], local["ssl_ca_file"]} == {"/etc/citus-tls/tls.crt", "/etc/citus-tls/ca.crt"}
+    assert dcs["ttl"] == spec.patroni.ttl and dcs["synchronous_mode"] == spec.patroni.synchronous_mode
+    sts = by_kind(objs, "StatefulSet")["citusdemo-1"]["spec"]["template"]["spec"]
+    tls = next(v for v in sts["volumes"] if v["name"] == "tls")
+    assert tls["secret"]["secretName"] == spec.kubernetes.tls_secret
+
+
+def test_network_policies(spec, objs):
+    pols = by_kind(objs, "NetworkPolicy")
+    deny = pols["citusdemo-default-deny"]["spec"]
+    assert deny["ingress"] == [] and deny["policyTypes"] == ["Ingress"]
+    members = pols["citusdemo-members"]["spec"]["ingress"][0]
+    assert sorted(p["port"] for p in members["ports"]) == [5432, 8008]
+    assert members["from"] == [{"podSelector": {"matchLabels": mf.base_labels(spec)}}]
+    dag = pols["citusdemo-dagster-to-coordinator"]["spec"]
+    assert dag["podSelector"]["matchLabels"]["citus-type"] == "coordinator"
+    assert dag["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
+    assert dag["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": spec.kubernetes.dagster_namespace}
+    lb = pols["citusdemo-load-balancer-clients"]["spec"]
+    assert lb["podSelector"]["matchLabels"]["role"] == "primary"
+    assert [f["ipBlock"]["cidr"] for f in lb["ingress"][0]["from"]] == list(spec.kubernetes.client_cidrs)
+    # nothing else opens a port
+    opened = {p["port"] for pol in pols.values() for rule in pol["spec"]["ingress"] for p in rule["ports"]}
+    assert opened == {5432, 8008}
+
+
+# ---- RBAC -------------------------------------------------------------------------------------
+# CoreV1Api method prefix -> RBAC verb; the resource is the method's tail (_kind -> endpoints,
+# as Patroni is configured with use_endpoints: true).
+_VERB = {"list": "list", "read": "get", "create": "create", "patch": "patch",
+         "replace": "update", "delete_collection": "deletecollection", "delete": "delete"}
+_RESOURCE = {"pod": "pods", "kind": "endpoints", "endpoints": "endpoints", "service": "services",
+             "config_map": "configmaps"}
+# Calls that only `patronictl` reaches, never the Patroni daemon: deliberately not granted.
+_CTL_ONLY = {"delete_collection_namespaced_kind"}
+
+
+def _patroni_api_calls() -> set[str]:
+    """Every `self._api.<method>` Patroni's Kubernetes DCS calls (from its installed source)."""
+    tree = ast.parse(Path(patroni_k8s.__file__).read_text())
+    calls = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "_api" and "namespaced" in node.attr):
+            calls.add(node.attr)
+    return calls
+
+
+def _expected_rules() -> dict[str, set[str]]:
+    calls = _patroni_api_calls()
+    assert {"list_namespaced_pod", "patch_namespaced_pod", "create_namespaced_service"} <= calls
+    want: dict[str, set[str]] = {}
+    for call in calls - _CTL_ONLY:
+        prefix, resource = call.split("_namespaced_")
+        verb = _VERB[prefix]
+        want.setdefault(_RESOURCE[resource], set()).add(verb)
+        if verb == "list":  # Patroni's ObjectCache watches what it lists (watch=True)
+            want[_RESOURCE[resource]].add("watch")
+    return want
+
+
+def test_rbac_grants_exactly_the_verbs_patroni_uses(objs):
+    assert "watch=True" in Path(patroni_k8s.__file__).read_text()
+    role = by_kind(objs, "Role")["citusdemo-patroni"]
+    granted: dict[str, set[str]] = {}
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == [""]
+        assert "resourceNames" not in rule
+        for res in rule["resources"]:
+            granted.setdefault(res, set()).update(rule["verbs"])
+    assert granted == _expected_rules()
+    assert granted == {"endpoints": {"create", "get", "list", "patch", "watch"},
+                       "pods": {"list", "patch", "watch"}, "services": {"create"}}
+
+
+def test_rbac_is_namespaced(spec, objs):
+    kinds = {o["kind"] for o in objs}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
+    rb = by_kind(objs, "RoleBinding")["citusdemo-patroni"]
+    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "citusdemo-patroni"}
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "citusdemo", "namespace": spec.kubernetes.namespace}]
+    for s in by_kind(objs, "StatefulSet").values():
+        assert s["spec"]["template"]["spec"]["serviceAccountName"] == "citusdemo"
+
+
+# ---- committed base and overlay -----------------------------------------------------------------
+def test_committed_base_equals_a_fresh_render(spec):
+    base = REPO / "k8s" / "base"
+    fresh = mf.render_files(spec)
+    committed = {p.name: p.read_text() for p in base.glob("*.yaml")}
+    assert set(committed) == set(fresh), "k8s/base files differ: run `citus-pipeline k8s render`"
+    for name, text in fresh.items():
+        assert committed[name] == text, f"k8s/base/{name} drifted: run `citus-pipeline k8s render`"
+
+
+def test_kustomization_lists_every_file(spec):
+    k = yaml.safe_load(mf.render_files(spec)["kustomization.yaml"])
+    assert set(k["resources"]) == set(mf.render_files(spec)) - {"kustomization.yaml"}
+    assert k["namespace"] == spec.kubernetes.namespace
+
+
+def test_overlay_patches_the_base_load_balancers(objs):
+    overlay = REPO / "k8s" / "overlays" / "yandex-cloud"
+    k = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    assert "../../base" in k["resources"]
+    lb_names = {n for n, s in by_kind(objs, "Service").items() if s["spec"].get("type") == "LoadBalancer"}
+    patch_file = next(p["path"] for p in k["patches"] if "path" in p)
+    patched = list(yaml.safe_load_all((overlay / patch_file).read_text()))
+    assert {p["metadata"]["name"] for p in patched} == lb_names
+    for p in patched:
+        ann = p["metadata"]["annotations"]
+        assert ann["yandex.cloud/load-balancer-type"] == "internal"
+        assert "yandex.cloud/subnet-id" in ann
+    sc = yaml.safe_load((overlay / "storage-class.yaml").read_text())
+    storage_patch = next(p for p in k["patches"] if p.get("target", {}).get("kind") == "StatefulSet")
+    assert sc["metadata"]["name"] in storage_patch["patch"]
+    image = next(o for o in objs if o["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.rsplit(":", 1)[0] in {i["name"] for i in k["images"]}
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+def test_cli_render_and_validate(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(k8s_app, ["render", "--spec", str(REPO / "cluster.yaml"), "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "group-2.yaml").exists()
+    r = runner.invoke(k8s_app, ["validate", "--spec", str(REPO / "cluster.yaml"), "--dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "29 objects valid" in r.output
+
+
+def test_cli_validate_reports_an_invalid_file(tmp_path):
+    bad = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": "nope"}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    r = CliRunner().invoke(k8s_app, ["validate", "--spec", str(REPO / "cluster.yaml"), "--dir", str(tmp_path)])
+    assert r.exit_code == 1
+    assert "bad.yaml: Service/x: spec.ports" in r.output
+
+
+def test_cli_render_bad_spec_is_one_line(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("kubernetes:\n  namespace: Bad_NS\n")
+    r = CliRunner().invoke(k8s_app, ["render", "--spec", str(p), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1
+    assert f"{p}: kubernetes.namespace" in r.output
+
+
+def test_resource_paths():
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "citus"}}
+    assert resource_path(svc) == "/api/v1/namespaces/citus/services/a"
+    sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s", "namespace": "n"}}
+    assert resource_path(sts, "") == "/apis/apps/v1/namespaces/n/statefulsets"
+    with pytest.raises(SpecError, match="not supported"):
+        resource_path({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"}})
+
+
+def test_tls_sans_cover_every_group_member(spec):
+    sans = mf.tls_dns_names(spec)
+    assert f"*.citusdemo-0-headless.{spec.kubernetes.namespace}.svc" in sans
+    assert f"*.citusdemo-{spec.workers.groups + 16}-headless.{spec.kubernetes.namespace}.svc" in sans
+    host = mf.member_dns_name(spec, 1, 0)
+    first, rest = host.split(".", 1)
+    assert first == "citusdemo-1-0" and f"*.{rest}" in sans  # a wildcard covers exactly one label
