@@ -9,6 +9,7 @@
 
 
 import statistics
+import time
 from dataclasses import dataclass
 
 import dagster as dg
@@ -57,10 +58,12 @@ def monthly_net_rows(conn) -> int:
     description="Every good raw row is in uk_price (no loss, no duplicates).",
 )
 def uk_price_counts(citus: CitusResource) -> dg.AssetCheckResult:
+    t0 = time.perf_counter()
     with citus.connection() as conn:
         raw_rows, table_rows = conn.execute(RAW_IDS_MISSING_SQL).fetchone()
         net = monthly_net_rows(conn)
     passed, metadata = evaluate_counts(int(raw_rows), int(table_rows), net)
+    metadata["sql_seconds"] = dg.MetadataValue.float(round(time.perf_counter() - t0, 4))
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -100,6 +103,7 @@ def quality_sql() -> tuple[str, dict[str, list[str]]]:
 )
 def uk_price_quality(citus: CitusResource) -> dg.AssetCheckResult:
     sql, params = quality_sql()
+    t0 = time.perf_counter()
     with citus.connection() as conn:
         cur = conn.execute(sql, params)
         row = cur.fetchone()
@@ -109,7 +113,10 @@ def uk_price_quality(citus: CitusResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=not bad,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={n: dg.MetadataValue.int(v) for n, v in faults.items()},
+        metadata={
+            **{n: dg.MetadataValue.int(v) for n, v in faults.items()},
+            "sql_seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 4)),
+        },
         description=None if not bad else "bad values: " + ", ".join(f"{n}={v}" for n, v in bad.items()),
     )
 
@@ -154,6 +161,7 @@ WHERE noderole = 'primary' AND isactive AND shouldhaveshards AND groupid > 0 ORD
     description="Bytes per worker within 1.2x (max/min) and every active worker holds shards.",
 )
 def uk_price_balance(citus: CitusResource) -> dg.AssetCheckResult:
+    t0 = time.perf_counter()
     with citus.connection() as conn:
         nodes = node_bytes(conn)
         active = [r[0] for r in conn.execute(ACTIVE_GROUPS_SQL).fetchall()]
@@ -162,6 +170,7 @@ def uk_price_balance(citus: CitusResource) -> dg.AssetCheckResult:
         "max_min_ratio": dg.MetadataValue.float(round(verdict.ratio, 4) if verdict.ratio != float("inf") else -1.0),
         "active_workers": dg.MetadataValue.int(len(active)),
         "empty_workers": dg.MetadataValue.int(len(verdict.empty_groups)),
+        "sql_seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 4)),
     }
     for g, v in sorted(nodes.items()):
         metadata[f"bytes_group_{g}"] = dg.MetadataValue.int(v["bytes"])
@@ -238,8 +247,10 @@ def uk_price_query_timing(
     context: dg.AssetCheckExecutionContext, citus: CitusResource, timing: QueryTimingSettings
 ) -> dg.AssetCheckResult:
     previous = previous_medians(context.instance, context.check_specs[0].key, timing.history)
+    t0 = time.perf_counter()
     with citus.connection() as conn:
         results = time_queries(conn, UK_PRICE_QUERIES, runs=timing.runs)
+    sql_seconds = time.perf_counter() - t0
     ref = results[REFERENCE_QUERY]
     verdict = evaluate_timing(ref.median, timing.reference_slo_seconds, previous, timing.regression_factor)
     metadata: dict[str, dg.MetadataValue] = {}
@@ -247,6 +258,7 @@ def uk_price_query_timing(
         metadata[f"{name}_median_s"] = dg.MetadataValue.float(round(r.median, 5))
         metadata[f"{name}_p95_s"] = dg.MetadataValue.float(round(r.p95, 5))
     metadata["slo_seconds"] = dg.MetadataValue.float(timing.reference_slo_seconds)
+    metadata["sql_seconds"] = dg.MetadataValue.float(round(sql_seconds, 4))
     if verdict.baseline is not None:
         metadata["previous_median_s"] = dg.MetadataValue.float(round(verdict.baseline, 5))
     return dg.AssetCheckResult(
