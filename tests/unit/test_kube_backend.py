@@ -1,0 +1,448 @@
+"""KubernetesCluster decisions, against fake API classes built from the client's model objects.
+
+The fakes record every call in one shared log (API calls and SQL alike), so the tests can assert
+what was created or deleted and in which order relative to the shard drain.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import psycopg
+import pytest
+from kubernetes.client import (
+    V1Container,
+    V1EndpointsList,
+    V1LabelSelector,
+    V1LoadBalancerIngress,
+    V1LoadBalancerStatus,
+    V1ObjectMeta,
+    V1PersistentVolumeClaimSpec,
+    V1Pod,
+    V1PodList,
+    V1PodSpec,
+    V1PodStatus,
+    V1PodTemplateSpec,
+    V1Service,
+    V1ServiceStatus,
+    V1StatefulSet,
+    V1StatefulSetList,
+    V1StatefulSetSpec,
+)
+from kubernetes.client import V1Endpoints as _Endpoints
+from kubernetes.client import V1PersistentVolumeClaim as _PVC
+
+from citus_pipeline.cluster import citus_meta
+from citus_pipeline.cluster import manifests as mf
+from citus_pipeline.cluster.citus_meta import DrainError
+from citus_pipeline.cluster.kubernetes import KubernetesCluster, KubernetesClusterError
+from citus_pipeline.cluster.spec import spec_from_mapping
+
+SPEC = spec_from_mapping({})
+NS = SPEC.kubernetes.namespace
+
+
+class NotFound(Exception):
+    status = 404
+
+
+def _matches(labels: dict | None, selector: str | None) -> bool:
+    if not selector:
+        return True
+    want = dict(kv.split("=", 1) for kv in selector.split(","))
+    return all((labels or {}).get(k) == v for k, v in want.items())
+
+
+def pod(group: int, ordinal: int, status: dict | None, role_label: str | None = None) -> V1Pod:
+    name = f"citusdemo-{group}-{ordinal}"
+    labels = mf.group_labels(SPEC, group)
+    if role_label:
+        labels["role"] = role_label
+    ann = {"status": json.dumps(status)} if status is not None else None
+    return V1Pod(
+        metadata=V1ObjectMeta(name=name, namespace=NS, labels=labels, annotations=ann),
+        status=V1PodStatus(phase="Running"),
+    )
+
+
+def member_status(group: int, ordinal: int, role: str, lsn: int, **extra) -> dict:
+    host = mf.member_dns_name(SPEC, group, ordinal)
+    return {"conn_url": f"postgres://{host}:5432/postgres", "api_url": f"http://{host}:8008/patroni",
+            "state": "running", "role": role, "version": "4.1.5", "xlog_location": lsn, "timeline": 2,
+            **extra}
+
+
+def endpoints(name: str, group: int, annotations: dict) -> _Endpoints:
+    labels = {**mf.base_labels(SPEC), "citus-group": str(group)}
+    return _Endpoints(metadata=V1ObjectMeta(name=name, namespace=NS, labels=labels, annotations=annotations))
+
+
+def statefulset(group: int, image: str = SPEC.kubernetes.image, storage: str | None = "yc-network-ssd"):
+    return V1StatefulSet(
+        metadata=V1ObjectMeta(name=f"citusdemo-{group}", namespace=NS, labels=mf.group_labels(SPEC, group)),
+        spec=V1StatefulSetSpec(
+            selector=V1LabelSelector(match_labels={**mf.base_labels(SPEC), "citus-group": str(group)}),
+            service_name=f"citusdemo-{group}-headless",
+            template=V1PodTemplateSpec(spec=V1PodSpec(containers=[V1Container(name="patroni", image=image)])),
+            volume_claim_templates=[_PVC(metadata=V1ObjectMeta(name="pgdata"),
+                                         spec=V1PersistentVolumeClaimSpec(storage_class_name=storage))],
+        ),
+    )
+
+
+class FakeCore:
+    def __init__(self, log, pods, eps, lb_ip="10.128.0.50"):
+        self.log, self.pods, self.eps, self.lb_ip = log, list(pods), list(eps), lb_ip
+
+    def list_namespaced_pod(self, namespace, label_selector=None):
+        return V1PodList(items=[p for p in self.pods if _matches(p.metadata.labels, label_selector)])
+
+    def list_namespaced_endpoints(self, namespace, label_selector=None):
+        return V1EndpointsList(items=[e for e in self.eps if _matches(e.metadata.labels, label_selector)])
+
+    def read_namespaced_service(self, name, namespace):
+        if name != "citusdemo-coordinator":
+            raise NotFound()
+        ingress = [V1LoadBalancerIngress(ip=self.lb_ip)] if self.lb_ip else []
+        return V1Service(metadata=V1ObjectMeta(name=name, namespace=namespace),
+                         status=V1ServiceStatus(load_balancer=V1LoadBalancerStatus(ingress=ingress)))
+
+    def create_namespaced_service(self, namespace, body):
+        self.log.append(("create", "Service", body["metadata"]["name"], body))
+
+    def create_namespaced_endpoints(self, namespace, body):
+        self.log.append(("create", "Endpoints", body["metadata"]["name"], body))
+
+    def patch_namespaced_endpoints(self, name, namespace, body):
+        self.log.append(("patch", "Endpoints", name, body))
+        ann = body["metadata"]["annotations"]
+        group = int(name.split("-")[1])
+        if name.endswith("-failover") and ann.get("member"):  # what Patroni would then do
+            for e in self.eps:
+                if e.metadata.name == f"citusdemo-{group}":
+                    e.metadata.annotations = {**e.metadata.annotations, "leader": ann["member"]}
+
+    def delete_namespaced_service(self, name, namespace):
+        self.log.append(("delete", "Service", name))
+
+    def delete_namespaced_endpoints(self, name, namespace):
+        if name.endswith("-failover"):
+            raise NotFound()  # never created: a 404 is not an error
+        self.log.append(("delete", "Endpoints", name))
+
+    def delete_collection_namespaced_persistent_volume_claim(self, namespace, label_selector=None):
+        self.log.append(("delete", "PersistentVolumeClaim", label_selector))
+        # the StatefulSet is gone by now: its pods too
+        self.pods = [p for p in self.pods if not _matches(p.metadata.labels, label_selector)]
+
+
+class FakeApps:
+    def __init__(self, log, sets, core: FakeCore):
+        self.log, self.sets, self.core = log, list(sets), core
+
+    def list_namespaced_stateful_set(self, namespace, label_selector=None):
+        return V1StatefulSetList(items=[s for s in self.sets if _matches(s.metadata.labels, label_selector)])
+
+    def create_namespaced_stateful_set(self, namespace, body):
+        self.log.append(("create", "StatefulSet", body["metadata"]["name"], body))
+
+    def delete_namespaced_stateful_set(self, name, namespace):
+        self.log.append(("delete", "StatefulSet", name))
+        group = name.rsplit("-", 1)[1]
+        self.core.pods = [p for p in self.core.pods if p.metadata.labels.get("citus-group") != group]
+
+
+class FakePolicy:
+    def __init__(self, log):
+        self.log = log
+
+    def create_namespaced_pod_disruption_budget(self, namespace, body):
+        self.log.append(("create", "PodDisruptionBudget", body["metadata"]["name"], body))
+
+    def delete_namespaced_pod_disruption_budget(self, name, namespace):
+        self.log.append(("delete", "PodDisruptionBudget", name))
+
+
+class FakeCursor:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def fetchall(self):
+        return self.rows
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+
+class FakeCitus:
+    """The coordinator as citus_meta sees it: pg_dist_node rows and placements per group."""
+
+    def __init__(self, log, groups=(1, 2), placements=None, drain_fails=False, reachable=True):
+        self.log = log
+        self.nodes = {g: (g + 1, g, mf.member_dns_name(SPEC, g, 0), 5432, "primary", True, True) for g in groups}
+        self.placements = dict(placements or {g: 16 for g in groups})
+        self.drain_fails, self.reachable = drain_fails, reachable
+        self.dsns: list[str] = []
+
+    def connect(self, dsn):
+        self.dsns.append(dsn)
+        if not self.reachable:
+            raise psycopg.OperationalError("connection refused")
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, sql, params=()):
+        if sql == citus_meta.DIST_NODES_SQL:
+            return FakeCursor([self.nodes[g] for g in sorted(self.nodes)])
+        if sql == citus_meta.NODE_SHARDS_SQL:
+            return FakeCursor([(g, r[2], r[3], self.placements.get(g, 0), 0) for g, r in sorted(self.nodes.items())])
+        if sql == citus_meta.PLACEMENTS_IN_GROUP_SQL:
+            return FakeCursor([(self.placements.get(params[0], 0),)])
+        if sql == citus_meta.DRAIN_SQL:
+            self.log.append(("sql", "drain", params[0]))
+            if self.drain_fails:
+                raise psycopg.errors.InternalError("could not move shard: not enough space")
+            group = next(g for g, r in self.nodes.items() if r[2] == params[0])
+            self.placements[group] = 0
+            return FakeCursor([])
+        if sql == citus_meta.REMOVE_NODE_SQL:
+            self.log.append(("sql", "remove_node", params[0]))
+            self.nodes = {g: r for g, r in self.nodes.items() if r[2] != params[0]}
+            return FakeCursor([])
+        raise AssertionError(f"unexpected SQL {sql}")
+
+
+def healthy_pods(groups=(0, 1, 2)):
+    out = []
+    for g in groups:
+        n = SPEC.members_in_group(g)
+        out.append(pod(g, 0, member_status(g, 0, "primary", 100 * 1048576), "primary"))
+        for i in range(1, n):
+            out.append(pod(g, i, member_status(g, i, "replica", (100 - i) * 1048576,
+                                               replication_state="streaming"), "replica"))
+    return out
+
+
+def dcs_endpoints(groups=(0, 1, 2)):
+    out = []
+    for g in groups:
+        out.append(endpoints(f"citusdemo-{g}", g, {"leader": f"citusdemo-{g}-0", "optime": str(100 * 1048576)}))
+        out.append(endpoints(f"citusdemo-{g}-sync", g, {"leader": f"citusdemo-{g}-0", "sync_standby": f"citusdemo-{g}-1"}))
+        out.append(endpoints(f"citusdemo-{g}-config", g, {"config": "{}"}))
+    return out
+
+
+def make(groups=(0, 1, 2), pods=None, eps=None, sets=None, citus=None, lb_ip="10.128.0.50"):
+    log: list = []
+    core = FakeCore(log, healthy_pods(groups) if pods is None else pods,
+                    dcs_endpoints(groups) if eps is None else eps, lb_ip)
+    apps = FakeApps(log, [statefulset(g) for g in groups] if sets is None else sets, core)
+    policy = FakePolicy(log)
+    db = citus or FakeCitus(log, groups=[g for g in groups if g > 0])
+    db.log = log
+    c = KubernetesCluster(SPEC, core_api=core, apps_api=apps, policy_api=policy, connect=db.connect,
+                          sleep=lambda s: None)
+    return c, log, core, apps, db
+
+
+@pytest.fixture(autouse=True)
+def _no_dsn_env(monkeypatch):
+    monkeypatch.delenv("CITUS_DSN", raising=False)
+    monkeypatch.delenv("CITUS_COORDINATOR_DSN", raising=False)
+
+
+# ---- topology ---------------------------------------------------------------------------------
+def test_topology_from_pods_and_patroni_annotations():
+    c, *_ = make()
+    topo = c.status()
+    assert topo.backend == "kubernetes" and topo.scope == "citusdemo"
+    assert topo.groups == [0, 1, 2]
+    roles = {m.name: m.role for m in topo.members}
+    assert roles == {"citusdemo-0-0": "leader", "citusdemo-0-1": "sync_standby", "citusdemo-0-2": "replica",
+                     "citusdemo-1-0": "leader", "citusdemo-1-1": "sync_standby",
+                     "citusdemo-2-0": "leader", "citusdemo-2-1": "sync_standby"}
+    m = next(m for m in topo.members if m.name == "citusdemo-0-2")
+    assert m.host == "citusdemo-0-2.citusdemo-0-headless.citus.svc" and m.port == 5432
+    assert m.state == "streaming" and m.timeline == 2
+    assert m.lag_mb == 2.0  # leader at 100 MiB, this replica at 98 MiB
+    assert topo.leader(0).lag_mb is None and topo.leader(0).state == "running"
+    assert topo.leader(1).api_url.endswith(":8008/patroni")
+    # Citus metadata came from the coordinator through the load balancer's address
+    assert [n.groupid for n in topo.dist_nodes] == [1, 2]
+    assert topo.active_worker_groups == [1, 2]
+    assert topo.coordinator_dsn.startswith("host=10.128.0.50 port=5432 dbname=citus")
+    assert "password" not in topo.coordinator_dsn
+
+
+def test_pod_without_status_annotation_is_unknown_and_foreign_pods_are_ignored():
+    pods = healthy_pods((0,)) + [pod(1, 0, None)]
+    stray = pod(1, 1, member_status(1, 1, "replica", 0))
+    stray.metadata.labels = {**mf.base_labels(SPEC)}  # no citus-group label
+    c, *_ = make(groups=(0, 1), pods=pods + [stray])
+    topo = c.status()
+    new = next(m for m in topo.members if m.name == "citusdemo-1-0")
+    assert (new.role, new.state) == ("unknown", "starting")
+    assert "citusdemo-1-1" not in {m.name for m in topo.members}
+
+
+def test_leader_falls_back_to_the_role_label_without_leader_endpoints():
+    c, *_ = make(groups=(0,), eps=[])
+    topo = c.status(with_shards=False)
+    assert topo.leader(0).name == "citusdemo-0-0"
+    assert {m.role for m in topo.members if m.name != "citusdemo-0-0"} == {"replica"}
+
+
+def test_status_survives_an_unreachable_coordinator():
+    c, *_ = make(citus=FakeCitus([], reachable=False))
+    topo = c.status()
+    assert len(topo.members) == 7 and topo.dist_nodes == []
+
+
+def test_no_load_balancer_address_yet_is_one_clear_error():
+    c, *_ = make(lb_ip=None)
+    with pytest.raises(KubernetesClusterError, match="no load balancer address yet"):
+        c.coordinator_dsn()
+
+
+def test_dsn_from_the_environment_wins(monkeypatch):
+    monkeypatch.setenv("CITUS_DSN", "host=coord dbname=citus")
+    c, *_ = make(lb_ip=None)
+    assert c.coordinator_dsn() == "host=coord dbname=citus"
+
+
+# ---- add worker -------------------------------------------------------------------------------
+def test_add_worker_creates_the_next_group_from_the_templates():
+    sets = [statefulset(0, image="cr.yandex/abc/patroni-citus:15-13.2-4.1", storage="citus-network-ssd"),
+            statefulset(1), statefulset(2)]
+    c, log, *_ = make(sets=sets)
+    assert c.add_worker(wait=False) == 3
+    created = [(e[1], e[2]) for e in log if e[0] == "create"]
+    assert created == [
+        ("Service", "citusdemo-3-headless"), ("Service", "citusdemo-3"), ("Endpoints", "citusdemo-3"),
+        ("Service", "citusdemo-3-config"), ("StatefulSet", "citusdemo-3"), ("PodDisruptionBudget", "citusdemo-3"),
+    ]
+    assert not [e for e in log if e[0] == "delete"]
+    sts = next(e[3] for e in log if e[1] == "StatefulSet")
+    assert sts["spec"]["replicas"] == SPEC.workers.members
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PATRONI_CITUS_GROUP"]["value"] == "3"
+    assert sts["metadata"]["labels"]["citus-type"] == "worker"
+    # what the running cluster uses (kustomize overlay) carries over to the new group
+    assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "cr.yandex/abc/patroni-citus:15-13.2-4.1"
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "citus-network-ssd"
+    # every created object equals the rendered template apart from those two overrides
+    rendered = {(o["kind"], o["metadata"]["name"]) for o in mf.group_manifests(SPEC, 3)}
+    assert set(created) == rendered
+
+
+def test_add_worker_picks_the_id_after_the_highest_statefulset():
+    c, log, *_ = make(groups=(0, 1, 4))
+    assert c.add_worker(wait=False) == 5
+
+
+def test_add_worker_waits_until_the_group_is_in_pg_dist_node():
+    c, log, core, apps, db = make()
+
+    def create_sts(namespace, body):  # the new group comes up and Patroni registers it
+        log.append(("create", "StatefulSet", body["metadata"]["name"], body))
+        core.pods += healthy_pods((3,))
+        core.eps += dcs_endpoints((3,))
+        db.nodes[3] = (9, 3, mf.member_dns_name(SPEC, 3, 0), 5432, "primary", True, True)
+
+    apps.create_namespaced_stateful_set = create_sts
+    assert c.add_worker(timeout=5) == 3
+
+
+def test_add_worker_without_a_coordinator_creates_nothing():
+    c, log, *_ = make(groups=(0, 1), sets=[statefulset(1)])
+    with pytest.raises(KubernetesClusterError, match="no coordinator StatefulSet citusdemo-0"):
+        c.add_worker(wait=False)
+    assert log == []
+
+
+# ---- remove worker ----------------------------------------------------------------------------
+def test_remove_worker_refuses_to_delete_anything_when_the_drain_fails():
+    log: list = []
+    c, log, *_ = make(citus=FakeCitus(log, drain_fails=True))
+    with pytest.raises(DrainError, match="not enough space"):
+        c.remove_worker(2)
+    assert [e for e in log if e[0] in ("delete", "create", "patch")] == []
+    assert ("sql", "remove_node", mf.member_dns_name(SPEC, 2, 0)) not in log
+
+
+def test_remove_worker_refuses_when_placements_remain_after_the_drain():
+    log: list = []
+    db = FakeCitus(log)
+    original = db.execute
+
+    def leaky(sql, params=()):
+        cur = original(sql, params)
+        if sql == citus_meta.DRAIN_SQL:
+            db.placements[2] = 3  # the drain "succeeded" but left shards behind
+        return cur
+
+    db.execute = leaky
+    c, log, *_ = make(citus=db)
+    with pytest.raises(DrainError, match="still holds 3"):
+        c.remove_worker(2)
+    assert not [e for e in log if e[0] == "delete"]
+
+
+def test_remove_worker_drains_then_deletes_the_group_objects():
+    c, log, core, *_ = make()
+    c.remove_worker(2)
+    kinds = [e for e in log if e[0] in ("delete", "sql")]
+    assert kinds[0] == ("sql", "drain", mf.member_dns_name(SPEC, 2, 0))
+    deleted = {(e[1], e[2]) for e in log if e[0] == "delete"}
+    assert {("StatefulSet", "citusdemo-2"), ("PodDisruptionBudget", "citusdemo-2"),
+            ("Service", "citusdemo-2"), ("Service", "citusdemo-2-headless"), ("Service", "citusdemo-2-config"),
+            ("Endpoints", "citusdemo-2"), ("Endpoints", "citusdemo-2-config"), ("Endpoints", "citusdemo-2-sync"),
+            ("PersistentVolumeClaim", f"{c.selector},citus-group=2")} == deleted
+    # nothing of another group was touched
+    assert not [e for e in log if e[0] == "delete" and re.search(r"citusdemo-[01]\b", str(e[2]))]
+    # pg_dist_node rows go only after the pods are gone, so Patroni cannot re-register them
+    order = [e[:2] for e in log]
+    assert order.index(("sql", "remove_node")) > order.index(("delete", "StatefulSet"))
+    assert order.index(("delete", "PersistentVolumeClaim")) > order.index(("sql", "remove_node"))
+
+
+@pytest.mark.parametrize(("group", "message"), [
+    (0, "not a worker group"),
+    (7, "no StatefulSet citusdemo-7"),
+])
+def test_remove_worker_refuses_bad_groups(group, message):
+    c, log, *_ = make()
+    with pytest.raises(KubernetesClusterError, match=message):
+        c.remove_worker(group)
+    assert log == []
+
+
+def test_remove_worker_refuses_the_last_worker_group():
+    c, log, *_ = make(groups=(0, 1))
+    with pytest.raises(KubernetesClusterError, match="last worker group"):
+        c.remove_worker(1)
+    assert log == []
+
+
+# ---- switchover -------------------------------------------------------------------------------
+def test_switchover_writes_patronis_failover_endpoint():
+    c, log, *_ = make()
+    assert c.switchover(1) == "citusdemo-1-1"
+    patch = next(e for e in log if e[0] == "patch")
+    assert patch[2] == "citusdemo-1-failover"
+    ann = patch[3]["metadata"]["annotations"]
+    assert (ann["leader"], ann["member"]) == ("citusdemo-1-0", "citusdemo-1-1")
+    assert patch[3]["metadata"]["labels"]["citus-group"] == "1"
+
+
+def test_switchover_to_a_stranger_is_refused():
+    c, log, *_ = make()
+    with pytest.raises(KubernetesClusterError, match="not a member of group 1"):
+        c.switchover(1, "citusdemo-2-1")
+    assert log == []
