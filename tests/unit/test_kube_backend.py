@@ -215,6 +215,9 @@ class FakeCitus:
             self.log.append(("sql", "remove_node", params[0]))
             self.nodes = {g: r for g, r in self.nodes.items() if r[2] != params[0]}
             return FakeCursor([])
+        if "citus_set_node_property" in sql:  # drain_group restoring shouldhaveshards on failure
+            self.log.append(("sql", "set_node_property", params[0]))
+            return FakeCursor([])
         raise AssertionError(f"unexpected SQL {sql}")
 
 
