@@ -449,3 +449,67 @@ def test_switchover_to_a_stranger_is_refused():
     with pytest.raises(KubernetesClusterError, match="not a member of group 1"):
         c.switchover(1, "citusdemo-2-1")
     assert log == []
+
+
+# ---- CLI and apply ----------------------------------------------------------------------------
+def test_k8s_status_prints_the_same_tables_as_the_local_backend(monkeypatch):
+    from typer.testing import CliRunner
+
+    from citus_pipeline.cluster import k8s_commands
+
+    c, *_ = make()
+    monkeypatch.setattr(k8s_commands, "_backend", lambda spec, context: c)
+    r = CliRunner().invoke(k8s_commands.app, ["status"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "Citus cluster citusdemo (kubernetes)" in r.output
+    for header in ("Group", "Member", "Role", "Lag in MB", "pg_dist_node", "Shards per node"):
+        assert header in r.output
+    assert "citusdemo-0-2" in r.output and "sync_standby" in r.output
+    r = CliRunner().invoke(k8s_commands.app, ["status", "--json"])
+    assert json.loads(r.output)["backend"] == "kubernetes"
+
+
+def test_k8s_remove_worker_cli_reports_a_failed_drain_in_one_line(monkeypatch):
+    from typer.testing import CliRunner
+
+    from citus_pipeline.cluster import k8s_commands
+
+    log: list = []
+    c, log, *_ = make(citus=FakeCitus(log, drain_fails=True))
+    monkeypatch.setattr(k8s_commands, "_backend", lambda spec, context: c)
+    r = CliRunner().invoke(k8s_commands.app, ["remove-worker", "2"], env={"COLUMNS": "300"})
+    assert r.exit_code == 1
+    assert "error:" in r.output and "not enough space" in r.output
+    assert not [e for e in log if e[0] == "delete"]
+
+
+class FakeApiClient:
+    def __init__(self, existing=()):
+        self.calls, self.existing = [], set(existing)
+
+    def call_api(self, path, method, **kw):
+        from kubernetes.client.exceptions import ApiException
+
+        self.calls.append((method, path, kw))
+        if method == "GET" and path not in self.existing:
+            raise ApiException(status=404, reason="Not Found")
+        return {}
+
+
+def test_apply_is_server_side_and_never_overwrites_patronis_endpoints():
+    from citus_pipeline.cluster.k8s_commands import apply_manifests
+
+    objs = mf.cluster_manifests(SPEC)
+    api = FakeApiClient(existing={"/api/v1/namespaces/citus/endpoints/citusdemo-0"})
+    done = dict(apply_manifests(objs, api))
+    assert done["Endpoints/citusdemo-0"].startswith("exists")
+    assert done["Endpoints/citusdemo-1"] == "created"
+    patches = [c for c in api.calls if c[0] == "PATCH"]
+    assert len(patches) == len([o for o in objs if o["kind"] != "Endpoints"])
+    for _, path, kw in patches:
+        assert kw["header_params"]["Content-Type"] == "application/apply-patch+yaml"
+        assert ("fieldManager", "citus-pipeline") in kw["query_params"]
+        assert "/endpoints/" not in path
+    posts = [c for c in api.calls if c[0] == "POST"]
+    assert [p[1] for p in posts] == ["/api/v1/namespaces/citus/endpoints"] * SPEC.workers.groups
+    assert ("PATCH", "/apis/apps/v1/namespaces/citus/statefulsets/citusdemo-2") in [c[:2] for c in patches]
