@@ -345,7 +345,7 @@ def test_add_worker_creates_the_next_group_from_the_templates():
 
 
 def test_add_worker_picks_the_id_after_the_highest_statefulset():
-    c, log, *_ = make(groups=(0, 1, 4))
+    c, _log, *_ = make(groups=(0, 1, 4))
     assert c.add_worker(wait=False) == 5
 
 
@@ -398,7 +398,7 @@ def test_remove_worker_refuses_when_placements_remain_after_the_drain():
 
 
 def test_remove_worker_drains_then_deletes_the_group_objects():
-    c, log, core, *_ = make()
+    c, log, _core, *_ = make()
     c.remove_worker(2)
     kinds = [e for e in log if e[0] in ("delete", "sql")]
     assert kinds[0] == ("sql", "drain", mf.member_dns_name(SPEC, 2, 0))
