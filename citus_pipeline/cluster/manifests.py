@@ -165,6 +165,17 @@ def patroni_kubernetes_labels(spec: ClusterSpec) -> dict[str, str]:
     return {APP_LABEL: APP_VALUE}
 
 
+def selector_service_labels(spec: ClusterSpec, component: str, **more: str) -> dict[str, str]:
+    """Labels for Services WITH a selector (headless, load balancers).
+
+    Their Endpoints are written by the endpoints controller, which copies the Service's
+    labels; without the ``application`` label they stay out of Patroni's label selector, so
+    Patroni neither caches nor wakes up on every readiness change of those Endpoints.
+    """
+    return {SCOPE_LABEL: spec.name, "app.kubernetes.io/part-of": APP_VALUE,
+            "app.kubernetes.io/component": component, **more}
+
+
 def _meta(spec: ClusterSpec, name: str, labels: dict[str, str], **extra: Any) -> Manifest:
     meta: Manifest = {"name": name, "namespace": spec.kubernetes.namespace, "labels": dict(labels)}
     meta.update(extra)
@@ -285,7 +296,7 @@ def load_balancer_manifests(spec: ClusterSpec) -> list[Manifest]:
             {
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": _meta(spec, name, {**base_labels(spec), TYPE_LABEL: kind}),
+                "metadata": _meta(spec, name, selector_service_labels(spec, "load-balancer", **{TYPE_LABEL: kind})),
                 "spec": {
                     "type": "LoadBalancer",
                     # Local: the client address survives, so the NetworkPolicy's ipBlock applies.
@@ -519,7 +530,8 @@ def group_manifests(spec: ClusterSpec, group: int) -> list[Manifest]:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _meta(spec, headless_name(spec, group), labels),
+            "metadata": _meta(spec, headless_name(spec, group), selector_service_labels(
+                spec, "member-dns", **{GROUP_LABEL: str(group), TYPE_LABEL: group_type(group)})),
             "spec": {
                 "clusterIP": "None",
                 # Members must resolve each other while still bootstrapping (not yet ready).

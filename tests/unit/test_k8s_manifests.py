@@ -204,6 +204,15 @@ def test_patroni_dcs_services_and_endpoints(spec, objs):
         assert cfg["spec"]["clusterIP"] == "None" and "selector" not in cfg["spec"]
 
 
+def test_services_with_a_selector_stay_out_of_patronis_label_selector(spec, objs):
+    patroni_selector = {**mf.patroni_kubernetes_labels(spec), "cluster-name": spec.name}
+    selected = [n for n, s in by_kind(objs, "Service").items() if "selector" in s["spec"]]
+    assert len(selected) == spec.workers.groups + 1 + 2  # headless per group + two load balancers
+    for name in selected:
+        labels = by_kind(objs, "Service")[name]["metadata"]["labels"]
+        assert not all(labels.get(k) == v for k, v in patroni_selector.items()), name
+
+
 def test_two_load_balancers(spec, objs):
     lbs = {n: s for n, s in by_kind(objs, "Service").items() if s["spec"].get("type") == "LoadBalancer"}
     assert set(lbs) == {"citusdemo-coordinator", "citusdemo-workers"}
