@@ -34,6 +34,7 @@ from .topology import ClusterBackend, ClusterTopology, MemberStatus
 log = logging.getLogger(__name__)
 
 ConnectFn = Callable[[str], psycopg.Connection]
+Progress = Callable[[str, int, int], None]  # (message, done, total), as the local backend
 DSN_ENVS = ("CITUS_DSN", "CITUS_COORDINATOR_DSN")
 
 
@@ -274,19 +275,25 @@ class KubernetesCluster(ClusterBackend):
         return topo
 
     # ---- lifecycle --------------------------------------------------------------------------
-    def up(self, timeout: float = 900) -> ClusterTopology:
+    def up(self, progress: Progress | None = None, timeout: float = 900) -> ClusterTopology:
+        """Apply the rendered manifests (server-side) and wait for a leader in every group."""
         from .k8s_commands import apply_manifests
 
         self._load_clients()
         apply_manifests(mf.cluster_manifests(self.spec), self._core.api_client)
         groups = list(range(self.spec.workers.groups + 1))
-        return self.wait_for_leaders(groups, timeout)
+        return self.wait_for_leaders(groups, timeout, progress)
 
-    def wait_for_leaders(self, groups: list[int], timeout: float) -> ClusterTopology:
+    def wait_for_leaders(
+        self, groups: list[int], timeout: float, progress: Progress | None = None
+    ) -> ClusterTopology:
         deadline = time.monotonic() + timeout
         while True:
             topo = self.status(with_shards=False)
             missing = [g for g in groups if topo.leader(g) is None]
+            if progress:
+                msg = f"waiting for Patroni leaders of groups {missing}" if missing else "leaders elected"
+                progress(msg, len(groups) - len(missing), len(groups))
             if not missing:
                 return topo
             if time.monotonic() > deadline:
@@ -329,7 +336,7 @@ class KubernetesCluster(ClusterBackend):
         }
         creators[kind](ns, obj)
 
-    def add_worker(self, wait: bool = True, timeout: float = 900) -> int:
+    def add_worker(self, progress: Progress | None = None, timeout: float = 900, wait: bool = True) -> int:
         """Create the next worker group; with ``wait``, return once it is in pg_dist_node."""
         existing = self.statefulset_groups()
         if 0 not in existing:
@@ -342,7 +349,7 @@ class KubernetesCluster(ClusterBackend):
         for obj in self.group_objects(group, image, storage):
             self._create(obj)
         if wait:
-            self.wait_for_leaders([group], timeout)
+            self.wait_for_leaders([group], timeout, progress)
             self._wait_registered(group, timeout)
         return group
 
@@ -385,7 +392,7 @@ class KubernetesCluster(ClusterBackend):
                     raise
         return deleted
 
-    def remove_worker(self, group: int, timeout: float = 600) -> None:
+    def remove_worker(self, group: int, transfer_mode: str = "block_writes", timeout: float = 600) -> int:
         """Drain the group's shards, then delete its objects; a failed drain deletes nothing."""
         if group <= 0:
             raise KubernetesClusterError(f"group {group} is not a worker group (workers are 1..N)")
@@ -398,7 +405,7 @@ class KubernetesCluster(ClusterBackend):
             raise KubernetesClusterError(f"group {group} is the last worker group; refusing to remove it")
         dsn = self.coordinator_dsn()
         with self._connect(dsn) as conn:
-            drain_group(conn, group)  # raises DrainError: nothing below runs
+            moved = drain_group(conn, group, transfer_mode)  # raises DrainError: nothing below runs
         self._delete_group_objects(group)
         self._wait_pods_gone(group, timeout)
         with self._connect(dsn) as conn:
@@ -406,6 +413,7 @@ class KubernetesCluster(ClusterBackend):
         self.core.delete_collection_namespaced_persistent_volume_claim(
             self.namespace, label_selector=self._group_selector(group)
         )
+        return moved
 
     def _wait_pods_gone(self, group: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -359,7 +359,9 @@ def test_add_worker_waits_until_the_group_is_in_pg_dist_node():
         db.nodes[3] = (9, 3, mf.member_dns_name(SPEC, 3, 0), 5432, "primary", True, True)
 
     apps.create_namespaced_stateful_set = create_sts
-    assert c.add_worker(timeout=5) == 3
+    seen = []
+    assert c.add_worker(progress=lambda msg, done, total: seen.append((done, total)), timeout=5) == 3
+    assert seen[-1] == (1, 1)
 
 
 def test_add_worker_without_a_coordinator_creates_nothing():
@@ -398,8 +400,8 @@ def test_remove_worker_refuses_when_placements_remain_after_the_drain():
 
 
 def test_remove_worker_drains_then_deletes_the_group_objects():
-    c, log, _core, *_ = make()
-    c.remove_worker(2)
+    c, log, *_ = make()
+    assert c.remove_worker(2) == 16  # placements moved off the group
     kinds = [e for e in log if e[0] in ("delete", "sql")]
     assert kinds[0] == ("sql", "drain", mf.member_dns_name(SPEC, 2, 0))
     deleted = {(e[1], e[2]) for e in log if e[0] == "delete"}
