@@ -176,3 +176,10 @@ def test_entrypoint_tls_key_copied_private(entrypoint, tmp_path):
     (tls / "ca.crt").unlink()
     with pytest.raises(entrypoint.EntrypointError, match="ca.crt: missing"):
         entrypoint.prepare_tls(str(tls), key)
+
+
+def test_entrypoint_and_manifests_agree_on_paths(entrypoint):
+    assert str(entrypoint.KEY_COPY) == mf.TLS_KEY_COPY  # ssl_key_file points at the private copy
+    env = {e["name"]: e.get("value") for e in mf.member_env(spec_from_mapping({}), 1)}
+    assert env["CITUS_TLS_DIR"] == mf.TLS_MOUNT
+    assert env["CITUS_PATRONI_BOOTSTRAP_FILE"] == f"{mf.BOOTSTRAP_MOUNT}/{mf.BOOTSTRAP_KEY}"
