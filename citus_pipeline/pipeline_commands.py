@@ -111,7 +111,7 @@ def run_pipeline(
     bootstrap_dagster_home(dagster_home)
     import dagster as dg
 
-    from .data import generate_monthly
+    from .data.generate import generate_monthly
     from .definitions import build_resources, defs
     from .defs.citus.partitions import monthly_partitions, partition_month
     from .defs.citus.resources import PricePaidFiles
@@ -170,21 +170,23 @@ def run_pipeline(
 
     # 4. add a worker; the sensor sees it and asks for one rebalance run
     sensor_ctx = dict(instance=instance, resources={"citus": citus}, definitions=defs)
-    first = dg.build_sensor_context(**sensor_ctx)
-    if _run_requests(new_workers_sensor(first)):
+    def tick(cursor):
+        with dg.build_sensor_context(cursor=cursor, **sensor_ctx) as ctx:
+            return _run_requests(new_workers_sensor(ctx)), ctx.cursor
+
+    early, cursor = tick(None)
+    if early:
         console.print("new_workers_sensor: an empty worker group is already there; rebalancing it too")
-    cursor = first.cursor
     t0 = time.perf_counter()
     group = cluster.add_worker()
     add_wall = time.perf_counter() - t0
     summary.stages.append(Stage(f"add worker group {group}", add_wall, note="Patroni members + pg_dist_node"))
-    ctx = dg.build_sensor_context(cursor=cursor, **sensor_ctx)
-    request = new_workers_sensor(ctx)
-    requests = _run_requests(request)
+    requests, cursor = tick(cursor)
+    requests = requests or early
     if len(requests) != 1:
         console.print(f"[red]new_workers_sensor asked for {len(requests)} runs after add-worker, expected 1[/red]")
         raise typer.Exit(1)
-    again = _run_requests(new_workers_sensor(dg.build_sensor_context(cursor=ctx.cursor, **sensor_ctx)))
+    again, cursor = tick(cursor)
     console.print(f"sensor: run_key {requests[0].run_key!r}; next tick requests {len(again)} runs")
     r, wall = materialize(
         "rebalance (sensor's run)",

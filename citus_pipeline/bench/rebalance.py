@@ -71,7 +71,9 @@ def bench_cluster(state_dir: Path = BENCH_STATE, spec_path: str | None = None):
 
 def load_sample(dsn: str, rows: int, seed: int, *, schema: str = "public", fresh: bool = True) -> int:
     """`rows` generated records in `schema`.uk_price_raw and `schema`.uk_price; returns the count."""
-    from ..data import ensure_schema, generate_complete, load_price_paid, publish_uk_price
+    from ..data import load_price_paid, publish_uk_price
+    from ..data.generate import generate_complete
+    from ..data.schema import ensure_schema
     from ..data.schema import drop_all
 
     WORK.mkdir(parents=True, exist_ok=True)

@@ -210,7 +210,7 @@ def citus_cluster(
 
 def sample_source(files: PricePaidFiles, log: Callable[[str], None]) -> Path:
     """The generated sample of the configured size (generated once, reused while it matches)."""
-    from ...data import generate_complete
+    from ...data.generate import generate_complete
 
     out = files.work_path() / f"pp-sample-{files.sample_rows}-{files.sample_seed}.csv"
     if not out.exists():
@@ -234,7 +234,8 @@ def uk_price_raw(
     cluster: ClusterResource,
     files: PricePaidFiles,
 ) -> dg.MaterializeResult:
-    from ...data import ensure_schema, load_price_paid
+    from ...data import load_price_paid
+    from ...data.schema import ensure_schema
 
     source = files.source or str(sample_source(files, context.log.info))
     dsn = citus.conninfo()

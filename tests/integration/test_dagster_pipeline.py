@@ -1,0 +1,252 @@
+"""The Dagster pipeline against real local Citus clusters and a real Dagster instance.
+
+Shared cluster (`citus_cluster`): each test works in its own PostgreSQL schema. Tests that
+add workers or switch leaders get a `fresh_cluster`.
+"""
+
+import threading
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+
+from citus_pipeline.definitions import defs
+from citus_pipeline.defs.citus.checks import QueryTimingSettings
+from citus_pipeline.defs.citus.resources import CitusResource, ClusterResource, PricePaidFiles
+from citus_pipeline.defs.citus.sensors import new_workers_sensor
+
+pytestmark = [pytest.mark.citus, pytest.mark.cluster]
+
+ALL = [*defs.assets, *defs.asset_checks]
+SAMPLE_ROWS = 4000
+
+
+def _spec_file(cluster, tmp_path: Path) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(cluster.spec.model_dump(mode="json")))
+    return str(path)
+
+
+def _resources(cluster, tmp_path: Path, schema: str = "public", **files_kw) -> dict:
+    spec = _spec_file(cluster, tmp_path)
+    state = str(cluster.state_dir)
+    return {
+        "citus": CitusResource(
+            dsn=cluster.coordinator_dsn(), db_schema=schema, spec_path=spec, state_dir=state,
+            retry_base_seconds=0.5,
+        ),
+        "cluster": ClusterResource(spec_path=spec, state_dir=state),
+        "files": PricePaidFiles(
+            sample_rows=files_kw.pop("sample_rows", SAMPLE_ROWS),
+            work_dir=str(tmp_path / "work"),
+            monthly_dir=str(tmp_path / "monthly"),
+            **files_kw,
+        ),
+        "timing": QueryTimingSettings(reference_slo_seconds=30.0),
+    }
+
+
+@pytest.fixture
+def instance(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst
+
+
+@pytest.fixture
+def schema(citus_cluster):
+    name = f"t_dagster_{uuid.uuid4().hex[:8]}"
+    yield name
+    from citus_pipeline.data.schema import drop_all
+
+    drop_all(citus_cluster.coordinator_dsn(), schema=name)
+
+
+def _count(dsn: str, schema: str, table: str = "uk_price") -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        q = psycopg.sql.SQL("SELECT count(*) FROM {}.{}").format(
+            psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table)
+        )
+        return conn.execute(q).fetchone()[0]
+
+
+def _md(result, key: str):
+    return result.asset_materializations_for_node(key)[0].metadata
+
+
+# ---- every asset on the shared cluster --------------------------------------------------
+def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp_path, instance):
+    res = _resources(citus_cluster, tmp_path, schema)
+    result = dg.materialize(
+        ALL, instance=instance, resources=res,
+        selection=dg.AssetSelection.assets("citus_cluster", "uk_price_raw", "uk_price")
+        | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")),
+    )
+    assert result.success
+    cmd = _md(result, "citus_cluster")
+    assert isinstance(cmd["worker_count"], dg.IntMetadataValue) and cmd["worker_count"].value >= 2
+    assert "citus_version" in cmd and "postgresql_version" in cmd and "| group |" in cmd["status"].value
+    raw = _md(result, "uk_price_raw")
+    for key in ("rows_read", "rows_loaded", "rows_rejected"):
+        assert isinstance(raw[key], dg.IntMetadataValue), key
+    for key in ("mb_per_s", "seconds"):
+        assert isinstance(raw[key], dg.FloatMetadataValue), key
+    assert raw["rows_loaded"].value == SAMPLE_ROWS
+    up = _md(result, "uk_price")
+    assert up["dagster/row_count"].value == SAMPLE_ROWS == _count(citus_cluster.coordinator_dsn(), schema)
+    assert up["shard_count"].value == citus_cluster.spec.shard_count
+    assert any(k.startswith("bytes_group_") for k in up)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(checks) == {"counts", "quality", "query_timing"}
+    assert checks["counts"].passed and checks["quality"].passed
+    timing = checks["query_timing"].metadata
+    assert isinstance(timing["reference_semi_detached_count_median_s"], dg.FloatMetadataValue)
+    assert "top_100_districts_since_2020_p95_s" in timing
+
+    # the monthly partition: applied twice gives the same table; a missing month fails clearly
+    from citus_pipeline.data.generate import generate_monthly
+
+    sample = next((tmp_path / "work").glob("pp-sample-*.csv"))
+    (tmp_path / "monthly").mkdir()
+    generate_monthly(tmp_path / "monthly" / "pp-2025-01.csv", sample, 200, seed=7, month=(2025, 1))
+    snapshots = []
+    for _ in range(2):
+        r = dg.materialize(ALL, instance=instance, resources=res, selection=["uk_price_monthly"], partition_key="2025-01-01")
+        assert r.success
+        (check,) = r.get_asset_check_evaluations()
+        assert check.passed and check.metadata["adds"].value > 0
+        with psycopg.connect(citus_cluster.coordinator_dsn(), autocommit=True) as conn:
+            snapshots.append(conn.execute(
+                psycopg.sql.SQL("SELECT md5(string_agg(t::text, ',' ORDER BY transaction_id)) FROM {}.uk_price t")
+                .format(psycopg.sql.Identifier(schema))
+            ).fetchone()[0])
+    assert snapshots[0] == snapshots[1]
+    # the counts check still holds after the month's adds and deletes
+    r = dg.materialize(ALL, instance=instance, resources=res, selection=dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")))
+    assert {e.check_name: e.passed for e in r.get_asset_check_evaluations()}["counts"]
+
+    missing = dg.materialize(
+        ALL, instance=instance, resources=res, selection=["uk_price_monthly"],
+        partition_key="2025-02-01", raise_on_error=False,
+    )
+    assert not missing.success
+    failure = next(e for e in missing.all_events if e.is_step_failure)
+    assert "no update file for 2025-02" in failure.event_specific_data.error.message
+
+
+def test_failing_quality_check_blocks_downstream(citus_cluster, schema, tmp_path, instance):
+    res = _resources(citus_cluster, tmp_path, schema)
+    assert dg.materialize(ALL, instance=instance, resources=res, selection=["citus_cluster", "uk_price_raw", "uk_price"]).success
+    dsn = citus_cluster.coordinator_dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {schema}.uk_price DROP CONSTRAINT price_positive")
+        conn.execute(
+            f"INSERT INTO {schema}.uk_price (transaction_id, price, date_of_transfer, property_type, "
+            "old_new, duration, ppd_category_type) VALUES (gen_random_uuid(), -5, '2020-01-01', 'S', 'N', 'F', 'A')"
+        )
+    result = dg.materialize(
+        ALL, instance=instance, resources=res, raise_on_error=False,
+        selection=dg.AssetSelection.assets("uk_price", "uk_price_rebalanced")
+        | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")),
+    )
+    quality = {e.check_name: e for e in result.get_asset_check_evaluations()}["quality"]
+    assert not quality.passed and quality.metadata["price_not_positive"].value == 1
+    assert not result.asset_materializations_for_node("uk_price_rebalanced")
+    assert not result.success
+
+
+# ---- the sensor and the rebalance on a fresh cluster ------------------------------------
+def _seed_uk_price(dsn: str, rows: int) -> None:
+    from citus_pipeline.data.schema import ensure_schema
+
+    ensure_schema(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO uk_price (transaction_id, price, date_of_transfer, property_type, old_new, "
+            "duration, ppd_category_type, town_city, district) "
+            "SELECT gen_random_uuid(), 50000 + (i %% 1000) * 300, DATE '1995-01-01' + (i %% 10000), "
+            "(ARRAY['D','S','T','F','O'])[1 + i %% 5]::\"char\", 'N', 'F', 'A', 'LONDON', 'D' || (i %% 40) "
+            "FROM generate_series(1, %s) i",
+            (rows,),
+        )
+
+
+@pytest.mark.destructive
+def test_sensor_requests_exactly_one_rebalance_per_new_worker(fresh_cluster, tmp_path, instance):
+    c = fresh_cluster()
+    dsn = c.coordinator_dsn()
+    _seed_uk_price(dsn, 30000)
+    res = _resources(c, tmp_path)
+    ctx_kw = dict(instance=instance, resources={"citus": res["citus"]}, definitions=defs)
+
+    def tick(cursor):
+        with dg.build_sensor_context(cursor=cursor, **ctx_kw) as ctx:
+            out = new_workers_sensor(ctx)
+            return ([out] if isinstance(out, dg.RunRequest) else []), ctx.cursor
+
+    requests, cursor = tick(None)
+    assert requests == []
+    requests, cursor = tick(cursor)
+    assert requests == []
+    group = c.add_worker()
+    requests, cursor = tick(cursor)
+    assert len(requests) == 1 and requests[0].run_key == f"workers:1,2,{group}"
+    again, cursor = tick(cursor)
+    assert again == []
+
+    result = dg.materialize(
+        ALL, instance=instance, resources=res,
+        selection=dg.AssetSelection.assets("uk_price_rebalanced")
+        | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price_rebalanced")),
+        tags={"dagster/run_key": requests[0].run_key},
+    )
+    assert result.success
+    (balance,) = result.get_asset_check_evaluations()
+    assert balance.passed, balance.description
+    md = _md(result, "uk_price_rebalanced")
+    assert md["moves"].value > 0 and md["bytes_moved"].value > 0
+    assert md[f"after_shards_group_{group}"].value > 0
+    assert _count(dsn, "public") == 30000
+    # once the new group holds shards, nothing more is asked even from a lost cursor
+    assert tick(None)[0] == []
+
+
+@pytest.mark.destructive
+def test_switchover_during_uk_price_then_rerun_is_exact(fresh_cluster, tmp_path, instance):
+    c = fresh_cluster()
+    dsn = c.coordinator_dsn()
+    res = _resources(c, tmp_path, sample_rows=60000)
+    assert dg.materialize(ALL, instance=instance, resources=res, selection=["citus_cluster", "uk_price_raw"]).success
+    outcome = {}
+
+    def publish():
+        outcome["result"] = dg.materialize(
+            ALL, instance=instance, resources=res, raise_on_error=False, selection=["uk_price"]
+        )
+
+    t = threading.Thread(target=publish)
+    t.start()
+    c.switchover(1)
+    t.join(timeout=600)
+    first = outcome["result"]
+    if not first.success:
+        failure = next(e for e in first.all_events if e.is_step_failure)
+        msg = failure.event_specific_data.error.message
+        assert msg.strip() and ("publish uk_price" in msg or "connection" in msg.lower()), msg
+    rerun = dg.materialize(
+        ALL, instance=instance, resources=res,
+        selection=dg.AssetSelection.assets("uk_price") | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")),
+    )
+    assert rerun.success
+    checks = {e.check_name: e.passed for e in rerun.get_asset_check_evaluations()}
+    assert checks["counts"] and checks["quality"]
+    fingerprint = "SELECT count(*), sum(hashtext({id}::text)::numeric) FROM {table}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        raw = conn.execute(fingerprint.format(id="transaction_unique_identifier", table="uk_price_raw")).fetchone()
+        typed = conn.execute(fingerprint.format(id="transaction_id", table="uk_price")).fetchone()
+    assert raw == typed  # the same set of ids, each once
+    assert _count(dsn, "public") == 60000
