@@ -1,0 +1,407 @@
+"""The loader: Price Paid files -> validated rows in Citus, exactly once, N streams at a time.
+
+One reader thread cuts each input into record-aligned chunks (`sources.read_chunks`); N
+worker threads, each with its own connection, parse and validate a chunk (`parse`), and
+write it in ONE transaction: the chunk's ledger row first (so a concurrent or repeated
+load of the same chunk waits and then finds it done), its good rows by COPY, its rejects.
+A chunk is therefore loaded entirely or not at all, whatever is killed when; a re-run
+skips the chunks the ledger names and redoes the rest. Rows whose id is already present
+(a second file with the same records, a re-cut chunk) make the plain COPY fail with a
+unique violation; that chunk is then redone through a temporary table and
+`INSERT ... ON CONFLICT DO NOTHING`, which counts them as duplicates.
+
+Targets: `uk_price` (typed, distributed: the one-hop fast path), `uk_price_raw` (the
+reference schema, coordinator-local: staging for `publish_uk_price`), or `both`.
+Memory is bounded by the queue: at most 2*jobs chunks exist at once.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import psycopg
+from psycopg import errors, sql
+
+from . import format as fmt
+from . import schema as sch
+from .parse import ParsedChunk, Reject, parse_chunk, raw_csv, typed_csv
+from .sources import (
+    DEFAULT_CHUNK_BYTES,
+    Chunk,
+    InputFile,
+    SourceError,
+    fingerprint,
+    read_chunks,
+    read_first_lines,
+    resolve,
+)
+
+Target = Literal["uk_price", "uk_price_raw", "both"]
+
+
+class LayoutError(SourceError):
+    """A file refused up front because it is not in the published layout."""
+
+
+@dataclass
+class ProgressEvent:
+    done_rows: int
+    total_bytes: int | None
+    done_bytes: int
+    message: str
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+@dataclass
+class LoadReport:
+    source: str
+    target: str
+    files: int = 0
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    rows_duplicate: int = 0  # good rows not added: id already present or chunk already loaded
+    rows_already_loaded: int = 0  # of those, rows in chunks a previous load committed
+    chunks: int = 0
+    chunks_skipped: int = 0
+    transcoded_lines: int = 0  # lines read as Windows-1252
+    retries: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+    rows_per_s: float = 0.0
+    mb_per_s: float = 0.0
+    jobs: int = 1
+    errors: list[str] = field(default_factory=list)
+
+    def model_dump(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PublishReport:
+    rows_published: int
+    rows_in_uk_price: int
+    seconds: float
+
+    def model_dump(self) -> dict:
+        return asdict(self)
+
+
+LEDGER_CLAIM = """
+INSERT INTO {schema}.uk_price_load_ledger
+    (source_fingerprint, target, chunk_offset, chunk_bytes, first_line, source,
+     rows_read, rows_loaded, rows_rejected, rows_duplicate)
+VALUES (%s, %s, %s, %s, %s, %s, %s, 0, 0, 0)
+ON CONFLICT DO NOTHING
+RETURNING 1
+"""
+LEDGER_DONE = """
+UPDATE {schema}.uk_price_load_ledger
+SET rows_loaded = %s, rows_rejected = %s, rows_duplicate = %s, committed_at = now()
+WHERE source_fingerprint = %s AND target = %s AND chunk_offset = %s
+"""
+LEDGER_COMMITTED = """
+SELECT chunk_offset, rows_read, rows_loaded + rows_duplicate
+FROM {schema}.uk_price_load_ledger WHERE source_fingerprint = %s AND target = %s
+"""
+REJECT_INSERT = """
+INSERT INTO {schema}.uk_price_rejects (source, source_fingerprint, line_number, raw_record, reason)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+COPY_TYPED = "COPY {table} ({columns}) FROM STDIN (FORMAT csv)"
+COPY_RAW = "COPY {table} (" + sch.RAW_COLUMNS + ") FROM STDIN (FORMAT csv)"
+TMP_CREATE = "CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table}) ON COMMIT DELETE ROWS"
+TMP_INSERT = "INSERT INTO {table} SELECT * FROM {tmp} ON CONFLICT DO NOTHING"
+
+PUBLISH = """
+INSERT INTO {schema}.uk_price
+    (transaction_id, price, date_of_transfer, property_type, old_new, duration,
+     ppd_category_type, postcode, paon, saon, street, locality, town_city, district, county)
+SELECT transaction_unique_identifier, price::integer, date_of_transfer::date,
+       property_type::"char", "Old/New"::"char", duration::"char", ppdcategory_type::"char",
+       nullif(postcode, ''), nullif(paon, ''), nullif(saon, ''), nullif(street, ''),
+       nullif(locality, ''), nullif("Town/City", ''), nullif(district, ''), nullif(county, '')
+FROM {schema}.uk_price_raw
+ON CONFLICT (transaction_id) DO NOTHING
+"""
+
+# Errors after which the chunk is retried on a new connection (a failover, a restart, a
+# worker leader killed mid-COPY): the chunk's transaction was rolled back as a whole.
+_RETRY_CLASSES = ("08", "40", "53", "57", "58")
+_RETRY_STATES = {"25006", "XX000"}
+
+
+def _retryable(err: Exception) -> bool:
+    if isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return True
+    state = getattr(err, "sqlstate", None) or ""
+    return state[:2] in _RETRY_CLASSES or state in _RETRY_STATES
+
+
+def _sniff(inp: InputFile) -> None:
+    import csv
+
+    from .parse import _decode_line
+
+    lines = [ln for ln in read_first_lines(inp, 20) if ln]
+    records = [next(csv.reader([_decode_line(ln)])) for ln in lines]
+    problem = fmt.sniff_layout(records)
+    if problem:
+        raise LayoutError(f"{inp.name}: {problem.message}")
+
+
+class _ChunkWriter:
+    """One worker's connection: writes whole chunks, one transaction each."""
+
+    def __init__(self, dsn: str, schema: str, target: Target):
+        self.dsn = dsn
+        self.schema = schema
+        self.target = target
+        self.conn: psycopg.Connection | None = None
+        cols = sql.SQL(", ").join(map(sql.Identifier, sch.TYPED_COLUMNS))
+        self.copy_typed = sql.SQL(COPY_TYPED).format(table=sch.table(schema, sch.TYPED), columns=cols)
+        self.copy_raw = sql.SQL(COPY_RAW).format(table=sch.table(schema, sch.RAW))
+
+    def connect(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.dsn, application_name="citus-pipeline-load")
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    def _copy(self, cur: psycopg.Cursor, statement: sql.Composable, payload: bytes) -> None:
+        with cur.copy(statement) as cp:
+            view = memoryview(payload)
+            for i in range(0, len(view), 1 << 20):
+                cp.write(view[i : i + (1 << 20)])
+
+    def _copy_idempotent(self, cur: psycopg.Cursor, name: str, statement_for, payload: bytes) -> int:
+        tmp = sql.Identifier(f"load_tmp_{name}")
+        target = sch.table(self.schema, name)
+        cur.execute(sql.SQL(TMP_CREATE).format(tmp=tmp, table=target))
+        self._copy(cur, statement_for(tmp), payload)
+        cur.execute(sql.SQL(TMP_INSERT).format(table=target, tmp=tmp))
+        return cur.rowcount
+
+    def write(self, fp: str, inp: InputFile, chunk: Chunk, parsed: ParsedChunk, idempotent: bool) -> tuple[int, int] | None:
+        """Commit the chunk; (loaded, duplicate), or None if the ledger already had it."""
+        conn = self.connect()
+        n = parsed.good.num_rows
+        q = lambda s: sch.q(s, self.schema)  # noqa: E731
+        with conn.transaction():
+            cur = conn.cursor()
+            cur.execute(q(LEDGER_CLAIM), (fp, self.target, chunk.offset, len(chunk.data), chunk.first_line, inp.name, parsed.lines))
+            if cur.fetchone() is None:
+                return None
+            loaded = n
+            if n:
+                typed = self.target in ("uk_price", "both")
+                raw = self.target in ("uk_price_raw", "both")
+                cols = sql.SQL(", ").join(map(sql.Identifier, sch.TYPED_COLUMNS))
+                if not idempotent:
+                    if typed:
+                        self._copy(cur, self.copy_typed, typed_csv(parsed.good, sch.TYPED_COLUMNS))
+                    if raw:
+                        self._copy(cur, self.copy_raw, raw_csv(parsed.good))
+                else:
+                    if raw:
+                        got = self._copy_idempotent(
+                            cur, sch.RAW,
+                            lambda t: sql.SQL("COPY {} (" + sch.RAW_COLUMNS + ") FROM STDIN (FORMAT csv)").format(t),
+                            raw_csv(parsed.good),
+                        )
+                        loaded = got
+                    if typed:
+                        loaded = self._copy_idempotent(
+                            cur, sch.TYPED,
+                            lambda t: sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(t, cols),
+                            typed_csv(parsed.good, sch.TYPED_COLUMNS),
+                        )
+            if parsed.rejects:
+                cur.executemany(q(REJECT_INSERT), [(inp.name, fp, r.line, r.raw, r.reason) for r in parsed.rejects])
+            cur.execute(q(LEDGER_DONE), (loaded, len(parsed.rejects), n - loaded, fp, self.target, chunk.offset))
+        return loaded, n - loaded
+
+
+def load_price_paid(
+    source: str | os.PathLike,
+    dsn: str,
+    *,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    schema: str = sch.DEFAULT_SCHEMA,
+    target: Target = "uk_price",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ensure: bool = True,
+    shard_count: int = 32,
+    retries: int = 30,
+    retry_wait: float = 2.0,
+) -> LoadReport:
+    """Load a file, a directory of files, or a URL (plain or gzip) into `target`.
+
+    Every good record lands exactly once; every bad one goes to `uk_price_rejects` with its
+    line number and reason; a wrong-layout file is refused up front (`LayoutError`). Safe to
+    re-run after any crash: committed chunks are skipped, the rest loaded.
+    """
+    if target not in ("uk_price", "uk_price_raw", "both"):
+        raise ValueError(f"target must be uk_price, uk_price_raw or both, not {target!r}")
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    started = time.monotonic()
+    report = LoadReport(source=str(source), target=target, jobs=jobs)
+    if ensure:
+        sch.ensure_schema(dsn, shard_count, schema=schema)
+    inputs = resolve(source)
+    for inp in inputs:
+        _sniff(inp)
+    report.files = len(inputs)
+    total_bytes = None if any(i.is_gzip for i in inputs) else sum(i.size() for i in inputs)
+    lock = threading.Lock()
+    work: queue.Queue = queue.Queue(maxsize=jobs)
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def emit(message: str) -> None:
+        if progress:
+            progress(ProgressEvent(report.rows_read, total_bytes, report.bytes_read, message,
+                                   report.rows_loaded, report.rows_rejected))
+
+    def worker() -> None:
+        writer = _ChunkWriter(dsn, schema, target)
+        try:
+            while True:
+                item = work.get()
+                if item is None:
+                    return
+                if stop.is_set():
+                    continue
+                fp, inp, chunk = item
+                parsed = parse_chunk(chunk.data, chunk.first_line, complete=True)
+                idempotent = False
+                attempt = 0
+                while True:
+                    try:
+                        result = writer.write(fp, inp, chunk, parsed, idempotent)
+                        break
+                    except errors.UniqueViolation:
+                        idempotent = True  # ids already present: redo through ON CONFLICT
+                    except Exception as err:  # noqa: BLE001 - decide below
+                        if not _retryable(err) or attempt >= retries:
+                            raise
+                        attempt += 1
+                        with lock:
+                            report.retries += 1
+                        writer.close()
+                        time.sleep(min(retry_wait * attempt, 10.0))
+                with lock:
+                    report.chunks += 1
+                    report.rows_read += parsed.lines
+                    report.bytes_read += len(chunk.data)
+                    report.transcoded_lines += parsed.transcoded_lines
+                    if result is None:
+                        report.chunks_skipped += 1
+                        report.rows_duplicate += parsed.good.num_rows
+                        report.rows_already_loaded += parsed.good.num_rows
+                    else:
+                        report.rows_loaded += result[0]
+                        report.rows_duplicate += result[1]
+                        report.rows_rejected += len(parsed.rejects)
+                    emit(f"{inp.name}: line {chunk.first_line + chunk.lines - 1}")
+        except BaseException as err:  # noqa: BLE001 - reported by the main thread
+            failure.append(err)
+            stop.set()
+        finally:
+            writer.close()
+
+    threads = [threading.Thread(target=worker, name=f"load-{i}", daemon=True) for i in range(jobs)]
+    for t in threads:
+        t.start()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for inp in inputs:
+                fp = fingerprint(inp.path)
+                committed = {
+                    off: (rows, good)
+                    for off, rows, good in conn.execute(sch.q(LEDGER_COMMITTED, schema), (fp, target)).fetchall()
+                }
+                for chunk in read_chunks(inp, chunk_bytes):
+                    if stop.is_set():
+                        break
+                    done = committed.get(chunk.offset)
+                    if done is not None and done[0] == chunk.lines:
+                        with lock:
+                            report.chunks += 1
+                            report.chunks_skipped += 1
+                            report.rows_read += chunk.lines
+                            report.bytes_read += len(chunk.data)
+                            report.rows_duplicate += done[1]
+                            report.rows_already_loaded += done[1]
+                            emit(f"{inp.name}: line {chunk.first_line + chunk.lines - 1} (already loaded)")
+                        continue
+                    while not stop.is_set():
+                        try:
+                            work.put((fp, inp, chunk), timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+    finally:
+        for _ in threads:
+            while True:
+                try:
+                    work.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    if all(not t.is_alive() for t in threads):
+                        break
+        for t in threads:
+            t.join()
+    if failure:
+        raise failure[0]
+    report.seconds = time.monotonic() - started
+    report.rows_per_s = report.rows_read / report.seconds if report.seconds else 0.0
+    report.mb_per_s = report.bytes_read / 1e6 / report.seconds if report.seconds else 0.0
+    emit("done")
+    return report
+
+
+def publish_uk_price(
+    dsn: str, *, progress: Progress | None = None, schema: str = sch.DEFAULT_SCHEMA, analyze: bool = True
+) -> PublishReport:
+    """uk_price_raw -> uk_price: every staged row not yet in uk_price, typed (idempotent).
+
+    Rows of uk_price_raw were validated by the loader; the CHECK constraints of uk_price
+    stop anything else. `ON CONFLICT DO NOTHING` makes a re-run add nothing.
+    """
+    started = time.monotonic()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(sch.q(PUBLISH, schema))
+        published = max(cur.rowcount, 0)
+        if analyze:
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sch.table(schema, sch.TYPED)))
+        (total,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sch.table(schema, sch.TYPED))).fetchone()
+    if progress:
+        progress(ProgressEvent(published, None, 0, f"published {published} rows", published, 0))
+    return PublishReport(published, total, time.monotonic() - started)
+
+
+__all__ = [
+    "LayoutError",
+    "LoadReport",
+    "ProgressEvent",
+    "PublishReport",
+    "Reject",
+    "load_price_paid",
+    "publish_uk_price",
+]

@@ -1,0 +1,195 @@
+"""The tables of the data path, as named SQL constants, and `ensure_schema` that creates them.
+
+- `uk_price_raw`: the reference deployment's schema, a plain table on the coordinator, kept
+  so the reference experiment (and the reference query on a coordinator-local table) can be
+  replayed. It holds the validated rows of the loads that asked for it.
+- `uk_price`: the analytic table, typed and compact, distributed by transaction id. Its
+  CHECK constraints reject impossible values even if a row bypasses the loader.
+- `uk_price_rejects`: every bad record with its source, 1-based line number, text, reason.
+- `uk_price_load_ledger`: one row per committed chunk, written in the chunk's transaction.
+- `uk_price_monthly_log`: one row per applied monthly record (idempotency and the audit
+  of C/D records whose id is unknown).
+
+Every statement takes the PostgreSQL schema as an identifier (tests use one schema each).
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+RAW = "uk_price_raw"
+TYPED = "uk_price"
+REJECTS = "uk_price_rejects"
+LEDGER = "uk_price_load_ledger"
+MONTHLY_LOG = "uk_price_monthly_log"
+DEFAULT_SCHEMA = "public"
+
+# The reference deployment's table, column for column.
+RAW_DDL = """
+CREATE TABLE IF NOT EXISTS {schema}.uk_price_raw (
+    transaction_unique_identifier uuid PRIMARY KEY,
+    price varchar(50),
+    date_of_transfer timestamp,
+    postcode varchar(10),
+    property_type varchar(10),
+    "Old/New" varchar(10),
+    duration varchar(10),
+    paon varchar(100),
+    saon varchar(50),
+    street varchar(100),
+    locality varchar(50),
+    "Town/City" varchar(50),
+    district varchar(50),
+    county varchar(50),
+    ppdcategory_type varchar(10),
+    record_status varchar(10)
+)
+"""
+RAW_COLUMNS = (
+    'transaction_unique_identifier, price, date_of_transfer, postcode, property_type, "Old/New", '
+    'duration, paon, saon, street, locality, "Town/City", district, county, ppdcategory_type, '
+    "record_status"
+)
+
+# Codes are one-byte "char"; empty address parts are NULL; record_status is not kept (every
+# row of uk_price is current: monthly C and D are applied, not stored).
+TYPED_DDL = """
+CREATE TABLE IF NOT EXISTS {schema}.uk_price (
+    transaction_id uuid NOT NULL,
+    price integer NOT NULL CONSTRAINT price_positive CHECK (price > 0),
+    date_of_transfer date NOT NULL
+        CONSTRAINT date_in_range CHECK (date_of_transfer BETWEEN '1995-01-01' AND '2099-12-31'),
+    property_type "char" NOT NULL
+        CONSTRAINT property_type_code CHECK (property_type IN ('D', 'S', 'T', 'F', 'O')),
+    old_new "char" NOT NULL CONSTRAINT old_new_code CHECK (old_new IN ('Y', 'N')),
+    duration "char" NOT NULL CONSTRAINT duration_code CHECK (duration IN ('F', 'L', 'U')),
+    ppd_category_type "char" NOT NULL
+        CONSTRAINT ppd_category_code CHECK (ppd_category_type IN ('A', 'B')),
+    postcode text CONSTRAINT postcode_length CHECK (length(postcode) <= 10),
+    paon text,
+    saon text,
+    street text,
+    locality text,
+    town_city text,
+    district text,
+    county text,
+    CONSTRAINT uk_price_pkey PRIMARY KEY (transaction_id)
+)
+"""
+# Column order of uk_price (fixed-width first: less alignment padding per row).
+TYPED_COLUMNS = (
+    "transaction_id",
+    "price",
+    "date_of_transfer",
+    "property_type",
+    "old_new",
+    "duration",
+    "ppd_category_type",
+    "postcode",
+    "paon",
+    "saon",
+    "street",
+    "locality",
+    "town_city",
+    "district",
+    "county",
+)
+
+DISTRIBUTE = "SELECT create_distributed_table(%s, 'transaction_id', shard_count => %s)"
+IS_DISTRIBUTED = (
+    "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = to_regclass(%s)"
+)
+
+REJECTS_DDL = """
+CREATE TABLE IF NOT EXISTS {schema}.uk_price_rejects (
+    source text NOT NULL,
+    source_fingerprint text NOT NULL,
+    line_number bigint NOT NULL,
+    raw_record text NOT NULL,
+    reason text NOT NULL,
+    rejected_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_fingerprint, line_number)
+)
+"""
+
+LEDGER_DDL = """
+CREATE TABLE IF NOT EXISTS {schema}.uk_price_load_ledger (
+    source_fingerprint text NOT NULL,
+    chunk_offset bigint NOT NULL,
+    chunk_bytes bigint NOT NULL,
+    first_line bigint NOT NULL,
+    target text NOT NULL,
+    source text NOT NULL,
+    rows_read bigint NOT NULL,
+    rows_loaded bigint NOT NULL,
+    rows_rejected bigint NOT NULL,
+    rows_duplicate bigint NOT NULL,
+    committed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_fingerprint, target, chunk_offset)
+)
+"""
+
+MONTHLY_LOG_DDL = """
+CREATE TABLE IF NOT EXISTS {schema}.uk_price_monthly_log (
+    source_fingerprint text NOT NULL,
+    line_number bigint NOT NULL,
+    transaction_id uuid NOT NULL,
+    record_status "char" NOT NULL,
+    outcome text NOT NULL,
+    source text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_fingerprint, line_number)
+)
+"""
+
+
+def q(statement: str, schema: str) -> sql.Composed:
+    """`statement` with `{schema}` bound as an identifier."""
+    return sql.SQL(statement).format(schema=sql.Identifier(schema))
+
+
+def table(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def regclass(schema: str, name: str) -> str:
+    return sql.Identifier(schema, name).as_string(None)
+
+
+def ensure_schema(dsn: str, shard_count: int = 32, *, schema: str = DEFAULT_SCHEMA) -> None:
+    """Create the schema's tables and distribute `uk_price` (idempotent)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        for ddl in (RAW_DDL, TYPED_DDL, REJECTS_DDL, LEDGER_DDL, MONTHLY_LOG_DDL):
+            conn.execute(q(ddl, schema))
+        (done,) = conn.execute(IS_DISTRIBUTED, (regclass(schema, TYPED),)).fetchone()
+        if not done:
+            conn.execute(DISTRIBUTE, (regclass(schema, TYPED), shard_count))
+
+
+def drop_all(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> None:
+    """Drop every table of the data path in `schema` (and the schema unless it is public)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if schema == DEFAULT_SCHEMA:
+            for name in (TYPED, RAW, REJECTS, LEDGER, MONTHLY_LOG):
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(table(schema, name)))
+        else:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "LEDGER",
+    "MONTHLY_LOG",
+    "RAW",
+    "RAW_COLUMNS",
+    "REJECTS",
+    "TYPED",
+    "TYPED_COLUMNS",
+    "drop_all",
+    "ensure_schema",
+    "q",
+    "regclass",
+    "table",
+]
