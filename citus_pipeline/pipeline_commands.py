@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +85,12 @@ def _work_seconds(result) -> float:
 
 def reference_median(citus, table: str, runs: int = 5) -> float:
     """Median of ``runs`` executions of the reference query on ``table`` (our identifier)."""
-    from .defs.citus.timing import REFERENCE_QUERY, UK_PRICE_QUERIES, reference_schema_queries, time_query
+    from .defs.citus.timing import (
+        REFERENCE_QUERY,
+        UK_PRICE_QUERIES,
+        reference_schema_queries,
+        time_query,
+    )
 
     sql = (
         UK_PRICE_QUERIES[REFERENCE_QUERY]
@@ -169,7 +173,7 @@ def run_pipeline(
     stage(f"distributed over {nworkers} workers", r, wall, query=dist, ref="distributed_2")
 
     # 4. add a worker; the sensor sees it and asks for one rebalance run
-    sensor_ctx = dict(instance=instance, resources={"citus": citus}, definitions=defs)
+    sensor_ctx = {"instance": instance, "resources": {"citus": citus}, "definitions": defs}
     def tick(cursor):
         with dg.build_sensor_context(cursor=cursor, **sensor_ctx) as ctx:
             return _run_requests(new_workers_sensor(ctx)), ctx.cursor

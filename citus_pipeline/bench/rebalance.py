@@ -73,8 +73,7 @@ def load_sample(dsn: str, rows: int, seed: int, *, schema: str = "public", fresh
     """`rows` generated records in `schema`.uk_price_raw and `schema`.uk_price; returns the count."""
     from ..data import load_price_paid, publish_uk_price
     from ..data.generate import generate_complete
-    from ..data.schema import ensure_schema
-    from ..data.schema import drop_all
+    from ..data.schema import drop_all, ensure_schema
 
     WORK.mkdir(parents=True, exist_ok=True)
     sample = WORK / f"pp-sample-{rows}-{seed}.csv"
@@ -143,11 +142,11 @@ class SingleRowWriter(threading.Thread):
         super().__init__(daemon=True)
         self.dsn, self.pause = dsn, pause
         self.stats = WriterStats()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         conn = None
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 if conn is None:
                     conn = psycopg.connect(self.dsn, autocommit=True)
@@ -166,7 +165,7 @@ class SingleRowWriter(threading.Thread):
             conn.close()
 
     def stop(self) -> WriterStats:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=30)
         return self.stats
 

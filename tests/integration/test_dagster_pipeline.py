@@ -181,7 +181,7 @@ def test_sensor_requests_exactly_one_rebalance_per_new_worker(fresh_cluster, tmp
     dsn = c.coordinator_dsn()
     _seed_uk_price(dsn, 30000)
     res = _resources(c, tmp_path)
-    ctx_kw = dict(instance=instance, resources={"citus": res["citus"]}, definitions=defs)
+    ctx_kw = {"instance": instance, "resources": {"citus": res["citus"]}, "definitions": defs}
 
     def tick(cursor):
         with dg.build_sensor_context(cursor=cursor, **ctx_kw) as ctx:

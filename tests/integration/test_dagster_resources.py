@@ -26,7 +26,7 @@ PORT = 5510
 
 
 def _pg_bin() -> Path:
-    out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+    out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False)
     return Path(out.stdout.strip()) if out.returncode == 0 else Path("/usr/lib/postgresql/15/bin")
 
 
@@ -45,7 +45,7 @@ def plain_pg():
 
     def as_pg(*cmd: str) -> subprocess.CompletedProcess:
         pre = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        return subprocess.run([*pre, *cmd], capture_output=True, text=True, timeout=120)
+        return subprocess.run([*pre, *cmd], capture_output=True, text=True, timeout=120, check=False)
 
     r = as_pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
     assert r.returncode == 0, r.stderr
@@ -132,10 +132,9 @@ def test_gives_up_with_a_clear_message_when_the_leader_stays_read_only(plain_pg)
     res = _resource(plain_pg)
 
     def write():
-        with res.connection() as conn:
-            with conn.transaction():
-                conn.execute("SET TRANSACTION READ ONLY")
-                conn.execute("CREATE TABLE ro_probe2 (x int)")
+        with res.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute("CREATE TABLE ro_probe2 (x int)")
 
     with pytest.raises(FailoverRetriesExhausted, match=r"create probe: .*3 attempts.*ReadOnlySqlTransaction"):
         res.retry_idempotent(write, what="create probe")
