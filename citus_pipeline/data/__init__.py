@@ -1,0 +1,21 @@
+"""The data path: Price Paid files -> validated, typed rows in Citus (see notes/data-path.md)."""
+
+from .generate import generate_complete, generate_monthly
+from .load import LayoutError, LoadReport, ProgressEvent, PublishReport, load_price_paid, publish_uk_price
+from .monthly import MonthlyReport, apply_monthly
+from .schema import drop_all, ensure_schema
+
+__all__ = [
+    "LayoutError",
+    "LoadReport",
+    "MonthlyReport",
+    "ProgressEvent",
+    "PublishReport",
+    "apply_monthly",
+    "drop_all",
+    "ensure_schema",
+    "generate_complete",
+    "generate_monthly",
+    "load_price_paid",
+    "publish_uk_price",
+]

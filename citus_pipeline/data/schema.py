@@ -144,6 +144,22 @@ CREATE TABLE IF NOT EXISTS {schema}.uk_price_monthly_log (
 """
 
 
+# Monthly records in flight, co-located with uk_price so the A/C/D statements join shard by
+# shard on the workers (rows live here only inside the applying transaction).
+MONTHLY_STAGE = "uk_price_monthly_stage"
+MONTHLY_STAGE_DDL = """
+CREATE TABLE IF NOT EXISTS {schema}.uk_price_monthly_stage (
+    source_fingerprint text NOT NULL,
+    line_number bigint NOT NULL,
+    record_status "char" NOT NULL,
+    LIKE {schema}.uk_price
+)
+"""
+DISTRIBUTE_COLOCATED = (
+    "SELECT create_distributed_table(%s, 'transaction_id', colocate_with => %s)"
+)
+
+
 def q(statement: str, schema: str) -> sql.Composed:
     """`statement` with `{schema}` bound as an identifier."""
     return sql.SQL(statement).format(schema=sql.Identifier(schema))
@@ -166,13 +182,19 @@ def ensure_schema(dsn: str, shard_count: int = 32, *, schema: str = DEFAULT_SCHE
         (done,) = conn.execute(IS_DISTRIBUTED, (regclass(schema, TYPED),)).fetchone()
         if not done:
             conn.execute(DISTRIBUTE, (regclass(schema, TYPED), shard_count))
+        conn.execute(q(MONTHLY_STAGE_DDL, schema))
+        (done,) = conn.execute(IS_DISTRIBUTED, (regclass(schema, MONTHLY_STAGE),)).fetchone()
+        if not done:
+            conn.execute(
+                DISTRIBUTE_COLOCATED, (regclass(schema, MONTHLY_STAGE), regclass(schema, TYPED))
+            )
 
 
 def drop_all(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> None:
     """Drop every table of the data path in `schema` (and the schema unless it is public)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         if schema == DEFAULT_SCHEMA:
-            for name in (TYPED, RAW, REJECTS, LEDGER, MONTHLY_LOG):
+            for name in (MONTHLY_STAGE, TYPED, RAW, REJECTS, LEDGER, MONTHLY_LOG):
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(table(schema, name)))
         else:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
@@ -182,6 +204,7 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "LEDGER",
     "MONTHLY_LOG",
+    "MONTHLY_STAGE",
     "RAW",
     "RAW_COLUMNS",
     "REJECTS",

@@ -1,0 +1,244 @@
+"""Monthly update files applied to uk_price: A inserts, C replaces, D deletes — exactly once.
+
+The whole file is applied in ONE transaction: its validated records are copied into
+`uk_price_monthly_stage` (distributed and co-located with uk_price, so each statement
+below runs shard by shard on the workers, joined on the distribution column), then
+
+  outcomes  LEFT JOIN stage -> uk_price: which C/D ids are unknown, which A ids exist
+  D         DELETE ... USING stage
+  C         UPDATE ... FROM stage          (a C for an unknown id is logged, not inserted)
+  A         INSERT ... SELECT ... ON CONFLICT DO NOTHING
+
+and every record's outcome goes to `uk_price_monthly_log` keyed by (file fingerprint,
+line). A file whose fingerprint is in the log is not applied again, so applying the same
+file twice changes nothing. An id that occurs more than once in one file: its last record
+wins, the earlier ones are logged as superseded. If uk_price_raw holds rows (the staging
+path of the pipeline), the same changes are mirrored there so a later publish stays exact.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pcsv
+from psycopg import sql
+
+from . import schema as sch
+from .load import Progress, ProgressEvent, _sniff
+from .parse import parse_chunk, typed_csv
+from .sources import fingerprint, read_chunks, resolve
+
+
+@dataclass
+class MonthlyReport:
+    source: str
+    rows_read: int = 0
+    rows_rejected: int = 0
+    adds: int = 0
+    changes: int = 0
+    deletes: int = 0
+    adds_existing: int = 0  # A records whose id was already present (left unchanged)
+    unknown_changes: int = 0
+    unknown_deletes: int = 0
+    superseded: int = 0
+    files_already_applied: int = 0
+    seconds: float = 0.0
+    unknown_ids: list[str] = field(default_factory=list)  # first 1000
+
+    @property
+    def applied(self) -> int:
+        return self.adds + self.changes + self.deletes
+
+    def model_dump(self) -> dict:
+        d = asdict(self)
+        d["applied"] = self.applied
+        return d
+
+
+LOCK = "SELECT pg_advisory_xact_lock(hashtext('uk_price_monthly:' || %s))"
+ALREADY = "SELECT count(*) FROM {schema}.uk_price_monthly_log WHERE source_fingerprint = %s"
+STAGE_COLUMNS = ("source_fingerprint", "line_number", "record_status") + sch.TYPED_COLUMNS
+OUTCOMES = """
+SELECT s.line_number, s.record_status, s.transaction_id::text, u.transaction_id IS NOT NULL
+FROM {schema}.uk_price_monthly_stage s
+LEFT JOIN {schema}.uk_price u ON u.transaction_id = s.transaction_id
+WHERE s.source_fingerprint = %s
+"""
+APPLY_D = """
+DELETE FROM {schema}.uk_price u USING {schema}.uk_price_monthly_stage s
+WHERE u.transaction_id = s.transaction_id AND s.source_fingerprint = %s AND s.record_status = 'D'
+"""
+_SET = ", ".join(f"{c} = s.{c}" for c in sch.TYPED_COLUMNS[1:])
+APPLY_C = (
+    "UPDATE {schema}.uk_price u SET " + _SET + " FROM {schema}.uk_price_monthly_stage s "
+    "WHERE u.transaction_id = s.transaction_id AND s.source_fingerprint = %s AND s.record_status = 'C'"
+)
+_COLS = ", ".join(sch.TYPED_COLUMNS)
+APPLY_A = (
+    "INSERT INTO {schema}.uk_price (" + _COLS + ") SELECT " + _COLS
+    + " FROM {schema}.uk_price_monthly_stage s WHERE s.source_fingerprint = %s AND s.record_status = 'A'"
+    " ON CONFLICT (transaction_id) DO NOTHING"
+)
+CLEAR_STAGE = "DELETE FROM {schema}.uk_price_monthly_stage WHERE source_fingerprint = %s"
+RAW_IN_USE = "SELECT EXISTS (SELECT 1 FROM {schema}.uk_price_raw)"
+TMP = """
+CREATE TEMP TABLE monthly_tmp (
+    source_fingerprint text, line_number bigint, record_status "char", LIKE {schema}.uk_price
+) ON COMMIT DROP
+"""
+_RAW_VALUES = (
+    "t.price::text, t.date_of_transfer::timestamp, coalesce(t.postcode, ''), t.property_type::text, "
+    "t.old_new::text, t.duration::text, coalesce(t.paon, ''), coalesce(t.saon, ''), "
+    "coalesce(t.street, ''), coalesce(t.locality, ''), coalesce(t.town_city, ''), "
+    "coalesce(t.district, ''), coalesce(t.county, ''), t.ppd_category_type::text, 'A'"
+)
+RAW_D = (
+    "DELETE FROM {schema}.uk_price_raw r USING monthly_tmp t "
+    "WHERE r.transaction_unique_identifier = t.transaction_id AND t.record_status = 'D'"
+)
+RAW_C = (
+    "UPDATE {schema}.uk_price_raw r SET (" + sch.RAW_COLUMNS.split(", ", 1)[1] + ") = ("
+    + _RAW_VALUES + ") FROM monthly_tmp t "
+    "WHERE r.transaction_unique_identifier = t.transaction_id AND t.record_status = 'C'"
+)
+RAW_A = (
+    "INSERT INTO {schema}.uk_price_raw (" + sch.RAW_COLUMNS + ") SELECT t.transaction_id, "
+    + _RAW_VALUES + " FROM monthly_tmp t WHERE t.record_status = 'A' ON CONFLICT DO NOTHING"
+)
+REJECT_INSERT = """
+INSERT INTO {schema}.uk_price_rejects (source, source_fingerprint, line_number, raw_record, reason)
+VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""
+LOG_COPY = (
+    "COPY {schema}.uk_price_monthly_log "
+    "(source_fingerprint, line_number, transaction_id, record_status, outcome, source) FROM STDIN"
+)
+
+
+def _stage_csv(fp: str, t: pa.Table, lines: np.ndarray) -> bytes:
+    body = typed_csv(t, sch.TYPED_COLUMNS)
+    prefix = pa.table({
+        "fp": pa.array([fp] * t.num_rows, pa.string()),
+        "line": pa.array(lines, pa.int64()),
+        "status": t["record_status"],
+    })
+    buf = io.BytesIO()
+    pcsv.write_csv(prefix, buf, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
+    heads = buf.getvalue().split(b"\n")
+    rows = body.split(b"\n")
+    # both end with a newline: pair the lines (prefix fields never contain a newline)
+    return b"\n".join(h + b"," + r for h, r in zip(heads[:-1], rows[:-1])) + b"\n" if t.num_rows else b""
+
+
+def apply_monthly(
+    source: str | os.PathLike,
+    dsn: str,
+    *,
+    progress: Progress | None = None,
+    schema: str = sch.DEFAULT_SCHEMA,
+    shard_count: int = 32,
+    ensure: bool = True,
+) -> MonthlyReport:
+    """Apply a monthly update file (or every file of a directory, in name order) to uk_price."""
+    started = time.monotonic()
+    report = MonthlyReport(source=str(source))
+    if ensure:
+        sch.ensure_schema(dsn, shard_count, schema=schema)
+    inputs = resolve(source)
+    for inp in inputs:
+        _sniff(inp)
+    Q = lambda s: sch.q(s, schema)  # noqa: E731
+    for inp in inputs:
+        fp = fingerprint(inp.path)
+        tables, line_arrays, rejects = [], [], []
+        rows_read = 0
+        for chunk in read_chunks(inp):
+            parsed = parse_chunk(chunk.data, chunk.first_line, complete=False)
+            rows_read += parsed.lines
+            tables.append(parsed.good)
+            line_arrays.append(parsed.good_lines)
+            rejects.extend(parsed.rejects)
+        good = pa.concat_tables(tables) if tables else None
+        lines = np.concatenate(line_arrays) if line_arrays else np.zeros(0, np.int64)
+        superseded: list[tuple[int, str, str, int]] = []
+        if good is not None and good.num_rows:
+            # the last record of an id wins
+            ids = good["transaction_id"].to_pylist()
+            last: dict[str, int] = {}
+            for i, tid in enumerate(ids):
+                last[tid.lower()] = i
+            keep = np.zeros(len(ids), dtype=bool)
+            keep[list(last.values())] = True
+            status = good["record_status"].to_pylist()
+            for i in np.flatnonzero(~keep):
+                winner = int(lines[last[ids[i].lower()]])
+                superseded.append((int(lines[i]), ids[i], status[i], winner))
+            good = good.filter(pa.array(keep))
+            lines = lines[keep]
+        with psycopg.connect(dsn) as conn, conn.transaction():
+            cur = conn.cursor()
+            cur.execute(LOCK, (fp,))
+            (n_logged,) = cur.execute(Q(ALREADY), (fp,)).fetchone()
+            if n_logged:
+                report.files_already_applied += 1
+                report.rows_read += rows_read
+                continue
+            outcomes: list[tuple[int, str, str, str]] = []
+            if good is not None and good.num_rows:
+                payload = _stage_csv(fp, good, lines)
+                cur.execute(Q(TMP))
+                with cur.copy(sql.SQL("COPY monthly_tmp FROM STDIN (FORMAT csv)")) as cp:
+                    cp.write(payload)
+                cur.execute(Q(CLEAR_STAGE), (fp,))
+                cur.execute(Q("INSERT INTO {schema}.uk_price_monthly_stage SELECT * FROM monthly_tmp"))
+                for line, st, tid, known in cur.execute(Q(OUTCOMES), (fp,)).fetchall():
+                    tid = "{" + tid.upper() + "}"
+                    if st == "A":
+                        outcome = "exists" if known else "inserted"
+                        report.adds_existing += known
+                        report.adds += not known
+                    elif st == "C":
+                        outcome = "changed" if known else "unknown id"
+                        report.changes += known
+                        report.unknown_changes += not known
+                    else:
+                        outcome = "deleted" if known else "unknown id"
+                        report.deletes += known
+                        report.unknown_deletes += not known
+                    if not known and st != "A" and len(report.unknown_ids) < 1000:
+                        report.unknown_ids.append(tid)
+                    outcomes.append((line, tid, st, outcome))
+                cur.execute(Q(APPLY_D), (fp,))
+                cur.execute(Q(APPLY_C), (fp,))
+                cur.execute(Q(APPLY_A), (fp,))
+                cur.execute(Q(CLEAR_STAGE), (fp,))
+                (raw_in_use,) = cur.execute(Q(RAW_IN_USE)).fetchone()
+                if raw_in_use:
+                    for stmt in (RAW_D, RAW_C, RAW_A):
+                        cur.execute(Q(stmt))
+            for line, tid, st, winner in superseded:
+                outcomes.append((line, tid, st, f"superseded by line {winner}"))
+                report.superseded += 1
+            if rejects:
+                cur.executemany(Q(REJECT_INSERT), [(inp.name, fp, r.line, r.raw, r.reason) for r in rejects])
+            # a file with no good records is still logged (as applied) through a marker row
+            if not outcomes:
+                outcomes.append((0, "{00000000-0000-0000-0000-000000000000}", "A", "no good records"))
+            with cur.copy(Q(LOG_COPY)) as cp:
+                for line, tid, st, outcome in outcomes:
+                    cp.write_row((fp, line, tid, st, outcome, inp.name))
+        report.rows_read += rows_read
+        report.rows_rejected += len(rejects)
+        if progress:
+            progress(ProgressEvent(report.rows_read, None, 0, f"applied {inp.name}", report.applied, report.rows_rejected))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+__all__ = ["MonthlyReport", "apply_monthly"]
