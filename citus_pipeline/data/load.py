@@ -12,7 +12,7 @@ unique violation; that chunk is then redone through a temporary table and
 
 Targets: `uk_price` (typed, distributed: the one-hop fast path), `uk_price_raw` (the
 reference schema, coordinator-local: staging for `publish_uk_price`), or `both`.
-Memory is bounded by the queue: at most 2*jobs chunks exist at once.
+Memory is bounded by the queue: at most jobs + 2 chunks exist at once.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from psycopg import errors, sql
 
 from . import format as fmt
 from . import schema as sch
-from .parse import ParsedChunk, Reject, parse_chunk, raw_csv, typed_csv
+from .parse import ParsedChunk, Reject, parse_chunk, raw_csv, typed_csv, warm_up
 from .sources import (
     DEFAULT_CHUNK_BYTES,
     Chunk,
@@ -261,6 +261,8 @@ def load_price_paid(
     jobs = max(1, jobs or os.cpu_count() or 1)
     started = time.monotonic()
     report = LoadReport(source=str(source), target=target, jobs=jobs)
+    warm = threading.Thread(target=warm_up, daemon=True)
+    warm.start()
     if ensure:
         sch.ensure_schema(dsn, shard_count, schema=schema)
     inputs = resolve(source)
@@ -269,7 +271,7 @@ def load_price_paid(
     report.files = len(inputs)
     total_bytes = None if any(i.is_gzip for i in inputs) else sum(i.size() for i in inputs)
     lock = threading.Lock()
-    work: queue.Queue = queue.Queue(maxsize=jobs)
+    work: queue.Queue = queue.Queue(maxsize=1)
     failure: list[BaseException] = []
     stop = threading.Event()
 

@@ -150,6 +150,7 @@ def apply_monthly(
     report = MonthlyReport(source=str(source))
     if ensure:
         sch.ensure_schema(dsn, shard_count, schema=schema)
+    sch.ensure_monthly_stage(dsn, schema=schema)
     inputs = resolve(source)
     for inp in inputs:
         _sniff(inp)

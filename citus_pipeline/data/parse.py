@@ -26,6 +26,17 @@ from . import format as fmt
 
 STRING_TYPES = {c: pa.string() for c in fmt.COLUMNS}
 
+# Freed Arrow buffers go straight back to the OS (bounded loader RSS whatever the file size).
+try:
+    pa.jemalloc_set_decay_ms(0)
+except (NotImplementedError, pa.ArrowNotImplementedError):  # pragma: no cover - build without jemalloc
+    pass
+
+
+def warm_up() -> None:
+    """Compile the regular expressions once (the first RE2 use costs ~1 s); call in a thread."""
+    parse_chunk(b'"{5BBE9CB3-6332-4EB0-9CD3-8737CEA4A65A}","1","1995-01-01 00:00","","D","N","F","","","","","","","","A","A"\n', 1)
+
 
 @dataclass
 class Reject:
@@ -126,9 +137,9 @@ def _bad_mask(t: pa.Table, complete: bool) -> pa.ChunkedArray:
     d_ok = pc.match_substring_regex(d, fmt.DATE_RE)
     day = pc.utf8_slice_codeunits(d, 0, 10)
     ts = pc.strptime(pc.if_else(d_ok, day, "2000-01-01"), format="%Y-%m-%d", unit="s", error_is_null=True)
-    # strptime may roll 1995-02-30 over; printing it back must give the same text
-    back = pc.strftime(ts, format="%Y-%m-%d")
-    d_ok = pc.and_(d_ok, pc.fill_null(pc.equal(back, day), False))
+    # strptime may roll 1995-02-30 over to 03-02: the parsed day must be the written one
+    written_day = pc.cast(pc.if_else(d_ok, pc.utf8_slice_codeunits(d, 8, 10), "01"), pa.int64())
+    d_ok = pc.and_(d_ok, pc.fill_null(pc.equal(pc.day(ts), written_day), False))
     lo = pa.scalar(np.datetime64(fmt.DATE_MIN.isoformat(), "s"), pa.timestamp("s"))
     hi = pa.scalar(np.datetime64(fmt.DATE_MAX.isoformat(), "s"), pa.timestamp("s"))
     d_ok = pc.and_(d_ok, pc.and_(pc.greater_equal(ts, lo), pc.less_equal(ts, hi)))
@@ -150,16 +161,25 @@ def _line_text(data: bytes, starts: np.ndarray, i: int) -> str:
 
 def parse_chunk(data: bytes, first_line: int, *, complete: bool = True) -> ParsedChunk:
     """Parse and validate one chunk of whole lines whose first line is number `first_line`."""
-    data, transcoded = to_utf8(data)
     lines = _line_count(data)
     if lines == 0:
         return ParsedChunk(pa.table({c: pa.array([], pa.string()) for c in fmt.COLUMNS}), np.zeros(0, np.int64))
+    transcoded = 0
+    t = None
     if not _odd_quote_lines(data):
         try:
-            t = _read_fast(data)
+            t = _read_fast(data)  # Arrow checks UTF-8 while converting: no separate pass
         except pa.ArrowInvalid:
-            t = None
-        if t is not None and t.num_rows == lines:
+            data, transcoded = to_utf8(data)
+            if transcoded:
+                try:
+                    t = _read_fast(data)
+                except pa.ArrowInvalid:
+                    t = None
+    else:
+        data, transcoded = to_utf8(data)
+    if t is not None:
+        if t.num_rows == lines:
             bad = _bad_mask(t, complete)
             line_no = np.arange(first_line, first_line + lines, dtype=np.int64)
             if not pc.any(bad).as_py():
@@ -178,6 +198,8 @@ def parse_chunk(data: bytes, first_line: int, *, complete: bool = True) -> Parse
             keep = np.ones(lines, dtype=bool)
             keep[really_bad] = False
             return ParsedChunk(t.filter(pa.array(keep)), line_no[keep], rejects, lines, False, transcoded)
+    if not transcoded:
+        data, transcoded = to_utf8(data)
     return _parse_slow(data, first_line, lines, complete, transcoded)
 
 

@@ -182,6 +182,11 @@ def ensure_schema(dsn: str, shard_count: int = 32, *, schema: str = DEFAULT_SCHE
         (done,) = conn.execute(IS_DISTRIBUTED, (regclass(schema, TYPED),)).fetchone()
         if not done:
             conn.execute(DISTRIBUTE, (regclass(schema, TYPED), shard_count))
+
+
+def ensure_monthly_stage(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> None:
+    """Create the monthly staging table, co-located with uk_price (idempotent; apply_monthly)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(q(MONTHLY_STAGE_DDL, schema))
         (done,) = conn.execute(IS_DISTRIBUTED, (regclass(schema, MONTHLY_STAGE),)).fetchone()
         if not done:
@@ -211,6 +216,7 @@ __all__ = [
     "TYPED",
     "TYPED_COLUMNS",
     "drop_all",
+    "ensure_monthly_stage",
     "ensure_schema",
     "q",
     "regclass",

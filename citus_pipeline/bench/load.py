@@ -1,0 +1,149 @@
+"""`citus-pipeline bench load`: the reference load against this loader, same file, one run.
+
+(a) reference, end to end: psql `\\COPY` of the file into `uk_price_raw` (the reference
+    schema) as a plain coordinator table, then `create_distributed_table` and
+    `truncate_local_data_after_distributing_table`;
+(b) this loader: the same file -> validated, typed, distributed `uk_price` (schema creation
+    included), once per `--jobs` value, each in a fresh schema and a child process whose
+    peak RSS is reported.
+The ratio is speed: rows/s of (b) over rows/s of (a). `--big-rows` adds a run of (b) on a
+larger file to show the rate stays flat as the file grows. Timings are printed, never
+asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import psycopg
+import typer
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+WORK_DIR = Path(os.environ.get("CITUS_PIPELINE_BENCH_DIR", "/tmp/citus-pipeline-bench"))
+REF_SCHEMA = "bench_load_ref"
+OURS_SCHEMA = "bench_load_ours"
+
+_CHILD = r"""
+import json, resource, sys
+from citus_pipeline.data.load import load_price_paid
+from citus_pipeline.data.schema import drop_all
+path, dsn, schema, jobs, shards = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+drop_all(dsn, schema=schema)
+import time
+t = time.monotonic()
+r = load_price_paid(path, dsn, jobs=jobs, schema=schema, target="uk_price", shard_count=shards)
+secs = time.monotonic() - t
+print(json.dumps({"seconds": secs, "rows": r.rows_loaded, "rejected": r.rows_rejected,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def data_file(rows: int, seed: int, work_dir: Path = WORK_DIR) -> Path:
+    """The generated file for (rows, seed), made once and reused."""
+    from ..data.generate import generate_complete
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / f"pp-bench-{rows}-{seed}.csv"
+    if not path.exists():
+        tmp = path.with_suffix(".partial")
+        generate_complete(tmp, rows, seed)
+        tmp.rename(path)
+    return path
+
+
+def run_reference(path: Path, dsn: str, shard_count: int) -> dict:
+    """(a): psql \\COPY into the plain reference table, then distribute it."""
+    from ..data.schema import RAW_DDL, q, regclass
+
+    psql = shutil.which("psql") or "/usr/bin/psql"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(REF_SCHEMA)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(REF_SCHEMA)))
+        conn.execute(q(RAW_DDL, REF_SCHEMA))
+    t0 = time.monotonic()
+    copy = f"\\copy {REF_SCHEMA}.uk_price_raw FROM '{path}' WITH (FORMAT csv)"
+    subprocess.run([psql, dsn, "-v", "ON_ERROR_STOP=1", "-q", "-c", copy], check=True)
+    t1 = time.monotonic()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rel = regclass(REF_SCHEMA, "uk_price_raw")
+        conn.execute("SELECT create_distributed_table(%s, 'transaction_unique_identifier', shard_count => %s)",
+                     (rel, shard_count))
+        conn.execute("SELECT truncate_local_data_after_distributing_table(%s)", (rel,))
+        t2 = time.monotonic()
+        (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {}.uk_price_raw").format(sql.Identifier(REF_SCHEMA))).fetchone()
+    return {"copy_s": t1 - t0, "distribute_s": t2 - t1, "seconds": t2 - t0, "rows": rows}
+
+
+def run_loader(path: Path, dsn: str, jobs: int, shard_count: int, schema: str = OURS_SCHEMA) -> dict:
+    """(b) in a child process: file -> validated distributed uk_price; seconds and peak RSS."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), dsn, schema, str(jobs), str(shard_count)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _drop(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for s in (REF_SCHEMA, OURS_SCHEMA):
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s)))
+
+
+def load_command(
+    rows: int = typer.Option(2_000_000, "--rows", help="rows in the generated file (≥ 2 M for the real figure)"),
+    seed: int = typer.Option(2024, "--seed"),
+    jobs: list[int] = typer.Option([1, 2, 4], "--jobs", help="loader streams to try (repeat the option)"),
+    big_rows: int = typer.Option(0, "--big-rows", help="also time the loader on a file of this many rows (e.g. 10000000)"),
+    dsn: Optional[str] = typer.Option(None, "--dsn", help="coordinator conninfo (default: $CITUS_PIPELINE_DSN, else the bench cluster)"),
+    shard_count: int = typer.Option(32, "--shard-count"),
+    keep: bool = typer.Option(False, "--keep", help="keep the bench schemas afterwards"),
+) -> None:
+    """Reference psql \\COPY + distribute vs this loader (file -> validated distributed uk_price)."""
+    if not dsn:
+        dsn = os.environ.get("CITUS_PIPELINE_DSN")
+    if not dsn:
+        from .rebalance import bench_cluster
+
+        dsn = bench_cluster().coordinator_dsn()
+    path = data_file(rows, seed)
+    console.print(f"file: {path} ({rows:,} rows, {path.stat().st_size / 1e6:.0f} MB)")
+    ref = run_reference(path, dsn, shard_count)
+    ref_rate = ref["rows"] / ref["seconds"]
+    table = Table(title=f"bench load: {rows:,} rows, {os.cpu_count()} cores")
+    for col in ("method", "rows", "seconds", "rows/s", "ratio b/a", "peak RSS MB"):
+        table.add_column(col, justify="right" if col != "method" else "left")
+    table.add_row(
+        f"(a) reference: psql \\COPY {ref['copy_s']:.1f} s + distribute {ref['distribute_s']:.1f} s",
+        f"{ref['rows']:,}", f"{ref['seconds']:.2f}", f"{ref_rate:,.0f}", "1.00", "-",
+    )
+    best = 0.0
+    for j in jobs:
+        r = run_loader(path, dsn, j, shard_count)
+        rate = r["rows"] / r["seconds"]
+        best = max(best, rate / ref_rate)
+        table.add_row(f"(b) this loader, --jobs {j}", f"{r['rows']:,}", f"{r['seconds']:.2f}", f"{rate:,.0f}",
+                      f"{rate / ref_rate:.2f}", f"{r['rss_mb']:.0f}")
+    if big_rows:
+        big = data_file(big_rows, seed)
+        j = max(jobs)
+        r = run_loader(big, dsn, j, shard_count)
+        rate = r["rows"] / r["seconds"]
+        table.add_row(f"(b) this loader, {big_rows:,}-row file, --jobs {j}", f"{r['rows']:,}",
+                      f"{r['seconds']:.2f}", f"{rate:,.0f}", f"{rate / ref_rate:.2f}", f"{r['rss_mb']:.0f}")
+    console.print(table)
+    console.print(f"best ratio b/a (speed): {best:.2f}  (target ≥ 1.0, stretch ≥ 1.5)")
+    if not keep:
+        _drop(dsn)
+
+
+__all__ = ["data_file", "load_command", "run_loader", "run_reference"]
