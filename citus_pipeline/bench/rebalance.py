@@ -27,7 +27,7 @@ from psycopg.conninfo import make_conninfo
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(width=160)
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_STATE = ROOT / ".citus-pipeline" / "bench-cluster"
 WORK = ROOT / ".citus-pipeline" / "work"
