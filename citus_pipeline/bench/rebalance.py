@@ -85,7 +85,7 @@ def load_sample(dsn: str, rows: int, seed: int, *, schema: str = "public", fresh
         drop_all(dsn, schema=schema)
     ensure_schema(dsn, schema=schema)
     t0 = time.perf_counter()
-    load_price_paid(str(sample), dsn, schema=schema)
+    load_price_paid(str(sample), dsn, schema=schema, target="uk_price_raw")
     publish_uk_price(dsn, schema=schema)
     with psycopg.connect(dsn, autocommit=True) as conn:
         n = conn.execute(

@@ -247,7 +247,8 @@ def uk_price_raw(
     )
     report = citus.retry_idempotent(
         lambda: load_price_paid(
-            source, dsn, schema=schema, progress=progress_logger(context.log.info)
+            source, dsn, schema=schema, target="uk_price_raw", shard_count=shard_count,
+            progress=progress_logger(context.log.info),
         ),
         what=f"load {describe_source(source)}",
         log=context.log.warning,
