@@ -34,6 +34,11 @@ ORDER BY n.groupid
 
 DRAIN_SQL = "SELECT pg_catalog.citus_drain_node(%s, %s, shard_transfer_mode => %s::citus.shard_transfer_mode)"
 REMOVE_NODE_SQL = "SELECT pg_catalog.citus_remove_node(%s, %s)"
+SET_SHOULD_HAVE_SHARDS_SQL = (
+    "SELECT pg_catalog.citus_set_node_property(%s, %s, 'shouldhaveshards', true)"
+)
+CLEANUP_SQL = "CALL pg_catalog.citus_cleanup_orphaned_resources()"
+RECOVER_SQL = "SELECT pg_catalog.recover_prepared_transactions()"
 PLACEMENTS_IN_GROUP_SQL = "SELECT count(*) FROM pg_catalog.pg_dist_placement WHERE groupid = %s"
 
 
@@ -73,11 +78,26 @@ def drain_group(conn: psycopg.Connection, group: int, transfer_mode: str = "bloc
     try:
         conn.execute(DRAIN_SQL, (primary.host, primary.port, transfer_mode))
     except psycopg.Error as err:
-        raise DrainError(f"citus_drain_node({primary.host}:{primary.port}) failed: {err}") from err
+        # citus_drain_node marks the node shouldhaveshards=false before moving anything;
+        # a refused removal must leave the node as it was.
+        if primary.should_have_shards:
+            conn.execute(SET_SHOULD_HAVE_SHARDS_SQL, (primary.host, primary.port))
+        msg = str(err).strip().splitlines()[0]
+        raise DrainError(f"citus_drain_node({primary.host}:{primary.port}) failed: {msg}") from err
     left = conn.execute(PLACEMENTS_IN_GROUP_SQL, (group,)).fetchone()[0]
     if left:
         raise DrainError(f"group {group} still holds {left} shard placements after the drain")
     return before
+
+
+def cleanup_orphans(conn: psycopg.Connection) -> None:
+    """Drop shards a move or drain left behind now, while their node is still reachable.
+
+    Citus drops moved-away placements lazily; a group that is about to disappear would
+    otherwise leave cleanup records that retry against a dead address forever.
+    """
+    conn.execute(CLEANUP_SQL)
+    conn.execute(RECOVER_SQL)
 
 
 def remove_group_nodes(conn: psycopg.Connection, group: int) -> list[DistNode]:
@@ -93,6 +113,7 @@ def remove_group_nodes(conn: psycopg.Connection, group: int) -> list[DistNode]:
 
 __all__ = [
     "DrainError",
+    "cleanup_orphans",
     "drain_group",
     "fetch_dist_nodes",
     "fetch_node_shards",

@@ -29,7 +29,7 @@ import httpx
 import psycopg
 import yaml
 
-from .citus_meta import drain_group, fetch_dist_nodes, fetch_node_shards, remove_group_nodes
+from .citus_meta import cleanup_orphans, drain_group, fetch_dist_nodes, fetch_node_shards, remove_group_nodes
 from .spec import ClusterSpec
 from .topology import ClusterBackend, ClusterTopology, MemberStatus
 
@@ -836,10 +836,15 @@ class LocalCluster(ClusterBackend):
             raise ClusterError(f"refusing to remove group {group}: it is the last worker group")
         with self._coordinator_conn() as conn:
             moved = drain_group(conn, group, transfer_mode)  # raises DrainError: nothing removed
+            cleanup_orphans(conn)
             members = self.members([group])
-            self._stop_members(members)
+            # Patroni goes first, by SIGKILL: a graceful stop of a worker leader makes the
+            # coordinator's Patroni hold pg_dist_node for a promotion that never comes.
+            pids = {m.name: p for m in members if (p := self._signal_member(m, signal.SIGKILL))}
+            self._wait_gone(pids, 10)
             self._etcd_delete_prefix(f"/service/{self.spec.name}/{group}/")
             remove_group_nodes(conn, group)
+            self._stop_members(members)  # the now unmanaged postmasters
         state = self._state()
         state["worker_groups"] = [g for g in groups if g != group]
         self._save_state(state)

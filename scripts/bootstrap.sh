@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs everything this project needs that a package manager can install:
+#   Debian's postgresql-15 and etcd-server, uv, and the locked Python environment (.venv).
+# The citus extension is not packaged by Debian: where citus.so is missing for the PostgreSQL
+# found, this tries the Citus project's own package repository; where that fails it stops and
+# says what is missing (or, with --citus-optional, warns and goes on: the Citus tests then skip).
+# The project never builds Citus itself.
+set -euo pipefail
+
+CITUS_OPTIONAL=0
+for arg in "$@"; do
+  case "$arg" in
+    --citus-optional) CITUS_OPTIONAL=1 ;;
+    *) echo "usage: $0 [--citus-optional]" >&2; exit 2 ;;
+  esac
+done
+
+cd "$(dirname "$0")/.."
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
+
+# 1. Debian packages -----------------------------------------------------------------------
+need=()
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15 postgresql-client-15)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+[ -x /usr/bin/python3.11 ] || need+=(python3.11)
+command -v curl >/dev/null || need+=(curl ca-certificates gnupg)
+if [ ${#need[@]} -gt 0 ]; then
+  say "installing Debian packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# 2. uv and the locked environment -----------------------------------------------------------
+if ! command -v uv >/dev/null; then
+  say "installing uv from PyPI"
+  python3 -m pip install --quiet uv 2>/dev/null || python3 -m pip install --quiet --break-system-packages uv
+fi
+# Patroni runs as the unprivileged 'postgres' user when we are root, so the environment is
+# built on the system interpreter (a pyenv or home-directory Python is not reachable by it).
+if [ ! -x .venv/bin/python ] || [ "$(readlink -f .venv/bin/python)" != "$(readlink -f /usr/bin/python3.11)" ]; then
+  say "creating .venv on /usr/bin/python3.11"
+  uv venv --quiet --allow-existing --python /usr/bin/python3.11 .venv
+fi
+say "syncing the locked Python environment (uv sync --frozen)"
+uv sync --quiet --frozen
+
+# 3. The citus extension ---------------------------------------------------------------------
+PG_CONFIG="${PG_CONFIG:-$(command -v pg_config || echo /usr/lib/postgresql/15/bin/pg_config)}"
+PKGLIB="$("$PG_CONFIG" --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)"
+PGVER="$("$PG_CONFIG" --version 2>/dev/null | awk '{print $2}' | cut -d. -f1)"
+if [ ! -e "$PKGLIB/citus.so" ]; then
+  say "citus.so is missing in $PKGLIB: trying the Citus package repository"
+  codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")"
+  keyring=/usr/share/keyrings/citusdata-community.gpg
+  if timeout 30 curl -fsSL "https://packagecloud.io/citusdata/community/gpgkey" 2>/dev/null \
+      | $SUDO gpg --dearmor --yes -o "$keyring" 2>/dev/null \
+     && echo "deb [signed-by=$keyring] https://packagecloud.io/citusdata/community/debian/ $codename main" \
+      | $SUDO tee /etc/apt/sources.list.d/citusdata_community.list >/dev/null \
+     && timeout 120 $SUDO apt-get update -qq 2>/dev/null \
+     && DEBIAN_FRONTEND=noninteractive timeout 300 $SUDO apt-get install -y -qq "postgresql-${PGVER:-15}-citus-13.2" >/dev/null 2>&1; then
+    say "installed postgresql-${PGVER:-15}-citus-13.2 from the Citus package repository"
+  else
+    $SUDO rm -f /etc/apt/sources.list.d/citusdata_community.list
+    msg="the citus extension is missing: $PKGLIB/citus.so not found for PostgreSQL ${PGVER:-15}, and the Citus package repository (packagecloud.io/citusdata/community, package postgresql-${PGVER:-15}-citus-13.2) could not be reached. Install Citus 13.2 for PostgreSQL ${PGVER:-15} from there, or point the project at a PostgreSQL that has it: PG_CONFIG=/path/to/pg_config scripts/bootstrap.sh"
+    if [ "$CITUS_OPTIONAL" = 1 ]; then
+      say "WARNING: $msg"
+      say "WARNING: going on without Citus (--citus-optional): the tests that need it will skip"
+    else
+      echo "bootstrap: $msg" >&2
+      exit 1
+    fi
+  fi
+fi
+[ -e "$PKGLIB/citus.so" ] && say "citus extension: $PKGLIB/citus.so"
+say "ready: uv run citus-pipeline --help"

@@ -1,0 +1,169 @@
+"""Fault drills on a cluster of their own: leader crash, switchover under load, scale out/in, down.
+
+The tests run in order on one module-scoped cluster (each leaves it healthy for the next).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+from citus_pipeline.cluster.citus_meta import DrainError
+
+pytestmark = [pytest.mark.destructive]
+
+
+@pytest.fixture(scope="module")
+def cluster(fresh_cluster_module):
+    c = fresh_cluster_module()
+    with psycopg.connect(c.coordinator_dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE acked (id bigint PRIMARY KEY, payload text)")
+        conn.execute("SELECT create_distributed_table('acked', 'id')")
+    return c
+
+
+class Writer(threading.Thread):
+    """Single-row inserts through the coordinator; retries on connection errors; records acks."""
+
+    def __init__(self, dsn: str, start_id: int) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.next_id = dsn, start_id
+        self.acked: list[int] = []
+        self.failed = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        conn = None
+        while not self.stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2)
+                conn.execute("INSERT INTO acked VALUES (%s, 'x') ON CONFLICT (id) DO NOTHING", (self.next_id,))
+                self.acked.append(self.next_id)
+                self.next_id += 1
+            except psycopg.Error:
+                self.failed += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.2)
+        if conn is not None:
+            conn.close()
+
+
+def _ids(dsn: str) -> set[int]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT id FROM acked")}
+
+
+def test_killed_worker_leader_is_replaced_and_nothing_acked_is_lost(cluster):
+    dsn = cluster.coordinator_dsn()
+    w = Writer(dsn, 1)
+    w.start()
+    time.sleep(2)
+    old = cluster.status().leader(1)
+    cluster.kill_postmaster(old.name)
+    t0 = time.monotonic()
+    limit = cluster.spec.patroni.ttl + cluster.spec.patroni.loop_wait
+    new = None
+    while time.monotonic() - t0 < limit + 15:
+        topo = cluster.status(with_shards=False)
+        new = topo.leader(1)
+        if new and new.name != old.name and new.state == "running":
+            break
+        time.sleep(0.5)
+    elapsed = time.monotonic() - t0
+    assert new is not None and new.name != old.name, "no new leader in group 1"
+    assert elapsed <= limit + 5, f"failover took {elapsed:.1f}s (ttl+loop_wait={limit})"
+    # Patroni's Citus support points pg_dist_node at the new leader
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        nodes = cluster.status(with_shards=False).dist_nodes
+        if any(n.groupid == 1 and n.role == "primary" and (n.host, n.port) == (new.host, new.port) for n in nodes):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("pg_dist_node does not point at the new leader of group 1")
+    time.sleep(2)
+    w.stop.set()
+    w.join(30)
+    assert w.acked, "the writer never succeeded"
+    assert set(w.acked) <= _ids(dsn), "an acknowledged insert is missing after the failover"
+    # the old leader rejoins as a replica
+    cluster.wait_ready([1], 120)
+
+
+def test_coordinator_switchover_under_streaming_inserts(cluster):
+    dsn = cluster.coordinator_dsn()
+    w = Writer(dsn, 1_000_000)
+    w.start()
+    time.sleep(2)
+    old = cluster.status().leader(0)
+    new = cluster.switchover(0)
+    assert new != old.name
+    time.sleep(3)
+    w.stop.set()
+    w.join(30)
+    assert len(w.acked) > 10
+    assert set(w.acked) <= _ids(dsn), "an acknowledged insert is missing after the switchover"
+    assert cluster.status().leader(0).name == new
+
+
+def test_add_worker_then_remove_it_after_a_drain(cluster):
+    dsn = cluster.coordinator_dsn()
+    count_before = len(_ids(dsn))
+    group = cluster.add_worker()
+    assert group == 3
+    topo = cluster.status()
+    leader = topo.leader(3)
+    assert any(n.groupid == 3 and n.role == "primary" and (n.host, n.port) == (leader.host, leader.port)
+               for n in topo.dist_nodes)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT rebalance_table_shards('acked', shard_transfer_mode => 'block_writes')")
+        on3 = conn.execute("SELECT count(*) FROM pg_dist_placement WHERE groupid = 3").fetchone()[0]
+    assert on3 > 0, "the rebalance put no shard on the new group"
+    moved = cluster.remove_worker(3)
+    assert moved == on3
+    topo = cluster.status()
+    assert 3 not in topo.groups
+    assert all(n.groupid != 3 for n in topo.dist_nodes)
+    assert len(_ids(dsn)) == count_before
+
+
+def test_remove_worker_refuses_when_the_drain_fails(cluster):
+    dsn = cluster.coordinator_dsn()
+    topo = cluster.status()
+    g1 = next(n for n in topo.dist_nodes if n.groupid == 1 and n.role == "primary")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        before = conn.execute("SELECT count(*) FROM pg_dist_placement WHERE groupid = 2").fetchone()[0]
+        assert before > 0
+        # nowhere to move group 2's shards: the only other worker takes none
+        conn.execute("SELECT citus_set_node_property(%s, %s, 'shouldhaveshards', false)", (g1.host, g1.port))
+        try:
+            with pytest.raises(DrainError):
+                cluster.remove_worker(2)
+        finally:
+            conn.execute("SELECT citus_set_node_property(%s, %s, 'shouldhaveshards', true)", (g1.host, g1.port))
+        # nothing removed: the group, its members and its shards are all still there
+        topo = cluster.status()
+        assert 2 in topo.groups and topo.leader(2) is not None
+        assert all(cluster.member_pid(m) for m in cluster.members([2]))
+        assert conn.execute("SELECT count(*) FROM pg_dist_placement WHERE groupid = 2").fetchone()[0] == before
+        assert conn.execute(
+            "SELECT bool_and(shouldhaveshards) FROM pg_dist_node WHERE groupid = 2 AND noderole = 'primary'"
+        ).fetchone()[0], "a refused removal left the node marked shouldhaveshards=false"
+        assert len(_ids(dsn)) == conn.execute("SELECT count(*) FROM acked").fetchone()[0]
+
+
+def test_down_leaves_no_process(cluster):
+    state = str(cluster.state_dir)
+    t0 = time.monotonic()
+    cluster.down()
+    assert time.monotonic() - t0 < 60
+    left = subprocess.run(["pgrep", "-af", state], capture_output=True, text=True).stdout.strip()
+    assert left == "", f"processes left after down: {left}"
+    assert not cluster.is_running()
