@@ -16,6 +16,7 @@ for _module, _func, _name in (
     ("citus_pipeline.bench.load", "load_command", "load"),
     ("citus_pipeline.bench.rebalance", "rebalance_command", "rebalance"),
     ("citus_pipeline.bench.queries", "queries_command", "queries"),
+    ("citus_pipeline.bench.cluster", "cluster_command", "cluster"),
 ):
     try:
         _mod = importlib.import_module(_module)
