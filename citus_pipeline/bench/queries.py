@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psycopg
 import typer
-from psycopg import sql
 from rich.table import Table
 
 from ..defs.citus.timing import (

@@ -190,7 +190,7 @@ class CitusResource(dg.ConfigurableResource):
         for attempt in range(len(delays) + 1):
             try:
                 return work()
-            except Exception as err:  # noqa: BLE001 - classified below
+            except Exception as err:
                 if not is_failover_error(err):
                     raise
                 if attempt >= len(delays):
@@ -309,9 +309,9 @@ def env_int_or(name: str, default: int):
 
 
 __all__ = [
+    "FAILOVER_SQLSTATES",
     "CitusResource",
     "ClusterResource",
-    "FAILOVER_SQLSTATES",
     "FailoverRetriesExhausted",
     "PricePaidFiles",
     "backoff_delays",

@@ -108,9 +108,9 @@ def time_queries(
 
 __all__ = [
     "REFERENCE_QUERY",
+    "REFERENCE_SCHEMA_QUERIES",
     "UK_PRICE_QUERIES",
     "QueryTiming",
-    "REFERENCE_SCHEMA_QUERIES",
     "percentile",
     "reference_schema_queries",
     "time_queries",
