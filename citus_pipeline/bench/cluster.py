@@ -30,7 +30,7 @@ def cluster_pids(cluster: LocalCluster) -> list[int]:
         roots += [p for p in (cluster.member_pid(m), cluster.postmaster_pid(m)) if p]
     pids = set(roots)
     for pm in roots:
-        out = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True, check=False).stdout
         pids |= {int(x) for x in out.split()}
     return sorted(pids)
 
@@ -75,7 +75,7 @@ def cluster_command(
         t0 = time.monotonic()
         c.down(purge=False)
         downs.append(time.monotonic() - t0)
-        left = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True).stdout.split()
+        left = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True, check=False).stdout.split()
         c.down(purge=True)
         console.print(
             f"cycle {i + 1}: up {ups[-1]:.1f} s, down {downs[-1]:.1f} s, {counts[-1]} processes, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,7 +21,7 @@ app = typer.Typer(help="The local HA Citus cluster (etcd + Patroni + PostgreSQL 
 out = Console(width=None if Console().is_terminal else 160)
 err = Console(stderr=True)
 
-SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="cluster spec YAML (default: cluster.yaml)")]
+SpecOpt = Annotated[Path | None, typer.Option("--spec", help="cluster spec YAML (default: cluster.yaml)")]
 
 
 def _cluster(spec: Path | None) -> LocalCluster:
@@ -100,7 +100,7 @@ def remove_worker(group: int, spec: SpecOpt = None,
 
 
 @app.command()
-def switchover(group: int, candidate: Optional[str] = typer.Option(None), spec: SpecOpt = None):
+def switchover(group: int, candidate: str | None = typer.Option(None), spec: SpecOpt = None):
     """Planned leader change in GROUP (to its synchronous standby unless --candidate)."""
     c = _cluster(spec)
     with err.status(f"switchover of group {group}"):
@@ -109,7 +109,7 @@ def switchover(group: int, candidate: Optional[str] = typer.Option(None), spec: 
 
 
 @app.command()
-def failover(group: int, candidate: Optional[str] = typer.Option(None), spec: SpecOpt = None):
+def failover(group: int, candidate: str | None = typer.Option(None), spec: SpecOpt = None):
     """Forced leader change in GROUP."""
     c = _cluster(spec)
     with err.status(f"failover of group {group}"):

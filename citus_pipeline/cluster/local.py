@@ -29,7 +29,13 @@ import httpx
 import psycopg
 import yaml
 
-from .citus_meta import cleanup_orphans, drain_group, fetch_dist_nodes, fetch_node_shards, remove_group_nodes
+from .citus_meta import (
+    cleanup_orphans,
+    drain_group,
+    fetch_dist_nodes,
+    fetch_node_shards,
+    remove_group_nodes,
+)
 from .spec import ClusterSpec
 from .topology import ClusterBackend, ClusterTopology, MemberStatus
 
@@ -214,7 +220,7 @@ class LocalCluster(ClusterBackend):
             return self.spec.local.pg_bin_dir
         pg_config = os.environ.get("PG_CONFIG") or shutil.which("pg_config")
         if pg_config:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
             if out.returncode == 0:
                 return Path(out.stdout.strip())
         default = Path(f"/usr/lib/postgresql/{self.spec.postgresql.version}/bin")
@@ -228,7 +234,7 @@ class LocalCluster(ClusterBackend):
     def pg_lib_dir(self) -> Path:
         pg_config = self.pg_bin_dir() / "pg_config"
         cmd = str(pg_config) if pg_config.exists() else (os.environ.get("PG_CONFIG") or "pg_config")
-        out = subprocess.run([cmd, "--pkglibdir"], capture_output=True, text=True)
+        out = subprocess.run([cmd, "--pkglibdir"], capture_output=True, text=True, check=False)
         if out.returncode == 0:
             return Path(out.stdout.strip())
         return self.pg_bin_dir().parent / "lib"
@@ -239,7 +245,7 @@ class LocalCluster(ClusterBackend):
         postgres = bindir / "postgres"
         if not postgres.exists():
             raise ClusterError(f"{postgres} is missing: install postgresql-{self.spec.postgresql.version}")
-        ver = subprocess.run([str(postgres), "--version"], capture_output=True, text=True).stdout
+        ver = subprocess.run([str(postgres), "--version"], capture_output=True, text=True, check=False).stdout
         want = f" {self.spec.postgresql.version}."
         if want not in ver:
             raise ClusterError(
@@ -433,11 +439,11 @@ class LocalCluster(ClusterBackend):
             "--auto-compaction-retention", "1", "--quota-backend-bytes", str(1 << 30),
             "--enable-v2=false", "--log-level", "warn",
         ]
-        log = open(self.etcd_dir / "etcd.log", "ab")
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=self.etcd_dir,
-        )
+        with open(self.etcd_dir / "etcd.log", "ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.etcd_dir,
+            )
         (self.etcd_dir / "etcd.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -476,7 +482,6 @@ class LocalCluster(ClusterBackend):
         if owner:
             os.chown(m.dir, owner.pw_uid, owner.pw_gid)
         self._write_private(m.config, yaml.safe_dump(self.patroni_config(m, creds), sort_keys=False), owner)
-        log = open(m.log, "ab")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
@@ -487,11 +492,12 @@ class LocalCluster(ClusterBackend):
         kwargs: dict = {}
         if owner:
             kwargs = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "patroni", str(m.config)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=m.dir, env=env, umask=0o077, **kwargs,
-        )
+        with open(m.log, "ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "patroni", str(m.config)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=m.dir, env=env, umask=0o077, **kwargs,
+            )
         m.pidfile.write_text(str(proc.pid))
         return True
 
@@ -597,31 +603,30 @@ class LocalCluster(ClusterBackend):
             if leader is None:
                 waiting.append(f"group {g}: no running leader")
                 continue
-            if len(gm) > 1 and self.spec.patroni.synchronous_mode:
-                if not any(m.role in ("sync_standby", "quorum_standby") and m.state == "streaming" for m in gm):
-                    waiting.append(f"group {g}: no streaming synchronous standby")
+            sync = ("sync_standby", "quorum_standby")
+            if len(gm) > 1 and self.spec.patroni.synchronous_mode and not any(
+                m.role in sync and m.state == "streaming" for m in gm
+            ):
+                waiting.append(f"group {g}: no streaming synchronous standby")
             for m in gm:
                 if m is not leader and m.state != "streaming":
                     waiting.append(f"group {g}: {m.name} is {m.state}")
-        if 0 in groups or len(groups) > 0:
-            coord = next((m for m in members if m.group == 0 and m.role == "leader"), None)
-            if coord is None and 0 not in groups:
-                coord = self.status(with_shards=False).leader(0)
-            if coord is not None:
-                try:
-                    with self._coordinator_conn(2) as conn:
-                        nodes = fetch_dist_nodes(conn)
-                except psycopg.Error as err:
-                    return waiting + [f"coordinator not answering: {str(err).strip().splitlines()[0]}"]
-                for g in (x for x in groups if x > 0):
-                    leader = next((m for m in members if m.group == g and m.role == "leader"), None)
-                    if leader is None:
-                        continue
-                    if not any(n.groupid == g and n.role == "primary" and n.active and
-                               (n.host, n.port) == (leader.host, leader.port) for n in nodes):
-                        waiting.append(f"group {g}: leader {leader.name} not yet in pg_dist_node")
+        worker_groups = [g for g in groups if g > 0]
+        if not worker_groups:
+            return waiting
+        try:
+            with self._coordinator_conn(2) as conn:
+                nodes = fetch_dist_nodes(conn)
+        except psycopg.Error as err:
+            return [*waiting, f"coordinator not answering: {str(err).strip().splitlines()[0]}"]
+        for g in worker_groups:
+            leader = next((m for m in members if m.group == g and m.role == "leader"), None)
+            if leader is None:
+                continue
+            if not any(n.groupid == g and n.role == "primary" and n.active and
+                       (n.host, n.port) == (leader.host, leader.port) for n in nodes):
+                waiting.append(f"group {g}: leader {leader.name} not yet in pg_dist_node")
         return waiting
-
     def wait_ready(self, groups: list[int], timeout: float, progress: Progress | None = None) -> None:
         deadline = time.monotonic() + timeout
         total = len(groups) * 3
@@ -853,4 +858,4 @@ class LocalCluster(ClusterBackend):
         return moved
 
 
-__all__ = ["ClusterError", "LocalCluster", "Member", "STATE_ENV", "default_state_dir"]
+__all__ = ["STATE_ENV", "ClusterError", "LocalCluster", "Member", "default_state_dir"]
