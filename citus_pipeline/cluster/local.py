@@ -695,6 +695,10 @@ class LocalCluster(ClusterBackend):
             for m in members:
                 if self._start_member(m, creds):
                     started.append(m)
+            if state.get("paused"):
+                self._resume_groups(state["paused"])
+                state["paused"] = []
+                self._save_state(state)
             self.wait_ready(self.groups(), timeout, progress)
         except BaseException:
             self._stop_members(started, timeout=10)
@@ -705,20 +709,80 @@ class LocalCluster(ClusterBackend):
 
     def _stop_members(self, members: list[Member], timeout: float = 20) -> None:
         pids = {m.name: p for m in members if (p := self._signal_member(m, signal.SIGTERM))}
-        left = self._wait_gone(pids, timeout)
-        for m in members:
-            if m.name in left:
-                self._signal_member(m, signal.SIGKILL)
-        for m in members:
-            # a postmaster orphaned by a killed Patroni is ours to stop too
-            pm = self.postmaster_pid(m)
-            if pm:
+        for name in self._wait_gone(pids, timeout):
+            self._signal_member(self.member_by_name(name), signal.SIGKILL)
+        # postmasters left behind (a killed or paused Patroni leaves PostgreSQL running)
+        self._stop_postmasters(members)
+
+    def _stop_postmasters(self, members: list[Member], timeout: float = 15) -> None:
+        """Fast shutdown (SIGINT) of every listed postmaster at once; SIGKILL what lingers."""
+        pids = {m.name: p for m in members if (p := self.postmaster_pid(m))}
+        for pid in pids.values():
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        for name in self._wait_gone(pids, timeout):
+            try:
+                os.kill(pids[name], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _pause_groups(self, timeout: float = 5) -> list[int]:
+        """Patroni maintenance mode for every group that answers; returns the paused groups.
+
+        A paused Patroni exits on SIGTERM without demoting or handing over, so `down` can stop
+        all PostgreSQL servers at once instead of waiting for each leader's graceful handover.
+        """
+        paused = []
+        auth = (self.spec.credentials.restapi_user, self.credentials()["restapi"])
+        for g in self.groups():
+            for m in self.members([g]):
+                if not self.member_pid(m):
+                    continue
                 try:
-                    os.kill(pm, signal.SIGQUIT)
-                except ProcessLookupError:
-                    pass
-                if self._wait_gone({m.name: pm}, 5):
-                    os.kill(pm, signal.SIGKILL)
+                    r = httpx.patch(f"{m.api_url}/config", json={"pause": True}, auth=auth, timeout=2)
+                except httpx.HTTPError:
+                    continue
+                if r.status_code == 200:
+                    paused.append(g)
+                    break
+        deadline = time.monotonic() + timeout
+        pending = [m for m in self.members(paused) if self.member_pid(m)]
+        while pending and time.monotonic() < deadline:
+            still = []
+            for m in pending:
+                try:
+                    if not httpx.get(f"{m.api_url}/patroni", timeout=1).json().get("pause"):
+                        still.append(m)
+                except (httpx.HTTPError, ValueError):
+                    still.append(m)
+            pending = still
+            if pending:
+                time.sleep(0.1)
+        return paused
+
+    def _resume_groups(self, groups: list[int], timeout: float = 60) -> None:
+        """Leave maintenance mode (set by `down`) as soon as each group's REST API answers."""
+        auth = (self.spec.credentials.restapi_user, self.credentials()["restapi"])
+        deadline = time.monotonic() + timeout
+        todo = list(groups)
+        while todo and time.monotonic() < deadline:
+            for g in list(todo):
+                for m in self.members([g]):
+                    try:
+                        r = httpx.patch(f"{m.api_url}/config", json={"pause": False}, auth=auth, timeout=2)
+                    except httpx.HTTPError:
+                        continue
+                    if r.status_code == 200:
+                        todo.remove(g)
+                        break
+            if todo:
+                time.sleep(0.2)
+        if todo:
+            raise ClusterError(
+                f"could not resume groups {todo} from maintenance mode", self.member(todo[0], 1).log
+            )
 
     def _stop_etcd(self) -> None:
         pid = self._etcd_pid()
@@ -728,7 +792,14 @@ class LocalCluster(ClusterBackend):
                 os.kill(pid, signal.SIGKILL)
 
     def down(self, purge: bool = False) -> None:
-        self._stop_members(self.members(), timeout=12)
+        members = self.members()
+        if any(self.member_pid(m) for m in members):
+            paused = self._pause_groups()
+            state = self._state()
+            if state:
+                state["paused"] = sorted(set(state.get("paused", [])) | set(paused))
+                self._save_state(state)
+        self._stop_members(members, timeout=12)
         self._stop_etcd()
         if purge and self.state_dir.exists():
             shutil.rmtree(self.state_dir)

@@ -167,3 +167,14 @@ def test_down_leaves_no_process(cluster):
     left = subprocess.run(["pgrep", "-af", state], capture_output=True, text=True, check=False).stdout.strip()
     assert left == "", f"processes left after down: {left}"
     assert not cluster.is_running()
+
+
+def test_up_after_down_resumes_with_every_row(cluster):
+    # `down` left every group in Patroni's maintenance mode with PostgreSQL stopped
+    assert not cluster.is_running()
+    cluster.up()
+    topo = cluster.status()
+    assert all(topo.leader(g) is not None for g in topo.groups)
+    with psycopg.connect(cluster.coordinator_dsn(), autocommit=True) as conn:
+        n = conn.execute("SELECT count(*) FROM acked").fetchone()[0]
+    assert n > 10
