@@ -100,3 +100,17 @@ def test_patroni_config_has_citus_sync_and_own_address(tmp_path):
     dsn = c.coordinator_dsn()
     assert "127.0.240.1,127.0.240.2,127.0.240.3" in dsn and "target_session_attrs=read-write" in dsn
     assert "password" not in dsn
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands Patroni to the service user")
+def test_state_dir_the_service_user_cannot_reach_is_named(tmp_path):
+    locked = Path(tempfile.mkdtemp(prefix="citus-pipeline-locked-"))
+    _made.append(locked)
+    os.chmod(locked, 0o700)
+    if not (Path(subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True, check=False).stdout.strip()) / "citus.so").exists():
+        pytest.skip("citus extension not installed: preflight stops at the extension first")
+    c = LocalCluster(spec_from_mapping(SPEC), locked / "state")
+    with pytest.raises(ClusterError) as e:
+        c.up(timeout=5)
+    assert f"directory {locked} is not searchable" in str(e.value)
+    assert not c.is_running() and not (locked / "state").exists()
