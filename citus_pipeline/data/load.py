@@ -122,7 +122,8 @@ ON CONFLICT DO NOTHING
 COPY_TYPED = "COPY {table} ({columns}) FROM STDIN (FORMAT csv)"
 COPY_RAW = "COPY {table} (" + sch.RAW_COLUMNS + ") FROM STDIN (FORMAT csv)"
 TMP_CREATE = "CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table}) ON COMMIT DELETE ROWS"
-TMP_INSERT = "INSERT INTO {table} SELECT * FROM {tmp} ON CONFLICT DO NOTHING"
+# RETURNING: Citus reports rows processed, not inserted, for INSERT ... SELECT ON CONFLICT
+TMP_INSERT = "INSERT INTO {table} SELECT * FROM {tmp} ON CONFLICT DO NOTHING RETURNING 1"
 
 PUBLISH = """
 INSERT INTO {schema}.uk_price
@@ -139,13 +140,23 @@ ON CONFLICT (transaction_id) DO NOTHING
 # Errors after which the chunk is retried on a new connection (a failover, a restart, a
 # worker leader killed mid-COPY): the chunk's transaction was rolled back as a whole.
 _RETRY_CLASSES = ("08", "40", "53", "57", "58")
-_RETRY_STATES = {"25006", "XX000"}
+_RETRY_STATES = {"25006"}
+_RETRY_WORDS = ("connection", "remote node", "terminat", "shutdown", "recovery")
+
+
+def _is_duplicate(err: Exception) -> bool:
+    """A unique violation, also as Citus forwards it from a shard (XX000 + the shard's text)."""
+    if isinstance(err, errors.UniqueViolation):
+        return True
+    return getattr(err, "sqlstate", None) == "XX000" and "duplicate key value violates unique" in str(err)
 
 
 def _retryable(err: Exception) -> bool:
     if isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError)):
         return True
     state = getattr(err, "sqlstate", None) or ""
+    if state == "XX000":  # Citus reports a lost worker connection as an internal error
+        return any(w in str(err).lower() for w in _RETRY_WORDS)
     return state[:2] in _RETRY_CLASSES or state in _RETRY_STATES
 
 
@@ -297,9 +308,10 @@ def load_price_paid(
                     try:
                         result = writer.write(fp, inp, chunk, parsed, idempotent)
                         break
-                    except errors.UniqueViolation:
-                        idempotent = True  # ids already present: redo through ON CONFLICT
                     except Exception as err:  # noqa: BLE001 - decide below
+                        if _is_duplicate(err) and not idempotent:
+                            idempotent = True  # ids already present: redo through ON CONFLICT
+                            continue
                         if not _retryable(err) or attempt >= retries:
                             raise
                         attempt += 1
@@ -387,12 +399,16 @@ def publish_uk_price(
     stop anything else. `ON CONFLICT DO NOTHING` makes a re-run add nothing.
     """
     started = time.monotonic()
+    count = sql.SQL("SELECT count(*) FROM {}").format(sch.table(schema, sch.TYPED))
     with psycopg.connect(dsn, autocommit=True) as conn:
-        cur = conn.execute(sch.q(PUBLISH, schema))
-        published = max(cur.rowcount, 0)
+        with conn.transaction():
+            # Citus reports rows processed, not inserted, for INSERT ... SELECT ON CONFLICT
+            (before,) = conn.execute(count).fetchone()
+            conn.execute(sch.q(PUBLISH, schema))
+            (total,) = conn.execute(count).fetchone()
+        published = total - before
         if analyze:
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sch.table(schema, sch.TYPED)))
-        (total,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sch.table(schema, sch.TYPED))).fetchone()
     if progress:
         progress(ProgressEvent(published, None, 0, f"published {published} rows", published, 0))
     return PublishReport(published, total, time.monotonic() - started)
