@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(help="Run the Dagster pipeline end to end.", no_args_is_help=True)
-console = Console()
+console = Console(width=170)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DAGSTER_HOME = ROOT / ".dagster_home"
@@ -118,14 +118,19 @@ def run_pipeline(
     from .data.generate import generate_monthly
     from .definitions import build_resources, defs
     from .defs.citus.partitions import monthly_partitions, partition_month
-    from .defs.citus.resources import PricePaidFiles
+    from .defs.citus.resources import CitusResource, ClusterResource, PricePaidFiles
     from .defs.citus.sensors import new_workers_sensor
 
     instance = dg.DagsterInstance.get()
     resources = build_resources()
     files = PricePaidFiles(source=source or "", sample_rows=rows, sample_seed=seed)
-    cluster = resources["cluster"].model_copy(update={"spec_path": spec or "", "state_dir": state_dir or ""})
-    citus = resources["citus"].model_copy(update={"spec_path": spec or "", "state_dir": state_dir or ""})
+    # Resources built afresh (not copied): Dagster keeps a resource's config apart from its fields.
+    backend = resources["cluster"].backend
+    cluster = ClusterResource(backend=backend, spec_path=spec or "", state_dir=state_dir or "")
+    citus = CitusResource(
+        dsn=os.environ.get("CITUS_COORDINATOR_DSN", ""),
+        cluster_backend=backend, spec_path=spec or "", state_dir=state_dir or "",
+    )
     resources.update(files=files, cluster=cluster, citus=citus)
     all_defs = [*defs.assets, *defs.asset_checks]
     summary = PipelineSummary(rows=rows)

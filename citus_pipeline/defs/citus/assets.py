@@ -177,6 +177,7 @@ def nodes_markdown(nodes: dict[int, dict[str, int]]) -> str:
 def citus_cluster(
     context: dg.AssetExecutionContext, cluster: ClusterResource, citus: CitusResource
 ) -> dg.MaterializeResult:
+    t0 = time.perf_counter()
     topology = cluster.ensure_up()
     pg_version, citus_version = citus.query_idempotent(VERSIONS_SQL, what="read versions")[0]
     status = markdown_table(
@@ -204,6 +205,7 @@ def citus_cluster(
             "citus_version": dg.MetadataValue.text(str(citus_version)),
             "postgresql_version": dg.MetadataValue.text(str(pg_version)),
             "backend": dg.MetadataValue.text(topology.backend),
+            "sql_seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 3)),
         }
     )
 
