@@ -223,7 +223,7 @@ class ClusterSpec(_Strict):
                 raise ValueError(f"address clash: {what} and {other} both use {addr}:{port}")
             taken[(addr, port)] = what
 
-        for g in range(0, self.workers.groups + 1):
+        for g in range(self.workers.groups + 1):
             n = self.coordinator.members if g == 0 else self.workers.members
             for m in range(1, n + 1):
                 a = str(self.member_address(g, m))
