@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import psycopg
 import typer
@@ -104,7 +103,7 @@ def load_command(
     seed: int = typer.Option(2024, "--seed"),
     jobs: list[int] = typer.Option([1, 2, 4], "--jobs", help="loader streams to try (repeat the option)"),
     big_rows: int = typer.Option(0, "--big-rows", help="also time the loader on a file of this many rows (e.g. 10000000)"),
-    dsn: Optional[str] = typer.Option(None, "--dsn", help="coordinator conninfo (default: $CITUS_PIPELINE_DSN, else the bench cluster)"),
+    dsn: str | None = typer.Option(None, "--dsn", help="coordinator conninfo (default: $CITUS_PIPELINE_DSN, else the bench cluster)"),
     shard_count: int = typer.Option(32, "--shard-count"),
     keep: bool = typer.Option(False, "--keep", help="keep the bench schemas afterwards"),
 ) -> None:

@@ -1,7 +1,14 @@
 """The data path: Price Paid files -> validated, typed rows in Citus (see notes/data-path.md)."""
 
 from .generate import generate_complete, generate_monthly
-from .load import LayoutError, LoadReport, ProgressEvent, PublishReport, load_price_paid, publish_uk_price
+from .load import (
+    LayoutError,
+    LoadReport,
+    ProgressEvent,
+    PublishReport,
+    load_price_paid,
+    publish_uk_price,
+)
 from .monthly import MonthlyReport, apply_monthly
 from .schema import drop_all, ensure_schema
 

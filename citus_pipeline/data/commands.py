@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskProgressColumn,
     TextColumn,
@@ -26,7 +24,7 @@ console = Console(stderr=True)
 DSN_ENV = "CITUS_PIPELINE_DSN"
 
 
-def _dsn(dsn: Optional[str]) -> str:
+def _dsn(dsn: str | None) -> str:
     if dsn:
         return dsn
     if os.environ.get(DSN_ENV):
@@ -51,8 +49,8 @@ def generate(
     rows: int = typer.Option(1_000_000, "--rows", min=0),
     seed: int = typer.Option(0, "--seed"),
     monthly: bool = typer.Option(False, "--monthly", help="write a monthly update against --base"),
-    base: Optional[Path] = typer.Option(None, "--base", help="complete file a monthly update refers to"),
-    expected: Optional[Path] = typer.Option(None, "--expected", help="monthly: also write the next month's complete file"),
+    base: Path | None = typer.Option(None, "--base", help="complete file a monthly update refers to"),
+    expected: Path | None = typer.Option(None, "--expected", help="monthly: also write the next month's complete file"),
     unknown: int = typer.Option(0, "--unknown", help="monthly: C/D records for ids not in the base"),
     edge_cases: bool = typer.Option(False, "--edge-cases", help="commas, quotes, empty fields, Windows-1252 bytes"),
     crlf: bool = typer.Option(False, "--crlf", help="CRLF line ends"),
@@ -80,7 +78,7 @@ class _Bar:
         self.progress = progress
         self.task = progress.add_task("load", total=None)
 
-    def __call__(self, ev) -> None:  # noqa: ANN001 - ProgressEvent
+    def __call__(self, ev) -> None:
         self.progress.update(
             self.task, total=ev.total_bytes, completed=ev.done_bytes,
             description=f"{ev.done_rows:,} rows ({ev.rows_rejected:,} rejected)",
@@ -97,11 +95,11 @@ def _progress() -> Progress:
 @app.command()
 def load(
     source: str = typer.Argument(..., help="file, directory, http(s) URL; plain or gzip"),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="parallel COPY streams (default: cores)"),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="parallel COPY streams (default: cores)"),
     target: str = typer.Option("uk_price", "--target", help="uk_price (direct) | uk_price_raw (staging, then publish) | both"),
     publish: bool = typer.Option(True, "--publish/--no-publish", help="after a staged load, publish uk_price_raw -> uk_price"),
     chunk_mb: int = typer.Option(8, "--chunk-mb", min=1, help="chunk size (MiB)"),
-    dsn: Optional[str] = DsnOpt,
+    dsn: str | None = DsnOpt,
     schema: str = SchemaOpt,
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
@@ -132,7 +130,7 @@ def load(
 
 
 @app.command("publish")
-def publish_cmd(dsn: Optional[str] = DsnOpt, schema: str = SchemaOpt) -> None:
+def publish_cmd(dsn: str | None = DsnOpt, schema: str = SchemaOpt) -> None:
     """Publish uk_price_raw -> uk_price (typed, distributed); idempotent."""
     from .load import publish_uk_price
 
@@ -143,7 +141,7 @@ def publish_cmd(dsn: Optional[str] = DsnOpt, schema: str = SchemaOpt) -> None:
 @app.command("apply-monthly")
 def apply_monthly_cmd(
     source: str = typer.Argument(..., help="monthly update file (or directory of them)"),
-    dsn: Optional[str] = DsnOpt,
+    dsn: str | None = DsnOpt,
     schema: str = SchemaOpt,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -171,7 +169,7 @@ def apply_monthly_cmd(
 
 
 @app.command()
-def drop(dsn: Optional[str] = DsnOpt, schema: str = SchemaOpt, yes: bool = typer.Option(False, "--yes")) -> None:
+def drop(dsn: str | None = DsnOpt, schema: str = SchemaOpt, yes: bool = typer.Option(False, "--yes")) -> None:
     """Drop the data-path tables in SCHEMA."""
     from .schema import drop_all
 

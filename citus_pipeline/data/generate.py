@@ -447,4 +447,4 @@ def generate_monthly(
     return report
 
 
-__all__ = ["BadRecord", "GenerateReport", "PLACES", "generate_complete", "generate_monthly"]
+__all__ = ["PLACES", "BadRecord", "GenerateReport", "generate_complete", "generate_monthly"]

@@ -211,7 +211,7 @@ class _ChunkWriter:
         """Commit the chunk; (loaded, duplicate), or None if the ledger already had it."""
         conn = self.connect()
         n = parsed.good.num_rows
-        q = lambda s: sch.q(s, self.schema)  # noqa: E731
+        q = lambda s: sch.q(s, self.schema)
         with conn.transaction():
             cur = conn.cursor()
             cur.execute(q(LEDGER_CLAIM), (fp, self.target, chunk.offset, len(chunk.data), chunk.first_line, inp.name, parsed.lines))
@@ -254,7 +254,7 @@ def load_price_paid(
     jobs: int | None = None,
     progress: Progress | None = None,
     schema: str = sch.DEFAULT_SCHEMA,
-    target: Target = "uk_price",
+    target: Target = "uk_price_raw",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ensure: bool = True,
     shard_count: int = 32,
@@ -308,7 +308,7 @@ def load_price_paid(
                     try:
                         result = writer.write(fp, inp, chunk, parsed, idempotent)
                         break
-                    except Exception as err:  # noqa: BLE001 - decide below
+                    except Exception as err:
                         if _is_duplicate(err) and not idempotent:
                             idempotent = True  # ids already present: redo through ON CONFLICT
                             continue

@@ -154,7 +154,7 @@ def apply_monthly(
     inputs = resolve(source)
     for inp in inputs:
         _sniff(inp)
-    Q = lambda s: sch.q(s, schema)  # noqa: E731
+    Q = lambda s: sch.q(s, schema)
     for inp in inputs:
         fp = fingerprint(inp.path)
         tables, line_arrays, rejects = [], [], []

@@ -106,7 +106,7 @@ def _read_fast(data: bytes) -> pa.Table | None:
     """The chunk as 16 string columns, or None if any row is not 16 fields wide."""
     invalid: list[int] = []
 
-    def bad_row(row) -> str:  # noqa: ANN001 - pyarrow's InvalidRow
+    def bad_row(row) -> str:
         invalid.append(1)
         return "skip"
 

@@ -232,8 +232,8 @@ def download(
 
 
 __all__ = [
-    "Chunk",
     "DEFAULT_CHUNK_BYTES",
+    "Chunk",
     "InputFile",
     "SourceError",
     "download",

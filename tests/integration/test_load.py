@@ -68,7 +68,7 @@ def test_real_sample_loads_exactly(citus_dsn, schema):
 def test_injected_bad_records_rejected_exactly(citus_dsn, schema, tmp_path):
     p = tmp_path / "bad.csv"
     g = generate_complete(p, 20_000, seed=4, bad=50, edge_cases=True, crlf=True)
-    r = load_price_paid(p, citus_dsn, schema=schema, jobs=2, chunk_bytes=256 << 10)
+    r = load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=256 << 10)
     assert (r.rows_read, r.rows_loaded, r.rows_rejected) == (20_050, 20_000, 50)
     assert r.transcoded_lines > 0
     got = {ln: (reason, raw) for ln, reason, raw in
@@ -85,15 +85,15 @@ def test_injected_bad_records_rejected_exactly(citus_dsn, schema, tmp_path):
 def test_loading_twice_adds_nothing(citus_dsn, schema, tmp_path):
     p = tmp_path / "a.csv"
     generate_complete(p, 30_000, seed=8)
-    first = load_price_paid(p, citus_dsn, schema=schema, jobs=2, chunk_bytes=512 << 10)
+    first = load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=512 << 10)
     before = checksum(citus_dsn, schema)
-    again = load_price_paid(p, citus_dsn, schema=schema, jobs=2, chunk_bytes=512 << 10)
+    again = load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=512 << 10)
     assert first.rows_loaded == 30_000 and again.rows_loaded == 0
     assert again.rows_duplicate == 30_000 and again.chunks_skipped == again.chunks
     # the same records under another name and another chunking: duplicates, not errors
     copy = tmp_path / "copy.csv"
     copy.write_bytes(p.read_bytes() + b"")
-    other = load_price_paid(copy, citus_dsn, schema=schema, jobs=2, chunk_bytes=300 << 10)
+    other = load_price_paid(copy, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=300 << 10)
     assert other.rows_loaded == 0 and other.rows_duplicate == 30_000
     assert checksum(citus_dsn, schema) == before == (30_000, before[1])
 
@@ -103,7 +103,7 @@ def test_kill_9_midway_then_rerun_equals_clean_load(citus_dsn, schema, tmp_path)
     generate_complete(p, 120_000, seed=12, bad=20)
     clean = schema + "_clean"
     try:
-        load_price_paid(p, citus_dsn, schema=clean, jobs=2, chunk_bytes=1 << 20)
+        load_price_paid(p, citus_dsn, schema=clean, target="uk_price", jobs=2, chunk_bytes=1 << 20)
         cmd = [sys.executable, "-m", "citus_pipeline.cli", "data", "load", str(p), "--dsn", citus_dsn,
                "--schema", schema, "--jobs", "2", "--chunk-mb", "1"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -122,7 +122,7 @@ def test_kill_9_midway_then_rerun_equals_clean_load(citus_dsn, schema, tmp_path)
         proc.wait()
         partial = one(citus_dsn, f"SELECT count(*) FROM {schema}.uk_price")[0][0]
         assert 0 < partial < 120_000
-        r = load_price_paid(p, citus_dsn, schema=schema, jobs=2, chunk_bytes=1 << 20)
+        r = load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=1 << 20)
         assert r.chunks_skipped >= 3 and r.rows_loaded == 120_000 - partial
         assert checksum(citus_dsn, schema) == checksum(citus_dsn, clean)
         assert checksum(citus_dsn, schema, "uk_price_rejects")[0] == 20
@@ -139,7 +139,7 @@ def test_url_source_with_dropped_connection(citus_dsn, schema, tmp_path, monkeyp
     state = {"drops": 1}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             rng = self.headers.get("Range")
             start = int(rng.split("=")[1].split("-")[0]) if rng else 0
             part = body[start:]
@@ -162,12 +162,12 @@ def test_url_source_with_dropped_connection(citus_dsn, schema, tmp_path, monkeyp
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     monkeypatch.setenv("CITUS_PIPELINE_CACHE", str(tmp_path))
-    import citus_pipeline.data.sources as sources
+    from citus_pipeline.data import sources
 
     monkeypatch.setattr(sources, "DEFAULT_CACHE_DIR", tmp_path)
     try:
         url = f"http://127.0.0.1:{srv.server_address[1]}/pp-sample-1995.csv"
-        r = load_price_paid(url, citus_dsn, schema=schema, jobs=2)
+        r = load_price_paid(url, citus_dsn, schema=schema, target="uk_price", jobs=2)
     finally:
         srv.shutdown()
     assert (r.rows_loaded, r.rows_rejected) == (10_298, 0)
@@ -186,16 +186,16 @@ def test_wrong_layout_refused_or_rejected_never_loaded_wrong(citus_dsn, schema, 
     hdr = tmp_path / "header.csv"
     hdr.write_text("\n".join(",".join(f'"{x}"' for x in r) for r in [header] + rows) + "\n")
     with pytest.raises(LayoutError, match="header"):
-        load_price_paid(hdr, citus_dsn, schema=schema)
+        load_price_paid(hdr, citus_dsn, schema=schema, target="uk_price")
     bad = tmp_path / "resaved.csv"
     bad.write_text("\n".join(",".join(f'"{x}"' for x in resave(r)) for r in rows) + "\n")
     with pytest.raises(LayoutError, match="field count 19"):
-        load_price_paid(bad, citus_dsn, schema=schema)
+        load_price_paid(bad, citus_dsn, schema=schema, target="uk_price")
     # wrong-layout records inside an otherwise good file: rejected one by one
     mixed = tmp_path / "mixed.csv"
     dates = [r[:2] + [f"{r[2][8:10]}-{r[2][5:7]}-{r[2][0:4]} 00:00"] + r[3:] for r in rows[:5]]
     mixed.write_text("\n".join(",".join(f'"{x}"' for x in r) for r in rows[5:] + dates + [resave(rows[0])]) + "\n")
-    r = load_price_paid(mixed, citus_dsn, schema=schema)
+    r = load_price_paid(mixed, citus_dsn, schema=schema, target="uk_price")
     assert (r.rows_loaded, r.rows_rejected) == (45, 6)
     reasons = [x for (x,) in one(citus_dsn, f"SELECT reason FROM {schema}.uk_price_rejects ORDER BY line_number")]
     assert reasons[:5] == [f"bad date '{d[2]}' (expected YYYY-MM-DD 00:00)" for d in dates]
@@ -213,7 +213,7 @@ def test_kill_worker_leader_midload_then_rerun_equals_clean(fresh_cluster, tmp_p
 
     def run():
         try:
-            result["report"] = load_price_paid(p, dsn, schema="killed", jobs=2, chunk_bytes=1 << 20)
+            result["report"] = load_price_paid(p, dsn, schema="killed", target="uk_price", jobs=2, chunk_bytes=1 << 20)
         except Exception as err:  # noqa: BLE001 - a failed load is re-run below
             result["error"] = err
 
@@ -231,7 +231,7 @@ def test_kill_worker_leader_midload_then_rerun_equals_clean(fresh_cluster, tmp_p
     cluster.kill_postmaster(leader.name)
     t.join(600)
     # whatever happened to the first run, a re-run completes the table exactly
-    load_price_paid(p, dsn, schema="killed", jobs=2, chunk_bytes=1 << 20)
-    load_price_paid(p, dsn, schema="clean", jobs=2, chunk_bytes=1 << 20)
+    load_price_paid(p, dsn, schema="killed", target="uk_price", jobs=2, chunk_bytes=1 << 20)
+    load_price_paid(p, dsn, schema="clean", target="uk_price", jobs=2, chunk_bytes=1 << 20)
     assert checksum(dsn, "killed") == checksum(dsn, "clean")
     assert checksum(dsn, "killed")[0] == 150_000

@@ -58,7 +58,7 @@ def test_acd_on_hand_made_rows(citus_dsn, schemas, tmp_path):
 
     base = tmp_path / "base.csv"
     base.write_text("\n".join(rec(i, 100_000 + i, "A") for i in range(1, 6)) + "\n")
-    load_price_paid(base, citus_dsn, schema=s)
+    load_price_paid(base, citus_dsn, schema=s, target="uk_price")
     m = tmp_path / "m.csv"
     m.write_text("\n".join([
         rec(6, 250_000, "A"),            # new
@@ -71,7 +71,7 @@ def test_acd_on_hand_made_rows(citus_dsn, schemas, tmp_path):
     r = apply_monthly(m, citus_dsn, schema=s)
     assert (r.adds, r.changes, r.deletes, r.unknown_changes, r.adds_existing, r.rows_rejected) == (1, 1, 1, 1, 1, 1)
     rows = dict(q(citus_dsn, f"SELECT transaction_id::text, (price, town_city) FROM {s}.uk_price"))
-    key = lambda i: f"00000000-0000-4000-8000-{i:012d}"  # noqa: E731
+    key = lambda i: f"00000000-0000-4000-8000-{i:012d}"
     assert set(rows) == {key(i) for i in (1, 2, 4, 5, 6)}
     assert rows[key(2)] == ("111111", "BRADFORD") and rows[key(1)] == ("100001", "LEEDS")
     assert q(citus_dsn, f"SELECT line_number, reason FROM {s}.uk_price_rejects") == [(6, "field count 3, expected 16")]

@@ -22,7 +22,7 @@ def test_layout_and_determinism(tmp_path):
     generate_complete(a, 20_000, seed=5)
     generate_complete(b, 20_000, seed=5)
     generate_complete(c, 20_000, seed=6)
-    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
     assert digest(a) == digest(b) != digest(c)
     raw = a.read_bytes()
     assert raw.count(b"\n") == 20_000 and b"\r" not in raw

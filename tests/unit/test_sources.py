@@ -86,7 +86,7 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
     drops = 1
     requests: list = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         cls = type(self)
         rng = self.headers.get("Range")
         cls.requests.append(rng)
