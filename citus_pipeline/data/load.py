@@ -163,10 +163,10 @@ def _retryable(err: Exception) -> bool:
 def _sniff(inp: InputFile) -> None:
     import csv
 
-    from .parse import _decode_line
+    from .parse import decode_line
 
     lines = [ln for ln in read_first_lines(inp, 20) if ln]
-    records = [next(csv.reader([_decode_line(ln)])) for ln in lines]
+    records = [next(csv.reader([decode_line(ln)])) for ln in lines]
     problem = fmt.sniff_layout(records)
     if problem:
         raise LayoutError(f"{inp.name}: {problem.message}")

@@ -55,7 +55,7 @@ class ParsedChunk:
     transcoded_lines: int = 0
 
 
-def _decode_line(raw: bytes) -> str:
+def decode_line(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -80,7 +80,7 @@ def to_utf8(data: bytes) -> tuple[bytes, int]:
             raw.decode("utf-8")
             out.append(raw)
         except UnicodeDecodeError:
-            out.append(_decode_line(raw).encode("utf-8"))
+            out.append(decode_line(raw).encode("utf-8"))
             n += 1
     return b"\n".join(out), n
 

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import gzip
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 import psycopg
+from psycopg import sql
 
 from ...cluster.citus_meta import fetch_node_shards
 from .partitions import monthly_partitions, partition_month
@@ -460,48 +462,79 @@ def uk_price_rebalanced(
 
 # ---- monthly updates -----------------------------------------------------------------
 MONTHLY_CHECK = "monthly_counts"
-MONTHLY_VERIFY_SQL = "SELECT transaction_id::text, price, date_of_transfer FROM uk_price WHERE transaction_id::text = ANY(%s)"
+MONTHLY_VERIFY_SQL = (
+    "SELECT transaction_id, price, date_of_transfer FROM {schema}.uk_price "
+    "WHERE transaction_id = ANY(%s::uuid[])"
+)
+# What the apply recorded for this file: ids it could not change or delete (unknown) and A
+# records whose id already existed (left as they were) are expected, not failures.
+MONTHLY_LOGGED_SQL = (
+    "SELECT transaction_id, outcome FROM {schema}.uk_price_monthly_log "
+    "WHERE source_fingerprint = %s AND outcome IN ('unknown id', 'exists')"
+)
 
 
-def read_monthly_actions(path: Path) -> dict[str, tuple[str, int, str]]:
-    """{transaction id: (status, price, 'YYYY-MM-DD')} — the last record per id wins."""
+def read_monthly_actions(path: Path) -> dict[uuid.UUID, tuple[str, int, str]]:
+    """{transaction id: (status, price, 'YYYY-MM-DD')} — the last record per id wins.
+
+    Lines are decoded as the loader decodes them (UTF-8, else Windows-1252); records the
+    loader rejects are skipped here too (they are in uk_price_rejects).
+    """
+    from ...data.parse import decode_line
+
     opener = gzip.open if path.suffix == ".gz" else open
-    out: dict[str, tuple[str, int, str]] = {}
-    with opener(path, "rt", newline="", encoding="utf-8") as f:
-        for rec in csv.reader(f):
+    out: dict[uuid.UUID, tuple[str, int, str]] = {}
+    with opener(path, "rb") as f:
+        for raw in f:
+            rec = next(csv.reader([decode_line(raw.rstrip(b"\r\n"))]), [])
             if len(rec) != 16:
                 continue
             try:
-                out[normalise_id(rec[0])] = (rec[15], int(rec[1]), rec[2][:10])
+                out[uuid.UUID(rec[0].strip().strip("{}"))] = (rec[15], int(rec[1]), rec[2][:10])
             except ValueError:
                 continue
     return out
 
 
-def normalise_id(value: str) -> str:
-    return value.strip().strip("{}").lower()
-
-
-def verify_monthly(conn: psycopg.Connection, actions: dict[str, tuple[str, int, str]]) -> dict[str, int]:
-    """Compare uk_price with the file: A/C ids present with the file's price and date, D ids gone."""
-    found: dict[str, tuple[int, str]] = {}
+def verify_monthly(
+    conn: psycopg.Connection,
+    actions: dict[uuid.UUID, tuple[str, int, str]],
+    fingerprint: str,
+    schema: str = "public",
+) -> dict[str, int]:
+    """Compare uk_price with the file: A/C ids present with the file's values, D ids gone;
+    ids the apply logged as unknown (or A ids that already existed) are counted, not failed."""
+    logged = {
+        tid: outcome
+        for tid, outcome in conn.execute(
+            sql.SQL(MONTHLY_LOGGED_SQL).format(schema=sql.Identifier(schema)), (fingerprint,)
+        ).fetchall()
+    }
+    found: dict[uuid.UUID, tuple[int, str]] = {}
     ids = list(actions)
-    forms = ids + ["{" + i.upper() + "}" for i in ids]  # whichever spelling the table keeps
-    for i in range(0, len(forms), 5000):
-        for tid, price, day in conn.execute(MONTHLY_VERIFY_SQL, (forms[i : i + 5000],)).fetchall():
-            found[normalise_id(tid)] = (int(price), str(day)[:10])
-    counts = {"adds": 0, "changes": 0, "deletes": 0, "missing": 0, "wrong_values": 0, "not_deleted": 0}
+    query = sql.SQL(MONTHLY_VERIFY_SQL).format(schema=sql.Identifier(schema))
+    for i in range(0, len(ids), 5000):
+        for tid, price, day in conn.execute(query, (ids[i : i + 5000],)).fetchall():
+            found[tid] = (int(price), str(day)[:10])
+    counts = {"adds": 0, "changes": 0, "deletes": 0, "unknown_ids": 0, "adds_existing": 0,
+              "missing": 0, "wrong_values": 0, "not_deleted": 0}
     for tid, (status, price, day) in actions.items():
         key = {"A": "adds", "C": "changes", "D": "deletes"}.get(status)
         if key is None:
             continue
         counts[key] += 1
-        if status == "D":
+        outcome = logged.get(tid)
+        if outcome == "unknown id":
+            counts["unknown_ids"] += 1
+            counts["not_deleted"] += status == "D" and tid in found
+        elif status == "D":
             counts["not_deleted"] += tid in found
         elif tid not in found:
             counts["missing"] += 1
-        elif found[tid] != (price, day):
+        elif outcome != "exists" and found[tid] != (price, day):
             counts["wrong_values"] += 1
+        elif outcome == "exists":
+            counts["adds_existing"] += 1
     return counts
 
 
@@ -525,6 +558,7 @@ def uk_price_monthly(
     context: dg.AssetExecutionContext, citus: CitusResource, files: PricePaidFiles
 ):
     from ...data import apply_monthly
+    from ...data.sources import fingerprint
 
     month = partition_month(context.partition_key)
     path = files.monthly_file(month)
@@ -547,7 +581,7 @@ def uk_price_monthly(
     seconds = time.perf_counter() - t0
     actions = read_monthly_actions(path)
     with citus.connection() as conn:
-        counts = verify_monthly(conn, actions)
+        counts = verify_monthly(conn, actions, fingerprint(path), citus.checked_schema())
     bad = counts["missing"] + counts["wrong_values"] + counts["not_deleted"]
     metadata = numeric_metadata(report)
     metadata.update(
