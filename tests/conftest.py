@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from citus_pipeline.cluster.local import LocalCluster
+from citus_pipeline.cluster.local import ClusterError, LocalCluster
 from citus_pipeline.cluster.spec import ClusterSpec, spec_from_mapping
 
 SLOT_DIR = Path(tempfile.gettempdir()) / "citus-pipeline-test-slots"
@@ -101,7 +101,12 @@ class ClusterFactory:
             slot.release()
             raise
         if start:
-            cluster.up()
+            try:
+                cluster.up()
+            except ClusterError as err:
+                # the state dir is purged at teardown: keep the evidence in the failure
+                tail = err.log.read_text(errors="replace").splitlines()[-25:] if err.log and err.log.exists() else []
+                raise ClusterError("\n".join([str(err), *tail])) from err
         return cluster
 
     def close(self) -> None:

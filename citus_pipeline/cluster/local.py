@@ -477,7 +477,11 @@ class LocalCluster(ClusterBackend):
         if self.member_pid(m):
             return False
         owner = self._run_as
-        m.dir.mkdir(parents=True, exist_ok=True)
+        # explicit modes: under a restrictive umask the service user could not reach its config
+        for d in (self.state_dir, m.dir.parent):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o755)
+        m.dir.mkdir(exist_ok=True)
         os.chmod(m.dir, 0o700)
         if owner:
             os.chown(m.dir, owner.pw_uid, owner.pw_gid)
