@@ -98,7 +98,7 @@ def load(
     jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="parallel COPY streams (default: cores)"),
     target: str = typer.Option("uk_price", "--target", help="uk_price (direct) | uk_price_raw (staging, then publish) | both"),
     publish: bool = typer.Option(True, "--publish/--no-publish", help="after a staged load, publish uk_price_raw -> uk_price"),
-    chunk_mb: int = typer.Option(8, "--chunk-mb", min=1, help="chunk size (MiB)"),
+    chunk_mb: int = typer.Option(0, "--chunk-mb", min=0, help="chunk size in MiB (0: 8, or 4 above 2 jobs)"),
     dsn: str | None = DsnOpt,
     schema: str = SchemaOpt,
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
@@ -111,7 +111,7 @@ def load(
     try:
         with _progress() as bar:
             report = load_price_paid(source, conninfo, jobs=jobs, progress=_Bar(bar), schema=schema,
-                                     target=target, chunk_bytes=chunk_mb << 20)
+                                     target=target, chunk_bytes=(chunk_mb << 20) or None)
         pub = None
         if publish and target in ("uk_price_raw", "both"):
             pub = publish_uk_price(conninfo, schema=schema)

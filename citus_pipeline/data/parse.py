@@ -27,7 +27,10 @@ from . import format as fmt
 STRING_TYPES = {c: pa.string() for c in fmt.COLUMNS}
 
 # Freed Arrow buffers go straight back to the OS (bounded loader RSS whatever the file size).
+# The wheel's default pool is mimalloc, which keeps freed pages: measured on 8 MiB chunks,
+# jemalloc with no decay holds the loader ~90 MB lower.
 try:
+    pa.set_memory_pool(pa.jemalloc_memory_pool())
     pa.jemalloc_set_decay_ms(0)
 except (NotImplementedError, pa.ArrowNotImplementedError):  # pragma: no cover - build without jemalloc
     pass
