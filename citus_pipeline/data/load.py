@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import format as fmt
 from . import schema as sch
