@@ -74,7 +74,7 @@ class PostgresSpec(_Strict):
             "max_replication_slots": 20,
             "max_wal_senders": 20,
             "wal_retrieve_retry_interval": "250ms",
-            "citus.node_conninfo": "sslmode=prefer",
+            "citus.node_conninfo": "sslmode=disable",  # local loopback; k8s renders verify-full
             "citus.max_cached_conns_per_worker": 4,
             "citus.max_background_task_executors_per_node": 4,
         }
