@@ -805,8 +805,22 @@ class LocalCluster(ClusterBackend):
                 self._save_state(state)
         self._stop_members(members, timeout=12)
         self._stop_etcd()
-        if purge and self.state_dir.exists():
-            shutil.rmtree(self.state_dir)
+        if purge:
+            self.purge()
+
+    # what `down --purge` deletes: only what this cluster wrote (other tools keep their own
+    # files, even other clusters' state directories, under the same directory)
+    OWNED = ("members", "etcd", "cluster.json", "secrets.json", "pgpass")
+
+    def purge(self) -> None:
+        for name in self.OWNED:
+            path = self.state_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        if self.state_dir.exists() and not any(self.state_dir.iterdir()):
+            self.state_dir.rmdir()
 
     # ---- fault drills ------------------------------------------------------------------
     def stop_member(self, name: str, kill: bool = False) -> None:

@@ -114,3 +114,21 @@ def test_state_dir_the_service_user_cannot_reach_is_named(tmp_path):
         c.up(timeout=5)
     assert f"directory {locked} is not searchable" in str(e.value)
     assert not c.is_running() and not (locked / "state").exists()
+
+
+def test_purge_deletes_only_what_the_cluster_owns(tmp_path):
+    state = _state(tmp_path)
+    c = LocalCluster(spec_from_mapping(SPEC), state)
+    for d in ("members/x/data", "etcd/data", "bench-cluster/members", "work"):
+        (state / d).mkdir(parents=True)
+    for f in ("cluster.json", "secrets.json", "pgpass", "work/sample.csv"):
+        (state / f).write_text("x")
+    c.down(purge=True)
+    assert sorted(p.name for p in state.iterdir()) == ["bench-cluster", "work"]
+    assert (state / "work" / "sample.csv").exists()
+    (state / "bench-cluster" / "members").rmdir()
+    (state / "bench-cluster").rmdir()
+    (state / "work" / "sample.csv").unlink()
+    (state / "work").rmdir()
+    LocalCluster(spec_from_mapping(SPEC), state).down(purge=True)
+    assert not state.exists()
