@@ -304,9 +304,10 @@ def load_price_paid(
     if target not in ("uk_price", "uk_price_raw", "both"):
         raise ValueError(f"target must be uk_price, uk_price_raw or both, not {target!r}")
     jobs = max(1, jobs or os.cpu_count() or 1)
-    # Each chunk in flight costs ~12x its size; with parallel streams, chunks of 6 MiB keep the
-    # loader under ~300 MB RSS; smaller ones mean more two-phase commits. (A re-run with another size is still exact: chunks the
-    # ledger does not match go through the ON CONFLICT path and count as duplicates.)
+    # Each chunk in flight costs ~12x its size: with parallel streams, 6 MiB chunks keep the
+    # loader under ~300 MB RSS (smaller ones mean more two-phase commits). A re-run with
+    # another size is still exact: chunks the ledger does not match go through the
+    # ON CONFLICT path and count as duplicates.
     chunk_bytes = chunk_bytes or (DEFAULT_CHUNK_BYTES if jobs == 1 else DEFAULT_CHUNK_BYTES * 3 // 4)
     _bound_malloc()
     started = time.monotonic()
