@@ -10,6 +10,8 @@ starts, stops and observes processes, and drains a group before it is removed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import time
 from base64 import b64encode
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,6 +173,25 @@ class LocalCluster(ClusterBackend):
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         tmp.replace(self.state_file)
+
+    @contextlib.contextmanager
+    def _exclusive(self, what: str, wait: float = 300) -> Iterator[None]:
+        """One state-changing command at a time per state directory (up, down, add, remove)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".lock", "w") as f:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise ClusterError(
+                            f"another command holds {self.state_dir / '.lock'} for longer than "
+                            f"{wait:.0f} s; `{what}` did not run"
+                        ) from None
+                    time.sleep(0.2)
+            yield
 
     def worker_groups(self) -> list[int]:
         """Worker groups of this cluster: the spec's, plus any added with add-worker."""
@@ -671,6 +692,11 @@ class LocalCluster(ClusterBackend):
                 )
 
     def up(self, progress: Progress | None = None, timeout: float = 240) -> ClusterTopology:
+        self.preflight([], check_ports=False)  # before the lock creates the state directory
+        with self._exclusive("up"):
+            return self._up_locked(progress, timeout)
+
+    def _up_locked(self, progress: Progress | None = None, timeout: float = 240) -> ClusterTopology:
         self._check_same_topology()
         members = self.members()
         not_running = [m for m in members if not self.member_pid(m)]
@@ -713,8 +739,9 @@ class LocalCluster(ClusterBackend):
 
     def _stop_members(self, members: list[Member], timeout: float = 20) -> None:
         pids = {m.name: p for m in members if (p := self._signal_member(m, signal.SIGTERM))}
+        by_name = {m.name: m for m in members}
         for name in self._wait_gone(pids, timeout):
-            self._signal_member(self.member_by_name(name), signal.SIGKILL)
+            self._signal_member(by_name[name], signal.SIGKILL)
         # postmasters left behind (a killed or paused Patroni leaves PostgreSQL running)
         self._stop_postmasters(members)
 
@@ -796,6 +823,10 @@ class LocalCluster(ClusterBackend):
                 os.kill(pid, signal.SIGKILL)
 
     def down(self, purge: bool = False) -> None:
+        with self._exclusive("down"):
+            return self._down_locked(purge)
+
+    def _down_locked(self, purge: bool = False) -> None:
         members = self.members()
         if any(self.member_pid(m) for m in members):
             paused = self._pause_groups()
@@ -810,7 +841,7 @@ class LocalCluster(ClusterBackend):
 
     # what `down --purge` deletes: only what this cluster wrote (other tools keep their own
     # files, even other clusters' state directories, under the same directory)
-    OWNED = ("members", "etcd", "cluster.json", "secrets.json", "pgpass")
+    OWNED = ("members", "etcd", "cluster.json", "secrets.json", "pgpass", ".lock")
 
     def purge(self) -> None:
         for name in self.OWNED:
@@ -897,6 +928,10 @@ class LocalCluster(ClusterBackend):
 
     # ---- scale out / in ----------------------------------------------------------------
     def add_worker(self, progress: Progress | None = None, timeout: float = 180) -> int:
+        with self._exclusive("add-worker"):
+            return self._add_worker_locked(progress, timeout)
+
+    def _add_worker_locked(self, progress: Progress | None = None, timeout: float = 180) -> int:
         if self.status(with_shards=False).leader(0) is None:
             raise ClusterError("the coordinator has no leader: is the cluster up?")
         groups = self.worker_groups()
@@ -922,6 +957,10 @@ class LocalCluster(ClusterBackend):
         return group
 
     def remove_worker(self, group: int, transfer_mode: str = "block_writes") -> int:
+        with self._exclusive("remove-worker"):
+            return self._remove_worker_locked(group, transfer_mode)
+
+    def _remove_worker_locked(self, group: int, transfer_mode: str = "block_writes") -> int:
         """Drain ``group`` with citus_drain_node, then stop and forget it. Refuses on a failed drain."""
         groups = self.worker_groups()
         if group not in groups:
