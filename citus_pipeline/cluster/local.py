@@ -97,12 +97,24 @@ class Member:
 
 
 def _pid_alive(pid: int, needle: str | None = None) -> bool:
+    # A process started by this one (`up` inside a long-lived program: the Dagster asset,
+    # the tests, a benchmark) stays a zombie until reaped, and a zombie answers kill(0).
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        return False
     if needle is None:
         return True
     try:
