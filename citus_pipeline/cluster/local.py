@@ -375,7 +375,7 @@ class LocalCluster(ClusterBackend):
 
     # ---- configuration -----------------------------------------------------------------
     def patroni_config(self, m: Member, creds: dict[str, str]) -> dict:
-        s, p = self.spec, self.spec.patroni
+        s = self.spec
         c = s.credentials
         return {
             "scope": s.name,
@@ -390,23 +390,7 @@ class LocalCluster(ClusterBackend):
             "etcd3": {"hosts": [f"{s.etcd_address}:{s.local.etcd_client_port}"]},
             "citus": {"group": m.group, "database": s.database},
             "bootstrap": {
-                "dcs": {
-                    "ttl": p.ttl,
-                    "loop_wait": p.loop_wait,
-                    "retry_timeout": p.retry_timeout,
-                    "maximum_lag_on_failover": p.maximum_lag_on_failover,
-                    "primary_start_timeout": p.primary_start_timeout,
-                    "synchronous_mode": p.synchronous_mode,
-                    "synchronous_mode_strict": p.synchronous_mode_strict,
-                    "postgresql": {
-                        "use_pg_rewind": True,
-                        "use_slots": True,
-                        "parameters": {
-                            **s.postgresql.parameters,
-                            "citus.shard_count": s.shard_count,
-                        },
-                    },
-                },
+                "dcs": s.patroni_dcs({**s.postgresql.parameters, "citus.shard_count": s.shard_count}),
                 "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
             },
             "postgresql": {

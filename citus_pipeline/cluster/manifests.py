@@ -232,32 +232,20 @@ def k8s_postgres_parameters(spec: ClusterSpec) -> dict[str, Any]:
 
 def patroni_bootstrap_config(spec: ClusterSpec) -> dict[str, Any]:
     """patroni.yml fragment the entrypoint merges with the per-pod settings from the env."""
-    p = spec.patroni
     repl = spec.credentials.replication_user
     return {
         "bootstrap": {
-            "dcs": {
-                "ttl": p.ttl,
-                "loop_wait": p.loop_wait,
-                "retry_timeout": p.retry_timeout,
-                "maximum_lag_on_failover": p.maximum_lag_on_failover,
-                "synchronous_mode": p.synchronous_mode,
-                "synchronous_mode_strict": p.synchronous_mode_strict,
-                "primary_start_timeout": p.primary_start_timeout,
-                "postgresql": {
-                    "use_pg_rewind": True,
-                    "use_slots": True,
-                    "parameters": k8s_postgres_parameters(spec),
-                    # Only TLS + SCRAM from the network; the unix socket needs the password too.
-                    "pg_hba": [
-                        "local all all scram-sha-256",
-                        f"hostssl replication {repl} 0.0.0.0/0 scram-sha-256",
-                        f"hostssl replication {repl} ::/0 scram-sha-256",
-                        "hostssl all all 0.0.0.0/0 scram-sha-256",
-                        "hostssl all all ::/0 scram-sha-256",
-                    ],
-                },
-            },
+            # Only TLS + SCRAM from the network; the unix socket needs the password too.
+            "dcs": spec.patroni_dcs(
+                k8s_postgres_parameters(spec),
+                pg_hba=[
+                    "local all all scram-sha-256",
+                    f"hostssl replication {repl} 0.0.0.0/0 scram-sha-256",
+                    f"hostssl replication {repl} ::/0 scram-sha-256",
+                    "hostssl all all 0.0.0.0/0 scram-sha-256",
+                    "hostssl all all ::/0 scram-sha-256",
+                ],
+            ),
             "initdb": [
                 {"encoding": "UTF8"},
                 {"locale": "C.UTF-8"},

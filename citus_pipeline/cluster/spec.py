@@ -253,6 +253,24 @@ class ClusterSpec(_Strict):
     def worker_groups(self) -> list[int]:
         return list(range(1, self.workers.groups + 1))
 
+    def patroni_dcs(self, parameters: dict[str, Any], **postgresql: Any) -> dict[str, Any]:
+        """Patroni's ``bootstrap.dcs``: the cluster-wide settings, the same for both backends.
+
+        ``parameters`` are the PostgreSQL parameters the backend runs with; ``postgresql``
+        adds backend-specific keys of the DCS ``postgresql`` section (e.g. ``pg_hba``).
+        """
+        p = self.patroni
+        return {
+            "ttl": p.ttl,
+            "loop_wait": p.loop_wait,
+            "retry_timeout": p.retry_timeout,
+            "maximum_lag_on_failover": p.maximum_lag_on_failover,
+            "synchronous_mode": p.synchronous_mode,
+            "synchronous_mode_strict": p.synchronous_mode_strict,
+            "primary_start_timeout": p.primary_start_timeout,
+            "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": parameters, **postgresql},
+        }
+
 
 def _format_validation_error(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
