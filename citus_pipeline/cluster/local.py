@@ -667,8 +667,9 @@ class LocalCluster(ClusterBackend):
         )
 
     def _check_members_alive(self, groups: list[int]) -> None:
+        stopped = self._state().get("stopped", {})  # members stopped on purpose (fault drills)
         for m in self.members(groups):
-            if m.pidfile.exists() and not self.member_pid(m) and not self._state().get("stopped", {}).get(m.name):
+            if m.pidfile.exists() and not self.member_pid(m) and not stopped.get(m.name):
                 raise ClusterError(
                     f"Patroni of member {m.name} exited: {_tail(m.log, 1)}", m.log
                 )

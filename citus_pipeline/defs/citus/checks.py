@@ -17,7 +17,7 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
 )
 
-from ...cluster.citus_meta import fetch_node_shards
+from ...cluster.citus_meta import fetch_dist_nodes
 from .assets import node_bytes, uk_price, uk_price_rebalanced
 from .resources import CitusResource
 from .timing import REFERENCE_QUERY, UK_PRICE_QUERIES, time_queries
@@ -42,18 +42,6 @@ def evaluate_counts(raw_rows: int, table_rows: int, monthly_net: int = 0) -> tup
     }
 
 
-# Net rows of the applied monthly updates (A inserted - D deleted), logged once per (file, line).
-MONTHLY_NET_SQL = """
-SELECT count(*) FILTER (WHERE outcome = 'inserted') - count(*) FILTER (WHERE outcome = 'deleted')
-FROM uk_price_monthly_log
-"""
-
-
-def monthly_net_rows(conn) -> int:
-    """Rows the applied monthly updates added (A) minus those they deleted (D)."""
-    return int(conn.execute(MONTHLY_NET_SQL).fetchone()[0] or 0)
-
-
 @dg.asset_check(
     asset=uk_price,
     name="counts",
@@ -65,15 +53,14 @@ def uk_price_counts(citus: CitusResource) -> dg.AssetCheckResult:
     with citus.connection() as conn:
         raw_rows, table_rows = conn.execute(RAW_IDS_MISSING_SQL).fetchone()
     # apply_monthly applies each month's A/C/D to uk_price_raw as well while it is in use,
-    # so raw and uk_price stay equal; the ledger's net is only for a raw table left behind.
-    net = 0
-    passed, metadata = evaluate_counts(int(raw_rows), int(table_rows), net)
+    # so raw and uk_price stay equal without a monthly correction.
+    passed, metadata = evaluate_counts(int(raw_rows), int(table_rows))
     metadata["sql_seconds"] = dg.MetadataValue.float(round(time.perf_counter() - t0, 4))
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata=metadata,
-        description=None if passed else f"uk_price has {table_rows:,} rows, expected {raw_rows + net:,}",
+        description=None if passed else f"uk_price has {table_rows:,} rows, expected {raw_rows:,}",
     )
 
 
@@ -153,12 +140,6 @@ def evaluate_balance(
     return BalanceVerdict(not reasons, ratio, empty, "; ".join(reasons) or None)
 
 
-ACTIVE_GROUPS_SQL = """
-SELECT DISTINCT groupid FROM pg_catalog.pg_dist_node
-WHERE noderole = 'primary' AND isactive AND shouldhaveshards AND groupid > 0 ORDER BY 1
-"""
-
-
 @dg.asset_check(
     asset=uk_price_rebalanced,
     name="balance",
@@ -169,7 +150,10 @@ def uk_price_balance(citus: CitusResource) -> dg.AssetCheckResult:
     t0 = time.perf_counter()
     with citus.connection() as conn:
         nodes = node_bytes(conn)
-        active = [r[0] for r in conn.execute(ACTIVE_GROUPS_SQL).fetchall()]
+        active = sorted({
+            n.groupid for n in fetch_dist_nodes(conn)
+            if n.groupid > 0 and n.role == "primary" and n.active and n.should_have_shards
+        })
     verdict = evaluate_balance(nodes, active)
     metadata: dict[str, dg.MetadataValue] = {
         "max_min_ratio": dg.MetadataValue.float(round(verdict.ratio, 4) if verdict.ratio != float("inf") else -1.0),
@@ -284,7 +268,6 @@ __all__ = [
     "evaluate_balance",
     "evaluate_counts",
     "evaluate_timing",
-    "fetch_node_shards",
     "previous_medians",
     "quality_sql",
     "uk_price_balance",
