@@ -122,7 +122,7 @@ LOG_COPY = (
 
 
 def _stage_csv(fp: str, t: pa.Table, lines: np.ndarray) -> bytes:
-    body = typed_csv(t, sch.TYPED_COLUMNS)
+    body = bytes(typed_csv(t, sch.TYPED_COLUMNS))
     prefix = pa.table({
         "fp": pa.array([fp] * t.num_rows, pa.string()),
         "line": pa.array(lines, pa.int64()),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,10 +89,15 @@ def to_utf8(data: bytes) -> tuple[bytes, int]:
     return b"\n".join(out), n
 
 
+def newlines(data: bytes) -> int:
+    """The number of LF bytes (numpy: ~7x faster than bytes.count on chunk-sized data)."""
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
+
+
 def _line_count(data: bytes) -> int:
     if not data:
         return 0
-    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    return newlines(data) + (0 if data.endswith(b"\n") else 1)
 
 
 def _odd_quote_lines(data: bytes) -> bool:
@@ -127,32 +133,51 @@ def _read_fast(data: bytes) -> pa.Table | None:
     return None if invalid else t
 
 
+# The rules' constants as Arrow values, made once.
+_S = {v: pa.scalar(v, pa.string()) for v in ("", "0", "01", "2000-01-01", "A")}
+_NULL_STRING = pa.scalar(None, pa.string())
+_FALSE = pa.scalar(False)
+_PRICE_MIN = pa.scalar(fmt.PRICE_MIN, pa.int64())
+_PRICE_MAX = pa.scalar(fmt.PRICE_MAX, pa.int64())
+_PRICE_DIGITS = pa.scalar(11, pa.int32())
+_DATE_LO = pa.scalar(np.datetime64(fmt.DATE_MIN.isoformat(), "s"), pa.timestamp("s"))
+_DATE_HI = pa.scalar(np.datetime64(fmt.DATE_MAX.isoformat(), "s"), pa.timestamp("s"))
+_CODE_SETS = {col: pa.array(codes, pa.string()) for col, codes in fmt.CODE_SETS.items()}
+_MAX_LENGTH = {col: pa.scalar(m, pa.int32()) for col, m in fmt.MAX_LENGTH.items()}
+
+
+def _length_ok(a: pa.ChunkedArray, m: pa.Scalar) -> pa.ChunkedArray:
+    """utf8 length <= m; counts characters only where the byte length is over (rare)."""
+    ok = pc.less_equal(pc.binary_length(a), m)
+    if pc.all(ok).as_py():
+        return ok
+    return pc.less_equal(pc.utf8_length(a), m)
+
+
 def _bad_mask(t: pa.Table, complete: bool) -> pa.ChunkedArray:
     """True for each row that breaks a rule (a superset check; reasons come from `format`)."""
     ok = pc.match_substring_regex(t["transaction_id"], fmt.GUID_RE)
     price = t["price"]
-    price_ok = pc.and_(pc.match_substring_regex(price, fmt.PRICE_RE), pc.less_equal(pc.utf8_length(price), 11))
-    safe_price = pc.if_else(price_ok, price, "0")
+    price_ok = pc.and_(pc.match_substring_regex(price, fmt.PRICE_RE), pc.less_equal(pc.binary_length(price), _PRICE_DIGITS))
+    safe_price = pc.if_else(price_ok, price, _S["0"])
     p = pc.cast(safe_price, pa.int64())
-    price_ok = pc.and_(price_ok, pc.and_(pc.greater_equal(p, fmt.PRICE_MIN), pc.less_equal(p, fmt.PRICE_MAX)))
+    price_ok = pc.and_(price_ok, pc.and_(pc.greater_equal(p, _PRICE_MIN), pc.less_equal(p, _PRICE_MAX)))
     ok = pc.and_(ok, price_ok)
     d = t["date_of_transfer"]
     d_ok = pc.match_substring_regex(d, fmt.DATE_RE)
     day = pc.utf8_slice_codeunits(d, 0, 10)
-    ts = pc.strptime(pc.if_else(d_ok, day, "2000-01-01"), format="%Y-%m-%d", unit="s", error_is_null=True)
+    ts = pc.strptime(pc.if_else(d_ok, day, _S["2000-01-01"]), format="%Y-%m-%d", unit="s", error_is_null=True)
     # strptime may roll 1995-02-30 over to 03-02: the parsed day must be the written one
-    written_day = pc.cast(pc.if_else(d_ok, pc.utf8_slice_codeunits(d, 8, 10), "01"), pa.int64())
-    d_ok = pc.and_(d_ok, pc.fill_null(pc.equal(pc.day(ts), written_day), False))
-    lo = pa.scalar(np.datetime64(fmt.DATE_MIN.isoformat(), "s"), pa.timestamp("s"))
-    hi = pa.scalar(np.datetime64(fmt.DATE_MAX.isoformat(), "s"), pa.timestamp("s"))
-    d_ok = pc.and_(d_ok, pc.and_(pc.greater_equal(ts, lo), pc.less_equal(ts, hi)))
-    ok = pc.and_(ok, pc.fill_null(d_ok, False))
-    for col, codes in fmt.CODE_SETS.items():
-        ok = pc.and_(ok, pc.is_in(t[col], value_set=pa.array(codes)))
+    written_day = pc.cast(pc.if_else(d_ok, pc.utf8_slice_codeunits(d, 8, 10), _S["01"]), pa.int64())
+    d_ok = pc.and_(d_ok, pc.fill_null(pc.equal(pc.day(ts), written_day), _FALSE))
+    d_ok = pc.and_(d_ok, pc.and_(pc.greater_equal(ts, _DATE_LO), pc.less_equal(ts, _DATE_HI)))
+    ok = pc.and_(ok, pc.fill_null(d_ok, _FALSE))
+    for col, codes in _CODE_SETS.items():
+        ok = pc.and_(ok, pc.is_in(t[col], value_set=codes))
     if complete:
-        ok = pc.and_(ok, pc.equal(t["record_status"], "A"))
-    for col, m in fmt.MAX_LENGTH.items():
-        ok = pc.and_(ok, pc.less_equal(pc.utf8_length(t[col]), m))
+        ok = pc.and_(ok, pc.equal(t["record_status"], _S["A"]))
+    for col, m in _MAX_LENGTH.items():
+        ok = pc.and_(ok, _length_ok(t[col], m))
     return pc.invert(ok)
 
 
@@ -160,6 +185,28 @@ def _line_text(data: bytes, starts: np.ndarray, i: int) -> str:
     end = data.find(b"\n", int(starts[i]))
     raw = data[int(starts[i]) : end if end >= 0 else len(data)]
     return raw.rstrip(b"\r").decode("utf-8", errors="replace")
+
+
+def pieces(data: bytes, first_line: int, piece_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """`data` (whole lines) cut into record-aligned pieces of about `piece_bytes`, each
+    with the number of its first line. A chunk is parsed piece by piece, so parsing memory
+    follows the piece size, not the chunk size (a chunk is one transaction: the bigger, the
+    fewer two-phase commits)."""
+    n = len(data)
+    if n <= piece_bytes:
+        if n:
+            yield data, first_line
+        return
+    size = -(-n // -(-n // piece_bytes))  # equal pieces, none a small remainder
+    start = 0
+    while start < n:
+        end = data.find(b"\n", start + size - 1) + 1 if n - start > size else n
+        if end <= 0:  # no line end after that point
+            end = n
+        piece = data[start:end]
+        yield piece, first_line
+        first_line += newlines(piece)
+        start = end
 
 
 def parse_chunk(data: bytes, first_line: int, *, complete: bool = True) -> ParsedChunk:
@@ -240,7 +287,7 @@ def _parse_slow(data: bytes, first_line: int, lines: int, complete: bool, transc
 _TEXT_COLUMNS = ("postcode", "paon", "saon", "street", "locality", "town_city", "district", "county")
 
 
-def typed_csv(t: pa.Table, columns: tuple[str, ...]) -> bytes:
+def typed_csv(t: pa.Table, columns: tuple[str, ...]) -> memoryview:
     """Good records as CSV for `COPY uk_price (columns) FROM STDIN (FORMAT csv)`.
 
     Dates lose the constant ` 00:00`; empty address parts become NULL (unquoted empty)."""
@@ -250,11 +297,11 @@ def typed_csv(t: pa.Table, columns: tuple[str, ...]) -> bytes:
         if c == "date_of_transfer":
             a = pc.utf8_slice_codeunits(a, 0, 10)
         elif c in _TEXT_COLUMNS:
-            a = pc.if_else(pc.equal(a, ""), pa.scalar(None, pa.string()), a)
+            a = pc.if_else(pc.equal(a, _S[""]), _NULL_STRING, a)
         out[c] = a
-    buf = io.BytesIO()
+    buf = pa.BufferOutputStream()
     pcsv.write_csv(pa.table(out), buf, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
-    return buf.getvalue()
+    return memoryview(buf.getvalue())
 
 
 def raw_csv(t: pa.Table) -> bytes:
@@ -265,4 +312,4 @@ def raw_csv(t: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["ParsedChunk", "Reject", "parse_chunk", "raw_csv", "to_utf8", "typed_csv"]
+__all__ = ["ParsedChunk", "Reject", "parse_chunk", "pieces", "raw_csv", "to_utf8", "typed_csv"]
