@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,6 +97,32 @@ def test_loading_twice_adds_nothing(citus_dsn, schema, tmp_path):
     other = load_price_paid(copy, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=300 << 10)
     assert other.rows_loaded == 0 and other.rows_duplicate == 30_000
     assert checksum(citus_dsn, schema) == before == (30_000, before[1])
+
+
+def test_resume_with_another_chunk_size_loses_nothing(citus_dsn, schema, tmp_path):
+    """A load that committed only its first small chunk, resumed with bigger chunks: the
+    first big chunk starts at an offset the ledger has, but covers more rows than that entry."""
+    p = tmp_path / "a.csv"
+    generate_complete(p, 20_000, seed=21, bad=5)
+    load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=128 << 10)
+    full = checksum(citus_dsn, schema)
+    rejects = one(citus_dsn, f"SELECT array_agg(line_number ORDER BY line_number) FROM {schema}.uk_price_rejects")
+    # what a kill -9 after the first chunk leaves: that chunk's rows, rejects and ledger entry
+    (first_lines,) = one(citus_dsn, f"SELECT rows_read FROM {schema}.uk_price_load_ledger WHERE chunk_offset = 0")[0]
+    with open(p, newline="") as f:
+        kept = [row[0][1:-1] for _, row in zip(range(first_lines), csv.reader(f))
+                if re.fullmatch(r"\{[0-9A-Fa-f-]{36}\}", row[0])]
+    with psycopg.connect(citus_dsn, autocommit=True) as conn:
+        conn.execute(f"DELETE FROM {schema}.uk_price WHERE NOT (transaction_id::text = ANY(%s))",
+                     ([k.lower() for k in kept],))
+        conn.execute(f"DELETE FROM {schema}.uk_price_rejects WHERE line_number > %s", (first_lines,))
+        conn.execute(f"DELETE FROM {schema}.uk_price_load_ledger WHERE chunk_offset > 0")
+    (partial,) = one(citus_dsn, f"SELECT count(*) FROM {schema}.uk_price")[0]
+    assert 0 < partial < 20_000
+    r = load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=1 << 20)
+    assert checksum(citus_dsn, schema) == full
+    assert one(citus_dsn, f"SELECT array_agg(line_number ORDER BY line_number) FROM {schema}.uk_price_rejects") == rejects
+    assert (r.rows_read, r.rows_loaded, r.rows_duplicate) == (20_005, 20_000 - partial, partial)
 
 
 def test_kill_9_midway_then_rerun_equals_clean_load(citus_dsn, schema, tmp_path):
