@@ -30,8 +30,8 @@ import psycopg
 import pyarrow as pa
 from psycopg import errors, sql
 from psycopg.abc import Buffer
-from psycopg.copy import LibpqWriter
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.copy import LibpqWriter
 
 from . import format as fmt
 from . import schema as sch
@@ -232,9 +232,9 @@ _M_ARENA_MAX = -8
 
 class _BackgroundSender(LibpqWriter):
     """COPY data sent from a thread of its own, so the loader parses the next piece of a chunk
-    while the server is still taking the previous one. At most `depth` buffers wait."""
+    while the server is still taking the previous one. At most `depth` pieces wait."""
 
-    def __init__(self, cursor: psycopg.Cursor, depth: int = 2):
+    def __init__(self, cursor: psycopg.Cursor, depth: int = 1):
         super().__init__(cursor)
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -243,9 +243,12 @@ class _BackgroundSender(LibpqWriter):
 
     def _run(self) -> None:
         while (data := self._queue.get()) is not None:
-            if self._error is None:  # after an error, drain so the producer never blocks
+            view = memoryview(data)
+            for i in range(0, len(view), 1 << 20):
+                if self._error is not None:  # after an error, drain so the producer never blocks
+                    break
                 try:
-                    super().write(data)
+                    super().write(view[i : i + (1 << 20)])
                 except BaseException as err:  # noqa: BLE001 - raised in the caller's thread
                     self._error = err
 
@@ -317,9 +320,7 @@ class _ChunkWriter:
     def _send(self, cur: psycopg.Cursor, statement: sql.Composable, payloads) -> None:
         with cur.copy(statement, writer=_BackgroundSender(cur)) as cp:
             for payload in payloads:
-                view = memoryview(payload)
-                for i in range(0, len(view), 1 << 20):
-                    cp.write(view[i : i + (1 << 20)])
+                cp.write(payload)  # one piece: the sender cuts it into protocol messages
 
     def write(self, fp: str, inp: InputFile, chunk: Chunk, idempotent: bool) -> _ChunkResult:
         """Parse and commit the chunk in one transaction (unless the ledger already has it)."""
