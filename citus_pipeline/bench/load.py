@@ -57,9 +57,20 @@ def data_file(rows: int, seed: int, work_dir: Path = WORK_DIR) -> Path:
     return path
 
 
-def settle(dsn: str) -> None:
-    """Start every timed method from the same state: no earlier run's WAL left to checkpoint."""
+AUTOVACUUM_BUSY = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+
+
+def settle(dsn: str, timeout: float = 180.0) -> None:
+    """Start every timed method from the same state: no autovacuum still working through an
+    earlier method's rows (it competes for the same cores), no WAL left to checkpoint."""
+    deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            (here,) = conn.execute(AUTOVACUUM_BUSY).fetchone()
+            there = conn.execute("SELECT result FROM run_command_on_workers(%s)", (AUTOVACUUM_BUSY,)).fetchall()
+            if here == 0 and all(r == "0" for (r,) in there):
+                break
+            time.sleep(1.0)
         conn.execute("CHECKPOINT")
         conn.execute("SELECT run_command_on_workers('CHECKPOINT')")
 
@@ -134,6 +145,7 @@ def load_command(
     console.print(f"file: {path} ({rows:,} rows, {path.stat().st_size / 1e6:.0f} MB)")
     # the reference runs first and again last; its faster run is the yardstick
     ref = run_reference(path, dsn, shard_count)
+    _drop(dsn)  # its 2 M rows would keep autovacuum busy during the next method
     table = Table(title=f"bench load: {rows:,} rows, {os.cpu_count()} cores")
     for col in ("method", "rows", "seconds", "rows/s", "ratio b/a", "process s", "ratio (process)", "peak RSS MB"):
         table.add_column(col, justify="right" if col != "method" else "left")

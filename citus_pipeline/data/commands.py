@@ -98,7 +98,7 @@ def load(
     jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="parallel COPY streams (default: cores)"),
     target: str = typer.Option("uk_price", "--target", help="uk_price (direct) | uk_price_raw (staging, then publish) | both"),
     publish: bool = typer.Option(True, "--publish/--no-publish", help="after a staged load, publish uk_price_raw -> uk_price"),
-    chunk_mb: int = typer.Option(0, "--chunk-mb", min=0, help="chunk size in MiB (0: 8 for one job, else 6)"),
+    chunk_mb: int = typer.Option(0, "--chunk-mb", min=0, help="chunk size in MiB: one transaction each (0: 12)"),
     dsn: str | None = DsnOpt,
     schema: str = SchemaOpt,
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
