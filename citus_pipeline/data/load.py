@@ -303,7 +303,7 @@ class _ChunkWriter:
         if self.conn is not None:
             self.conn.close()
 
-    def _streams(self, idempotent: bool) -> list[tuple[str, sql.Composable, Callable[[pa.Table], bytes]]]:
+    def _streams(self, idempotent: bool) -> list[tuple[str, sql.Composable, Callable[[pa.Table], Buffer]]]:
         """(table, COPY statement, serialiser) for each table the target writes; with
         `idempotent`, the COPY goes to a temporary copy of the table."""
         out = []
