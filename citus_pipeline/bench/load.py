@@ -151,40 +151,32 @@ def load_command(
         table.add_column(col, justify="right" if col != "method" else "left")
     ours = [(j, run_loader(path, dsn, j, shard_count)) for j in jobs]
     ref = min(ref, run_reference(path, dsn, shard_count), key=lambda r: r["seconds"])
-    ref_rate = ref["rows"] / ref["seconds"]
-    table.add_row(
-        f"(a) reference (faster of 2 runs): psql \\COPY {ref['copy_s']:.1f} s + distribute {ref['distribute_s']:.1f} s",
-        f"{ref['rows']:,}", f"{ref['seconds']:.2f}", f"{ref_rate:,.0f}", "1.00", "-", "-", "-",
-    )
-    best = 0.0
+
+    def add_reference(label: str, a: dict) -> float:
+        rate = a["rows"] / a["seconds"]
+        table.add_row(f"(a) reference{label}: psql \\COPY {a['copy_s']:.1f} s + distribute {a['distribute_s']:.1f} s",
+                      f"{a['rows']:,}", f"{a['seconds']:.2f}", f"{rate:,.0f}", "1.00", "-", "-", "-")
+        return rate
+
+    def add_loader(label: str, b: dict, ref_rate: float) -> float:
+        rate = b["rows"] / b["seconds"]
+        table.add_row(f"(b) this loader, {label}", f"{b['rows']:,}", f"{b['seconds']:.2f}", f"{rate:,.0f}",
+                      f"{rate / ref_rate:.2f}", f"{b['process_s']:.2f}", f"{b['rows'] / b['process_s'] / ref_rate:.2f}",
+                      f"{b['rss_mb']:.0f}")
+        return rate / ref_rate
+
+    ref_rate = add_reference(" (faster of 2 runs)", ref)
     default_jobs = os.cpu_count() or 1
-    at_default = None
-    for j, r in ours:
-        rate = r["rows"] / r["seconds"]
-        best = max(best, rate / ref_rate)
-        if j == default_jobs:
-            at_default = rate / ref_rate
-        table.add_row(f"(b) this loader, --jobs {j}", f"{r['rows']:,}", f"{r['seconds']:.2f}", f"{rate:,.0f}",
-                      f"{rate / ref_rate:.2f}", f"{r['process_s']:.2f}", f"{r['rows'] / r['process_s'] / ref_rate:.2f}",
-                      f"{r['rss_mb']:.0f}")
+    ratios = {j: add_loader(f"--jobs {j}", r, ref_rate) for j, r in ours}
+    best, at_default = max(ratios.values()), ratios.get(default_jobs)
     if big_rows:
         # the bigger file against the reference on that file too (one run each): the database's
         # work per row grows with the table for both ways, the loader's does not
         big = data_file(big_rows, seed)
-        big_ref = run_reference(big, dsn, shard_count)
+        big_ref_rate = add_reference(f", {big_rows:,}-row file (one run)", run_reference(big, dsn, shard_count))
         _drop(dsn)
-        big_ref_rate = big_ref["rows"] / big_ref["seconds"]
-        table.add_row(
-            f"(a) reference, {big_rows:,}-row file (one run): psql \\COPY {big_ref['copy_s']:.1f} s + "
-            f"distribute {big_ref['distribute_s']:.1f} s",
-            f"{big_ref['rows']:,}", f"{big_ref['seconds']:.2f}", f"{big_ref_rate:,.0f}", "1.00", "-", "-", "-",
-        )
         j = default_jobs if default_jobs in jobs else max(jobs)
-        r = run_loader(big, dsn, j, shard_count)
-        rate = r["rows"] / r["seconds"]
-        table.add_row(f"(b) this loader, {big_rows:,}-row file, --jobs {j}", f"{r['rows']:,}",
-                      f"{r['seconds']:.2f}", f"{rate:,.0f}", f"{rate / big_ref_rate:.2f}", f"{r['process_s']:.2f}",
-                      f"{r['rows'] / r['process_s'] / big_ref_rate:.2f}", f"{r['rss_mb']:.0f}")
+        add_loader(f"{big_rows:,}-row file, --jobs {j}", run_loader(big, dsn, j, shard_count), big_ref_rate)
     console.print(table)
     console.print(f"best ratio b/a (speed): {best:.2f}  (target ≥ 1.0, stretch ≥ 1.5)")
     if at_default is not None:

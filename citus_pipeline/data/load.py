@@ -120,7 +120,7 @@ SELECT chunk_bytes, rows_loaded + rows_duplicate FROM {schema}.uk_price_load_led
 WHERE source_fingerprint = %s AND target = %s AND chunk_offset = %s
 """
 LEDGER_COMMITTED = """
-SELECT chunk_offset, rows_read, rows_loaded + rows_duplicate
+SELECT chunk_offset, chunk_bytes, rows_loaded + rows_duplicate
 FROM {schema}.uk_price_load_ledger WHERE source_fingerprint = %s AND target = %s
 """
 REJECT_INSERT = """
@@ -243,14 +243,12 @@ class _BackgroundSender(LibpqWriter):
 
     def _run(self) -> None:
         while (data := self._queue.get()) is not None:
-            view = memoryview(data)
-            for i in range(0, len(view), 1 << 20):
-                if self._error is not None:  # after an error, drain so the producer never blocks
-                    break
-                try:
-                    super().write(view[i : i + (1 << 20)])
-                except BaseException as err:  # noqa: BLE001 - raised in the caller's thread
-                    self._error = err
+            if self._error is not None:  # after an error, drain so the producer never blocks
+                continue
+            try:
+                super().write(memoryview(data))  # psycopg cuts it into protocol messages
+            except BaseException as err:  # noqa: BLE001 - raised in the caller's thread
+                self._error = err
 
     def write(self, data: Buffer) -> None:
         if self._error is not None:
@@ -280,6 +278,11 @@ class _ChunkResult:
         self.rejects.extend(parsed.rejects)
         self.transcoded += parsed.transcoded_lines
         return parsed
+
+
+def _tmp(table: str) -> sql.Identifier:
+    """The session's temporary copy of `table` for the ON CONFLICT path."""
+    return sql.Identifier(f"load_tmp_{table}")
 
 
 class _ChunkWriter:
@@ -313,14 +316,14 @@ class _ChunkWriter:
         ):
             if self.target not in (name, "both"):
                 continue
-            dest = sql.Identifier(f"load_tmp_{name}") if idempotent else sch.table(self.schema, name)
+            dest = _tmp(name) if idempotent else sch.table(self.schema, name)
             out.append((name, sql.SQL(COPY).format(table=dest, columns=columns), render))
         return out
 
     def _send(self, cur: psycopg.Cursor, statement: sql.Composable, payloads) -> None:
         with cur.copy(statement, writer=_BackgroundSender(cur)) as cp:
             for payload in payloads:
-                cp.write(payload)  # one piece: the sender cuts it into protocol messages
+                cp.write(payload)  # one piece at a time
 
     def write(self, fp: str, inp: InputFile, chunk: Chunk, idempotent: bool) -> _ChunkResult:
         """Parse and commit the chunk in one transaction (unless the ledger already has it)."""
@@ -344,8 +347,7 @@ class _ChunkWriter:
             streams = self._streams(idempotent)
             if idempotent:
                 for name, _, _ in streams:
-                    cur.execute(sql.SQL(TMP_CREATE).format(
-                        tmp=sql.Identifier(f"load_tmp_{name}"), table=sch.table(self.schema, name)))
+                    cur.execute(sql.SQL(TMP_CREATE).format(tmp=_tmp(name), table=sch.table(self.schema, name)))
             if len(streams) == 1:  # the whole chunk in one COPY
                 _, statement, render = streams[0]
                 self._send(cur, statement, (render(p.good) for p in parsed))
@@ -356,8 +358,7 @@ class _ChunkWriter:
             res.loaded = res.good
             if idempotent:
                 for name, _, _ in streams:
-                    cur.execute(sql.SQL(TMP_INSERT).format(
-                        table=sch.table(self.schema, name), tmp=sql.Identifier(f"load_tmp_{name}")))
+                    cur.execute(sql.SQL(TMP_INSERT).format(table=sch.table(self.schema, name), tmp=_tmp(name)))
                     res.loaded = cur.rowcount  # the last one: uk_price when the target is both
             if res.rejects:
                 cur.executemany(q(REJECT_INSERT), [(inp.name, fp, r.line, r.raw, r.reason) for r in res.rejects])
@@ -418,6 +419,23 @@ def load_price_paid(
             progress(ProgressEvent(report.rows_read, total_bytes, report.bytes_read, message,
                                    report.rows_loaded, report.rows_rejected))
 
+    def tally(inp: InputFile, chunk: Chunk, result: _ChunkResult) -> None:
+        with lock:
+            report.chunks += 1
+            report.rows_read += chunk.lines
+            report.bytes_read += len(chunk.data)
+            report.transcoded_lines += result.transcoded
+            if result.skipped:
+                report.chunks_skipped += 1
+                report.rows_duplicate += result.good
+                report.rows_already_loaded += result.good
+            else:
+                report.rows_loaded += result.loaded
+                report.rows_duplicate += result.good - result.loaded
+                report.rows_rejected += len(result.rejects)
+            last = chunk.first_line + chunk.lines - 1
+            emit(f"{inp.name}: line {last}" + (" (already loaded)" if result.skipped else ""))
+
     def worker() -> None:
         writer = _ChunkWriter(dsn, schema, target, piece_bytes)
         try:
@@ -445,20 +463,7 @@ def load_price_paid(
                             report.retries += 1
                         writer.close()
                         time.sleep(min(retry_wait * attempt, 10.0))
-                with lock:
-                    report.chunks += 1
-                    report.rows_read += chunk.lines
-                    report.bytes_read += len(chunk.data)
-                    report.transcoded_lines += result.transcoded
-                    if result.skipped:
-                        report.chunks_skipped += 1
-                        report.rows_duplicate += result.good
-                        report.rows_already_loaded += result.good
-                    else:
-                        report.rows_loaded += result.loaded
-                        report.rows_duplicate += result.good - result.loaded
-                        report.rows_rejected += len(result.rejects)
-                    emit(f"{inp.name}: line {chunk.first_line + chunk.lines - 1}")
+                tally(inp, chunk, result)
         except BaseException as err:  # noqa: BLE001 - reported by the main thread
             failure.append(err)
             stop.set()
@@ -474,22 +479,15 @@ def load_price_paid(
             for inp in inputs:
                 fp = fingerprint(inp.path)
                 committed = {
-                    off: (rows, good)
-                    for off, rows, good in conn.execute(sch.q(LEDGER_COMMITTED, schema), (fp, target)).fetchall()
+                    off: (size, good)
+                    for off, size, good in conn.execute(sch.q(LEDGER_COMMITTED, schema), (fp, target)).fetchall()
                 }
                 for chunk in read_chunks(inp, chunk_bytes):
                     if stop.is_set():
                         break
-                    done = committed.get(chunk.offset)
-                    if done is not None and done[0] == chunk.lines:
-                        with lock:
-                            report.chunks += 1
-                            report.chunks_skipped += 1
-                            report.rows_read += chunk.lines
-                            report.bytes_read += len(chunk.data)
-                            report.rows_duplicate += done[1]
-                            report.rows_already_loaded += done[1]
-                            emit(f"{inp.name}: line {chunk.first_line + chunk.lines - 1} (already loaded)")
+                    size, good = committed.get(chunk.offset, (None, 0))
+                    if size == len(chunk.data):  # the same chunk as a committed one
+                        tally(inp, chunk, _ChunkResult(good=good, skipped=True))
                         continue
                     while not stop.is_set():
                         try:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from . import format as fmt
+from .sources import newlines
 
 STRING_TYPES = {c: pa.string() for c in fmt.COLUMNS}
 
@@ -87,11 +88,6 @@ def to_utf8(data: bytes) -> tuple[bytes, int]:
             out.append(decode_line(raw).encode("utf-8"))
             n += 1
     return b"\n".join(out), n
-
-
-def newlines(data: bytes) -> int:
-    """The number of LF bytes (numpy: ~7x faster than bytes.count on chunk-sized data)."""
-    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
 
 
 def _line_count(data: bytes) -> int:
