@@ -131,7 +131,9 @@ def run_pipeline(
     cluster = ClusterResource(backend=backend, spec_path=spec or "", state_dir=state_dir or "")
     citus = CitusResource(
         dsn=os.environ.get("CITUS_COORDINATOR_DSN", ""),
-        cluster_backend=backend, spec_path=spec or "", state_dir=state_dir or "",
+        cluster_backend=backend,
+        spec_path=spec or "",
+        state_dir=state_dir or "",
     )
     resources.update(files=files, cluster=cluster, citus=citus)
     all_defs = [*defs.assets, *defs.asset_checks]
@@ -140,11 +142,20 @@ def run_pipeline(
     def materialize(label: str, selection, **kw):
         console.print(f"[bold]▶ {label}[/bold]")
         t0 = time.perf_counter()
-        result = dg.materialize(all_defs, instance=instance, resources=resources, selection=selection, raise_on_error=False, **kw)
+        result = dg.materialize(
+            all_defs,
+            instance=instance,
+            resources=resources,
+            selection=selection,
+            raise_on_error=False,
+            **kw,
+        )
         wall = time.perf_counter() - t0
         for ev in result.get_asset_check_evaluations():
             if not ev.passed:
-                summary.failed_checks.append(f"{ev.asset_key.to_user_string()}:{ev.check_name} {ev.description or ''}")
+                summary.failed_checks.append(
+                    f"{ev.asset_key.to_user_string()}:{ev.check_name} {ev.description or ''}"
+                )
         if not result.success:
             raise typer.Exit(_report_failure(result, label))
         return result, wall
@@ -165,7 +176,11 @@ def run_pipeline(
     summary.rows = int(md["dagster/row_count"].value)
     plain = reference_median(citus, "uk_price_raw")
     stage(
-        "load → plain table", r, wall, query=plain, ref="load",
+        "load → plain table",
+        r,
+        wall,
+        query=plain,
+        ref="load",
         note=f"{summary.rows:,} rows, {md['mb_per_s'].value:.1f} MB/s, {md['rows_rejected'].value} rejected",
     )
     summary.stages[-1].reference_key = "plain"
@@ -173,7 +188,8 @@ def run_pipeline(
     # 3. distributed table + its checks
     r, wall = materialize(
         "publish uk_price (+ checks)",
-        dg.AssetSelection.assets("uk_price") | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")),
+        dg.AssetSelection.assets("uk_price")
+        | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")),
     )
     nworkers = r.asset_materializations_for_node("uk_price")[0].metadata["worker_count"].value
     dist = reference_median(citus, "uk_price")
@@ -181,61 +197,99 @@ def run_pipeline(
 
     # 4. add a worker; the sensor sees it and asks for one rebalance run
     sensor_ctx = {"instance": instance, "resources": {"citus": citus}, "definitions": defs}
+
     def tick(cursor):
         with dg.build_sensor_context(cursor=cursor, **sensor_ctx) as ctx:
             return _run_requests(new_workers_sensor(ctx)), ctx.cursor
 
     early, cursor = tick(None)
     if early:
-        console.print("new_workers_sensor: an empty worker group is already there; rebalancing it too")
+        console.print(
+            "new_workers_sensor: an empty worker group is already there; rebalancing it too"
+        )
     t0 = time.perf_counter()
     group = cluster.add_worker()
     add_wall = time.perf_counter() - t0
-    summary.stages.append(Stage(f"add worker group {group}", add_wall, note="Patroni members + pg_dist_node"))
+    summary.stages.append(
+        Stage(f"add worker group {group}", add_wall, note="Patroni members + pg_dist_node")
+    )
     requests, cursor = tick(cursor)
     requests = requests or early
     if len(requests) != 1:
-        console.print(f"[red]new_workers_sensor asked for {len(requests)} runs after add-worker, expected 1[/red]")
+        console.print(
+            f"[red]new_workers_sensor asked for {len(requests)} runs after add-worker, expected 1[/red]"
+        )
         raise typer.Exit(1)
     again, cursor = tick(cursor)
     console.print(f"sensor: run_key {requests[0].run_key!r}; next tick requests {len(again)} runs")
     r, wall = materialize(
         "rebalance (sensor's run)",
-        dg.AssetSelection.assets("uk_price_rebalanced") | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price_rebalanced")),
-        tags={"dagster/run_key": requests[0].run_key, "dagster/sensor_name": "new_workers_sensor", **requests[0].tags},
+        dg.AssetSelection.assets("uk_price_rebalanced")
+        | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price_rebalanced")),
+        tags={
+            "dagster/run_key": requests[0].run_key,
+            "dagster/sensor_name": "new_workers_sensor",
+            **requests[0].tags,
+        },
     )
     rmd = r.asset_materializations_for_node("uk_price_rebalanced")[0].metadata
     stage(
-        "rebalance", r, wall, ref="rebalance",
+        "rebalance",
+        r,
+        wall,
+        ref="rebalance",
         note=f"{rmd['moves'].value} moves, {rmd['bytes_moved'].value / 1e6:.1f} MB, {rmd['mb_per_s'].value:.1f} MB/s",
     )
     reb = reference_median(citus, "uk_price")
-    summary.stages.append(Stage(f"rebalanced over {rmd['worker_count'].value} workers", 0.0, reb, reference_key="rebalanced_3"))
+    summary.stages.append(
+        Stage(
+            f"rebalanced over {rmd['worker_count'].value} workers",
+            0.0,
+            reb,
+            reference_key="rebalanced_3",
+        )
+    )
 
     # 5. the latest month's update file (generated from the sample when absent)
     key = monthly_partitions.get_last_partition_key()
     month = partition_month(key)
     if files.monthly_file(month) is None:
         if source:
-            console.print(f"no update file for {month} in {files.monthly_path()}: monthly partition skipped")
+            console.print(
+                f"no update file for {month} in {files.monthly_path()}: monthly partition skipped"
+            )
         else:
             files.monthly_path().mkdir(parents=True, exist_ok=True)
             base = files.work_path() / f"pp-sample-{rows}-{seed}.csv"
             generate_monthly(
-                files.monthly_path() / f"pp-{month}.csv", base, monthly_rows or max(100, rows // 1000),
-                seed=seed + 1, month=(int(month[:4]), int(month[5:7])),
+                files.monthly_path() / f"pp-{month}.csv",
+                base,
+                monthly_rows or max(100, rows // 1000),
+                seed=seed + 1,
+                month=(int(month[:4]), int(month[5:7])),
             )
     if files.monthly_file(month) is not None:
-        r, wall = materialize(f"monthly update {month}", [dg.AssetKey("uk_price_monthly")], partition_key=key)
+        r, wall = materialize(
+            f"monthly update {month}", [dg.AssetKey("uk_price_monthly")], partition_key=key
+        )
         mmd = r.asset_materializations_for_node("uk_price_monthly")[0].metadata
-        stage(f"monthly update {month}", r, wall, note=", ".join(
-            f"{k} {v.value}" for k, v in mmd.items() if k.startswith(("applied", "rows_", "adds", "changes", "deletes"))
-        )[:80])
+        stage(
+            f"monthly update {month}",
+            r,
+            wall,
+            note=", ".join(
+                f"{k} {v.value}"
+                for k, v in mmd.items()
+                if k.startswith(("applied", "rows_", "adds", "changes", "deletes"))
+            )[:80],
+        )
 
     # 6. every check, once more, on the final state
     r, wall = materialize(
         "all checks",
-        dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price"), dg.AssetKey("uk_price_rebalanced")),
+        dg.AssetSelection.checks_for_assets(
+            dg.AssetKey("uk_price"), dg.AssetKey("uk_price_rebalanced")
+        ),
     )
     stage("all checks", r, wall, note=f"{len(r.get_asset_check_evaluations())} checks")
 
@@ -280,7 +334,9 @@ def print_summary(s: PipelineSummary) -> None:
     for st in s.stages:
         label, ref_wall, ref_q = REFERENCE.get(st.reference_key or "", ("", None, None))
         ref_s = ref_q if ref_q is not None else ref_wall
-        t.add_row(st.name, _fmt(st.wall_seconds), _fmt(st.query_median), label, _fmt(ref_s), st.note)
+        t.add_row(
+            st.name, _fmt(st.wall_seconds), _fmt(st.query_median), label, _fmt(ref_s), st.note
+        )
     console.print(t)
     run, work = s.dagster_overhead
     if run:
@@ -306,7 +362,12 @@ def write_plot(s: PipelineSummary, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     x = range(len(stages))
     ax.bar([i - 0.2 for i in x], ours, width=0.4, label=f"this run ({s.rows:,} rows)")
-    ax.bar([i + 0.2 for i in x], [r or 0 for r in ref], width=0.4, label=f"reference ({REFERENCE_ROWS:,} rows)")
+    ax.bar(
+        [i + 0.2 for i in x],
+        [r or 0 for r in ref],
+        width=0.4,
+        label=f"reference ({REFERENCE_ROWS:,} rows)",
+    )
     ax.set_xticks(list(x), labels, rotation=10)
     ax.set_ylabel("median seconds, count(*) where property_type='S'")
     ax.set_yscale("log")
@@ -319,21 +380,31 @@ def write_plot(s: PipelineSummary, path: Path) -> None:
 
 @app.command("run")
 def run_command(
-    rows: int = typer.Option(1_000_000, help="rows of the generated sample (ignored with --source)"),
+    rows: int = typer.Option(
+        1_000_000, help="rows of the generated sample (ignored with --source)"
+    ),
     source: str = typer.Option(None, help="Price Paid file, directory or URL instead of a sample"),
     dagster_home: Path = typer.Option(
-        Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME), help="Dagster instance directory"
+        Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME),
+        help="Dagster instance directory",
     ),
     spec: str = typer.Option(None, help="cluster spec (default: cluster.yaml)"),
     state_dir: str = typer.Option(None, help="local cluster state directory"),
     seed: int = typer.Option(1995, help="seed of the generated sample"),
-    plot: Path = typer.Option(None, help="PNG of the query times per stage (default bench-results/)"),
+    plot: Path = typer.Option(
+        None, help="PNG of the query times per stage (default bench-results/)"
+    ),
 ) -> None:
     """Bootstrap, cluster up, load, distribute, add a worker, rebalance via the sensor, check, summarise."""
     plot = plot or ROOT / "bench-results" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.png"
     run_pipeline(
-        rows=rows, source=source, dagster_home=dagster_home, spec=spec, state_dir=state_dir,
-        seed=seed, plot=plot,
+        rows=rows,
+        source=source,
+        dagster_home=dagster_home,
+        spec=spec,
+        state_dir=state_dir,
+        seed=seed,
+        plot=plot,
     )
 
 

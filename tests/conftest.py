@@ -33,7 +33,9 @@ def citus_missing_reason() -> str | None:
     pg_config = os.environ.get("PG_CONFIG") or shutil.which("pg_config")
     if not pg_config:
         return "PostgreSQL not found (no pg_config): the Citus tests need postgresql-15 with citus"
-    lib = subprocess.run([pg_config, "--pkglibdir"], capture_output=True, text=True, check=False).stdout.strip()
+    lib = subprocess.run(
+        [pg_config, "--pkglibdir"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     if not (Path(lib) / "citus.so").exists():
         return f"citus extension not installed ({lib}/citus.so missing): see README 'Citus'"
     if not shutil.which("etcd"):
@@ -73,7 +75,9 @@ class _Slot:
 
 
 def make_spec(slot: _Slot, **overrides) -> ClusterSpec:
-    data: dict = {"local": {"base_address": slot.base_address, "postgres_port": 6432, "restapi_port": 9008}}
+    data: dict = {
+        "local": {"base_address": slot.base_address, "postgres_port": 6432, "restapi_port": 9008}
+    }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
@@ -105,7 +109,11 @@ class ClusterFactory:
                 cluster.up()
             except ClusterError as err:
                 # the state dir is purged at teardown: keep the evidence in the failure
-                tail = err.log.read_text(errors="replace").splitlines()[-25:] if err.log and err.log.exists() else []
+                tail = (
+                    err.log.read_text(errors="replace").splitlines()[-25:]
+                    if err.log and err.log.exists()
+                    else []
+                )
                 raise ClusterError("\n".join([str(err), *tail])) from err
         return cluster
 

@@ -30,7 +30,9 @@ def cluster_pids(cluster: LocalCluster) -> list[int]:
         roots += [p for p in (cluster.member_pid(m), cluster.postmaster_pid(m)) if p]
     pids = set(roots)
     for pm in roots:
-        out = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(
+            ["pgrep", "-P", str(pm)], capture_output=True, text=True, check=False
+        ).stdout
         pids |= {int(x) for x in out.split()}
     return sorted(pids)
 
@@ -51,7 +53,9 @@ def memory_kib(pids: list[int]) -> tuple[int, int]:
 
 def cluster_command(
     repeat: int = typer.Option(3, help="up/down cycles (medians are reported)"),
-    idle: float = typer.Option(15, help="seconds to let the cluster settle before measuring memory"),
+    idle: float = typer.Option(
+        15, help="seconds to let the cluster settle before measuring memory"
+    ),
     base_address: str = typer.Option("127.0.200.0", help="loopback block for the bench cluster"),
 ) -> None:
     """Time `cluster up` of the default topology from nothing and `cluster down`; idle memory."""
@@ -75,13 +79,17 @@ def cluster_command(
         t0 = time.monotonic()
         c.down(purge=False)
         downs.append(time.monotonic() - t0)
-        left = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True, check=False).stdout.split()
+        left = subprocess.run(
+            ["pgrep", "-f", str(state)], capture_output=True, text=True, check=False
+        ).stdout.split()
         c.down(purge=True)
         console.print(
             f"cycle {i + 1}: up {ups[-1]:.1f} s, down {downs[-1]:.1f} s, {counts[-1]} processes, "
             f"RSS {rsss[-1]:.0f} MiB, PSS {psss[-1]:.0f} MiB, left after down: {len(left)}"
         )
-    t = Table(title=f"cluster bench: {spec.coordinator.members} + {spec.workers.groups}x{spec.workers.members} members, median of {repeat}")
+    t = Table(
+        title=f"cluster bench: {spec.coordinator.members} + {spec.workers.groups}x{spec.workers.members} members, median of {repeat}"
+    )
     for col in ("measure", "value", "target"):
         t.add_column(col)
     t.add_row("up from nothing", f"{statistics.median(ups):.1f} s", "<= 60 s")

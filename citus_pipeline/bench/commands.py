@@ -10,7 +10,9 @@ import importlib
 
 import typer
 
-app = typer.Typer(help="Benchmarks: load, rebalance, queries (figures and ratios).", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks: load, rebalance, queries (figures and ratios).", no_args_is_help=True
+)
 
 for _module, _func, _name in (
     ("citus_pipeline.bench.load", "load_command", "load"),

@@ -67,7 +67,9 @@ def settle(dsn: str, timeout: float = 180.0) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         while time.monotonic() < deadline:
             (here,) = conn.execute(AUTOVACUUM_BUSY).fetchone()
-            there = conn.execute("SELECT result FROM run_command_on_workers(%s)", (AUTOVACUUM_BUSY,)).fetchall()
+            there = conn.execute(
+                "SELECT result FROM run_command_on_workers(%s)", (AUTOVACUUM_BUSY,)
+            ).fetchall()
             if here == 0 and all(r == "0" for (r,) in there):
                 break
             time.sleep(1.0)
@@ -91,15 +93,21 @@ def run_reference(path: Path, dsn: str, shard_count: int) -> dict:
     t1 = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as conn:
         rel = regclass(REF_SCHEMA, "uk_price_raw")
-        conn.execute("SELECT create_distributed_table(%s, 'transaction_unique_identifier', shard_count => %s)",
-                     (rel, shard_count))
+        conn.execute(
+            "SELECT create_distributed_table(%s, 'transaction_unique_identifier', shard_count => %s)",
+            (rel, shard_count),
+        )
         conn.execute("SELECT truncate_local_data_after_distributing_table(%s)", (rel,))
         t2 = time.monotonic()
-        (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {}.uk_price_raw").format(sql.Identifier(REF_SCHEMA))).fetchone()
+        (rows,) = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.uk_price_raw").format(sql.Identifier(REF_SCHEMA))
+        ).fetchone()
     return {"copy_s": t1 - t0, "distribute_s": t2 - t1, "seconds": t2 - t0, "rows": rows}
 
 
-def run_loader(path: Path, dsn: str, jobs: int, shard_count: int, schema: str = OURS_SCHEMA) -> dict:
+def run_loader(
+    path: Path, dsn: str, jobs: int, shard_count: int, schema: str = OURS_SCHEMA
+) -> dict:
     """(b) in a child process: file -> validated distributed uk_price; seconds and peak RSS.
 
     `seconds` times the `load_price_paid` call (what a Dagster asset pays); `process_s` the
@@ -112,7 +120,9 @@ def run_loader(path: Path, dsn: str, jobs: int, shard_count: int, schema: str = 
     t0 = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(path), dsn, schema, str(jobs), str(shard_count)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_s"] = time.monotonic() - t0
@@ -126,11 +136,21 @@ def _drop(dsn: str) -> None:
 
 
 def load_command(
-    rows: int = typer.Option(2_000_000, "--rows", help="rows in the generated file (≥ 2 M for the real figure)"),
+    rows: int = typer.Option(
+        2_000_000, "--rows", help="rows in the generated file (≥ 2 M for the real figure)"
+    ),
     seed: int = typer.Option(2024, "--seed"),
-    jobs: list[int] = typer.Option([1, 2, 4], "--jobs", help="loader streams to try (repeat the option)"),
-    big_rows: int = typer.Option(0, "--big-rows", help="also time both ways on a file of this many rows (e.g. 10000000)"),
-    dsn: str | None = typer.Option(None, "--dsn", help="coordinator conninfo (default: $CITUS_PIPELINE_DSN, else the bench cluster)"),
+    jobs: list[int] = typer.Option(
+        [1, 2, 4], "--jobs", help="loader streams to try (repeat the option)"
+    ),
+    big_rows: int = typer.Option(
+        0, "--big-rows", help="also time both ways on a file of this many rows (e.g. 10000000)"
+    ),
+    dsn: str | None = typer.Option(
+        None,
+        "--dsn",
+        help="coordinator conninfo (default: $CITUS_PIPELINE_DSN, else the bench cluster)",
+    ),
     shard_count: int = typer.Option(32, "--shard-count"),
     keep: bool = typer.Option(False, "--keep", help="keep the bench schemas afterwards"),
 ) -> None:
@@ -147,22 +167,46 @@ def load_command(
     ref = run_reference(path, dsn, shard_count)
     _drop(dsn)  # its 2 M rows would keep autovacuum busy during the next method
     table = Table(title=f"bench load: {rows:,} rows, {os.cpu_count()} cores")
-    for col in ("method", "rows", "seconds", "rows/s", "ratio b/a", "process s", "ratio (process)", "peak RSS MB"):
+    for col in (
+        "method",
+        "rows",
+        "seconds",
+        "rows/s",
+        "ratio b/a",
+        "process s",
+        "ratio (process)",
+        "peak RSS MB",
+    ):
         table.add_column(col, justify="right" if col != "method" else "left")
     ours = [(j, run_loader(path, dsn, j, shard_count)) for j in jobs]
     ref = min(ref, run_reference(path, dsn, shard_count), key=lambda r: r["seconds"])
 
     def add_reference(label: str, a: dict) -> float:
         rate = a["rows"] / a["seconds"]
-        table.add_row(f"(a) reference{label}: psql \\COPY {a['copy_s']:.1f} s + distribute {a['distribute_s']:.1f} s",
-                      f"{a['rows']:,}", f"{a['seconds']:.2f}", f"{rate:,.0f}", "1.00", "-", "-", "-")
+        table.add_row(
+            f"(a) reference{label}: psql \\COPY {a['copy_s']:.1f} s + distribute {a['distribute_s']:.1f} s",
+            f"{a['rows']:,}",
+            f"{a['seconds']:.2f}",
+            f"{rate:,.0f}",
+            "1.00",
+            "-",
+            "-",
+            "-",
+        )
         return rate
 
     def add_loader(label: str, b: dict, ref_rate: float) -> float:
         rate = b["rows"] / b["seconds"]
-        table.add_row(f"(b) this loader, {label}", f"{b['rows']:,}", f"{b['seconds']:.2f}", f"{rate:,.0f}",
-                      f"{rate / ref_rate:.2f}", f"{b['process_s']:.2f}", f"{b['rows'] / b['process_s'] / ref_rate:.2f}",
-                      f"{b['rss_mb']:.0f}")
+        table.add_row(
+            f"(b) this loader, {label}",
+            f"{b['rows']:,}",
+            f"{b['seconds']:.2f}",
+            f"{rate:,.0f}",
+            f"{rate / ref_rate:.2f}",
+            f"{b['process_s']:.2f}",
+            f"{b['rows'] / b['process_s'] / ref_rate:.2f}",
+            f"{b['rss_mb']:.0f}",
+        )
         return rate / ref_rate
 
     ref_rate = add_reference(" (faster of 2 runs)", ref)
@@ -173,14 +217,20 @@ def load_command(
         # the bigger file against the reference on that file too (one run each): the database's
         # work per row grows with the table for both ways, the loader's does not
         big = data_file(big_rows, seed)
-        big_ref_rate = add_reference(f", {big_rows:,}-row file (one run)", run_reference(big, dsn, shard_count))
+        big_ref_rate = add_reference(
+            f", {big_rows:,}-row file (one run)", run_reference(big, dsn, shard_count)
+        )
         _drop(dsn)
         j = default_jobs if default_jobs in jobs else max(jobs)
-        add_loader(f"{big_rows:,}-row file, --jobs {j}", run_loader(big, dsn, j, shard_count), big_ref_rate)
+        add_loader(
+            f"{big_rows:,}-row file, --jobs {j}", run_loader(big, dsn, j, shard_count), big_ref_rate
+        )
     console.print(table)
     console.print(f"best ratio b/a (speed): {best:.2f}  (target ≥ 1.0, stretch ≥ 1.5)")
     if at_default is not None:
-        console.print(f"ratio at the default --jobs {default_jobs} (one stream per core): {at_default:.2f}")
+        console.print(
+            f"ratio at the default --jobs {default_jobs} (one stream per core): {at_default:.2f}"
+        )
     if not keep:
         _drop(dsn)
 

@@ -60,18 +60,24 @@ def run_bench(rows: int, seed: int, runs: int, keep: bool, state_dir: Path, spec
             ).fetchone()[0]
             t0 = time.perf_counter()
             ref_rows = build_reference_table(conn, shard_count)
-            console.print(f"reference table distributed: {ref_rows:,} rows in {time.perf_counter() - t0:.1f}s")
+            console.print(
+                f"reference table distributed: {ref_rows:,} rows in {time.perf_counter() - t0:.1f}s"
+            )
             sizes = {"a": table_mb(conn, REFERENCE_TABLE), "b": table_mb(conn, "uk_price")}
             a = time_queries(conn, reference_schema_queries(REFERENCE_TABLE), runs=runs)
             b = time_queries(conn, UK_PRICE_QUERIES, runs=runs)
-        t = Table(title=f"Timing queries, {n:,} rows over {workers} workers, {shard_count} shards, median of {runs}")
+        t = Table(
+            title=f"Timing queries, {n:,} rows over {workers} workers, {shard_count} shards, median of {runs}"
+        )
         for col in ("query", "(a) reference schema s", "(b) uk_price s", "(a)/(b)"):
             t.add_column(col, justify="left" if col == "query" else "right")
         for name in UK_PRICE_QUERIES:
             ra, rb = a[name].median, b[name].median
             t.add_row(name, f"{ra:.4f}", f"{rb:.4f}", f"{ra / rb:.1f}x" if rb else "–")
         console.print(t)
-        console.print(f"table size: (a) {sizes['a']:.0f} MB, (b) {sizes['b']:.0f} MB (with indexes)")
+        console.print(
+            f"table size: (a) {sizes['a']:.0f} MB, (b) {sizes['b']:.0f} MB (with indexes)"
+        )
         console.print(
             f"target: (b) ≥ 5x faster on {REFERENCE_QUERY} and never slower on the others; "
             "reference deployment: 1.53 s over 2 workers on 28.3 M rows"
@@ -87,7 +93,9 @@ def queries_command(
     seed: int = typer.Option(2024, help="seed of the generated data"),
     runs: int = typer.Option(5, help="runs per query (median reported)"),
     keep: bool = typer.Option(False, help="leave the bench cluster running"),
-    state_dir: Path = typer.Option(BENCH_STATE, help="state directory of the dedicated bench cluster"),
+    state_dir: Path = typer.Option(
+        BENCH_STATE, help="state directory of the dedicated bench cluster"
+    ),
     spec: str = typer.Option(None, help="base spec (addresses/ports are moved to the bench block)"),
 ) -> None:
     """The four timing-check queries on (a) the reference schema and (b) uk_price."""

@@ -49,8 +49,12 @@ def bench_spec(spec_path: str | None = None):
     data = load_spec(spec_path).model_dump(mode="json")
     data["workers"]["groups"] = 2
     data["local"].update(
-        base_address="127.0.232.0", postgres_port=7432, restapi_port=11008,
-        etcd_client_port=12379, etcd_peer_port=12380, etcd_address=None,
+        base_address="127.0.232.0",
+        postgres_port=7432,
+        restapi_port=11008,
+        etcd_client_port=12379,
+        etcd_peer_port=12380,
+        etcd_address=None,
     )
     return spec_from_mapping(data, "<bench spec>")
 
@@ -69,7 +73,9 @@ def bench_cluster(state_dir: Path = BENCH_STATE, spec_path: str | None = None):
     return cluster
 
 
-def load_sample(dsn: str, rows: int, seed: int, *, schema: str = "public", fresh: bool = True) -> int:
+def load_sample(
+    dsn: str, rows: int, seed: int, *, schema: str = "public", fresh: bool = True
+) -> int:
     """`rows` generated records in `schema`.uk_price_raw and `schema`.uk_price; returns the count."""
     from ..data import load_price_paid, publish_uk_price
     from ..data.generate import generate_complete
@@ -89,7 +95,9 @@ def load_sample(dsn: str, rows: int, seed: int, *, schema: str = "public", fresh
     publish_uk_price(dsn, schema=schema)
     with psycopg.connect(dsn, autocommit=True) as conn:
         n = conn.execute(
-            psycopg.sql.SQL("SELECT count(*) FROM {}.uk_price").format(psycopg.sql.Identifier(schema))
+            psycopg.sql.SQL("SELECT count(*) FROM {}.uk_price").format(
+                psycopg.sql.Identifier(schema)
+            )
         ).fetchone()[0]
     console.print(f"loaded and distributed {n:,} rows in {time.perf_counter() - t0:.1f}s")
     return n
@@ -186,7 +194,9 @@ def _placements(conn) -> dict[int, int]:
 
 
 def _writer_rows(conn) -> int:
-    return conn.execute("SELECT count(*) FROM uk_price WHERE postcode = %s", (WRITER_POSTCODE,)).fetchone()[0]
+    return conn.execute(
+        "SELECT count(*) FROM uk_price WHERE postcode = %s", (WRITER_POSTCODE,)
+    ).fetchone()[0]
 
 
 def run_reference(conn, dsn: str) -> RebalanceRun:
@@ -208,7 +218,11 @@ def run_reference(conn, dsn: str) -> RebalanceRun:
     return RebalanceRun(
         "(a) rebalance_table_shards('uk_price')",
         f"sequential moves, transfer mode auto, wal_retrieve_retry_interval={'/'.join(sorted(set(seen)))}",
-        seconds, moves, sum(sizes.get(s, 0) for s in moved), stats, lost,
+        seconds,
+        moves,
+        sum(sizes.get(s, 0) for s in moved),
+        stats,
+        lost,
     )
 
 
@@ -224,7 +238,8 @@ def _is_uk_price_shard(conn, shardid: int) -> bool:
 def drain_back(conn, dsn: str, group: int) -> None:
     """Move everything off ``group`` again so (b) starts from the same 2-worker placement."""
     host, port = conn.execute(
-        "SELECT nodename, nodeport FROM pg_dist_node WHERE groupid = %s AND noderole = 'primary'", (group,)
+        "SELECT nodename, nodeport FROM pg_dist_node WHERE groupid = %s AND noderole = 'primary'",
+        (group,),
     ).fetchone()
     t0 = time.perf_counter()
     conn.execute("SELECT citus_drain_node(%s, %s)", (host, port))
@@ -241,7 +256,9 @@ def run_asset_way(conn, dsn: str) -> RebalanceRun:
     writer = SingleRowWriter(dsn)
     writer.start()
     try:
-        out = run_background_rebalance(conn, transfer_mode="force_logical", poll_seconds=0.25, log=console.print)
+        out = run_background_rebalance(
+            conn, transfer_mode="force_logical", poll_seconds=0.25, log=console.print
+        )
     finally:
         stats = writer.stop()
     lost = rows_before + stats.succeeded - _writer_rows(conn)
@@ -249,19 +266,38 @@ def run_asset_way(conn, dsn: str) -> RebalanceRun:
         "(b) uk_price_rebalanced (citus_rebalance_start)",
         f"background parallel moves, force_logical, executors/node={executors}, "
         f"wal_retrieve_retry_interval={'/'.join(sorted(set(seen)))}",
-        out.seconds, out.moves, out.bytes_moved, stats, lost,
+        out.seconds,
+        out.moves,
+        out.bytes_moved,
+        stats,
+        lost,
     )
 
 
 def print_runs(runs: list[RebalanceRun], rows: int) -> None:
     t = Table(title=f"Rebalance onto a 3rd worker group, {rows:,} rows in uk_price")
-    for col in ("way", "seconds", "moves", "MB moved", "MB/s", "inserts ok", "inserts failed", "rows lost"):
+    for col in (
+        "way",
+        "seconds",
+        "moves",
+        "MB moved",
+        "MB/s",
+        "inserts ok",
+        "inserts failed",
+        "rows lost",
+    ):
         t.add_column(col, justify="left" if col == "way" else "right")
     for r in runs:
         mb = r.bytes_moved / 1e6
         t.add_row(
-            r.label, f"{r.seconds:.1f}", str(r.moves), f"{mb:.1f}", f"{mb / r.seconds if r.seconds else 0:.1f}",
-            str(r.writer.succeeded), str(r.writer.failed), str(r.rows_lost),
+            r.label,
+            f"{r.seconds:.1f}",
+            str(r.moves),
+            f"{mb:.1f}",
+            f"{mb / r.seconds if r.seconds else 0:.1f}",
+            str(r.writer.succeeded),
+            str(r.writer.failed),
+            str(r.rows_lost),
         )
     console.print(t)
     for r in runs:
@@ -275,7 +311,9 @@ def print_runs(runs: list[RebalanceRun], rows: int) -> None:
         )
 
 
-def run_bench(rows: int, seed: int, keep: bool, state_dir: Path, spec: str | None) -> list[RebalanceRun]:
+def run_bench(
+    rows: int, seed: int, keep: bool, state_dir: Path, spec: str | None
+) -> list[RebalanceRun]:
     cluster = bench_cluster(state_dir, spec)
     dsn = cluster.coordinator_dsn()
     try:
@@ -304,7 +342,9 @@ def rebalance_command(
     rows: int = typer.Option(2_000_000, help="rows in uk_price before the third worker joins"),
     seed: int = typer.Option(2024, help="seed of the generated data"),
     keep: bool = typer.Option(False, help="leave the bench cluster running"),
-    state_dir: Path = typer.Option(BENCH_STATE, help="state directory of the dedicated bench cluster"),
+    state_dir: Path = typer.Option(
+        BENCH_STATE, help="state directory of the dedicated bench cluster"
+    ),
     spec: str = typer.Option(None, help="base spec (addresses/ports are moved to the bench block)"),
 ) -> None:
     """(a) rebalance_table_shards vs (b) the uk_price_rebalanced asset's background rebalance."""

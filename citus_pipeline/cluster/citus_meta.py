@@ -50,7 +50,12 @@ def fetch_dist_nodes(conn: psycopg.Connection) -> list[DistNode]:
     rows = conn.execute(DIST_NODES_SQL).fetchall()
     return [
         DistNode(
-            nodeid=r[0], groupid=r[1], host=r[2], port=r[3], role=r[4], active=r[5],
+            nodeid=r[0],
+            groupid=r[1],
+            host=r[2],
+            port=r[3],
+            role=r[4],
+            active=r[5],
             should_have_shards=r[6],
         )
         for r in rows
@@ -104,7 +109,9 @@ def remove_group_nodes(conn: psycopg.Connection, group: int) -> list[DistNode]:
     """Remove every pg_dist_node row of ``group`` (secondaries first). Call after a drain."""
     left = conn.execute(PLACEMENTS_IN_GROUP_SQL, (group,)).fetchone()[0]
     if left:
-        raise DrainError(f"refusing to remove group {group}: it still holds {left} shard placements")
+        raise DrainError(
+            f"refusing to remove group {group}: it still holds {left} shard placements"
+        )
     rows = [n for n in fetch_dist_nodes(conn) if n.groupid == group]
     for n in sorted(rows, key=lambda n: n.role == "primary"):
         conn.execute(REMOVE_NODE_SQL, (n.host, n.port))

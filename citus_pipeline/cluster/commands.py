@@ -16,12 +16,16 @@ from .local import ClusterError, LocalCluster
 from .render import print_topology
 from .spec import SpecError, load_spec
 
-app = typer.Typer(help="The local HA Citus cluster (etcd + Patroni + PostgreSQL + Citus).", no_args_is_help=True)
+app = typer.Typer(
+    help="The local HA Citus cluster (etcd + Patroni + PostgreSQL + Citus).", no_args_is_help=True
+)
 # not a terminal (CI, pipes): wide enough that host:port and roles are never cut
 out = Console(width=None if Console().is_terminal else 160)
 err = Console(stderr=True)
 
-SpecOpt = Annotated[Path | None, typer.Option("--spec", help="cluster spec YAML (default: cluster.yaml)")]
+SpecOpt = Annotated[
+    Path | None, typer.Option("--spec", help="cluster spec YAML (default: cluster.yaml)")
+]
 
 
 def _cluster(spec: Path | None) -> LocalCluster:
@@ -38,8 +42,12 @@ def _fail(e: Exception) -> None:
 
 def _progress():
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=err, transient=True,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     )
 
 
@@ -51,7 +59,9 @@ def _run(fn, *args, **kwargs):
 
 
 @app.command()
-def up(spec: SpecOpt = None, timeout: float = typer.Option(240, help="seconds to wait for readiness")):
+def up(
+    spec: SpecOpt = None, timeout: float = typer.Option(240, help="seconds to wait for readiness")
+):
     """Start (or confirm) the cluster; returns when every group is HA and registered in Citus."""
     c = _cluster(spec)
     t0 = time.monotonic()
@@ -68,7 +78,10 @@ def up(spec: SpecOpt = None, timeout: float = typer.Option(240, help="seconds to
 
 
 @app.command()
-def status(spec: SpecOpt = None, as_json: bool = typer.Option(False, "--json", help="machine-readable output")):
+def status(
+    spec: SpecOpt = None,
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+):
     """Members of every group (like patronictl list), pg_dist_node, and shards per node."""
     c = _cluster(spec)
     topo = _run(c.status)
@@ -84,14 +97,22 @@ def add_worker(spec: SpecOpt = None):
     c = _cluster(spec)
     with _progress() as p:
         task = p.add_task("starting", total=1)
-        group = _run(c.add_worker, progress=lambda m, d, t: p.update(task, description=m, completed=d, total=t))
+        group = _run(
+            c.add_worker,
+            progress=lambda m, d, t: p.update(task, description=m, completed=d, total=t),
+        )
     out.print(f"worker group {group} added")
     print_topology(_run(c.status), out)
 
 
 @app.command("remove-worker")
-def remove_worker(group: int, spec: SpecOpt = None,
-                  transfer_mode: str = typer.Option("block_writes", help="citus shard_transfer_mode for the drain")):
+def remove_worker(
+    group: int,
+    spec: SpecOpt = None,
+    transfer_mode: str = typer.Option(
+        "block_writes", help="citus shard_transfer_mode for the drain"
+    ),
+):
     """Drain GROUP's shards (citus_drain_node), then stop and remove it; refuses if the drain fails."""
     c = _cluster(spec)
     with err.status(f"draining group {group}"):
@@ -118,8 +139,11 @@ def failover(group: int, candidate: str | None = typer.Option(None), spec: SpecO
 
 
 @app.command()
-def stop(member: str, kill: bool = typer.Option(False, "--kill", help="SIGKILL Patroni and PostgreSQL"),
-         spec: SpecOpt = None):
+def stop(
+    member: str,
+    kill: bool = typer.Option(False, "--kill", help="SIGKILL Patroni and PostgreSQL"),
+    spec: SpecOpt = None,
+):
     """Stop one MEMBER (fault drill); Patroni fails over if it was a leader."""
     c = _cluster(spec)
     _run(c.stop_member, member, kill)
@@ -136,9 +160,14 @@ def start(member: str, spec: SpecOpt = None):
 
 
 @app.command()
-def down(purge: bool = typer.Option(False, "--purge", help="also delete data, logs and secrets"), spec: SpecOpt = None):
+def down(
+    purge: bool = typer.Option(False, "--purge", help="also delete data, logs and secrets"),
+    spec: SpecOpt = None,
+):
     """Stop every process of the cluster (etcd, Patroni, PostgreSQL)."""
     c = _cluster(spec)
     t0 = time.monotonic()
     _run(c.down, purge)
-    out.print(f"cluster stopped in {time.monotonic() - t0:.1f} s" + ("; data deleted" if purge else ""))
+    out.print(
+        f"cluster stopped in {time.monotonic() - t0:.1f} s" + ("; data deleted" if purge else "")
+    )

@@ -16,13 +16,19 @@ from .spec import ClusterSpec, SpecError, load_spec
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE_DIR = REPO_ROOT / "k8s" / "base"
 
-app = typer.Typer(help="Production deployment on Kubernetes (manifests rendered from the cluster spec).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Production deployment on Kubernetes (manifests rendered from the cluster spec).",
+    no_args_is_help=True,
+)
 out = Console()
 err = Console(stderr=True)
 
-SpecOpt = Annotated[Path | None, typer.Option("--spec", help="cluster spec YAML (default: cluster.yaml)")]
-ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context (default: current)")]
+SpecOpt = Annotated[
+    Path | None, typer.Option("--spec", help="cluster spec YAML (default: cluster.yaml)")
+]
+ContextOpt = Annotated[
+    str | None, typer.Option("--context", help="kubeconfig context (default: current)")
+]
 
 # (apiVersion, kind) -> (plural, namespaced) for every kind we render or the overlay adds.
 RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
@@ -62,7 +68,9 @@ def resource_path(m: dict[str, Any], name: str | None = None) -> str:
     key = (m.get("apiVersion", ""), m.get("kind", ""))
     meta = m.get("metadata") or {}
     if key not in RESOURCES:
-        raise SpecError(f"{key[1]} {meta.get('name')}: kind {key[0]}/{key[1]} is not supported by apply")
+        raise SpecError(
+            f"{key[1]} {meta.get('name')}: kind {key[0]}/{key[1]} is not supported by apply"
+        )
     plural, namespaced = RESOURCES[key]
     prefix = "/api/v1" if key[0] == "v1" else f"/apis/{key[0]}"
     if namespaced:
@@ -92,24 +100,41 @@ def apply_manifests(
         path = resource_path(m)
         if m["kind"] in CREATE_ONLY_KINDS:
             try:
-                api_client.call_api(path, "GET", auth_settings=["BearerToken"], response_types_map=_OBJECT,
-                                    _return_http_data_only=True)
+                api_client.call_api(
+                    path,
+                    "GET",
+                    auth_settings=["BearerToken"],
+                    response_types_map=_OBJECT,
+                    _return_http_data_only=True,
+                )
                 done.append((label, "exists (owned by Patroni)"))
                 continue
             except ApiException as e:
                 if e.status != 404:
                     raise
             api_client.call_api(
-                resource_path(m, ""), "POST", body=m, auth_settings=["BearerToken"],
-                query_params=[("dryRun", "All")] if dry_run else [], response_types_map=_OBJECT,
+                resource_path(m, ""),
+                "POST",
+                body=m,
+                auth_settings=["BearerToken"],
+                query_params=[("dryRun", "All")] if dry_run else [],
+                response_types_map=_OBJECT,
                 _return_http_data_only=True,
             )
             done.append((label, "created"))
             continue
         api_client.call_api(
-            path, "PATCH", body=m, query_params=query,
-            header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
-            auth_settings=["BearerToken"], response_types_map=_OBJECT, _return_http_data_only=True,
+            path,
+            "PATCH",
+            body=m,
+            query_params=query,
+            header_params={
+                "Content-Type": "application/apply-patch+yaml",
+                "Accept": "application/json",
+            },
+            auth_settings=["BearerToken"],
+            response_types_map=_OBJECT,
+            _return_http_data_only=True,
         )
         done.append((label, "applied"))
     return done
@@ -134,20 +159,26 @@ def validate_manifests(
         except kubernetes_validate.SchemaNotFoundError as e:
             problems.append(f"{what}: {e.message}")
         except kubernetes_validate.VersionNotSupportedError:
-            problems.append(f"{what}: Kubernetes {k8s_version} is not supported by kubernetes-validate")
+            problems.append(
+                f"{what}: Kubernetes {k8s_version} is not supported by kubernetes-validate"
+            )
     return problems
 
 
 @app.command()
 def render(
     spec: SpecOpt = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="output directory ('-': print to stdout)")] = DEFAULT_BASE_DIR,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="output directory ('-': print to stdout)")
+    ] = DEFAULT_BASE_DIR,
 ):
     """Render the kustomize base (StatefulSets, Services, RBAC, PDBs, NetworkPolicies, LBs)."""
     s = _spec(spec)
     try:
         if str(out_dir) == "-":
-            out.print(mf.dump_yaml(mf.cluster_manifests(s)), end="", highlight=False, soft_wrap=True)
+            out.print(
+                mf.dump_yaml(mf.cluster_manifests(s)), end="", highlight=False, soft_wrap=True
+            )
             return
         written = mf.write_rendered(s, out_dir)
     except (SpecError, OSError) as e:
@@ -158,8 +189,12 @@ def render(
 @app.command()
 def validate(
     spec: SpecOpt = None,
-    directory: Annotated[Path | None, typer.Option("--dir", help="validate these YAML files instead")] = None,
-    k8s_version: Annotated[str | None, typer.Option("--k8s-version", help="default: kubernetes.api_version")] = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="validate these YAML files instead")
+    ] = None,
+    k8s_version: Annotated[
+        str | None, typer.Option("--k8s-version", help="default: kubernetes.api_version")
+    ] = None,
 ):
     """Validate the rendered manifests against the Kubernetes OpenAPI schema, offline."""
     s = _spec(spec)
@@ -254,7 +289,9 @@ def remove_worker(group: int, spec: SpecOpt = None, context: ContextOpt = None):
 
 
 @app.command("tls-sans")
-def tls_sans(spec: SpecOpt = None, groups: Annotated[int | None, typer.Option(help="highest group")] = None):
+def tls_sans(
+    spec: SpecOpt = None, groups: Annotated[int | None, typer.Option(help="highest group")] = None
+):
     """DNS names the members' TLS certificate must cover (sslmode=verify-full)."""
     for name in mf.tls_dns_names(_spec(spec), groups):
         out.print(name, highlight=False)

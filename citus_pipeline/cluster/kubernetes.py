@@ -143,7 +143,9 @@ class KubernetesCluster(ClusterBackend):
     def statefulset_groups(self) -> dict[int, Any]:
         """Group id -> StatefulSet, from the StatefulSets of this scope that carry a group label."""
         out: dict[int, Any] = {}
-        for sts in self.apps.list_namespaced_stateful_set(self.namespace, label_selector=self.selector).items:
+        for sts in self.apps.list_namespaced_stateful_set(
+            self.namespace, label_selector=self.selector
+        ).items:
             label = (sts.metadata.labels or {}).get(mf.GROUP_LABEL)
             if label is not None and label.isdigit():
                 out[int(label)] = sts
@@ -151,7 +153,9 @@ class KubernetesCluster(ClusterBackend):
 
     def member_statuses(self) -> list[MemberStatus]:
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
-        endpoints = self.core.list_namespaced_endpoints(self.namespace, label_selector=self.selector).items
+        endpoints = self.core.list_namespaced_endpoints(
+            self.namespace, label_selector=self.selector
+        ).items
         annotations = {e.metadata.name: (e.metadata.annotations or {}) for e in endpoints}
         members: list[MemberStatus] = []
         by_group: dict[int, list[tuple[Any, dict]]] = {}
@@ -164,7 +168,9 @@ class KubernetesCluster(ClusterBackend):
                 status = json.loads(raw) if raw else {}
             except ValueError:
                 status = {}
-            by_group.setdefault(int(label), []).append((pod, status if isinstance(status, dict) else {}))
+            by_group.setdefault(int(label), []).append(
+                (pod, status if isinstance(status, dict) else {})
+            )
 
         for group, entries in sorted(by_group.items()):
             leader_ann = annotations.get(mf.group_name(self.spec, group), {})
@@ -175,14 +181,25 @@ class KubernetesCluster(ClusterBackend):
                 sync = set()  # stale sync state from a previous leader
             leader_lsn = _lsn(leader_ann.get("optime"))
             for pod, st in entries:
-                if pod.metadata.name == leader_name and st.get("role") in ("primary", "standby_leader"):
-                    leader_lsn = max(leader_lsn or 0, _lsn(st.get("xlog_location")) or 0) or leader_lsn
+                if pod.metadata.name == leader_name and st.get("role") in (
+                    "primary",
+                    "standby_leader",
+                ):
+                    leader_lsn = (
+                        max(leader_lsn or 0, _lsn(st.get("xlog_location")) or 0) or leader_lsn
+                    )
             for pod, st in sorted(entries, key=lambda e: e[0].metadata.name):
                 members.append(self._member(group, pod, st, leader_name, sync, leader_lsn))
         return members
 
     def _member(
-        self, group: int, pod: Any, st: dict, leader: str | None, sync: set[str], leader_lsn: int | None
+        self,
+        group: int,
+        pod: Any,
+        st: dict,
+        leader: str | None,
+        sync: set[str],
+        leader_lsn: int | None,
     ) -> MemberStatus:
         name = pod.metadata.name
         ordinal = name.rsplit("-", 1)[-1]
@@ -196,7 +213,12 @@ class KubernetesCluster(ClusterBackend):
         pg_role = st.get("role")
         pod_role_label = (pod.metadata.labels or {}).get(mf.ROLE_LABEL)
         if not st:
-            role, state = "unknown", "starting" if _get(pod, "status", "phase") in (None, "Pending", "Running") else "stopped"
+            role, state = (
+                "unknown",
+                "starting"
+                if _get(pod, "status", "phase") in (None, "Pending", "Running")
+                else "stopped",
+            )
         else:
             if name == leader or (leader is None and pod_role_label == mf.LEADER_LABEL_VALUE):
                 role = "leader"
@@ -216,9 +238,17 @@ class KubernetesCluster(ClusterBackend):
                 lag_mb = round(max(leader_lsn - pos, 0) / 1048576, 1)
         timeline = st.get("timeline")
         return MemberStatus(
-            group=group, name=name, host=host, port=port, role=role, state=state,
-            timeline=int(timeline) if isinstance(timeline, int | str) and str(timeline).isdigit() else None,
-            lag_mb=lag_mb, api_url=st.get("api_url"),
+            group=group,
+            name=name,
+            host=host,
+            port=port,
+            role=role,
+            state=state,
+            timeline=int(timeline)
+            if isinstance(timeline, int | str) and str(timeline).isdigit()
+            else None,
+            lag_mb=lag_mb,
+            api_url=st.get("api_url"),
         )
 
     def coordinator_dsn(self) -> str:
@@ -255,7 +285,10 @@ class KubernetesCluster(ClusterBackend):
     def status(self, with_shards: bool = True) -> ClusterTopology:
         members = self.member_statuses()
         topo = ClusterTopology(
-            scope=self.spec.name, database=self.spec.database, backend="kubernetes", members=members,
+            scope=self.spec.name,
+            database=self.spec.database,
+            backend="kubernetes",
+            members=members,
         )
         if topo.leader(0) is None:
             return topo
@@ -292,7 +325,11 @@ class KubernetesCluster(ClusterBackend):
             topo = self.status(with_shards=False)
             missing = [g for g in groups if topo.leader(g) is None]
             if progress:
-                msg = f"waiting for Patroni leaders of groups {missing}" if missing else "leaders elected"
+                msg = (
+                    f"waiting for Patroni leaders of groups {missing}"
+                    if missing
+                    else "leaders elected"
+                )
                 progress(msg, len(groups) - len(missing), len(groups))
             if not missing:
                 return topo
@@ -308,10 +345,14 @@ class KubernetesCluster(ClusterBackend):
         containers = _get(group0, "spec", "template", "spec", "containers") or []
         image = next((c.image for c in containers if c.name == "patroni"), None)
         vcts = _get(group0, "spec", "volume_claim_templates") or []
-        storage = next((v.spec.storage_class_name for v in vcts if v.metadata.name == "pgdata"), None)
+        storage = next(
+            (v.spec.storage_class_name for v in vcts if v.metadata.name == "pgdata"), None
+        )
         return image, storage
 
-    def group_objects(self, group: int, image: str | None = None, storage_class: str | None = None) -> list[dict]:
+    def group_objects(
+        self, group: int, image: str | None = None, storage_class: str | None = None
+    ) -> list[dict]:
         objs = copy.deepcopy(mf.group_manifests(self.spec, group))
         for o in objs:
             o["metadata"]["namespace"] = self.namespace
@@ -336,7 +377,9 @@ class KubernetesCluster(ClusterBackend):
         }
         creators[kind](ns, obj)
 
-    def add_worker(self, progress: Progress | None = None, timeout: float = 900, wait: bool = True) -> int:
+    def add_worker(
+        self, progress: Progress | None = None, timeout: float = 900, wait: bool = True
+    ) -> int:
         """Create the next worker group; with ``wait``, return once it is in pg_dist_node."""
         existing = self.statefulset_groups()
         if 0 not in existing:
@@ -359,13 +402,17 @@ class KubernetesCluster(ClusterBackend):
         while True:
             try:
                 with self._connect(dsn) as conn:
-                    if any(n.groupid == group and n.role == "primary" and n.active
-                           for n in fetch_dist_nodes(conn)):
+                    if any(
+                        n.groupid == group and n.role == "primary" and n.active
+                        for n in fetch_dist_nodes(conn)
+                    ):
                         return
             except psycopg.Error as e:
                 log.info("waiting for the coordinator: %s", e)
             if time.monotonic() > deadline:
-                raise KubernetesClusterError(f"group {group} is not in pg_dist_node after {timeout:.0f}s")
+                raise KubernetesClusterError(
+                    f"group {group} is not in pg_dist_node after {timeout:.0f}s"
+                )
             self._sleep(5)
 
     def _delete_group_objects(self, group: int) -> list[str]:
@@ -380,7 +427,11 @@ class KubernetesCluster(ClusterBackend):
             ("Endpoints", name, self.core.delete_namespaced_endpoints),
             ("Endpoints", mf.config_name(self.spec, group), self.core.delete_namespaced_endpoints),
             ("Endpoints", mf.sync_name(self.spec, group), self.core.delete_namespaced_endpoints),
-            ("Endpoints", mf.failover_name(self.spec, group), self.core.delete_namespaced_endpoints),
+            (
+                "Endpoints",
+                mf.failover_name(self.spec, group),
+                self.core.delete_namespaced_endpoints,
+            ),
         ]
         deleted = []
         for kind, obj_name, fn in deletions:
@@ -392,7 +443,9 @@ class KubernetesCluster(ClusterBackend):
                     raise
         return deleted
 
-    def remove_worker(self, group: int, transfer_mode: str = "block_writes", timeout: float = 600) -> int:
+    def remove_worker(
+        self, group: int, transfer_mode: str = "block_writes", timeout: float = 600
+    ) -> int:
         """Drain the group's shards, then delete its objects; a failed drain deletes nothing."""
         if group <= 0:
             raise KubernetesClusterError(f"group {group} is not a worker group (workers are 1..N)")
@@ -402,7 +455,9 @@ class KubernetesCluster(ClusterBackend):
                 f"no StatefulSet {mf.group_name(self.spec, group)} in namespace {self.namespace}"
             )
         if len([g for g in existing if g > 0]) <= 1:
-            raise KubernetesClusterError(f"group {group} is the last worker group; refusing to remove it")
+            raise KubernetesClusterError(
+                f"group {group} is the last worker group; refusing to remove it"
+            )
         dsn = self.coordinator_dsn()
         with self._connect(dsn) as conn:
             moved = drain_group(conn, group, transfer_mode)  # raises DrainError: nothing below runs
@@ -417,9 +472,13 @@ class KubernetesCluster(ClusterBackend):
 
     def _wait_pods_gone(self, group: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.core.list_namespaced_pod(self.namespace, label_selector=self._group_selector(group)).items:
+        while self.core.list_namespaced_pod(
+            self.namespace, label_selector=self._group_selector(group)
+        ).items:
             if time.monotonic() > deadline:
-                raise KubernetesClusterError(f"pods of group {group} still exist after {timeout:.0f}s")
+                raise KubernetesClusterError(
+                    f"pods of group {group} still exist after {timeout:.0f}s"
+                )
             self._sleep(2)
 
     # ---- switchover / failover through Patroni's failover Endpoints ---------------------------
@@ -438,21 +497,27 @@ class KubernetesCluster(ClusterBackend):
         except Exception as e:
             if _status_of(e) != 404:
                 raise
-            body["metadata"]["annotations"] = {k: v for k, v in body["metadata"]["annotations"].items() if v}
+            body["metadata"]["annotations"] = {
+                k: v for k, v in body["metadata"]["annotations"].items() if v
+            }
             self.core.create_namespaced_endpoints(self.namespace, body)
 
     def _handover(self, group: int, candidate: str | None, planned: bool, timeout: float) -> str:
         topo = self.status(with_shards=False)
         members = topo.members_of(group)
         if not members:
-            raise KubernetesClusterError(f"group {group} has no members in namespace {self.namespace}")
+            raise KubernetesClusterError(
+                f"group {group} has no members in namespace {self.namespace}"
+            )
         leader = topo.leader(group)
         if planned and leader is None:
             raise KubernetesClusterError(f"group {group} has no leader to switch over from")
         if candidate is not None and candidate not in {m.name for m in members}:
             raise KubernetesClusterError(f"{candidate} is not a member of group {group}")
         if candidate is None:
-            pick = [m for m in members if m.role == "sync_standby"] or [m for m in members if m.role == "replica"]
+            pick = [m for m in members if m.role == "sync_standby"] or [
+                m for m in members if m.role == "replica"
+            ]
             if not pick:
                 raise KubernetesClusterError(f"group {group} has no standby to take over")
             candidate = pick[0].name
@@ -463,7 +528,9 @@ class KubernetesCluster(ClusterBackend):
             new = self.status(with_shards=False).leader(group)
             if new is not None and new.name == candidate:
                 return candidate
-        raise KubernetesClusterError(f"{candidate} did not become leader of group {group} in {timeout:.0f}s")
+        raise KubernetesClusterError(
+            f"{candidate} did not become leader of group {group} in {timeout:.0f}s"
+        )
 
     def switchover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
         return self._handover(group, candidate, planned=True, timeout=timeout)

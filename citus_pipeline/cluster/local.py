@@ -253,7 +253,9 @@ class LocalCluster(ClusterBackend):
             return self.spec.local.pg_bin_dir
         pg_config = os.environ.get("PG_CONFIG") or shutil.which("pg_config")
         if pg_config:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=False
+            )
             if out.returncode == 0:
                 return Path(out.stdout.strip())
         default = Path(f"/usr/lib/postgresql/{self.spec.postgresql.version}/bin")
@@ -277,8 +279,12 @@ class LocalCluster(ClusterBackend):
         bindir = self.pg_bin_dir()
         postgres = bindir / "postgres"
         if not postgres.exists():
-            raise ClusterError(f"{postgres} is missing: install postgresql-{self.spec.postgresql.version}")
-        ver = subprocess.run([str(postgres), "--version"], capture_output=True, text=True, check=False).stdout
+            raise ClusterError(
+                f"{postgres} is missing: install postgresql-{self.spec.postgresql.version}"
+            )
+        ver = subprocess.run(
+            [str(postgres), "--version"], capture_output=True, text=True, check=False
+        ).stdout
         want = f" {self.spec.postgresql.version}."
         if want not in ver:
             raise ClusterError(
@@ -293,9 +299,15 @@ class LocalCluster(ClusterBackend):
                 f"repository (scripts/bootstrap.sh) or set PG_CONFIG to a PostgreSQL that has it"
             )
         if not shutil.which("etcd"):
-            raise ClusterError("etcd not found on PATH: install Debian's etcd-server (scripts/bootstrap.sh)")
+            raise ClusterError(
+                "etcd not found on PATH: install Debian's etcd-server (scripts/bootstrap.sh)"
+            )
         if self._run_as:
-            for path in (Path(sys.executable).resolve(), Path(sys.base_prefix).resolve(), Path(__file__)):
+            for path in (
+                Path(sys.executable).resolve(),
+                Path(sys.base_prefix).resolve(),
+                Path(__file__),
+            ):
                 self._check_reachable(path, "the Python environment that runs Patroni")
             self._check_reachable(self.state_dir, "the state directory")
         if check_ports:
@@ -314,7 +326,8 @@ class LocalCluster(ClusterBackend):
                 break
             st = parent.stat()
             if not st.st_mode & 0o001 and not (
-                st.st_uid == self._run_as.pw_uid or (st.st_gid == self._run_as.pw_gid and st.st_mode & 0o010)
+                st.st_uid == self._run_as.pw_uid
+                or (st.st_gid == self._run_as.pw_gid and st.st_mode & 0o010)
             ):
                 raise ClusterError(
                     f"user {self._run_as.pw_name} cannot reach {what} {path}: directory {parent} "
@@ -327,7 +340,12 @@ class LocalCluster(ClusterBackend):
         c = self.spec.credentials
         if c.source == "env":
             missing = [
-                v for v in (c.superuser_password_env, c.replication_password_env, c.restapi_password_env)
+                v
+                for v in (
+                    c.superuser_password_env,
+                    c.replication_password_env,
+                    c.restapi_password_env,
+                )
                 if not os.environ.get(v)
             ]
             if missing:
@@ -390,7 +408,9 @@ class LocalCluster(ClusterBackend):
             "etcd3": {"hosts": [f"{s.etcd_address}:{s.local.etcd_client_port}"]},
             "citus": {"group": m.group, "database": s.database},
             "bootstrap": {
-                "dcs": s.patroni_dcs({**s.postgresql.parameters, "citus.shard_count": s.shard_count}),
+                "dcs": s.patroni_dcs(
+                    {**s.postgresql.parameters, "citus.shard_count": s.shard_count}
+                ),
                 "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
             },
             "postgresql": {
@@ -403,7 +423,10 @@ class LocalCluster(ClusterBackend):
                 "basebackup": [{"checkpoint": "fast"}],
                 "authentication": {
                     "superuser": {"username": c.superuser, "password": creds["superuser"]},
-                    "replication": {"username": c.replication_user, "password": creds["replication"]},
+                    "replication": {
+                        "username": c.replication_user,
+                        "password": creds["replication"],
+                    },
                     "rewind": {"username": c.superuser, "password": creds["superuser"]},
                 },
                 "parameters": {
@@ -417,7 +440,12 @@ class LocalCluster(ClusterBackend):
                     "host all all 127.0.0.0/8 scram-sha-256",
                 ],
             },
-            "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
+            "tags": {
+                "nofailover": False,
+                "noloadbalance": False,
+                "clonefrom": False,
+                "nosync": False,
+            },
         }
 
     # ---- etcd --------------------------------------------------------------------------
@@ -449,23 +477,47 @@ class LocalCluster(ClusterBackend):
         a, cp, pp = s.etcd_address, s.local.etcd_client_port, s.local.etcd_peer_port
         name = f"{s.name}-etcd"
         cmd = [
-            "etcd", "--name", name, "--data-dir", str(self.etcd_dir / "data"),
-            "--listen-client-urls", f"http://{a}:{cp}", "--advertise-client-urls", f"http://{a}:{cp}",
-            "--listen-peer-urls", f"http://{a}:{pp}", "--initial-advertise-peer-urls", f"http://{a}:{pp}",
-            "--initial-cluster", f"{name}=http://{a}:{pp}", "--initial-cluster-state", "new",
-            "--auto-compaction-retention", "1", "--quota-backend-bytes", str(1 << 30),
-            "--enable-v2=false", "--log-level", "warn",
+            "etcd",
+            "--name",
+            name,
+            "--data-dir",
+            str(self.etcd_dir / "data"),
+            "--listen-client-urls",
+            f"http://{a}:{cp}",
+            "--advertise-client-urls",
+            f"http://{a}:{cp}",
+            "--listen-peer-urls",
+            f"http://{a}:{pp}",
+            "--initial-advertise-peer-urls",
+            f"http://{a}:{pp}",
+            "--initial-cluster",
+            f"{name}=http://{a}:{pp}",
+            "--initial-cluster-state",
+            "new",
+            "--auto-compaction-retention",
+            "1",
+            "--quota-backend-bytes",
+            str(1 << 30),
+            "--enable-v2=false",
+            "--log-level",
+            "warn",
         ]
         with open(self.etcd_dir / "etcd.log", "ab") as log:  # the child keeps its own copy
             proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.etcd_dir,
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.etcd_dir,
             )
         (self.etcd_dir / "etcd.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise ClusterError(f"etcd exited with code {proc.returncode}", self.etcd_dir / "etcd.log")
+                raise ClusterError(
+                    f"etcd exited with code {proc.returncode}", self.etcd_dir / "etcd.log"
+                )
             if self._etcd_healthy():
                 return True
             time.sleep(0.2)
@@ -502,7 +554,9 @@ class LocalCluster(ClusterBackend):
         os.chmod(m.dir, 0o700)
         if owner:
             os.chown(m.dir, owner.pw_uid, owner.pw_gid)
-        self._write_private(m.config, yaml.safe_dump(self.patroni_config(m, creds), sort_keys=False), owner)
+        self._write_private(
+            m.config, yaml.safe_dump(self.patroni_config(m, creds), sort_keys=False), owner
+        )
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
@@ -516,8 +570,14 @@ class LocalCluster(ClusterBackend):
         with open(m.log, "ab") as log:  # the child keeps its own copy
             proc = subprocess.Popen(
                 [sys.executable, "-m", "patroni", str(m.config)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=m.dir, env=env, umask=0o077, **kwargs,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=m.dir,
+                env=env,
+                umask=0o077,
+                **kwargs,
             )
         m.pidfile.write_text(str(proc.pid))
         return True
@@ -563,24 +623,40 @@ class LocalCluster(ClusterBackend):
                 pm = seen.get(m.name)
                 if pm is None:
                     state = "stopped" if not self.member_pid(m) else "starting"
-                    out.append(MemberStatus(
-                        group=g, name=m.name, host=m.address, port=m.pg_port, role="unknown",
-                        state=state, api_url=m.api_url,
-                    ))
+                    out.append(
+                        MemberStatus(
+                            group=g,
+                            name=m.name,
+                            host=m.address,
+                            port=m.pg_port,
+                            role="unknown",
+                            state=state,
+                            api_url=m.api_url,
+                        )
+                    )
                     continue
                 role = pm.get("role", "unknown")
-                role = {"standby_leader": "leader", "sync_standby": "sync_standby",
-                        "quorum_standby": "quorum_standby"}.get(role, role)
+                role = {
+                    "standby_leader": "leader",
+                    "sync_standby": "sync_standby",
+                    "quorum_standby": "quorum_standby",
+                }.get(role, role)
                 if role not in ("leader", "sync_standby", "quorum_standby", "replica"):
                     role = "unknown"
                 lag = pm.get("lag")
-                out.append(MemberStatus(
-                    group=g, name=m.name, host=pm.get("host", m.address),
-                    port=int(pm.get("port", m.pg_port)), role=role, state=pm.get("state", "unknown"),
-                    timeline=pm.get("timeline"),
-                    lag_mb=round(lag / 1048576, 1) if isinstance(lag, int) else None,
-                    api_url=m.api_url,
-                ))
+                out.append(
+                    MemberStatus(
+                        group=g,
+                        name=m.name,
+                        host=pm.get("host", m.address),
+                        port=int(pm.get("port", m.pg_port)),
+                        role=role,
+                        state=pm.get("state", "unknown"),
+                        timeline=pm.get("timeline"),
+                        lag_mb=round(lag / 1048576, 1) if isinstance(lag, int) else None,
+                        api_url=m.api_url,
+                    )
+                )
         return out
 
     def _coordinator_conn(self, timeout: int = 5) -> psycopg.Connection:
@@ -591,11 +667,16 @@ class LocalCluster(ClusterBackend):
 
     def status(self, with_shards: bool = True) -> ClusterTopology:
         if not self.state_dir.exists() or not self._state():
-            raise ClusterError(f"no local cluster in {self.state_dir}: run `citus-pipeline cluster up`")
+            raise ClusterError(
+                f"no local cluster in {self.state_dir}: run `citus-pipeline cluster up`"
+            )
         members = self.member_statuses()
         topo = ClusterTopology(
-            scope=self.spec.name, database=self.spec.database, backend="local",
-            members=members, coordinator_dsn=self.coordinator_dsn(),
+            scope=self.spec.name,
+            database=self.spec.database,
+            backend="local",
+            members=members,
+            coordinator_dsn=self.coordinator_dsn(),
         )
         if topo.leader(0) is None:
             return topo
@@ -625,8 +706,10 @@ class LocalCluster(ClusterBackend):
                 waiting.append(f"group {g}: no running leader")
                 continue
             sync = ("sync_standby", "quorum_standby")
-            if len(gm) > 1 and self.spec.patroni.synchronous_mode and not any(
-                m.role in sync and m.state == "streaming" for m in gm
+            if (
+                len(gm) > 1
+                and self.spec.patroni.synchronous_mode
+                and not any(m.role in sync and m.state == "streaming" for m in gm)
             ):
                 waiting.append(f"group {g}: no streaming synchronous standby")
             for m in gm:
@@ -644,11 +727,19 @@ class LocalCluster(ClusterBackend):
             leader = next((m for m in members if m.group == g and m.role == "leader"), None)
             if leader is None:
                 continue
-            if not any(n.groupid == g and n.role == "primary" and n.active and
-                       (n.host, n.port) == (leader.host, leader.port) for n in nodes):
+            if not any(
+                n.groupid == g
+                and n.role == "primary"
+                and n.active
+                and (n.host, n.port) == (leader.host, leader.port)
+                for n in nodes
+            ):
                 waiting.append(f"group {g}: leader {leader.name} not yet in pg_dist_node")
         return waiting
-    def wait_ready(self, groups: list[int], timeout: float, progress: Progress | None = None) -> None:
+
+    def wait_ready(
+        self, groups: list[int], timeout: float, progress: Progress | None = None
+    ) -> None:
         deadline = time.monotonic() + timeout
         total = len(groups) * 3
         waiting = ["starting"]
@@ -656,7 +747,9 @@ class LocalCluster(ClusterBackend):
             self._check_members_alive(groups)
             waiting = self._readiness(groups)
             if progress:
-                progress(waiting[0] if waiting else "ready", total - min(len(waiting), total), total)
+                progress(
+                    waiting[0] if waiting else "ready", total - min(len(waiting), total), total
+                )
             if not waiting:
                 return
             time.sleep(0.5)
@@ -670,9 +763,7 @@ class LocalCluster(ClusterBackend):
         stopped = self._state().get("stopped", {})  # members stopped on purpose (fault drills)
         for m in self.members(groups):
             if m.pidfile.exists() and not self.member_pid(m) and not stopped.get(m.name):
-                raise ClusterError(
-                    f"Patroni of member {m.name} exited: {_tail(m.log, 1)}", m.log
-                )
+                raise ClusterError(f"Patroni of member {m.name} exited: {_tail(m.log, 1)}", m.log)
 
     # ---- lifecycle ---------------------------------------------------------------------
     def _check_same_topology(self) -> None:
@@ -680,7 +771,9 @@ class LocalCluster(ClusterBackend):
         recorded = state.get("spec")
         if not recorded:
             return
-        current = self.spec.model_dump(mode="json", include={"name", "database", "coordinator", "workers", "local"})
+        current = self.spec.model_dump(
+            mode="json", include={"name", "database", "coordinator", "workers", "local"}
+        )
         for key in current:
             if recorded.get(key) != current[key]:
                 raise ClusterError(
@@ -710,7 +803,9 @@ class LocalCluster(ClusterBackend):
         state["stopped"] = {}
         self._save_state(state)
         self._write_private(
-            self.client_passfile, f"*:*:*:{self.spec.credentials.superuser}:{creds['superuser']}\n", None
+            self.client_passfile,
+            f"*:*:*:{self.spec.credentials.superuser}:{creds['superuser']}\n",
+            None,
         )
         started_etcd = False
         started: list[Member] = []
@@ -769,7 +864,9 @@ class LocalCluster(ClusterBackend):
                 if not self.member_pid(m):
                     continue
                 try:
-                    r = httpx.patch(f"{m.api_url}/config", json={"pause": True}, auth=auth, timeout=2)
+                    r = httpx.patch(
+                        f"{m.api_url}/config", json={"pause": True}, auth=auth, timeout=2
+                    )
                 except httpx.HTTPError:
                     continue
                 if r.status_code == 200:
@@ -799,7 +896,9 @@ class LocalCluster(ClusterBackend):
             for g in list(todo):
                 for m in self.members([g]):
                     try:
-                        r = httpx.patch(f"{m.api_url}/config", json={"pause": False}, auth=auth, timeout=2)
+                        r = httpx.patch(
+                            f"{m.api_url}/config", json={"pause": False}, auth=auth, timeout=2
+                        )
                     except httpx.HTTPError:
                         continue
                     if r.status_code == 200:
@@ -886,7 +985,10 @@ class LocalCluster(ClusterBackend):
     def _rest(self, method: str, m: MemberStatus, path: str, body: dict) -> httpx.Response:
         creds = self.credentials()
         return httpx.request(
-            method, f"{m.api_url}{path}", json=body, timeout=60,
+            method,
+            f"{m.api_url}{path}",
+            json=body,
+            timeout=60,
             auth=(self.spec.credentials.restapi_user, creds["restapi"]),
         )
 
@@ -895,7 +997,9 @@ class LocalCluster(ClusterBackend):
         leader = topo.leader(group)
         if leader is None:
             raise ClusterError(f"group {group} has no leader to {action} from")
-        standbys = [m for m in topo.members_of(group) if m.role != "leader" and m.state == "streaming"]
+        standbys = [
+            m for m in topo.members_of(group) if m.role != "leader" and m.state == "streaming"
+        ]
         if candidate is None:
             pref = [m for m in standbys if m.role in ("sync_standby", "quorum_standby")] or standbys
             if not pref:
@@ -906,7 +1010,10 @@ class LocalCluster(ClusterBackend):
             body["leader"] = leader.name
         r = self._rest("POST", leader, f"/{action}", body)
         if r.status_code not in (200, 202):
-            raise ClusterError(f"{action} of group {group} refused by Patroni: {r.text.strip()}", self.member(group, 1).log)
+            raise ClusterError(
+                f"{action} of group {group} refused by Patroni: {r.text.strip()}",
+                self.member(group, 1).log,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             new = self.status(with_shards=False).leader(group)
@@ -914,8 +1021,10 @@ class LocalCluster(ClusterBackend):
                 self.wait_ready([group], max(5.0, deadline - time.monotonic()))
                 return candidate
             time.sleep(0.5)
-        raise ClusterError(f"{action} of group {group} to {candidate} did not finish in {timeout:.0f} s",
-                           self.member_by_name(candidate).log)
+        raise ClusterError(
+            f"{action} of group {group} to {candidate} did not finish in {timeout:.0f} s",
+            self.member_by_name(candidate).log,
+        )
 
     def switchover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
         return self._change_leader("switchover", group, candidate, timeout)
@@ -961,7 +1070,9 @@ class LocalCluster(ClusterBackend):
         """Drain ``group`` with citus_drain_node, then stop and forget it. Refuses on a failed drain."""
         groups = self.worker_groups()
         if group not in groups:
-            raise ClusterError(f"group {group} is not a worker group of this cluster (workers: {groups})")
+            raise ClusterError(
+                f"group {group} is not a worker group of this cluster (workers: {groups})"
+            )
         if len(groups) == 1:
             raise ClusterError(f"refusing to remove group {group}: it is the last worker group")
         with self._coordinator_conn() as conn:

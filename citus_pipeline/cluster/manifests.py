@@ -64,7 +64,11 @@ SECRET_KEYS = {
 # _create_config_service creates the headless `-config` Service when it is missing.
 # `deletecollection` on endpoints is used only by `patronictl remove`, not by the daemon: left out.
 PATRONI_RBAC_RULES: list[Manifest] = [
-    {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["create", "get", "list", "patch", "watch"]},
+    {
+        "apiGroups": [""],
+        "resources": ["endpoints"],
+        "verbs": ["create", "get", "list", "patch", "watch"],
+    },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch", "watch"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create"]},
 ]
@@ -118,7 +122,9 @@ def workers_lb_name(spec: ClusterSpec) -> str:
     return f"{spec.name}-workers"
 
 
-def member_dns_name(spec: ClusterSpec, group: int, ordinal: int, namespace: str | None = None) -> str:
+def member_dns_name(
+    spec: ClusterSpec, group: int, ordinal: int, namespace: str | None = None
+) -> str:
     ns = namespace or spec.kubernetes.namespace
     return f"{group_name(spec, group)}-{ordinal}.{headless_name(spec, group)}.{ns}.svc"
 
@@ -172,8 +178,12 @@ def selector_service_labels(spec: ClusterSpec, component: str, **more: str) -> d
     labels; without the ``application`` label they stay out of Patroni's label selector, so
     Patroni neither caches nor wakes up on every readiness change of those Endpoints.
     """
-    return {SCOPE_LABEL: spec.name, "app.kubernetes.io/part-of": APP_VALUE,
-            "app.kubernetes.io/component": component, **more}
+    return {
+        SCOPE_LABEL: spec.name,
+        "app.kubernetes.io/part-of": APP_VALUE,
+        "app.kubernetes.io/component": component,
+        **more,
+    }
 
 
 def _meta(spec: ClusterSpec, name: str, labels: dict[str, str], **extra: Any) -> Manifest:
@@ -278,13 +288,18 @@ def bootstrap_configmap(spec: ClusterSpec) -> Manifest:
 
 def load_balancer_manifests(spec: ClusterSpec) -> list[Manifest]:
     out = []
-    for name, kind in ((coordinator_lb_name(spec), "coordinator"), (workers_lb_name(spec), "worker")):
+    for name, kind in (
+        (coordinator_lb_name(spec), "coordinator"),
+        (workers_lb_name(spec), "worker"),
+    ):
         selector = {**base_labels(spec), TYPE_LABEL: kind, ROLE_LABEL: LEADER_LABEL_VALUE}
         out.append(
             {
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": _meta(spec, name, selector_service_labels(spec, "load-balancer", **{TYPE_LABEL: kind})),
+                "metadata": _meta(
+                    spec, name, selector_service_labels(spec, "load-balancer", **{TYPE_LABEL: kind})
+                ),
                 "spec": {
                     "type": "LoadBalancer",
                     # Local: the client address survives, so the NetworkPolicy's ipBlock applies.
@@ -326,23 +341,42 @@ def network_policy_manifests(spec: ClusterSpec) -> list[Manifest]:
         policy(
             f"{spec.name}-members",
             citus_pods,
-            [{"from": [{"podSelector": {"matchLabels": dict(labels)}}],
-              "ports": [port(POSTGRES_PORT), port(RESTAPI_PORT)]}],
+            [
+                {
+                    "from": [{"podSelector": {"matchLabels": dict(labels)}}],
+                    "ports": [port(POSTGRES_PORT), port(RESTAPI_PORT)],
+                }
+            ],
         ),
         # Dagster (its own namespace) reaches the coordinator on 5432.
         policy(
             f"{spec.name}-dagster-to-coordinator",
             {"matchLabels": {**labels, TYPE_LABEL: "coordinator"}},
-            [{"from": [{"namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": spec.kubernetes.dagster_namespace}}}],
-              "ports": [port(POSTGRES_PORT)]}],
+            [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {
+                                    "kubernetes.io/metadata.name": spec.kubernetes.dagster_namespace
+                                }
+                            }
+                        }
+                    ],
+                    "ports": [port(POSTGRES_PORT)],
+                }
+            ],
         ),
         # Load balancer clients reach the leaders (the LBs' only targets) on 5432.
         policy(
             f"{spec.name}-load-balancer-clients",
             {"matchLabels": {**labels, ROLE_LABEL: LEADER_LABEL_VALUE}},
-            [{"from": [{"ipBlock": {"cidr": c}} for c in spec.kubernetes.client_cidrs],
-              "ports": [port(POSTGRES_PORT)]}],
+            [
+                {
+                    "from": [{"ipBlock": {"cidr": c}} for c in spec.kubernetes.client_cidrs],
+                    "ports": [port(POSTGRES_PORT)],
+                }
+            ],
         ),
     ]
 
@@ -385,8 +419,10 @@ def member_env(spec: ClusterSpec, group: int) -> list[Manifest]:
         {"name": "PATRONI_KUBERNETES_ROLE_LABEL", "value": ROLE_LABEL},
         {"name": "PATRONI_KUBERNETES_LEADER_LABEL_VALUE", "value": LEADER_LABEL_VALUE},
         {"name": "PATRONI_KUBERNETES_FOLLOWER_LABEL_VALUE", "value": FOLLOWER_LABEL_VALUE},
-        {"name": "PATRONI_KUBERNETES_PORTS",
-         "value": json.dumps([{"name": "postgresql", "port": POSTGRES_PORT}])},
+        {
+            "name": "PATRONI_KUBERNETES_PORTS",
+            "value": json.dumps([{"name": "postgresql", "port": POSTGRES_PORT}]),
+        },
         {"name": "PATRONI_CITUS_GROUP", "value": str(group)},
         {"name": "PATRONI_CITUS_DATABASE", "value": spec.database},
         {"name": "PATRONI_POSTGRESQL_DATA_DIR", "value": PGDATA_DIR},
@@ -435,11 +471,15 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
         "resources": _resources(resources),
         "readinessProbe": {
             "httpGet": {"path": "/readiness", "port": "patroni", "scheme": "HTTP"},
-            "initialDelaySeconds": 5, "failureThreshold": 3, **probe_common,
+            "initialDelaySeconds": 5,
+            "failureThreshold": 3,
+            **probe_common,
         },
         "livenessProbe": {
             "httpGet": {"path": "/liveness", "port": "patroni", "scheme": "HTTP"},
-            "initialDelaySeconds": 30, "failureThreshold": 6, **probe_common,
+            "initialDelaySeconds": 30,
+            "failureThreshold": 6,
+            **probe_common,
         },
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -469,14 +509,20 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
             "podAntiAffinity": {
                 # Never two members of one group on one node ...
                 "requiredDuringSchedulingIgnoredDuringExecution": [
-                    {"labelSelector": {"matchLabels": dict(selector)},
-                     "topologyKey": "kubernetes.io/hostname"}
+                    {
+                        "labelSelector": {"matchLabels": dict(selector)},
+                        "topologyKey": "kubernetes.io/hostname",
+                    }
                 ],
                 # ... and spread them over zones where there is room.
                 "preferredDuringSchedulingIgnoredDuringExecution": [
-                    {"weight": 100,
-                     "podAffinityTerm": {"labelSelector": {"matchLabels": dict(selector)},
-                                         "topologyKey": "topology.kubernetes.io/zone"}}
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "labelSelector": {"matchLabels": dict(selector)},
+                            "topologyKey": "topology.kubernetes.io/zone",
+                        },
+                    }
                 ],
             }
         },
@@ -518,8 +564,13 @@ def group_manifests(spec: ClusterSpec, group: int) -> list[Manifest]:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _meta(spec, headless_name(spec, group), selector_service_labels(
-                spec, "member-dns", **{GROUP_LABEL: str(group), TYPE_LABEL: group_type(group)})),
+            "metadata": _meta(
+                spec,
+                headless_name(spec, group),
+                selector_service_labels(
+                    spec, "member-dns", **{GROUP_LABEL: str(group), TYPE_LABEL: group_type(group)}
+                ),
+            ),
             "spec": {
                 "clusterIP": "None",
                 # Members must resolve each other while still bootstrapping (not yet ready).
@@ -527,8 +578,12 @@ def group_manifests(spec: ClusterSpec, group: int) -> list[Manifest]:
                 "selector": selector,
                 "ports": [
                     {**pg_port, "targetPort": "postgresql"},
-                    {"name": "patroni", "port": RESTAPI_PORT, "targetPort": "patroni",
-                     "protocol": "TCP"},
+                    {
+                        "name": "patroni",
+                        "port": RESTAPI_PORT,
+                        "targetPort": "patroni",
+                        "protocol": "TCP",
+                    },
                 ],
             },
         },

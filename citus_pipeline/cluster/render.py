@@ -19,7 +19,11 @@ def _fmt_bytes(n: int) -> str:
 def member_rows(topo: ClusterTopology) -> list[list[str]]:
     return [
         [
-            str(m.group), m.name, f"{m.host}:{m.port}", m.role, m.state,
+            str(m.group),
+            m.name,
+            f"{m.host}:{m.port}",
+            m.role,
+            m.state,
             "" if m.timeline is None else str(m.timeline),
             "" if m.lag_mb is None else f"{m.lag_mb:g}",
         ]
@@ -34,14 +38,24 @@ SHARD_HEADER = ["Group", "Host", "Shards", "Size"]
 
 def node_rows(topo: ClusterTopology) -> list[list[str]]:
     return [
-        [str(n.nodeid), str(n.groupid), n.host, str(n.port), n.role,
-         "yes" if n.active else "no", "yes" if n.should_have_shards else "no"]
+        [
+            str(n.nodeid),
+            str(n.groupid),
+            n.host,
+            str(n.port),
+            n.role,
+            "yes" if n.active else "no",
+            "yes" if n.should_have_shards else "no",
+        ]
         for n in topo.dist_nodes
     ]
 
 
 def shard_rows(topo: ClusterTopology) -> list[list[str]]:
-    return [[str(s.groupid), f"{s.host}:{s.port}", str(s.shards), _fmt_bytes(s.bytes)] for s in topo.shards]
+    return [
+        [str(s.groupid), f"{s.host}:{s.port}", str(s.shards), _fmt_bytes(s.bytes)]
+        for s in topo.shards
+    ]
 
 
 def rich_tables(topo: ClusterTopology) -> Group:
@@ -70,11 +84,13 @@ def markdown_tables(topo: ClusterTopology) -> str:
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
 
-    return "\n\n".join([
-        md(MEMBER_HEADER, member_rows(topo)),
-        md(NODE_HEADER, node_rows(topo)),
-        md(SHARD_HEADER, shard_rows(topo)),
-    ])
+    return "\n\n".join(
+        [
+            md(MEMBER_HEADER, member_rows(topo)),
+            md(NODE_HEADER, node_rows(topo)),
+            md(SHARD_HEADER, shard_rows(topo)),
+        ]
+    )
 
 
 __all__ = ["markdown_tables", "print_topology", "rich_tables"]

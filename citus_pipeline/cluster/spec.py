@@ -211,7 +211,11 @@ class ClusterSpec(_Strict):
         taken: dict[tuple[str, int], str] = {}
         loc = self.local
         last_group = self.workers.groups + 16  # headroom for add-worker
-        top = int(loc.base_address) + 256 * last_group + max(self.coordinator.members, self.workers.members)
+        top = (
+            int(loc.base_address)
+            + 256 * last_group
+            + max(self.coordinator.members, self.workers.members)
+        )
         if top > int(ipaddress.IPv4Address("127.255.255.254")):
             raise ValueError(
                 f"local.base_address {loc.base_address} leaves no room for "
@@ -268,7 +272,12 @@ class ClusterSpec(_Strict):
             "synchronous_mode": p.synchronous_mode,
             "synchronous_mode_strict": p.synchronous_mode_strict,
             "primary_start_timeout": p.primary_start_timeout,
-            "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": parameters, **postgresql},
+            "postgresql": {
+                "use_pg_rewind": True,
+                "use_slots": True,
+                "parameters": parameters,
+                **postgresql,
+            },
         }
 
 

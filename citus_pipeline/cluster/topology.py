@@ -69,7 +69,11 @@ class ClusterTopology(BaseModel):
     def active_worker_groups(self) -> list[int]:
         """Worker groups that have an active primary in pg_dist_node."""
         return sorted(
-            {n.groupid for n in self.dist_nodes if n.groupid > 0 and n.role == "primary" and n.active}
+            {
+                n.groupid
+                for n in self.dist_nodes
+                if n.groupid > 0 and n.role == "primary" and n.active
+            }
         )
 
 

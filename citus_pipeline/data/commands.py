@@ -18,7 +18,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-app = typer.Typer(help="Price Paid data: generate, load, publish, apply monthly updates.", no_args_is_help=True)
+app = typer.Typer(
+    help="Price Paid data: generate, load, publish, apply monthly updates.", no_args_is_help=True
+)
 console = Console(stderr=True)
 
 DSN_ENV = "CITUS_PIPELINE_DSN"
@@ -34,7 +36,11 @@ def _dsn(dsn: str | None) -> str:
     return get_backend().coordinator_dsn()
 
 
-DsnOpt = typer.Option(None, "--dsn", help=f"libpq conninfo of the coordinator (default: ${DSN_ENV}, else the local cluster)")
+DsnOpt = typer.Option(
+    None,
+    "--dsn",
+    help=f"libpq conninfo of the coordinator (default: ${DSN_ENV}, else the local cluster)",
+)
 SchemaOpt = typer.Option("public", "--schema", help="PostgreSQL schema holding the tables")
 
 
@@ -49,12 +55,22 @@ def generate(
     rows: int = typer.Option(1_000_000, "--rows", min=0),
     seed: int = typer.Option(0, "--seed"),
     monthly: bool = typer.Option(False, "--monthly", help="write a monthly update against --base"),
-    base: Path | None = typer.Option(None, "--base", help="complete file a monthly update refers to"),
-    expected: Path | None = typer.Option(None, "--expected", help="monthly: also write the next month's complete file"),
-    unknown: int = typer.Option(0, "--unknown", help="monthly: C/D records for ids not in the base"),
-    edge_cases: bool = typer.Option(False, "--edge-cases", help="commas, quotes, empty fields, Windows-1252 bytes"),
+    base: Path | None = typer.Option(
+        None, "--base", help="complete file a monthly update refers to"
+    ),
+    expected: Path | None = typer.Option(
+        None, "--expected", help="monthly: also write the next month's complete file"
+    ),
+    unknown: int = typer.Option(
+        0, "--unknown", help="monthly: C/D records for ids not in the base"
+    ),
+    edge_cases: bool = typer.Option(
+        False, "--edge-cases", help="commas, quotes, empty fields, Windows-1252 bytes"
+    ),
     crlf: bool = typer.Option(False, "--crlf", help="CRLF line ends"),
-    bad: int = typer.Option(0, "--bad", help="add this many broken records (listed in FILE.bad.json)"),
+    bad: int = typer.Option(
+        0, "--bad", help="add this many broken records (listed in FILE.bad.json)"
+    ),
 ) -> None:
     """Write a deterministic Price Paid file in the published layout."""
     from .generate import generate_complete, generate_monthly
@@ -63,14 +79,18 @@ def generate(
         if monthly:
             if base is None:
                 raise typer.BadParameter("--monthly needs --base FILE")
-            r = generate_monthly(out, base, rows, seed, unknown=unknown, expected_out=expected, crlf=crlf)
+            r = generate_monthly(
+                out, base, rows, seed, unknown=unknown, expected_out=expected, crlf=crlf
+            )
         else:
             r = generate_complete(out, rows, seed, edge_cases=edge_cases, crlf=crlf, bad=bad)
     except (OSError, ValueError) as err:
         _fail(err)
-    console.print(f"wrote {out}: {r.rows:,} records, {r.bytes / 1e6:.1f} MB"
-                  + (f", {len(r.bad_records)} broken" if r.bad_records else "")
-                  + (f", {r.monthly}" if r.monthly else ""))
+    console.print(
+        f"wrote {out}: {r.rows:,} records, {r.bytes / 1e6:.1f} MB"
+        + (f", {len(r.bad_records)} broken" if r.bad_records else "")
+        + (f", {r.monthly}" if r.monthly else "")
+    )
 
 
 class _Bar:
@@ -80,25 +100,43 @@ class _Bar:
 
     def __call__(self, ev) -> None:
         self.progress.update(
-            self.task, total=ev.total_bytes, completed=ev.done_bytes,
+            self.task,
+            total=ev.total_bytes,
+            completed=ev.done_bytes,
             description=f"{ev.done_rows:,} rows ({ev.rows_rejected:,} rejected)",
         )
 
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TransferSpeedColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
 
 
 @app.command()
 def load(
     source: str = typer.Argument(..., help="file, directory, http(s) URL; plain or gzip"),
-    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="parallel COPY streams (default: cores)"),
-    target: str = typer.Option("uk_price", "--target", help="uk_price (direct) | uk_price_raw (staging, then publish) | both"),
-    publish: bool = typer.Option(True, "--publish/--no-publish", help="after a staged load, publish uk_price_raw -> uk_price"),
-    chunk_mb: int = typer.Option(0, "--chunk-mb", min=0, help="chunk size in MiB: one transaction each (0: 12)"),
+    jobs: int | None = typer.Option(
+        None, "--jobs", "-j", min=1, help="parallel COPY streams (default: cores)"
+    ),
+    target: str = typer.Option(
+        "uk_price",
+        "--target",
+        help="uk_price (direct) | uk_price_raw (staging, then publish) | both",
+    ),
+    publish: bool = typer.Option(
+        True, "--publish/--no-publish", help="after a staged load, publish uk_price_raw -> uk_price"
+    ),
+    chunk_mb: int = typer.Option(
+        0, "--chunk-mb", min=0, help="chunk size in MiB: one transaction each (0: 12)"
+    ),
     dsn: str | None = DsnOpt,
     schema: str = SchemaOpt,
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
@@ -110,15 +148,24 @@ def load(
     conninfo = _dsn(dsn)
     try:
         with _progress() as bar:
-            report = load_price_paid(source, conninfo, jobs=jobs, progress=_Bar(bar), schema=schema,
-                                     target=target, chunk_bytes=(chunk_mb << 20) or None)
+            report = load_price_paid(
+                source,
+                conninfo,
+                jobs=jobs,
+                progress=_Bar(bar),
+                schema=schema,
+                target=target,
+                chunk_bytes=(chunk_mb << 20) or None,
+            )
         pub = None
         if publish and target in ("uk_price_raw", "both"):
             pub = publish_uk_price(conninfo, schema=schema)
     except (SourceError, ValueError) as err:
         _fail(err)
     if as_json:
-        typer.echo(json.dumps({"load": report.model_dump(), "publish": pub.model_dump() if pub else None}))
+        typer.echo(
+            json.dumps({"load": report.model_dump(), "publish": pub.model_dump() if pub else None})
+        )
         return
     console.print(
         f"read {report.rows_read:,}  loaded {report.rows_loaded:,}  rejected {report.rows_rejected:,}  "
@@ -126,7 +173,9 @@ def load(
         f"{report.seconds:.1f} s, {report.rows_per_s:,.0f} rows/s, {report.mb_per_s:.1f} MB/s, {report.jobs} streams"
     )
     if pub:
-        console.print(f"published {pub.rows_published:,} rows to uk_price ({pub.rows_in_uk_price:,} in all) in {pub.seconds:.1f} s")
+        console.print(
+            f"published {pub.rows_published:,} rows to uk_price ({pub.rows_in_uk_price:,} in all) in {pub.seconds:.1f} s"
+        )
 
 
 @app.command("publish")
@@ -135,7 +184,9 @@ def publish_cmd(dsn: str | None = DsnOpt, schema: str = SchemaOpt) -> None:
     from .load import publish_uk_price
 
     r = publish_uk_price(_dsn(dsn), schema=schema)
-    console.print(f"published {r.rows_published:,} rows ({r.rows_in_uk_price:,} in uk_price) in {r.seconds:.1f} s")
+    console.print(
+        f"published {r.rows_published:,} rows ({r.rows_in_uk_price:,} in uk_price) in {r.seconds:.1f} s"
+    )
 
 
 @app.command("apply-monthly")
@@ -169,12 +220,16 @@ def apply_monthly_cmd(
 
 
 @app.command()
-def drop(dsn: str | None = DsnOpt, schema: str = SchemaOpt, yes: bool = typer.Option(False, "--yes")) -> None:
+def drop(
+    dsn: str | None = DsnOpt, schema: str = SchemaOpt, yes: bool = typer.Option(False, "--yes")
+) -> None:
     """Drop the data-path tables in SCHEMA."""
     from .schema import drop_all
 
     if not yes:
-        typer.confirm(f"drop uk_price, uk_price_raw, rejects, ledger and logs in schema {schema}?", abort=True)
+        typer.confirm(
+            f"drop uk_price, uk_price_raw, rejects, ledger and logs in schema {schema}?", abort=True
+        )
     drop_all(_dsn(dsn), schema=schema)
 
 

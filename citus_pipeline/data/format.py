@@ -151,8 +151,10 @@ def sniff_layout(first_records: list[list[str]]) -> LayoutProblem | None:
     if not first_records:
         return None
     head = [x.strip().lower() for x in first_records[0]]
-    if head and not _guid.match(first_records[0][0]) and any(
-        w in " ".join(head) for w in _HEADER_WORDS
+    if (
+        head
+        and not _guid.match(first_records[0][0])
+        and any(w in " ".join(head) for w in _HEADER_WORDS)
     ):
         return LayoutProblem(
             f"line 1 looks like a header row ({', '.join(first_records[0][:4])}, ...): "

@@ -79,32 +79,138 @@ PLACES: tuple[tuple[str, str, str, str, float, float], ...] = (
 )
 
 LOCALITIES = (
-    "FENHAM", "HEATON", "ACTON", "KINGSWOOD", "ASHTON", "MOSELEY", "HEADINGLEY", "ROATH",
-    "STOKE", "HILLSBOROUGH", "ALLERTON", "BEESTON", "CHORLTON", "SOUTHVILLE", "SELLY OAK",
-    "WALTON", "NORTHFIELD", "ERDINGTON", "CLIFTON", "BISHOPSTON", "LITTLEOVER", "WOLLATON",
+    "FENHAM",
+    "HEATON",
+    "ACTON",
+    "KINGSWOOD",
+    "ASHTON",
+    "MOSELEY",
+    "HEADINGLEY",
+    "ROATH",
+    "STOKE",
+    "HILLSBOROUGH",
+    "ALLERTON",
+    "BEESTON",
+    "CHORLTON",
+    "SOUTHVILLE",
+    "SELLY OAK",
+    "WALTON",
+    "NORTHFIELD",
+    "ERDINGTON",
+    "CLIFTON",
+    "BISHOPSTON",
+    "LITTLEOVER",
+    "WOLLATON",
 )
 STREET_NAMES = (
-    "HIGH", "CHURCH", "STATION", "MILL", "MAIN", "PARK", "VICTORIA", "QUEENS", "KINGS",
-    "GREEN", "MANOR", "SCHOOL", "NEW", "NORTH", "SOUTH", "ALBERT", "GEORGE", "YORK", "GROVE",
-    "MATFEN", "HEATH", "SHROPSHIRE", "ASH", "OAK", "BEECH", "ELM", "WILLOW", "CEDAR",
-    "MEADOW", "ORCHARD", "FOREST", "RIVERSIDE", "WESTFIELD", "HILLSIDE", "BROOK", "CHAPEL",
-    "WINDSOR", "STANLEY", "NELSON", "WELLINGTON", "RICHMOND", "CAMBRIDGE", "ST JOHNS",
+    "HIGH",
+    "CHURCH",
+    "STATION",
+    "MILL",
+    "MAIN",
+    "PARK",
+    "VICTORIA",
+    "QUEENS",
+    "KINGS",
+    "GREEN",
+    "MANOR",
+    "SCHOOL",
+    "NEW",
+    "NORTH",
+    "SOUTH",
+    "ALBERT",
+    "GEORGE",
+    "YORK",
+    "GROVE",
+    "MATFEN",
+    "HEATH",
+    "SHROPSHIRE",
+    "ASH",
+    "OAK",
+    "BEECH",
+    "ELM",
+    "WILLOW",
+    "CEDAR",
+    "MEADOW",
+    "ORCHARD",
+    "FOREST",
+    "RIVERSIDE",
+    "WESTFIELD",
+    "HILLSIDE",
+    "BROOK",
+    "CHAPEL",
+    "WINDSOR",
+    "STANLEY",
+    "NELSON",
+    "WELLINGTON",
+    "RICHMOND",
+    "CAMBRIDGE",
+    "ST JOHNS",
 )
 STREET_KINDS = (
-    "ROAD", "STREET", "LANE", "AVENUE", "CLOSE", "DRIVE", "WAY", "PLACE", "CRESCENT",
-    "GARDENS", "TERRACE", "COURT", "GROVE", "WALK", "RISE", "VIEW",
+    "ROAD",
+    "STREET",
+    "LANE",
+    "AVENUE",
+    "CLOSE",
+    "DRIVE",
+    "WAY",
+    "PLACE",
+    "CRESCENT",
+    "GARDENS",
+    "TERRACE",
+    "COURT",
+    "GROVE",
+    "WALK",
+    "RISE",
+    "VIEW",
 )
 HOUSE_NAMES = (
-    "ROSE COTTAGE", "THE COTTAGE", "IVY HOUSE", "THE OLD RECTORY", "MEADOW VIEW",
-    "THE BARN", "ORCHARD HOUSE", "HILLCREST", "THE LODGE", "WOODLANDS", "FIELD END",
+    "ROSE COTTAGE",
+    "THE COTTAGE",
+    "IVY HOUSE",
+    "THE OLD RECTORY",
+    "MEADOW VIEW",
+    "THE BARN",
+    "ORCHARD HOUSE",
+    "HILLCREST",
+    "THE LODGE",
+    "WOODLANDS",
+    "FIELD END",
 )
 # Price index by year, 1995 = 1.0 (the shape of the UK house price index).
 HPI = {
-    1995: 1.00, 1996: 1.04, 1997: 1.12, 1998: 1.21, 1999: 1.33, 2000: 1.48, 2001: 1.63,
-    2002: 1.92, 2003: 2.22, 2004: 2.52, 2005: 2.66, 2006: 2.82, 2007: 3.02, 2008: 2.90,
-    2009: 2.68, 2010: 2.82, 2011: 2.78, 2012: 2.81, 2013: 2.90, 2014: 3.10, 2015: 3.26,
-    2016: 3.44, 2017: 3.58, 2018: 3.64, 2019: 3.68, 2020: 3.80, 2021: 4.12, 2022: 4.46,
-    2023: 4.40, 2024: 4.46, 2025: 4.52,
+    1995: 1.00,
+    1996: 1.04,
+    1997: 1.12,
+    1998: 1.21,
+    1999: 1.33,
+    2000: 1.48,
+    2001: 1.63,
+    2002: 1.92,
+    2003: 2.22,
+    2004: 2.52,
+    2005: 2.66,
+    2006: 2.82,
+    2007: 3.02,
+    2008: 2.90,
+    2009: 2.68,
+    2010: 2.82,
+    2011: 2.78,
+    2012: 2.81,
+    2013: 2.90,
+    2014: 3.10,
+    2015: 3.26,
+    2016: 3.44,
+    2017: 3.58,
+    2018: 3.64,
+    2019: 3.68,
+    2020: 3.80,
+    2021: 4.12,
+    2022: 4.46,
+    2023: 4.40,
+    2024: 4.46,
+    2025: 4.52,
 }
 # Property types: share of transactions and 1995 median price.
 TYPE_CODES = ("D", "S", "T", "F", "O")
@@ -154,7 +260,9 @@ def _guids(rng: np.random.Generator, n: int) -> list[str]:
 class _RecordMaker:
     """Draws blocks of realistic records (lists of 16 strings) from one numpy generator."""
 
-    def __init__(self, rng: np.random.Generator, years: tuple[int, int], month: tuple[int, int] | None):
+    def __init__(
+        self, rng: np.random.Generator, years: tuple[int, int], month: tuple[int, int] | None
+    ):
         self.rng = rng
         self.years = years
         self.month = month
@@ -162,7 +270,9 @@ class _RecordMaker:
         self.place_p = w / w.sum()
         self.place_factor = np.array([p[4] for p in PLACES])
         ys = np.arange(years[0], years[1] + 1)
-        vol = np.array([1.3 if 2001 <= y <= 2007 else 0.75 if 2008 <= y <= 2012 else 1.0 for y in ys])
+        vol = np.array(
+            [1.3 if 2001 <= y <= 2007 else 0.75 if 2008 <= y <= 2012 else 1.0 for y in ys]
+        )
         self.year_values = ys
         self.year_p = vol / vol.sum()
         self.hpi = np.array([HPI.get(int(y), HPI[2025]) for y in ys])
@@ -182,7 +292,9 @@ class _RecordMaker:
         else:
             yi = rng.choice(len(self.year_values), size=n, p=self.year_p)
             doy = rng.integers(0, 365, size=n)
-            dates = (self.year_values[yi] - 1970).astype("datetime64[Y]").astype("datetime64[D]") + doy
+            dates = (self.year_values[yi] - 1970).astype("datetime64[Y]").astype(
+                "datetime64[D]"
+            ) + doy
             hpi = self.hpi[yi]
         price = TYPE_MEDIAN_1995[t] * hpi * self.place_factor[place] * rng.lognormal(0.0, 0.45, n)
         round_to = np.where(rng.random(n) < 0.7, 500, 1)
@@ -427,8 +539,12 @@ def generate_monthly(
     lines = [quote_record(records[k]).encode() for k in order]
     out = Path(out)
     report = GenerateReport(
-        path=str(out), rows=len(records), seed=seed, bytes=0,
-        monthly={"A": n_a, "C": n_c, "D": n_d, "unknown": unknown}, unknown_ids=unknown_ids,
+        path=str(out),
+        rows=len(records),
+        seed=seed,
+        bytes=0,
+        monthly={"A": n_a, "C": n_c, "D": n_d, "unknown": unknown},
+        unknown_ids=unknown_ids,
     )
     with open(out, "wb") as f:
         report.bytes = _write_lines(f, lines, crlf) if lines else 0

@@ -159,7 +159,9 @@ def _is_duplicate(err: Exception) -> bool:
     """A unique violation, also as Citus forwards it from a shard (XX000 + the shard's text)."""
     if isinstance(err, errors.UniqueViolation):
         return True
-    return getattr(err, "sqlstate", None) == "XX000" and "duplicate key value violates unique" in str(err)
+    return getattr(
+        err, "sqlstate", None
+    ) == "XX000" and "duplicate key value violates unique" in str(err)
 
 
 def _retryable(err: Exception) -> bool:
@@ -306,7 +308,9 @@ class _ChunkWriter:
         if self.conn is not None:
             self.conn.close()
 
-    def _streams(self, idempotent: bool) -> list[tuple[str, sql.Composable, Callable[[pa.Table], Buffer]]]:
+    def _streams(
+        self, idempotent: bool
+    ) -> list[tuple[str, sql.Composable, Callable[[pa.Table], Buffer]]]:
         """(table, COPY statement, serialiser) for each table the target writes; with
         `idempotent`, the COPY goes to a temporary copy of the table."""
         out = []
@@ -330,12 +334,16 @@ class _ChunkWriter:
         conn = self.connect()
         q = lambda s: sch.q(s, self.schema)
         res = _ChunkResult()
-        parsed = (res.add(parse_chunk(data, line, complete=True))
-                  for data, line in pieces(chunk.data, chunk.first_line, self.piece_bytes))
+        parsed = (
+            res.add(parse_chunk(data, line, complete=True))
+            for data, line in pieces(chunk.data, chunk.first_line, self.piece_bytes)
+        )
         with conn.transaction():
             cur = conn.cursor()
             key = (fp, self.target, chunk.offset)
-            cur.execute(q(LEDGER_CLAIM), (*key, len(chunk.data), chunk.first_line, inp.name, chunk.lines))
+            cur.execute(
+                q(LEDGER_CLAIM), (*key, len(chunk.data), chunk.first_line, inp.name, chunk.lines)
+            )
             claimed = cur.fetchone() is not None
             if not claimed:  # committed by an earlier or a concurrent load
                 size, good = cur.execute(q(LEDGER_ROW), key).fetchone()
@@ -347,7 +355,11 @@ class _ChunkWriter:
             streams = self._streams(idempotent)
             if idempotent:
                 for name, _, _ in streams:
-                    cur.execute(sql.SQL(TMP_CREATE).format(tmp=_tmp(name), table=sch.table(self.schema, name)))
+                    cur.execute(
+                        sql.SQL(TMP_CREATE).format(
+                            tmp=_tmp(name), table=sch.table(self.schema, name)
+                        )
+                    )
             if len(streams) == 1:  # the whole chunk in one COPY
                 _, statement, render = streams[0]
                 self._send(cur, statement, (render(p.good) for p in parsed))
@@ -358,12 +370,20 @@ class _ChunkWriter:
             res.loaded = res.good
             if idempotent:
                 for name, _, _ in streams:
-                    cur.execute(sql.SQL(TMP_INSERT).format(table=sch.table(self.schema, name), tmp=_tmp(name)))
+                    cur.execute(
+                        sql.SQL(TMP_INSERT).format(
+                            table=sch.table(self.schema, name), tmp=_tmp(name)
+                        )
+                    )
                     res.loaded = cur.rowcount  # the last one: uk_price when the target is both
             if res.rejects:
-                cur.executemany(q(REJECT_INSERT), [(inp.name, fp, r.line, r.raw, r.reason) for r in res.rejects])
+                cur.executemany(
+                    q(REJECT_INSERT), [(inp.name, fp, r.line, r.raw, r.reason) for r in res.rejects]
+                )
             if claimed:
-                cur.execute(q(LEDGER_DONE), (res.loaded, len(res.rejects), res.good - res.loaded, *key))
+                cur.execute(
+                    q(LEDGER_DONE), (res.loaded, len(res.rejects), res.good - res.loaded, *key)
+                )
         return res
 
 
@@ -416,8 +436,16 @@ def load_price_paid(
 
     def emit(message: str) -> None:
         if progress:
-            progress(ProgressEvent(report.rows_read, total_bytes, report.bytes_read, message,
-                                   report.rows_loaded, report.rows_rejected))
+            progress(
+                ProgressEvent(
+                    report.rows_read,
+                    total_bytes,
+                    report.bytes_read,
+                    message,
+                    report.rows_loaded,
+                    report.rows_rejected,
+                )
+            )
 
     def tally(inp: InputFile, chunk: Chunk, result: _ChunkResult) -> None:
         with lock:
@@ -480,7 +508,9 @@ def load_price_paid(
                 fp = fingerprint(inp.path)
                 committed = {
                     off: (size, good)
-                    for off, size, good in conn.execute(sch.q(LEDGER_COMMITTED, schema), (fp, target)).fetchall()
+                    for off, size, good in conn.execute(
+                        sch.q(LEDGER_COMMITTED, schema), (fp, target)
+                    ).fetchall()
                 }
                 for chunk in read_chunks(inp, chunk_bytes):
                     if stop.is_set():
@@ -519,7 +549,11 @@ def load_price_paid(
 
 
 def publish_uk_price(
-    dsn: str, *, progress: Progress | None = None, schema: str = sch.DEFAULT_SCHEMA, analyze: bool = True
+    dsn: str,
+    *,
+    progress: Progress | None = None,
+    schema: str = sch.DEFAULT_SCHEMA,
+    analyze: bool = True,
 ) -> PublishReport:
     """uk_price_raw -> uk_price: every staged row not yet in uk_price, typed (idempotent).
 

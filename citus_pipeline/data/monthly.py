@@ -81,7 +81,10 @@ APPLY_C = (
 )
 _COLS = ", ".join(sch.TYPED_COLUMNS)
 APPLY_A = (
-    "INSERT INTO {schema}.uk_price (" + _COLS + ") SELECT " + _COLS
+    "INSERT INTO {schema}.uk_price ("
+    + _COLS
+    + ") SELECT "
+    + _COLS
     + " FROM {schema}.uk_price_monthly_stage s WHERE s.source_fingerprint = %s AND s.record_status = 'A'"
     " ON CONFLICT (transaction_id) DO NOTHING"
 )
@@ -103,13 +106,19 @@ RAW_D = (
     "WHERE r.transaction_unique_identifier = t.transaction_id AND t.record_status = 'D'"
 )
 RAW_C = (
-    "UPDATE {schema}.uk_price_raw r SET (" + sch.RAW_COLUMNS.split(", ", 1)[1] + ") = ("
-    + _RAW_VALUES + ") FROM monthly_tmp t "
+    "UPDATE {schema}.uk_price_raw r SET ("
+    + sch.RAW_COLUMNS.split(", ", 1)[1]
+    + ") = ("
+    + _RAW_VALUES
+    + ") FROM monthly_tmp t "
     "WHERE r.transaction_unique_identifier = t.transaction_id AND t.record_status = 'C'"
 )
 RAW_A = (
-    "INSERT INTO {schema}.uk_price_raw (" + sch.RAW_COLUMNS + ") SELECT t.transaction_id, "
-    + _RAW_VALUES + " FROM monthly_tmp t WHERE t.record_status = 'A' ON CONFLICT DO NOTHING"
+    "INSERT INTO {schema}.uk_price_raw ("
+    + sch.RAW_COLUMNS
+    + ") SELECT t.transaction_id, "
+    + _RAW_VALUES
+    + " FROM monthly_tmp t WHERE t.record_status = 'A' ON CONFLICT DO NOTHING"
 )
 REJECT_INSERT = """
 INSERT INTO {schema}.uk_price_rejects (source, source_fingerprint, line_number, raw_record, reason)
@@ -123,17 +132,23 @@ LOG_COPY = (
 
 def _stage_csv(fp: str, t: pa.Table, lines: np.ndarray) -> bytes:
     body = bytes(typed_csv(t, sch.TYPED_COLUMNS))
-    prefix = pa.table({
-        "fp": pa.array([fp] * t.num_rows, pa.string()),
-        "line": pa.array(lines, pa.int64()),
-        "status": t["record_status"],
-    })
+    prefix = pa.table(
+        {
+            "fp": pa.array([fp] * t.num_rows, pa.string()),
+            "line": pa.array(lines, pa.int64()),
+            "status": t["record_status"],
+        }
+    )
     buf = io.BytesIO()
     pcsv.write_csv(prefix, buf, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
     heads = buf.getvalue().split(b"\n")
     rows = body.split(b"\n")
     # both end with a newline: pair the lines (prefix fields never contain a newline)
-    return b"\n".join(h + b"," + r for h, r in zip(heads[:-1], rows[:-1])) + b"\n" if t.num_rows else b""
+    return (
+        b"\n".join(h + b"," + r for h, r in zip(heads[:-1], rows[:-1])) + b"\n"
+        if t.num_rows
+        else b""
+    )
 
 
 def apply_monthly(
@@ -197,7 +212,9 @@ def apply_monthly(
                 with cur.copy(sql.SQL("COPY monthly_tmp FROM STDIN (FORMAT csv)")) as cp:
                     cp.write(payload)
                 cur.execute(Q(CLEAR_STAGE), (fp,))
-                cur.execute(Q("INSERT INTO {schema}.uk_price_monthly_stage SELECT * FROM monthly_tmp"))
+                cur.execute(
+                    Q("INSERT INTO {schema}.uk_price_monthly_stage SELECT * FROM monthly_tmp")
+                )
                 for line, st, tid, known in cur.execute(Q(OUTCOMES), (fp,)).fetchall():
                     tid = "{" + tid.upper() + "}"
                     if st == "A":
@@ -227,17 +244,30 @@ def apply_monthly(
                 outcomes.append((line, tid, st, f"superseded by line {winner}"))
                 report.superseded += 1
             if rejects:
-                cur.executemany(Q(REJECT_INSERT), [(inp.name, fp, r.line, r.raw, r.reason) for r in rejects])
+                cur.executemany(
+                    Q(REJECT_INSERT), [(inp.name, fp, r.line, r.raw, r.reason) for r in rejects]
+                )
             # a file with no good records is still logged (as applied) through a marker row
             if not outcomes:
-                outcomes.append((0, "{00000000-0000-0000-0000-000000000000}", "A", "no good records"))
+                outcomes.append(
+                    (0, "{00000000-0000-0000-0000-000000000000}", "A", "no good records")
+                )
             with cur.copy(Q(LOG_COPY)) as cp:
                 for line, tid, st, outcome in outcomes:
                     cp.write_row((fp, line, tid, st, outcome, inp.name))
         report.rows_read += rows_read
         report.rows_rejected += len(rejects)
         if progress:
-            progress(ProgressEvent(report.rows_read, None, 0, f"applied {inp.name}", report.applied, report.rows_rejected))
+            progress(
+                ProgressEvent(
+                    report.rows_read,
+                    None,
+                    0,
+                    f"applied {inp.name}",
+                    report.applied,
+                    report.rows_rejected,
+                )
+            )
     report.seconds = time.monotonic() - started
     return report
 

@@ -34,13 +34,19 @@ STRING_TYPES = {c: pa.string() for c in fmt.COLUMNS}
 try:
     pa.set_memory_pool(pa.jemalloc_memory_pool())
     pa.jemalloc_set_decay_ms(0)
-except (NotImplementedError, pa.ArrowNotImplementedError):  # pragma: no cover - build without jemalloc
+except (
+    NotImplementedError,
+    pa.ArrowNotImplementedError,
+):  # pragma: no cover - build without jemalloc
     pass
 
 
 def warm_up() -> None:
     """Compile the regular expressions once (the first RE2 use costs ~1 s); call in a thread."""
-    parse_chunk(b'"{5BBE9CB3-6332-4EB0-9CD3-8737CEA4A65A}","1","1995-01-01 00:00","","D","N","F","","","","","","","","A","A"\n', 1)
+    parse_chunk(
+        b'"{5BBE9CB3-6332-4EB0-9CD3-8737CEA4A65A}","1","1995-01-01 00:00","","D","N","F","","","","","","","","A","A"\n',
+        1,
+    )
 
 
 @dataclass
@@ -119,11 +125,17 @@ def _read_fast(data: bytes) -> pa.Table | None:
         pa.py_buffer(data),
         read_options=pcsv.ReadOptions(column_names=list(fmt.COLUMNS), block_size=1 << 20),
         parse_options=pcsv.ParseOptions(
-            quote_char='"', double_quote=True, escape_char=False, newlines_in_values=False,
-            ignore_empty_lines=False, invalid_row_handler=bad_row,
+            quote_char='"',
+            double_quote=True,
+            escape_char=False,
+            newlines_in_values=False,
+            ignore_empty_lines=False,
+            invalid_row_handler=bad_row,
         ),
         convert_options=pcsv.ConvertOptions(
-            column_types=STRING_TYPES, strings_can_be_null=False, quoted_strings_can_be_null=False,
+            column_types=STRING_TYPES,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
         ),
     )
     return None if invalid else t
@@ -154,15 +166,22 @@ def _bad_mask(t: pa.Table, complete: bool) -> pa.ChunkedArray:
     """True for each row that breaks a rule (a superset check; reasons come from `format`)."""
     ok = pc.match_substring_regex(t["transaction_id"], fmt.GUID_RE)
     price = t["price"]
-    price_ok = pc.and_(pc.match_substring_regex(price, fmt.PRICE_RE), pc.less_equal(pc.binary_length(price), _PRICE_DIGITS))
+    price_ok = pc.and_(
+        pc.match_substring_regex(price, fmt.PRICE_RE),
+        pc.less_equal(pc.binary_length(price), _PRICE_DIGITS),
+    )
     safe_price = pc.if_else(price_ok, price, _S["0"])
     p = pc.cast(safe_price, pa.int64())
-    price_ok = pc.and_(price_ok, pc.and_(pc.greater_equal(p, _PRICE_MIN), pc.less_equal(p, _PRICE_MAX)))
+    price_ok = pc.and_(
+        price_ok, pc.and_(pc.greater_equal(p, _PRICE_MIN), pc.less_equal(p, _PRICE_MAX))
+    )
     ok = pc.and_(ok, price_ok)
     d = t["date_of_transfer"]
     d_ok = pc.match_substring_regex(d, fmt.DATE_RE)
     day = pc.utf8_slice_codeunits(d, 0, 10)
-    ts = pc.strptime(pc.if_else(d_ok, day, _S["2000-01-01"]), format="%Y-%m-%d", unit="s", error_is_null=True)
+    ts = pc.strptime(
+        pc.if_else(d_ok, day, _S["2000-01-01"]), format="%Y-%m-%d", unit="s", error_is_null=True
+    )
     # strptime may roll 1995-02-30 over to 03-02: the parsed day must be the written one
     written_day = pc.cast(pc.if_else(d_ok, pc.utf8_slice_codeunits(d, 8, 10), _S["01"]), pa.int64())
     d_ok = pc.and_(d_ok, pc.fill_null(pc.equal(pc.day(ts), written_day), _FALSE))
@@ -209,7 +228,9 @@ def parse_chunk(data: bytes, first_line: int, *, complete: bool = True) -> Parse
     """Parse and validate one chunk of whole lines whose first line is number `first_line`."""
     lines = _line_count(data)
     if lines == 0:
-        return ParsedChunk(pa.table({c: pa.array([], pa.string()) for c in fmt.COLUMNS}), np.zeros(0, np.int64))
+        return ParsedChunk(
+            pa.table({c: pa.array([], pa.string()) for c in fmt.COLUMNS}), np.zeros(0, np.int64)
+        )
     transcoded = 0
     t = None
     if not _odd_quote_lines(data):
@@ -240,16 +261,22 @@ def parse_chunk(data: bytes, first_line: int, *, complete: bool = True) -> Parse
                 reason = fmt.validate_fields(fields, complete=complete)
                 if reason is not None:
                     really_bad.append(i)
-                    rejects.append(Reject(int(line_no[i]), _line_text(data, starts, int(i)), reason))
+                    rejects.append(
+                        Reject(int(line_no[i]), _line_text(data, starts, int(i)), reason)
+                    )
             keep = np.ones(lines, dtype=bool)
             keep[really_bad] = False
-            return ParsedChunk(t.filter(pa.array(keep)), line_no[keep], rejects, lines, False, transcoded)
+            return ParsedChunk(
+                t.filter(pa.array(keep)), line_no[keep], rejects, lines, False, transcoded
+            )
     if not transcoded:
         data, transcoded = to_utf8(data)
     return _parse_slow(data, first_line, lines, complete, transcoded)
 
 
-def _parse_slow(data: bytes, first_line: int, lines: int, complete: bool, transcoded: int) -> ParsedChunk:
+def _parse_slow(
+    data: bytes, first_line: int, lines: int, complete: bool, transcoded: int
+) -> ParsedChunk:
     good: list[list[str]] = []
     good_lines: list[int] = []
     rejects: list[Reject] = []
@@ -280,7 +307,16 @@ def _parse_slow(data: bytes, first_line: int, lines: int, complete: bool, transc
 
 # --- serialisation for COPY ---------------------------------------------------------------
 
-_TEXT_COLUMNS = ("postcode", "paon", "saon", "street", "locality", "town_city", "district", "county")
+_TEXT_COLUMNS = (
+    "postcode",
+    "paon",
+    "saon",
+    "street",
+    "locality",
+    "town_city",
+    "district",
+    "county",
+)
 
 
 def typed_csv(t: pa.Table, columns: tuple[str, ...]) -> memoryview:
@@ -296,7 +332,9 @@ def typed_csv(t: pa.Table, columns: tuple[str, ...]) -> memoryview:
             a = pc.if_else(pc.equal(a, _S[""]), _NULL_STRING, a)
         out[c] = a
     buf = pa.BufferOutputStream()
-    pcsv.write_csv(pa.table(out), buf, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
+    pcsv.write_csv(
+        pa.table(out), buf, pcsv.WriteOptions(include_header=False, quoting_style="needed")
+    )
     return memoryview(buf.getvalue())
 
 

@@ -104,9 +104,7 @@ PROPERTY_TYPE_INDEX_DDL = (
 )
 
 DISTRIBUTE = "SELECT create_distributed_table(%s, 'transaction_id', shard_count => %s)"
-IS_DISTRIBUTED = (
-    "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = to_regclass(%s)"
-)
+IS_DISTRIBUTED = "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = to_regclass(%s)"
 
 REJECTS_DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.uk_price_rejects (
@@ -162,9 +160,7 @@ CREATE TABLE IF NOT EXISTS {schema}.uk_price_monthly_stage (
     LIKE {schema}.uk_price
 )
 """
-DISTRIBUTE_COLOCATED = (
-    "SELECT create_distributed_table(%s, 'transaction_id', colocate_with => %s)"
-)
+DISTRIBUTE_COLOCATED = "SELECT create_distributed_table(%s, 'transaction_id', colocate_with => %s)"
 
 
 def q(statement: str, schema: str) -> sql.Composed:

@@ -28,7 +28,9 @@ import httpx
 import numpy as np
 
 DEFAULT_CHUNK_BYTES = 12 << 20  # one loader transaction (see load.py)
-DEFAULT_CACHE_DIR = Path(os.environ.get("CITUS_PIPELINE_CACHE", Path.home() / ".cache" / "citus-pipeline"))
+DEFAULT_CACHE_DIR = Path(
+    os.environ.get("CITUS_PIPELINE_CACHE", Path.home() / ".cache" / "citus-pipeline")
+)
 DATA_SUFFIXES = (".csv", ".csv.gz", ".gz", ".txt")
 
 
@@ -78,7 +80,8 @@ def resolve(
     p = Path(source)
     if p.is_dir():
         files = sorted(
-            f for f in p.iterdir()
+            f
+            for f in p.iterdir()
             if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(DATA_SUFFIXES)
         )
         if not files:
@@ -130,7 +133,11 @@ def read_chunks(inp: InputFile, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Itera
                 carry += block  # a line longer than a chunk: keep reading
                 continue
             # one copy: the carried partial line and this block up to its last line end
-            data = b"".join((carry, memoryview(block)[: cut + 1])) if carry or cut + 1 < len(block) else block
+            data = (
+                b"".join((carry, memoryview(block)[: cut + 1]))
+                if carry or cut + 1 < len(block)
+                else block
+            )
             carry = block[cut + 1 :]
             n = newlines(data)
             yield Chunk(offset, line, n, data)
@@ -201,7 +208,9 @@ def download(
                     if r.status_code == 416 and have:  # nothing left to send
                         total = have
                     elif r.status_code == 206:
-                        m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", r.headers.get("content-range", ""))
+                        m = re.match(
+                            r"bytes (\d+)-\d+/(\d+|\*)", r.headers.get("content-range", "")
+                        )
                         if not m or int(m.group(1)) != have:
                             raise SourceError(f"{url}: server answered a bad Content-Range")
                         total = int(m.group(2)) if m.group(2) != "*" else None
@@ -231,7 +240,9 @@ def download(
             except _RETRYABLE as err:
                 attempt += 1
                 if attempt > retries:
-                    raise SourceError(f"{url}: download failed after {retries} retries: {err}") from err
+                    raise SourceError(
+                        f"{url}: download failed after {retries} retries: {err}"
+                    ) from err
                 time.sleep(min(10.0, backoff * attempt))
     finally:
         if own:

@@ -71,7 +71,9 @@ def build_config(env: dict[str, str]) -> dict[str, Any]:
     if missing:
         raise EntrypointError(f"environment variables not set: {', '.join(missing)}")
     if not env["PATRONI_CITUS_GROUP"].isdigit():
-        raise EntrypointError(f"PATRONI_CITUS_GROUP={env['PATRONI_CITUS_GROUP']!r} is not a group number")
+        raise EntrypointError(
+            f"PATRONI_CITUS_GROUP={env['PATRONI_CITUS_GROUP']!r} is not a group number"
+        )
     base: dict[str, Any] = {}
     bootstrap = env.get("CITUS_PATRONI_BOOTSTRAP_FILE")
     if bootstrap:
@@ -81,16 +83,22 @@ def build_config(env: dict[str, str]) -> dict[str, Any]:
         base = yaml.safe_load(p.read_text()) or {}
         if not isinstance(base, dict):
             raise EntrypointError(f"{p}: bootstrap file must be a mapping")
-    pg_addr = env.get("PATRONI_POSTGRESQL_CONNECT_ADDRESS") or f"{connect_host(env)}:{POSTGRES_PORT}"
+    pg_addr = (
+        env.get("PATRONI_POSTGRESQL_CONNECT_ADDRESS") or f"{connect_host(env)}:{POSTGRES_PORT}"
+    )
     api_addr = env.get("PATRONI_RESTAPI_CONNECT_ADDRESS") or f"{connect_host(env)}:{RESTAPI_PORT}"
     local = {
         "scope": env["PATRONI_SCOPE"],
         "name": env["PATRONI_NAME"],
         "kubernetes": {"use_endpoints": True},
-        "citus": {"group": int(env["PATRONI_CITUS_GROUP"]),
-                  "database": env.get("PATRONI_CITUS_DATABASE", "citus")},
-        "restapi": {"listen": env.get("PATRONI_RESTAPI_LISTEN", f"0.0.0.0:{RESTAPI_PORT}"),
-                    "connect_address": api_addr},
+        "citus": {
+            "group": int(env["PATRONI_CITUS_GROUP"]),
+            "database": env.get("PATRONI_CITUS_DATABASE", "citus"),
+        },
+        "restapi": {
+            "listen": env.get("PATRONI_RESTAPI_LISTEN", f"0.0.0.0:{RESTAPI_PORT}"),
+            "connect_address": api_addr,
+        },
         "postgresql": {
             "listen": env.get("PATRONI_POSTGRESQL_LISTEN", f"0.0.0.0:{POSTGRES_PORT}"),
             "connect_address": pg_addr,
@@ -109,7 +117,9 @@ def prepare_tls(tls_dir: str | None, key_copy: Path = KEY_COPY) -> None:
     d = Path(tls_dir)
     for f in ("tls.crt", "tls.key", "ca.crt"):
         if not (d / f).is_file():
-            raise EntrypointError(f"{d / f}: missing (mount the TLS Secret with tls.crt, tls.key, ca.crt)")
+            raise EntrypointError(
+                f"{d / f}: missing (mount the TLS Secret with tls.crt, tls.key, ca.crt)"
+            )
     key_copy.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     shutil.copyfile(d / "tls.key", key_copy)
     os.chmod(key_copy, 0o600)

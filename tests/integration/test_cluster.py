@@ -18,7 +18,10 @@ def _cli(cluster, *args: str) -> subprocess.CompletedProcess:
     spec.write_text(json.dumps(cluster.spec.model_dump(mode="json")))
     return subprocess.run(
         [sys.executable, "-m", "citus_pipeline.cli", "cluster", *args, "--spec", str(spec)],
-        capture_output=True, text=True, check=False, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
         env={**os.environ, "CITUS_PIPELINE_STATE_DIR": str(cluster.state_dir)},
     )
 
@@ -39,13 +42,19 @@ def test_status_json_lists_seven_members_with_roles(citus_cluster):
     data = json.loads(r.stdout)
     assert len(data["members"]) == 7
     roles = sorted(m["role"] for m in data["members"])
-    assert roles.count("leader") == 3 and roles.count("sync_standby") == 3 and roles.count("replica") == 1
+    assert (
+        roles.count("leader") == 3
+        and roles.count("sync_standby") == 3
+        and roles.count("replica") == 1
+    )
     assert "password" not in r.stdout.lower() or "passfile" in r.stdout
 
 
 def test_pg_dist_node_lists_both_worker_leaders(citus_cluster):
     topo = citus_cluster.status()
-    primaries = {(n.groupid, n.host, n.port) for n in topo.dist_nodes if n.role == "primary" and n.active}
+    primaries = {
+        (n.groupid, n.host, n.port) for n in topo.dist_nodes if n.role == "primary" and n.active
+    }
     for g in (1, 2):
         leader = topo.leader(g)
         assert (g, leader.host, leader.port) in primaries
@@ -56,13 +65,21 @@ def test_distributed_table_query_touches_both_workers(citus_dsn):
         conn.execute("DROP TABLE IF EXISTS t_cluster_smoke")
         conn.execute("CREATE TABLE t_cluster_smoke (id bigint PRIMARY KEY, v text)")
         conn.execute("SELECT create_distributed_table('t_cluster_smoke', 'id')")
-        conn.execute("INSERT INTO t_cluster_smoke SELECT i, md5(i::text) FROM generate_series(1, 1000) i")
-        groups = {r[0] for r in conn.execute(
-            "SELECT DISTINCT n.groupid FROM citus_shards s JOIN pg_dist_node n "
-            "ON (n.nodename, n.nodeport) = (s.nodename, s.nodeport) WHERE s.table_name = 't_cluster_smoke'::regclass"
-        )}
+        conn.execute(
+            "INSERT INTO t_cluster_smoke SELECT i, md5(i::text) FROM generate_series(1, 1000) i"
+        )
+        groups = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT n.groupid FROM citus_shards s JOIN pg_dist_node n "
+                "ON (n.nodename, n.nodeport) = (s.nodename, s.nodeport) WHERE s.table_name = 't_cluster_smoke'::regclass"
+            )
+        }
         assert groups == {1, 2}
-        assert conn.execute("SELECT count(*), sum(id) FROM t_cluster_smoke").fetchone() == (1000, 500500)
+        assert conn.execute("SELECT count(*), sum(id) FROM t_cluster_smoke").fetchone() == (
+            1000,
+            500500,
+        )
         conn.execute("DROP TABLE t_cluster_smoke")
 
 

@@ -42,7 +42,10 @@ class Writer(threading.Thread):
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2)
-                conn.execute("INSERT INTO acked VALUES (%s, 'x') ON CONFLICT (id) DO NOTHING", (self.next_id,))
+                conn.execute(
+                    "INSERT INTO acked VALUES (%s, 'x') ON CONFLICT (id) DO NOTHING",
+                    (self.next_id,),
+                )
                 self.acked.append(self.next_id)
                 self.next_id += 1
             except psycopg.Error:
@@ -83,7 +86,10 @@ def test_killed_worker_leader_is_replaced_and_nothing_acked_is_lost(cluster):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         nodes = cluster.status(with_shards=False).dist_nodes
-        if any(n.groupid == 1 and n.role == "primary" and (n.host, n.port) == (new.host, new.port) for n in nodes):
+        if any(
+            n.groupid == 1 and n.role == "primary" and (n.host, n.port) == (new.host, new.port)
+            for n in nodes
+        ):
             break
         time.sleep(0.5)
     else:
@@ -120,10 +126,14 @@ def test_add_worker_then_remove_it_after_a_drain(cluster):
     assert group == 3
     topo = cluster.status()
     leader = topo.leader(3)
-    assert any(n.groupid == 3 and n.role == "primary" and (n.host, n.port) == (leader.host, leader.port)
-               for n in topo.dist_nodes)
+    assert any(
+        n.groupid == 3 and n.role == "primary" and (n.host, n.port) == (leader.host, leader.port)
+        for n in topo.dist_nodes
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT rebalance_table_shards('acked', shard_transfer_mode => 'block_writes')")
+        conn.execute(
+            "SELECT rebalance_table_shards('acked', shard_transfer_mode => 'block_writes')"
+        )
         on3 = conn.execute("SELECT count(*) FROM pg_dist_placement WHERE groupid = 3").fetchone()[0]
     assert on3 > 0, "the rebalance put no shard on the new group"
     moved = cluster.remove_worker(3)
@@ -139,20 +149,30 @@ def test_remove_worker_refuses_when_the_drain_fails(cluster):
     topo = cluster.status()
     g1 = next(n for n in topo.dist_nodes if n.groupid == 1 and n.role == "primary")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        before = conn.execute("SELECT count(*) FROM pg_dist_placement WHERE groupid = 2").fetchone()[0]
+        before = conn.execute(
+            "SELECT count(*) FROM pg_dist_placement WHERE groupid = 2"
+        ).fetchone()[0]
         assert before > 0
         # nowhere to move group 2's shards: the only other worker takes none
-        conn.execute("SELECT citus_set_node_property(%s, %s, 'shouldhaveshards', false)", (g1.host, g1.port))
+        conn.execute(
+            "SELECT citus_set_node_property(%s, %s, 'shouldhaveshards', false)", (g1.host, g1.port)
+        )
         try:
             with pytest.raises(DrainError):
                 cluster.remove_worker(2)
         finally:
-            conn.execute("SELECT citus_set_node_property(%s, %s, 'shouldhaveshards', true)", (g1.host, g1.port))
+            conn.execute(
+                "SELECT citus_set_node_property(%s, %s, 'shouldhaveshards', true)",
+                (g1.host, g1.port),
+            )
         # nothing removed: the group, its members and its shards are all still there
         topo = cluster.status()
         assert 2 in topo.groups and topo.leader(2) is not None
         assert all(cluster.member_pid(m) for m in cluster.members([2]))
-        assert conn.execute("SELECT count(*) FROM pg_dist_placement WHERE groupid = 2").fetchone()[0] == before
+        assert (
+            conn.execute("SELECT count(*) FROM pg_dist_placement WHERE groupid = 2").fetchone()[0]
+            == before
+        )
         assert conn.execute(
             "SELECT bool_and(shouldhaveshards) FROM pg_dist_node WHERE groupid = 2 AND noderole = 'primary'"
         ).fetchone()[0], "a refused removal left the node marked shouldhaveshards=false"
@@ -164,7 +184,9 @@ def test_down_leaves_no_process(cluster):
     t0 = time.monotonic()
     cluster.down()
     assert time.monotonic() - t0 < 60
-    left = subprocess.run(["pgrep", "-af", state], capture_output=True, text=True, check=False).stdout.strip()
+    left = subprocess.run(
+        ["pgrep", "-af", state], capture_output=True, text=True, check=False
+    ).stdout.strip()
     assert left == "", f"processes left after down: {left}"
     assert not cluster.is_running()
 

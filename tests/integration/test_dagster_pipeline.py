@@ -35,7 +35,10 @@ def _resources(cluster, tmp_path: Path, schema: str = "public", **files_kw) -> d
     state = str(cluster.state_dir)
     return {
         "citus": CitusResource(
-            dsn=cluster.coordinator_dsn(), db_schema=schema, spec_path=spec, state_dir=state,
+            dsn=cluster.coordinator_dsn(),
+            db_schema=schema,
+            spec_path=spec,
+            state_dir=state,
             retry_base_seconds=0.5,
         ),
         "cluster": ClusterResource(spec_path=spec, state_dir=state),
@@ -82,14 +85,20 @@ def _md(result, key: str):
 def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp_path, instance):
     res = _resources(citus_cluster, tmp_path, schema)
     result = dg.materialize(
-        ALL, instance=instance, resources=res,
+        ALL,
+        instance=instance,
+        resources=res,
         selection=dg.AssetSelection.assets("citus_cluster", "uk_price_raw", "uk_price")
         | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")),
     )
     assert result.success
     cmd = _md(result, "citus_cluster")
     assert isinstance(cmd["worker_count"], dg.IntMetadataValue) and cmd["worker_count"].value >= 2
-    assert "citus_version" in cmd and "postgresql_version" in cmd and "| group |" in cmd["status"].value
+    assert (
+        "citus_version" in cmd
+        and "postgresql_version" in cmd
+        and "| group |" in cmd["status"].value
+    )
     raw = _md(result, "uk_price_raw")
     for key in ("rows_read", "rows_loaded", "rows_rejected"):
         assert isinstance(raw[key], dg.IntMetadataValue), key
@@ -97,7 +106,11 @@ def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp
         assert isinstance(raw[key], dg.FloatMetadataValue), key
     assert raw["rows_loaded"].value == SAMPLE_ROWS
     up = _md(result, "uk_price")
-    assert up["dagster/row_count"].value == SAMPLE_ROWS == _count(citus_cluster.coordinator_dsn(), schema)
+    assert (
+        up["dagster/row_count"].value
+        == SAMPLE_ROWS
+        == _count(citus_cluster.coordinator_dsn(), schema)
+    )
     assert up["shard_count"].value == citus_cluster.spec.shard_count
     assert any(k.startswith("bytes_group_") for k in up)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -113,27 +126,47 @@ def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp
     sample = next((tmp_path / "work").glob("pp-sample-*.csv"))
     (tmp_path / "monthly").mkdir()
     # with C/D records for ids the table never held: recorded by the apply, not check failures
-    generate_monthly(tmp_path / "monthly" / "pp-2025-01.csv", sample, 200, seed=7, month=(2025, 1), unknown=5)
+    generate_monthly(
+        tmp_path / "monthly" / "pp-2025-01.csv", sample, 200, seed=7, month=(2025, 1), unknown=5
+    )
     snapshots = []
     for _ in range(2):
-        r = dg.materialize(ALL, instance=instance, resources=res, selection=["uk_price_monthly"], partition_key="2025-01-01")
+        r = dg.materialize(
+            ALL,
+            instance=instance,
+            resources=res,
+            selection=["uk_price_monthly"],
+            partition_key="2025-01-01",
+        )
         assert r.success
         (check,) = r.get_asset_check_evaluations()
         assert check.passed and check.metadata["adds"].value > 0
         assert check.metadata["unknown_ids"].value == 5
         with psycopg.connect(citus_cluster.coordinator_dsn(), autocommit=True) as conn:
-            snapshots.append(conn.execute(
-                psycopg.sql.SQL("SELECT md5(string_agg(t::text, ',' ORDER BY transaction_id)) FROM {}.uk_price t")
-                .format(psycopg.sql.Identifier(schema))
-            ).fetchone()[0])
+            snapshots.append(
+                conn.execute(
+                    psycopg.sql.SQL(
+                        "SELECT md5(string_agg(t::text, ',' ORDER BY transaction_id)) FROM {}.uk_price t"
+                    ).format(psycopg.sql.Identifier(schema))
+                ).fetchone()[0]
+            )
     assert snapshots[0] == snapshots[1]
     # the counts check still holds after the month's adds and deletes
-    r = dg.materialize(ALL, instance=instance, resources=res, selection=dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")))
+    r = dg.materialize(
+        ALL,
+        instance=instance,
+        resources=res,
+        selection=dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")),
+    )
     assert {e.check_name: e.passed for e in r.get_asset_check_evaluations()}["counts"]
 
     missing = dg.materialize(
-        ALL, instance=instance, resources=res, selection=["uk_price_monthly"],
-        partition_key="2025-02-01", raise_on_error=False,
+        ALL,
+        instance=instance,
+        resources=res,
+        selection=["uk_price_monthly"],
+        partition_key="2025-02-01",
+        raise_on_error=False,
     )
     assert not missing.success
     failure = next(e for e in missing.all_events if e.is_step_failure)
@@ -142,7 +175,12 @@ def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp
 
 def test_failing_quality_check_blocks_downstream(citus_cluster, schema, tmp_path, instance):
     res = _resources(citus_cluster, tmp_path, schema)
-    assert dg.materialize(ALL, instance=instance, resources=res, selection=["citus_cluster", "uk_price_raw", "uk_price"]).success
+    assert dg.materialize(
+        ALL,
+        instance=instance,
+        resources=res,
+        selection=["citus_cluster", "uk_price_raw", "uk_price"],
+    ).success
     dsn = citus_cluster.coordinator_dsn()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"ALTER TABLE {schema}.uk_price DROP CONSTRAINT price_positive")
@@ -151,7 +189,10 @@ def test_failing_quality_check_blocks_downstream(citus_cluster, schema, tmp_path
             "old_new, duration, ppd_category_type) VALUES (gen_random_uuid(), -5, '2020-01-01', 'S', 'N', 'F', 'A')"
         )
     result = dg.materialize(
-        ALL, instance=instance, resources=res, raise_on_error=False,
+        ALL,
+        instance=instance,
+        resources=res,
+        raise_on_error=False,
         selection=dg.AssetSelection.assets("uk_price", "uk_price_rebalanced")
         | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")),
     )
@@ -201,7 +242,9 @@ def test_sensor_requests_exactly_one_rebalance_per_new_worker(fresh_cluster, tmp
     assert again == []
 
     result = dg.materialize(
-        ALL, instance=instance, resources=res,
+        ALL,
+        instance=instance,
+        resources=res,
         selection=dg.AssetSelection.assets("uk_price_rebalanced")
         | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price_rebalanced")),
         tags={"dagster/run_key": requests[0].run_key},
@@ -222,7 +265,9 @@ def test_switchover_during_uk_price_then_rerun_is_exact(fresh_cluster, tmp_path,
     c = fresh_cluster()
     dsn = c.coordinator_dsn()
     res = _resources(c, tmp_path, sample_rows=60000)
-    assert dg.materialize(ALL, instance=instance, resources=res, selection=["citus_cluster", "uk_price_raw"]).success
+    assert dg.materialize(
+        ALL, instance=instance, resources=res, selection=["citus_cluster", "uk_price_raw"]
+    ).success
     outcome = {}
 
     def publish():
@@ -240,15 +285,20 @@ def test_switchover_during_uk_price_then_rerun_is_exact(fresh_cluster, tmp_path,
         msg = failure.event_specific_data.error.message
         assert msg.strip() and ("publish uk_price" in msg or "connection" in msg.lower()), msg
     rerun = dg.materialize(
-        ALL, instance=instance, resources=res,
-        selection=dg.AssetSelection.assets("uk_price") | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")),
+        ALL,
+        instance=instance,
+        resources=res,
+        selection=dg.AssetSelection.assets("uk_price")
+        | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price")),
     )
     assert rerun.success
     checks = {e.check_name: e.passed for e in rerun.get_asset_check_evaluations()}
     assert checks["counts"] and checks["quality"]
     fingerprint = "SELECT count(*), sum(hashtext({id}::text)::numeric) FROM {table}"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        raw = conn.execute(fingerprint.format(id="transaction_unique_identifier", table="uk_price_raw")).fetchone()
+        raw = conn.execute(
+            fingerprint.format(id="transaction_unique_identifier", table="uk_price_raw")
+        ).fetchone()
         typed = conn.execute(fingerprint.format(id="transaction_id", table="uk_price")).fetchone()
     assert raw == typed  # the same set of ids, each once
     assert _count(dsn, "public") == 60000

@@ -45,13 +45,24 @@ def plain_pg():
 
     def as_pg(*cmd: str) -> subprocess.CompletedProcess:
         pre = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        return subprocess.run([*pre, *cmd], capture_output=True, text=True, timeout=120, check=False)
+        return subprocess.run(
+            [*pre, *cmd], capture_output=True, text=True, timeout=120, check=False
+        )
 
-    r = as_pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    r = as_pg(
+        str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"
+    )
     assert r.returncode == 0, r.stderr
     r = as_pg(
-        str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "start",
-        "-o", f"-c listen_addresses=127.0.0.1 -c port={PORT} -c unix_socket_directories={base}",
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(base / "log"),
+        "-w",
+        "start",
+        "-o",
+        f"-c listen_addresses=127.0.0.1 -c port={PORT} -c unix_socket_directories={base}",
     )
     if r.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
@@ -64,7 +75,9 @@ def plain_pg():
 
 
 def _resource(dsn: str, **kw) -> CitusResource:
-    return CitusResource(dsn=dsn, retry_attempts=3, retry_base_seconds=0.01, retry_max_seconds=0.02, **kw)
+    return CitusResource(
+        dsn=dsn, retry_attempts=3, retry_base_seconds=0.01, retry_max_seconds=0.02, **kw
+    )
 
 
 def test_connection_refused_is_a_failover_error():
@@ -136,13 +149,17 @@ def test_gives_up_with_a_clear_message_when_the_leader_stays_read_only(plain_pg)
             conn.execute("SET TRANSACTION READ ONLY")
             conn.execute("CREATE TABLE ro_probe2 (x int)")
 
-    with pytest.raises(FailoverRetriesExhausted, match=r"create probe: .*3 attempts.*ReadOnlySqlTransaction"):
+    with pytest.raises(
+        FailoverRetriesExhausted, match=r"create probe: .*3 attempts.*ReadOnlySqlTransaction"
+    ):
         res.retry_idempotent(write, what="create probe")
     res.close()
 
 
 def test_unreachable_coordinator_exhausts_retries():
-    res = _resource("host=127.0.0.1 port=1 user=postgres connect_timeout=1", connect_wait_seconds=1.0)
+    res = _resource(
+        "host=127.0.0.1 port=1 user=postgres connect_timeout=1", connect_wait_seconds=1.0
+    )
     with pytest.raises(FailoverRetriesExhausted, match="read: "):
         res.query_idempotent("SELECT 1", what="read")
     res.close()

@@ -43,24 +43,36 @@ def checksum(dsn, schema, table="uk_price"):
 
 
 def test_real_sample_loads_exactly(citus_dsn, schema):
-    r = load_price_paid(SAMPLE, citus_dsn, schema=schema, target="both", jobs=2, chunk_bytes=300_000)
+    r = load_price_paid(
+        SAMPLE, citus_dsn, schema=schema, target="both", jobs=2, chunk_bytes=300_000
+    )
     assert (r.rows_read, r.rows_loaded, r.rows_rejected, r.rows_duplicate) == (10_298, 10_298, 0, 0)
     with open(SAMPLE, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     by_type = Counter(x[4] for x in rows)
     by_year = Counter(int(x[2][:4]) for x in rows)
     total = sum(int(x[1]) for x in rows)
-    for table, ptype, date, price in (("uk_price", "property_type::text", "date_of_transfer", "price"),
-                                      ("uk_price_raw", "property_type", "date_of_transfer", "price::bigint")):
+    for table, ptype, date, price in (
+        ("uk_price", "property_type::text", "date_of_transfer", "price"),
+        ("uk_price_raw", "property_type", "date_of_transfer", "price::bigint"),
+    ):
         got = dict(one(citus_dsn, f"SELECT {ptype}, count(*) FROM {schema}.{table} GROUP BY 1"))
         assert got == by_type
-        got = dict(one(citus_dsn, f"SELECT extract(year FROM {date})::int, count(*) FROM {schema}.{table} GROUP BY 1"))
+        got = dict(
+            one(
+                citus_dsn,
+                f"SELECT extract(year FROM {date})::int, count(*) FROM {schema}.{table} GROUP BY 1",
+            )
+        )
         assert got == by_year
         assert one(citus_dsn, f"SELECT sum({price}) FROM {schema}.{table}")[0][0] == total
     assert one(citus_dsn, f"SELECT count(*) FROM {schema}.uk_price_rejects")[0][0] == 0
     # the real first record, typed
-    rec = one(citus_dsn, f"SELECT price, date_of_transfer::text, postcode, property_type::text, saon, town_city "
-                         f"FROM {schema}.uk_price WHERE transaction_id = '5bbe9cb3-6332-4eb0-9cd3-8737cea4a65a'")
+    rec = one(
+        citus_dsn,
+        f"SELECT price, date_of_transfer::text, postcode, property_type::text, saon, town_city "
+        f"FROM {schema}.uk_price WHERE transaction_id = '5bbe9cb3-6332-4eb0-9cd3-8737cea4a65a'",
+    )
     assert rec == [(42000, "1995-12-21", "NE4 9DN", "S", None, "NEWCASTLE UPON TYNE")]
     # publish from the staged copy adds nothing; the typed table is what the file says
     assert publish_uk_price(citus_dsn, schema=schema).rows_published == 0
@@ -69,32 +81,51 @@ def test_real_sample_loads_exactly(citus_dsn, schema):
 def test_injected_bad_records_rejected_exactly(citus_dsn, schema, tmp_path):
     p = tmp_path / "bad.csv"
     g = generate_complete(p, 20_000, seed=4, bad=50, edge_cases=True, crlf=True)
-    r = load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=256 << 10)
+    r = load_price_paid(
+        p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=256 << 10
+    )
     assert (r.rows_read, r.rows_loaded, r.rows_rejected) == (20_050, 20_000, 50)
     assert r.transcoded_lines > 0
-    got = {ln: (reason, raw) for ln, reason, raw in
-           one(citus_dsn, f"SELECT line_number, reason, raw_record FROM {schema}.uk_price_rejects")}
-    assert {ln: reason for ln, (reason, _) in got.items()} == {b.line: b.reason for b in g.bad_records}
+    got = {
+        ln: (reason, raw)
+        for ln, reason, raw in one(
+            citus_dsn, f"SELECT line_number, reason, raw_record FROM {schema}.uk_price_rejects"
+        )
+    }
+    assert {ln: reason for ln, (reason, _) in got.items()} == {
+        b.line: b.reason for b in g.bad_records
+    }
     lines = p.read_bytes().split(b"\r\n")
     assert all(raw == lines[ln - 1].decode() for ln, (_, raw) in got.items())
     assert one(citus_dsn, f"SELECT count(*) FROM {schema}.uk_price")[0][0] == 20_000
     # Windows-1252 names loaded as the characters they are
-    names = {x for (x,) in one(citus_dsn, f"SELECT DISTINCT paon FROM {schema}.uk_price WHERE paon ~ '[^ -~]'")}
+    names = {
+        x
+        for (x,) in one(
+            citus_dsn, f"SELECT DISTINCT paon FROM {schema}.uk_price WHERE paon ~ '[^ -~]'"
+        )
+    }
     assert names and names <= {"CAFÉ", "NOËL COURT", "BRONTË HOUSE", "CHÂTEAU", "MÜNSTER LODGE"}
 
 
 def test_loading_twice_adds_nothing(citus_dsn, schema, tmp_path):
     p = tmp_path / "a.csv"
     generate_complete(p, 30_000, seed=8)
-    first = load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=512 << 10)
+    first = load_price_paid(
+        p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=512 << 10
+    )
     before = checksum(citus_dsn, schema)
-    again = load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=512 << 10)
+    again = load_price_paid(
+        p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=512 << 10
+    )
     assert first.rows_loaded == 30_000 and again.rows_loaded == 0
     assert again.rows_duplicate == 30_000 and again.chunks_skipped == again.chunks
     # the same records under another name and another chunking: duplicates, not errors
     copy = tmp_path / "copy.csv"
     copy.write_bytes(p.read_bytes() + b"")
-    other = load_price_paid(copy, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=300 << 10)
+    other = load_price_paid(
+        copy, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=300 << 10
+    )
     assert other.rows_loaded == 0 and other.rows_duplicate == 30_000
     assert checksum(citus_dsn, schema) == before == (30_000, before[1])
 
@@ -106,22 +137,40 @@ def test_resume_with_another_chunk_size_loses_nothing(citus_dsn, schema, tmp_pat
     generate_complete(p, 20_000, seed=21, bad=5)
     load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=128 << 10)
     full = checksum(citus_dsn, schema)
-    rejects = one(citus_dsn, f"SELECT array_agg(line_number ORDER BY line_number) FROM {schema}.uk_price_rejects")
+    rejects = one(
+        citus_dsn,
+        f"SELECT array_agg(line_number ORDER BY line_number) FROM {schema}.uk_price_rejects",
+    )
     # what a kill -9 after the first chunk leaves: that chunk's rows, rejects and ledger entry
-    (first_lines,) = one(citus_dsn, f"SELECT rows_read FROM {schema}.uk_price_load_ledger WHERE chunk_offset = 0")[0]
+    (first_lines,) = one(
+        citus_dsn, f"SELECT rows_read FROM {schema}.uk_price_load_ledger WHERE chunk_offset = 0"
+    )[0]
     with open(p, newline="") as f:
-        kept = [row[0][1:-1] for _, row in zip(range(first_lines), csv.reader(f))
-                if re.fullmatch(r"\{[0-9A-Fa-f-]{36}\}", row[0])]
+        kept = [
+            row[0][1:-1]
+            for _, row in zip(range(first_lines), csv.reader(f))
+            if re.fullmatch(r"\{[0-9A-Fa-f-]{36}\}", row[0])
+        ]
     with psycopg.connect(citus_dsn, autocommit=True) as conn:
-        conn.execute(f"DELETE FROM {schema}.uk_price WHERE NOT (transaction_id::text = ANY(%s))",
-                     ([k.lower() for k in kept],))
-        conn.execute(f"DELETE FROM {schema}.uk_price_rejects WHERE line_number > %s", (first_lines,))
+        conn.execute(
+            f"DELETE FROM {schema}.uk_price WHERE NOT (transaction_id::text = ANY(%s))",
+            ([k.lower() for k in kept],),
+        )
+        conn.execute(
+            f"DELETE FROM {schema}.uk_price_rejects WHERE line_number > %s", (first_lines,)
+        )
         conn.execute(f"DELETE FROM {schema}.uk_price_load_ledger WHERE chunk_offset > 0")
     (partial,) = one(citus_dsn, f"SELECT count(*) FROM {schema}.uk_price")[0]
     assert 0 < partial < 20_000
     r = load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=1 << 20)
     assert checksum(citus_dsn, schema) == full
-    assert one(citus_dsn, f"SELECT array_agg(line_number ORDER BY line_number) FROM {schema}.uk_price_rejects") == rejects
+    assert (
+        one(
+            citus_dsn,
+            f"SELECT array_agg(line_number ORDER BY line_number) FROM {schema}.uk_price_rejects",
+        )
+        == rejects
+    )
     assert (r.rows_read, r.rows_loaded, r.rows_duplicate) == (20_005, 20_000 - partial, partial)
 
 
@@ -131,14 +180,30 @@ def test_kill_9_midway_then_rerun_equals_clean_load(citus_dsn, schema, tmp_path)
     clean = schema + "_clean"
     try:
         load_price_paid(p, citus_dsn, schema=clean, target="uk_price", jobs=2, chunk_bytes=1 << 20)
-        cmd = [sys.executable, "-m", "citus_pipeline.cli", "data", "load", str(p), "--dsn", citus_dsn,
-               "--schema", schema, "--jobs", "2", "--chunk-mb", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "citus_pipeline.cli",
+            "data",
+            "load",
+            str(p),
+            "--dsn",
+            citus_dsn,
+            "--schema",
+            schema,
+            "--jobs",
+            "2",
+            "--chunk-mb",
+            "1",
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         committed = 0
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                committed = one(citus_dsn, f"SELECT count(*) FROM {schema}.uk_price_load_ledger")[0][0]
+                committed = one(citus_dsn, f"SELECT count(*) FROM {schema}.uk_price_load_ledger")[
+                    0
+                ][0]
             except psycopg.errors.UndefinedTable:
                 committed = 0
             if committed >= 3:
@@ -149,12 +214,19 @@ def test_kill_9_midway_then_rerun_equals_clean_load(citus_dsn, schema, tmp_path)
         proc.wait()
         partial = one(citus_dsn, f"SELECT count(*) FROM {schema}.uk_price")[0][0]
         assert 0 < partial < 120_000
-        r = load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=1 << 20)
+        r = load_price_paid(
+            p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=1 << 20
+        )
         assert r.chunks_skipped >= 3 and r.rows_loaded == 120_000 - partial
         assert checksum(citus_dsn, schema) == checksum(citus_dsn, clean)
         assert checksum(citus_dsn, schema, "uk_price_rejects")[0] == 20
-        assert one(citus_dsn, f"SELECT array_agg(line_number ORDER BY line_number) FROM {schema}.uk_price_rejects") == \
-            one(citus_dsn, f"SELECT array_agg(line_number ORDER BY line_number) FROM {clean}.uk_price_rejects")
+        assert one(
+            citus_dsn,
+            f"SELECT array_agg(line_number ORDER BY line_number) FROM {schema}.uk_price_rejects",
+        ) == one(
+            citus_dsn,
+            f"SELECT array_agg(line_number ORDER BY line_number) FROM {clean}.uk_price_rejects",
+        )
     finally:
         drop_all(citus_dsn, schema=clean)
 
@@ -209,7 +281,9 @@ def test_wrong_layout_refused_or_rejected_never_loaded_wrong(citus_dsn, schema, 
         d = r[2]
         return r[:2] + [f"{d[8:10]}-{d[5:7]}-{d[0:4]} 00:00"] + r[3:] + ["", "", ""]
 
-    header = ["Transaction unique identifier", "Price", "Date of Transfer"] + [f"c{i}" for i in range(13)]
+    header = ["Transaction unique identifier", "Price", "Date of Transfer"] + [
+        f"c{i}" for i in range(13)
+    ]
     hdr = tmp_path / "header.csv"
     hdr.write_text("\n".join(",".join(f'"{x}"' for x in r) for r in [header] + rows) + "\n")
     with pytest.raises(LayoutError, match="header"):
@@ -221,10 +295,18 @@ def test_wrong_layout_refused_or_rejected_never_loaded_wrong(citus_dsn, schema, 
     # wrong-layout records inside an otherwise good file: rejected one by one
     mixed = tmp_path / "mixed.csv"
     dates = [r[:2] + [f"{r[2][8:10]}-{r[2][5:7]}-{r[2][0:4]} 00:00"] + r[3:] for r in rows[:5]]
-    mixed.write_text("\n".join(",".join(f'"{x}"' for x in r) for r in rows[5:] + dates + [resave(rows[0])]) + "\n")
+    mixed.write_text(
+        "\n".join(",".join(f'"{x}"' for x in r) for r in rows[5:] + dates + [resave(rows[0])])
+        + "\n"
+    )
     r = load_price_paid(mixed, citus_dsn, schema=schema, target="uk_price")
     assert (r.rows_loaded, r.rows_rejected) == (45, 6)
-    reasons = [x for (x,) in one(citus_dsn, f"SELECT reason FROM {schema}.uk_price_rejects ORDER BY line_number")]
+    reasons = [
+        x
+        for (x,) in one(
+            citus_dsn, f"SELECT reason FROM {schema}.uk_price_rejects ORDER BY line_number"
+        )
+    ]
     assert reasons[:5] == [f"bad date '{d[2]}' (expected YYYY-MM-DD 00:00)" for d in dates]
     assert reasons[5] == "field count 19, expected 16"
 
@@ -240,7 +322,9 @@ def test_kill_worker_leader_midload_then_rerun_equals_clean(fresh_cluster, tmp_p
 
     def run():
         try:
-            result["report"] = load_price_paid(p, dsn, schema="killed", target="uk_price", jobs=2, chunk_bytes=1 << 20)
+            result["report"] = load_price_paid(
+                p, dsn, schema="killed", target="uk_price", jobs=2, chunk_bytes=1 << 20
+            )
         except Exception as err:  # noqa: BLE001 - a failed load is re-run below
             result["error"] = err
 

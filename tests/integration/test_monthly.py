@@ -37,11 +37,16 @@ def test_monthly_equals_next_complete_file_and_is_idempotent(citus_dsn, schemas,
     assert (r.adds, r.changes, r.deletes) == (850, 100, 50)
     assert (r.unknown_changes, r.unknown_deletes) == (3, 3)
     assert sorted(r.unknown_ids) == sorted(g.unknown_ids)
-    logged = q(citus_dsn, f"SELECT outcome, count(*) FROM {applied}.uk_price_monthly_log GROUP BY 1 ORDER BY 1")
+    logged = q(
+        citus_dsn,
+        f"SELECT outcome, count(*) FROM {applied}.uk_price_monthly_log GROUP BY 1 ORDER BY 1",
+    )
     assert logged == [("changed", 100), ("deleted", 50), ("inserted", 850), ("unknown id", 6)]
     load_price_paid(nxt, citus_dsn, schema=expected, target="both", jobs=2)
     for table in ("uk_price", "uk_price_raw"):
-        assert q(citus_dsn, CHECKSUM.format(applied, table)) == q(citus_dsn, CHECKSUM.format(expected, table))
+        assert q(citus_dsn, CHECKSUM.format(applied, table)) == q(
+            citus_dsn, CHECKSUM.format(expected, table)
+        )
     before = q(citus_dsn, CHECKSUM.format(applied, "uk_price"))
     again = apply_monthly(month, citus_dsn, schema=applied)
     assert again.files_already_applied == 1 and again.applied == 0
@@ -53,25 +58,41 @@ def test_acd_on_hand_made_rows(citus_dsn, schemas, tmp_path):
     s = schemas[0]
 
     def rec(i, price, status, town="LEEDS"):
-        return (f'"{{00000000-0000-4000-8000-{i:012d}}}","{price}","2024-05-0{i % 9 + 1} 00:00","LS1 1AA","F","N","L",'
-                f'"{i}","FLAT 1","HIGH STREET","","{town}","LEEDS","WEST YORKSHIRE","A","{status}"')
+        return (
+            f'"{{00000000-0000-4000-8000-{i:012d}}}","{price}","2024-05-0{i % 9 + 1} 00:00","LS1 1AA","F","N","L",'
+            f'"{i}","FLAT 1","HIGH STREET","","{town}","LEEDS","WEST YORKSHIRE","A","{status}"'
+        )
 
     base = tmp_path / "base.csv"
     base.write_text("\n".join(rec(i, 100_000 + i, "A") for i in range(1, 6)) + "\n")
     load_price_paid(base, citus_dsn, schema=s, target="uk_price")
     m = tmp_path / "m.csv"
-    m.write_text("\n".join([
-        rec(6, 250_000, "A"),            # new
-        rec(2, 111_111, "C", "BRADFORD"),  # change
-        rec(3, 0, "D").replace('"0"', '"1"'),  # delete
-        rec(9, 5, "C"),                  # unknown id
-        rec(1, 7, "A"),                  # A for an existing id: left unchanged
-        '"{bad}","1","2024-01-01 00:00"',  # rejected
-    ]) + "\n")
+    m.write_text(
+        "\n".join(
+            [
+                rec(6, 250_000, "A"),  # new
+                rec(2, 111_111, "C", "BRADFORD"),  # change
+                rec(3, 0, "D").replace('"0"', '"1"'),  # delete
+                rec(9, 5, "C"),  # unknown id
+                rec(1, 7, "A"),  # A for an existing id: left unchanged
+                '"{bad}","1","2024-01-01 00:00"',  # rejected
+            ]
+        )
+        + "\n"
+    )
     r = apply_monthly(m, citus_dsn, schema=s)
-    assert (r.adds, r.changes, r.deletes, r.unknown_changes, r.adds_existing, r.rows_rejected) == (1, 1, 1, 1, 1, 1)
+    assert (r.adds, r.changes, r.deletes, r.unknown_changes, r.adds_existing, r.rows_rejected) == (
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+    )
     rows = dict(q(citus_dsn, f"SELECT transaction_id::text, (price, town_city) FROM {s}.uk_price"))
     key = lambda i: f"00000000-0000-4000-8000-{i:012d}"
     assert set(rows) == {key(i) for i in (1, 2, 4, 5, 6)}
     assert rows[key(2)] == ("111111", "BRADFORD") and rows[key(1)] == ("100001", "LEEDS")
-    assert q(citus_dsn, f"SELECT line_number, reason FROM {s}.uk_price_rejects") == [(6, "field count 3, expected 16")]
+    assert q(citus_dsn, f"SELECT line_number, reason FROM {s}.uk_price_rejects") == [
+        (6, "field count 3, expected 16")
+    ]

@@ -18,7 +18,11 @@ from citus_pipeline.defs.citus.timing import percentile
 
 
 def test_balance_passes_within_ratio():
-    nodes = {1: {"shards": 11, "bytes": 110}, 2: {"shards": 11, "bytes": 105}, 3: {"shards": 10, "bytes": 100}}
+    nodes = {
+        1: {"shards": 11, "bytes": 110},
+        2: {"shards": 11, "bytes": 105},
+        3: {"shards": 10, "bytes": 100},
+    }
     v = evaluate_balance(nodes, [1, 2, 3])
     assert v.passed and v.ratio == pytest.approx(1.1)
 
@@ -36,7 +40,11 @@ def test_balance_fails_when_an_active_worker_is_empty():
 
 
 def test_balance_ignores_inactive_groups():
-    nodes = {1: {"shards": 16, "bytes": 100}, 2: {"shards": 16, "bytes": 100}, 3: {"shards": 0, "bytes": 0}}
+    nodes = {
+        1: {"shards": 16, "bytes": 100},
+        2: {"shards": 16, "bytes": 100},
+        3: {"shards": 0, "bytes": 0},
+    }
     assert evaluate_balance(nodes, [1, 2]).passed
 
 

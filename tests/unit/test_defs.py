@@ -21,7 +21,13 @@ def _keys():
 
 def test_assets_checks_and_automation_are_defined():
     graph, keys = _keys()
-    assert keys == {"citus_cluster", "uk_price_raw", "uk_price", "uk_price_rebalanced", "uk_price_monthly"}
+    assert keys == {
+        "citus_cluster",
+        "uk_price_raw",
+        "uk_price",
+        "uk_price_rebalanced",
+        "uk_price_monthly",
+    }
     checks = {c.to_user_string() for c in graph.asset_check_keys}
     assert checks == {
         "uk_price:counts",
@@ -81,7 +87,9 @@ def test_dagster_validators_accept_the_code_location(cmd, tmp_path):
     assert exe, f"{cmd[0]} not installed in the environment"
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
-    proc = subprocess.run([exe, *cmd[1:]], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [exe, *cmd[1:]], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 

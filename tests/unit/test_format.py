@@ -10,8 +10,24 @@ import pytest
 from citus_pipeline.data import format as fmt
 
 SAMPLE = Path(__file__).parents[1] / "data" / "pp-sample-1995.csv"
-GOOD = ["{5BBE9CB3-6332-4EB0-9CD3-8737CEA4A65A}", "42000", "1995-12-21 00:00", "NE4 9DN", "S", "N", "F",
-        "8", "", "MATFEN PLACE", "FENHAM", "NEWCASTLE UPON TYNE", "NEWCASTLE UPON TYNE", "TYNE AND WEAR", "A", "A"]
+GOOD = [
+    "{5BBE9CB3-6332-4EB0-9CD3-8737CEA4A65A}",
+    "42000",
+    "1995-12-21 00:00",
+    "NE4 9DN",
+    "S",
+    "N",
+    "F",
+    "8",
+    "",
+    "MATFEN PLACE",
+    "FENHAM",
+    "NEWCASTLE UPON TYNE",
+    "NEWCASTLE UPON TYNE",
+    "TYNE AND WEAR",
+    "A",
+    "A",
+]
 
 
 def with_(i: int, v: str) -> list[str]:
@@ -29,7 +45,10 @@ def test_good_record_passes():
     [
         (GOOD + ["x", "y", "z"], "field count 19, expected 16"),
         (GOOD[:15], "field count 15, expected 16"),
-        (with_(0, "5BBE9CB3-6332-4EB0-9CD3-8737CEA4A65A"), "bad GUID '5BBE9CB3-6332-4EB0-9CD3-8737CEA4A65A'"),
+        (
+            with_(0, "5BBE9CB3-6332-4EB0-9CD3-8737CEA4A65A"),
+            "bad GUID '5BBE9CB3-6332-4EB0-9CD3-8737CEA4A65A'",
+        ),
         (with_(1, "abc"), "price not an integer: 'abc'"),
         (with_(1, "0"), "price out of range: '0'"),
         (with_(1, "-5"), "price out of range: '-5'"),

@@ -32,12 +32,18 @@ def test_layout_and_determinism(tmp_path):
     shares = Counter(r[4] for r in recs)
     assert set(shares) == set("DSTFO")
     assert 0.2 < shares["T"] / len(recs) < 0.4 and shares["O"] < shares["F"]
+
     # prices grow over the years and detached houses cost more than terraced ones
     def median(xs):
         xs = sorted(xs)
         return xs[len(xs) // 2]
-    assert median([int(r[1]) for r in recs if r[2] < "1998"]) < median([int(r[1]) for r in recs if r[2] > "2020"])
-    assert median([int(r[1]) for r in recs if r[4] == "D"]) > median([int(r[1]) for r in recs if r[4] == "T"])
+
+    assert median([int(r[1]) for r in recs if r[2] < "1998"]) < median(
+        [int(r[1]) for r in recs if r[2] > "2020"]
+    )
+    assert median([int(r[1]) for r in recs if r[4] == "D"]) > median(
+        [int(r[1]) for r in recs if r[4] == "T"]
+    )
     assert len({r[0] for r in recs}) == len(recs)
 
 

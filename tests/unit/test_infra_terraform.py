@@ -56,8 +56,13 @@ def tf() -> dict[str, dict[str, dict[str, Any]]]:
 def test_terraform_fmt_check():
     if shutil.which("terraform") is None:
         pytest.skip("terraform binary not installed")
-    r = subprocess.run(["terraform", "fmt", "-check", "-recursive", str(INFRA)],
-                       capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        ["terraform", "fmt", "-check", "-recursive", str(INFRA)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, f"terraform fmt -check failed for: {r.stdout}{r.stderr}"
 
 
@@ -79,7 +84,11 @@ def test_versions_pinned():
 
 def test_default_node_group_is_3_nodes_of_4_vcpu_16_gb(tf):
     v = tf["variable"]
-    assert (v["node_count"]["default"], v["node_cores"]["default"], v["node_memory_gb"]["default"]) == (3, 4, 16)
+    assert (
+        v["node_count"]["default"],
+        v["node_cores"]["default"],
+        v["node_memory_gb"]["default"],
+    ) == (3, 4, 16)
     ng = tf["resource"]["yandex_kubernetes_node_group.main"]
     res = ng["instance_template"][0]["resources"][0]
     assert res["cores"] == "${var.node_cores}"
@@ -104,9 +113,14 @@ def test_every_variable_and_output_is_documented(tf):
 
 def test_service_account_roles(tf):
     r = tf["resource"]
-    cluster_roles = set(re.findall(r'"([^"]+)"', r["yandex_resourcemanager_folder_iam_member.cluster"]["for_each"]))
+    cluster_roles = set(
+        re.findall(r'"([^"]+)"', r["yandex_resourcemanager_folder_iam_member.cluster"]["for_each"])
+    )
     assert cluster_roles == {"k8s.clusters.agent", "vpc.publicAdmin", "load-balancer.admin"}
-    assert r["yandex_resourcemanager_folder_iam_member.nodes_puller"]["role"] == "container-registry.images.puller"
+    assert (
+        r["yandex_resourcemanager_folder_iam_member.nodes_puller"]["role"]
+        == "container-registry.images.puller"
+    )
 
 
 def test_outputs(tf):

@@ -97,7 +97,10 @@ def test_dagster_values_read_the_dsn_from_a_secret():
     dep = v["dagster-user-deployments"]["deployments"][0]
     assert dep["codeServerArgs"] == ["-m", "citus_pipeline.definitions"]
     assert dep["image"]["tag"] != "latest"
-    for env in (dep["env"], v["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]["env"]):
+    for env in (
+        dep["env"],
+        v["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]["env"],
+    ):
         by = {e["name"]: e for e in env}
         assert by["CITUS_DSN"]["valueFrom"]["secretKeyRef"]["name"] == "citus-dsn"
         assert "value" not in by["CITUS_DSN"] and "value" not in by["PGPASSWORD"]
@@ -106,7 +109,9 @@ def test_dagster_values_read_the_dsn_from_a_secret():
 # ---- entrypoint -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def entrypoint():
-    spec = importlib.util.spec_from_file_location("citus_entrypoint", REPO / "k8s" / "image" / "entrypoint.py")
+    spec = importlib.util.spec_from_file_location(
+        "citus_entrypoint", REPO / "k8s" / "image" / "entrypoint.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -120,12 +125,17 @@ def pod_env(tmp_path, group=1) -> dict[str, str]:
     for e in mf.member_env(s, group):
         if "value" in e:
             env[e["name"]] = e["value"]
-    env.update({
-        "PATRONI_NAME": f"citusdemo-{group}-0", "PATRONI_KUBERNETES_NAMESPACE": "citus",
-        "PATRONI_KUBERNETES_POD_IP": "10.112.1.7", "PATRONI_SUPERUSER_PASSWORD": "s3cret-su",
-        "PATRONI_REPLICATION_PASSWORD": "s3cret-repl", "PATRONI_RESTAPI_PASSWORD": "s3cret-api",
-        "CITUS_PATRONI_BOOTSTRAP_FILE": str(boot),
-    })
+    env.update(
+        {
+            "PATRONI_NAME": f"citusdemo-{group}-0",
+            "PATRONI_KUBERNETES_NAMESPACE": "citus",
+            "PATRONI_KUBERNETES_POD_IP": "10.112.1.7",
+            "PATRONI_SUPERUSER_PASSWORD": "s3cret-su",
+            "PATRONI_REPLICATION_PASSWORD": "s3cret-repl",
+            "PATRONI_RESTAPI_PASSWORD": "s3cret-api",
+            "CITUS_PATRONI_BOOTSTRAP_FILE": str(boot),
+        }
+    )
     # what the kubelet does with $(VAR) references
     for k, v in env.items():
         env[k] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], v)
@@ -135,10 +145,15 @@ def pod_env(tmp_path, group=1) -> dict[str, str]:
 def test_entrypoint_config_uses_the_stable_dns_name_and_no_secrets(entrypoint, tmp_path):
     env = pod_env(tmp_path)
     cfg = entrypoint.build_config(env)
-    assert cfg["postgresql"]["connect_address"] == "citusdemo-1-0.citusdemo-1-headless.citus.svc:5432"
+    assert (
+        cfg["postgresql"]["connect_address"] == "citusdemo-1-0.citusdemo-1-headless.citus.svc:5432"
+    )
     assert cfg["restapi"]["connect_address"] == "citusdemo-1-0.citusdemo-1-headless.citus.svc:8008"
     assert cfg["citus"] == {"group": 1, "database": "citus"}
-    assert cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]["password_encryption"] == "scram-sha-256"
+    assert (
+        cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]["password_encryption"]
+        == "scram-sha-256"
+    )
     assert cfg["postgresql"]["parameters"]["ssl"] == "on"
     out = tmp_path / "patroni.yml"
     entrypoint.write_config(cfg, out)
@@ -151,8 +166,10 @@ def test_entrypoint_builds_the_dns_name_when_no_connect_address_is_given(entrypo
     env = pod_env(tmp_path, group=2)
     del env["PATRONI_POSTGRESQL_CONNECT_ADDRESS"]
     env["CITUS_HEADLESS_SERVICE"] = "citusdemo-2-headless"
-    assert entrypoint.build_config(env)["postgresql"]["connect_address"] == \
-        "citusdemo-2-0.citusdemo-2-headless.citus.svc:5432"
+    assert (
+        entrypoint.build_config(env)["postgresql"]["connect_address"]
+        == "citusdemo-2-0.citusdemo-2-headless.citus.svc:5432"
+    )
     del env["CITUS_HEADLESS_SERVICE"]
     assert entrypoint.build_config(env)["postgresql"]["connect_address"] == "10.112.1.7:5432"
 
@@ -160,7 +177,10 @@ def test_entrypoint_builds_the_dns_name_when_no_connect_address_is_given(entrypo
 def test_entrypoint_refuses_missing_secrets_in_one_line(entrypoint, tmp_path):
     env = pod_env(tmp_path)
     del env["PATRONI_RESTAPI_PASSWORD"]
-    with pytest.raises(entrypoint.EntrypointError, match="^environment variables not set: PATRONI_RESTAPI_PASSWORD$"):
+    with pytest.raises(
+        entrypoint.EntrypointError,
+        match="^environment variables not set: PATRONI_RESTAPI_PASSWORD$",
+    ):
         entrypoint.build_config(env)
 
 

@@ -109,8 +109,13 @@ def test_patroni_env(spec, objs):
         assert env["PATRONI_CITUS_DATABASE"]["value"] == spec.database
         assert env["PATRONI_KUBERNETES_USE_ENDPOINTS"]["value"] == "true"
         assert env["PATRONI_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-        assert env["PATRONI_KUBERNETES_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-        assert env["PATRONI_KUBERNETES_POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        assert (
+            env["PATRONI_KUBERNETES_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"]
+            == "metadata.namespace"
+        )
+        assert (
+            env["PATRONI_KUBERNETES_POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        )
         assert env["PATRONI_KUBERNETES_LEADER_LABEL_VALUE"]["value"] == "primary"
         labels = yaml.safe_load(env["PATRONI_KUBERNETES_LABELS"]["value"])
         pod_labels = s["spec"]["template"]["metadata"]["labels"]
@@ -128,8 +133,14 @@ def test_connect_address_is_the_stable_dns_name(spec, objs):
         names = list(env)
         headless = s["spec"]["serviceName"]
         assert headless == f"{name}-headless"
-        for var, port in (("PATRONI_POSTGRESQL_CONNECT_ADDRESS", 5432), ("PATRONI_RESTAPI_CONNECT_ADDRESS", 8008)):
-            assert env[var]["value"] == f"$(PATRONI_NAME).{headless}.$(PATRONI_KUBERNETES_NAMESPACE).svc:{port}"
+        for var, port in (
+            ("PATRONI_POSTGRESQL_CONNECT_ADDRESS", 5432),
+            ("PATRONI_RESTAPI_CONNECT_ADDRESS", 8008),
+        ):
+            assert (
+                env[var]["value"]
+                == f"$(PATRONI_NAME).{headless}.$(PATRONI_KUBERNETES_NAMESPACE).svc:{port}"
+            )
             # $(VAR) expands only variables defined earlier in the list
             assert names.index("PATRONI_NAME") < names.index(var)
             assert names.index("PATRONI_KUBERNETES_NAMESPACE") < names.index(var)
@@ -143,11 +154,16 @@ def test_secrets_are_referenced_never_inlined(spec, objs):
     assert not [o for o in objs if o["kind"] == "Secret"]
     for s in by_kind(objs, "StatefulSet").values():
         env = env_of(s)
-        for var, key in (("PATRONI_SUPERUSER_PASSWORD", "superuser-password"),
-                         ("PATRONI_REPLICATION_PASSWORD", "replication-password"),
-                         ("PATRONI_RESTAPI_PASSWORD", "restapi-password")):
+        for var, key in (
+            ("PATRONI_SUPERUSER_PASSWORD", "superuser-password"),
+            ("PATRONI_REPLICATION_PASSWORD", "replication-password"),
+            ("PATRONI_RESTAPI_PASSWORD", "restapi-password"),
+        ):
             assert "value" not in env[var]
-            assert env[var]["valueFrom"]["secretKeyRef"] == {"name": spec.credentials.kubernetes_secret, "key": key}
+            assert env[var]["valueFrom"]["secretKeyRef"] == {
+                "name": spec.credentials.kubernetes_secret,
+                "key": key,
+            }
         assert env["PATRONI_RESTAPI_USERNAME"]["value"] == spec.credentials.restapi_user
     for s in by_kind(objs, "StatefulSet").values():
         for e in env_of(s).values():
@@ -165,7 +181,9 @@ def test_storage_probes_resources_and_grace(spec, objs):
         assert [v["metadata"]["name"] for v in vct] == ["pgdata"]
         assert vct[0]["spec"]["resources"]["requests"]["storage"] == k.storage_size
         assert vct[0]["spec"]["storageClassName"] == k.storage_class
-        assert not any(v["name"] == "pgdata" for v in pod["volumes"]), "pgdata must be a PVC, not a pod volume"
+        assert not any(v["name"] == "pgdata" for v in pod["volumes"]), (
+            "pgdata must be a PVC, not a pod volume"
+        )
         assert pod["terminationGracePeriodSeconds"] == k.termination_grace_period_seconds
         c = pod["containers"][0]
         assert c["readinessProbe"]["httpGet"]["path"] == "/readiness"
@@ -179,7 +197,9 @@ def test_storage_probes_resources_and_grace(spec, objs):
 
 def test_anti_affinity_across_nodes(objs):
     for s in by_kind(objs, "StatefulSet").values():
-        req = s["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        req = s["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
         assert req[0]["topologyKey"] == "kubernetes.io/hostname"
         assert req[0]["labelSelector"]["matchLabels"] == s["spec"]["selector"]["matchLabels"]
 
@@ -190,14 +210,18 @@ def test_pdb_per_group(spec, objs):
     assert set(pdbs) == set(sts)
     for name, pdb in pdbs.items():
         assert pdb["spec"]["maxUnavailable"] == 1
-        assert pdb["spec"]["selector"]["matchLabels"] == sts[name]["spec"]["selector"]["matchLabels"]
+        assert (
+            pdb["spec"]["selector"]["matchLabels"] == sts[name]["spec"]["selector"]["matchLabels"]
+        )
 
 
 def test_patroni_dcs_services_and_endpoints(spec, objs):
     svcs, eps = by_kind(objs, "Service"), by_kind(objs, "Endpoints")
     for g in range(spec.workers.groups + 1):
         leader = svcs[f"citusdemo-{g}"]
-        assert "selector" not in leader["spec"], "Patroni fills the leader Endpoints, not a selector"
+        assert "selector" not in leader["spec"], (
+            "Patroni fills the leader Endpoints, not a selector"
+        )
         assert leader["spec"]["ports"][0]["name"] == "postgresql"
         assert eps[f"citusdemo-{g}"]["metadata"]["labels"]["citus-group"] == str(g)
         cfg = svcs[f"citusdemo-{g}-config"]
@@ -214,12 +238,20 @@ def test_services_with_a_selector_stay_out_of_patronis_label_selector(spec, objs
 
 
 def test_two_load_balancers(spec, objs):
-    lbs = {n: s for n, s in by_kind(objs, "Service").items() if s["spec"].get("type") == "LoadBalancer"}
+    lbs = {
+        n: s for n, s in by_kind(objs, "Service").items() if s["spec"].get("type") == "LoadBalancer"
+    }
     assert set(lbs) == {"citusdemo-coordinator", "citusdemo-workers"}
     coord, workers = lbs["citusdemo-coordinator"]["spec"], lbs["citusdemo-workers"]["spec"]
-    assert coord["selector"] == {"application": "citus-pipeline", "cluster-name": spec.name,
-                                 "citus-type": "coordinator", "role": "primary"}
-    assert workers["selector"]["citus-type"] == "worker" and workers["selector"]["role"] == "primary"
+    assert coord["selector"] == {
+        "application": "citus-pipeline",
+        "cluster-name": spec.name,
+        "citus-type": "coordinator",
+        "role": "primary",
+    }
+    assert (
+        workers["selector"]["citus-type"] == "worker" and workers["selector"]["role"] == "primary"
+    )
     for s in (coord, workers):
         assert s["ports"][0]["port"] == 5432
 
@@ -236,8 +268,13 @@ def test_bootstrap_config_scram_and_tls(spec, objs):
         assert line.startswith(("local", "hostssl")), line
     local = cfg["postgresql"]["parameters"]
     assert local["ssl"] == "on"
-    assert {local["ssl_cert_file"], local["ssl_ca_file"]} == {"/etc/citus-tls/tls.crt", "/etc/citus-tls/ca.crt"}
-    assert dcs["ttl"] == spec.patroni.ttl and dcs["synchronous_mode"] == spec.patroni.synchronous_mode
+    assert {local["ssl_cert_file"], local["ssl_ca_file"]} == {
+        "/etc/citus-tls/tls.crt",
+        "/etc/citus-tls/ca.crt",
+    }
+    assert (
+        dcs["ttl"] == spec.patroni.ttl and dcs["synchronous_mode"] == spec.patroni.synchronous_mode
+    )
     sts = by_kind(objs, "StatefulSet")["citusdemo-1"]["spec"]["template"]["spec"]
     tls = next(v for v in sts["volumes"] if v["name"] == "tls")
     assert tls["secret"]["secretName"] == spec.kubernetes.tls_secret
@@ -254,22 +291,39 @@ def test_network_policies(spec, objs):
     assert dag["podSelector"]["matchLabels"]["citus-type"] == "coordinator"
     assert dag["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
     assert dag["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": spec.kubernetes.dagster_namespace}
+        "kubernetes.io/metadata.name": spec.kubernetes.dagster_namespace
+    }
     lb = pols["citusdemo-load-balancer-clients"]["spec"]
     assert lb["podSelector"]["matchLabels"]["role"] == "primary"
-    assert [f["ipBlock"]["cidr"] for f in lb["ingress"][0]["from"]] == list(spec.kubernetes.client_cidrs)
+    assert [f["ipBlock"]["cidr"] for f in lb["ingress"][0]["from"]] == list(
+        spec.kubernetes.client_cidrs
+    )
     # nothing else opens a port
-    opened = {p["port"] for pol in pols.values() for rule in pol["spec"]["ingress"] for p in rule["ports"]}
+    opened = {
+        p["port"] for pol in pols.values() for rule in pol["spec"]["ingress"] for p in rule["ports"]
+    }
     assert opened == {5432, 8008}
 
 
 # ---- RBAC -------------------------------------------------------------------------------------
 # CoreV1Api method prefix -> RBAC verb; the resource is the method's tail (_kind -> endpoints,
 # as Patroni is configured with use_endpoints: true).
-_VERB = {"list": "list", "read": "get", "create": "create", "patch": "patch",
-         "replace": "update", "delete_collection": "deletecollection", "delete": "delete"}
-_RESOURCE = {"pod": "pods", "kind": "endpoints", "endpoints": "endpoints", "service": "services",
-             "config_map": "configmaps"}
+_VERB = {
+    "list": "list",
+    "read": "get",
+    "create": "create",
+    "patch": "patch",
+    "replace": "update",
+    "delete_collection": "deletecollection",
+    "delete": "delete",
+}
+_RESOURCE = {
+    "pod": "pods",
+    "kind": "endpoints",
+    "endpoints": "endpoints",
+    "service": "services",
+    "config_map": "configmaps",
+}
 # Calls that only `patronictl` reaches, never the Patroni daemon: deliberately not granted.
 _CTL_ONLY = {"delete_collection_namespaced_kind"}
 
@@ -279,8 +333,12 @@ def _patroni_api_calls() -> set[str]:
     tree = ast.parse(Path(patroni_k8s.__file__).read_text())
     calls = set()
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-                and node.value.attr == "_api" and "namespaced" in node.attr):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "_api"
+            and "namespaced" in node.attr
+        ):
             calls.add(node.attr)
     return calls
 
@@ -308,16 +366,25 @@ def test_rbac_grants_exactly_the_verbs_patroni_uses(objs):
         for res in rule["resources"]:
             granted.setdefault(res, set()).update(rule["verbs"])
     assert granted == _expected_rules()
-    assert granted == {"endpoints": {"create", "get", "list", "patch", "watch"},
-                       "pods": {"list", "patch", "watch"}, "services": {"create"}}
+    assert granted == {
+        "endpoints": {"create", "get", "list", "patch", "watch"},
+        "pods": {"list", "patch", "watch"},
+        "services": {"create"},
+    }
 
 
 def test_rbac_is_namespaced(spec, objs):
     kinds = {o["kind"] for o in objs}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
     rb = by_kind(objs, "RoleBinding")["citusdemo-patroni"]
-    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "citusdemo-patroni"}
-    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "citusdemo", "namespace": spec.kubernetes.namespace}]
+    assert rb["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "citusdemo-patroni",
+    }
+    assert rb["subjects"] == [
+        {"kind": "ServiceAccount", "name": "citusdemo", "namespace": spec.kubernetes.namespace}
+    ]
     for s in by_kind(objs, "StatefulSet").values():
         assert s["spec"]["template"]["spec"]["serviceAccountName"] == "citusdemo"
 
@@ -342,7 +409,9 @@ def test_overlay_patches_the_base_load_balancers(objs):
     overlay = REPO / "k8s" / "overlays" / "yandex-cloud"
     k = yaml.safe_load((overlay / "kustomization.yaml").read_text())
     assert "../../base" in k["resources"]
-    lb_names = {n for n, s in by_kind(objs, "Service").items() if s["spec"].get("type") == "LoadBalancer"}
+    lb_names = {
+        n for n, s in by_kind(objs, "Service").items() if s["spec"].get("type") == "LoadBalancer"
+    }
     patch_file = next(p["path"] for p in k["patches"] if "path" in p)
     patched = list(yaml.safe_load_all((overlay / patch_file).read_text()))
     assert {p["metadata"]["name"] for p in patched} == lb_names
@@ -351,27 +420,42 @@ def test_overlay_patches_the_base_load_balancers(objs):
         assert ann["yandex.cloud/load-balancer-type"] == "internal"
         assert "yandex.cloud/subnet-id" in ann
     sc = yaml.safe_load((overlay / "storage-class.yaml").read_text())
-    storage_patch = next(p for p in k["patches"] if p.get("target", {}).get("kind") == "StatefulSet")
+    storage_patch = next(
+        p for p in k["patches"] if p.get("target", {}).get("kind") == "StatefulSet"
+    )
     assert sc["metadata"]["name"] in storage_patch["patch"]
-    image = next(o for o in objs if o["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
+    image = next(o for o in objs if o["kind"] == "StatefulSet")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["image"]
     assert image.rsplit(":", 1)[0] in {i["name"] for i in k["images"]}
 
 
 # ---- CLI --------------------------------------------------------------------------------------
 def test_cli_render_and_validate(tmp_path):
     runner = CliRunner()
-    r = runner.invoke(k8s_app, ["render", "--spec", str(REPO / "cluster.yaml"), "--out", str(tmp_path)])
+    r = runner.invoke(
+        k8s_app, ["render", "--spec", str(REPO / "cluster.yaml"), "--out", str(tmp_path)]
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "group-2.yaml").exists()
-    r = runner.invoke(k8s_app, ["validate", "--spec", str(REPO / "cluster.yaml"), "--dir", str(tmp_path)])
+    r = runner.invoke(
+        k8s_app, ["validate", "--spec", str(REPO / "cluster.yaml"), "--dir", str(tmp_path)]
+    )
     assert r.exit_code == 0, r.output
     assert "29 objects valid" in r.output
 
 
 def test_cli_validate_reports_an_invalid_file(tmp_path):
-    bad = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": "nope"}}
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": "nope"},
+    }
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    r = CliRunner().invoke(k8s_app, ["validate", "--spec", str(REPO / "cluster.yaml"), "--dir", str(tmp_path)])
+    r = CliRunner().invoke(
+        k8s_app, ["validate", "--spec", str(REPO / "cluster.yaml"), "--dir", str(tmp_path)]
+    )
     assert r.exit_code == 1
     assert "bad.yaml: Service/x: spec.ports" in r.output
 
@@ -387,16 +471,24 @@ def test_cli_render_bad_spec_is_one_line(tmp_path):
 def test_resource_paths():
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "citus"}}
     assert resource_path(svc) == "/api/v1/namespaces/citus/services/a"
-    sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s", "namespace": "n"}}
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "s", "namespace": "n"},
+    }
     assert resource_path(sts, "") == "/apis/apps/v1/namespaces/n/statefulsets"
     with pytest.raises(SpecError, match="not supported"):
-        resource_path({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"}})
+        resource_path(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"}}
+        )
 
 
 def test_tls_sans_cover_every_group_member(spec):
     sans = mf.tls_dns_names(spec)
     assert f"*.citusdemo-0-headless.{spec.kubernetes.namespace}.svc" in sans
-    assert f"*.citusdemo-{spec.workers.groups + 16}-headless.{spec.kubernetes.namespace}.svc" in sans
+    assert (
+        f"*.citusdemo-{spec.workers.groups + 16}-headless.{spec.kubernetes.namespace}.svc" in sans
+    )
     host = mf.member_dns_name(spec, 1, 0)
     first, rest = host.split(".", 1)
     assert first == "citusdemo-1-0" and f"*.{rest}" in sans  # a wildcard covers exactly one label

@@ -68,25 +68,46 @@ def pod(group: int, ordinal: int, status: dict | None, role_label: str | None = 
 
 def member_status(group: int, ordinal: int, role: str, lsn: int, **extra) -> dict:
     host = mf.member_dns_name(SPEC, group, ordinal)
-    return {"conn_url": f"postgres://{host}:5432/postgres", "api_url": f"http://{host}:8008/patroni",
-            "state": "running", "role": role, "version": "4.1.5", "xlog_location": lsn, "timeline": 2,
-            **extra}
+    return {
+        "conn_url": f"postgres://{host}:5432/postgres",
+        "api_url": f"http://{host}:8008/patroni",
+        "state": "running",
+        "role": role,
+        "version": "4.1.5",
+        "xlog_location": lsn,
+        "timeline": 2,
+        **extra,
+    }
 
 
 def endpoints(name: str, group: int, annotations: dict) -> _Endpoints:
     labels = {**mf.base_labels(SPEC), "citus-group": str(group)}
-    return _Endpoints(metadata=V1ObjectMeta(name=name, namespace=NS, labels=labels, annotations=annotations))
+    return _Endpoints(
+        metadata=V1ObjectMeta(name=name, namespace=NS, labels=labels, annotations=annotations)
+    )
 
 
-def statefulset(group: int, image: str = SPEC.kubernetes.image, storage: str | None = "yc-network-ssd"):
+def statefulset(
+    group: int, image: str = SPEC.kubernetes.image, storage: str | None = "yc-network-ssd"
+):
     return V1StatefulSet(
-        metadata=V1ObjectMeta(name=f"citusdemo-{group}", namespace=NS, labels=mf.group_labels(SPEC, group)),
+        metadata=V1ObjectMeta(
+            name=f"citusdemo-{group}", namespace=NS, labels=mf.group_labels(SPEC, group)
+        ),
         spec=V1StatefulSetSpec(
-            selector=V1LabelSelector(match_labels={**mf.base_labels(SPEC), "citus-group": str(group)}),
+            selector=V1LabelSelector(
+                match_labels={**mf.base_labels(SPEC), "citus-group": str(group)}
+            ),
             service_name=f"citusdemo-{group}-headless",
-            template=V1PodTemplateSpec(spec=V1PodSpec(containers=[V1Container(name="patroni", image=image)])),
-            volume_claim_templates=[_PVC(metadata=V1ObjectMeta(name="pgdata"),
-                                         spec=V1PersistentVolumeClaimSpec(storage_class_name=storage))],
+            template=V1PodTemplateSpec(
+                spec=V1PodSpec(containers=[V1Container(name="patroni", image=image)])
+            ),
+            volume_claim_templates=[
+                _PVC(
+                    metadata=V1ObjectMeta(name="pgdata"),
+                    spec=V1PersistentVolumeClaimSpec(storage_class_name=storage),
+                )
+            ],
         ),
     )
 
@@ -96,17 +117,23 @@ class FakeCore:
         self.log, self.pods, self.eps, self.lb_ip = log, list(pods), list(eps), lb_ip
 
     def list_namespaced_pod(self, namespace, label_selector=None):
-        return V1PodList(items=[p for p in self.pods if _matches(p.metadata.labels, label_selector)])
+        return V1PodList(
+            items=[p for p in self.pods if _matches(p.metadata.labels, label_selector)]
+        )
 
     def list_namespaced_endpoints(self, namespace, label_selector=None):
-        return V1EndpointsList(items=[e for e in self.eps if _matches(e.metadata.labels, label_selector)])
+        return V1EndpointsList(
+            items=[e for e in self.eps if _matches(e.metadata.labels, label_selector)]
+        )
 
     def read_namespaced_service(self, name, namespace):
         if name != "citusdemo-coordinator":
             raise NotFound()
         ingress = [V1LoadBalancerIngress(ip=self.lb_ip)] if self.lb_ip else []
-        return V1Service(metadata=V1ObjectMeta(name=name, namespace=namespace),
-                         status=V1ServiceStatus(load_balancer=V1LoadBalancerStatus(ingress=ingress)))
+        return V1Service(
+            metadata=V1ObjectMeta(name=name, namespace=namespace),
+            status=V1ServiceStatus(load_balancer=V1LoadBalancerStatus(ingress=ingress)),
+        )
 
     def create_namespaced_service(self, namespace, body):
         self.log.append(("create", "Service", body["metadata"]["name"], body))
@@ -142,7 +169,9 @@ class FakeApps:
         self.log, self.sets, self.core = log, list(sets), core
 
     def list_namespaced_stateful_set(self, namespace, label_selector=None):
-        return V1StatefulSetList(items=[s for s in self.sets if _matches(s.metadata.labels, label_selector)])
+        return V1StatefulSetList(
+            items=[s for s in self.sets if _matches(s.metadata.labels, label_selector)]
+        )
 
     def create_namespaced_stateful_set(self, namespace, body):
         self.log.append(("create", "StatefulSet", body["metadata"]["name"], body))
@@ -150,7 +179,9 @@ class FakeApps:
     def delete_namespaced_stateful_set(self, name, namespace):
         self.log.append(("delete", "StatefulSet", name))
         group = name.rsplit("-", 1)[1]
-        self.core.pods = [p for p in self.core.pods if p.metadata.labels.get("citus-group") != group]
+        self.core.pods = [
+            p for p in self.core.pods if p.metadata.labels.get("citus-group") != group
+        ]
 
 
 class FakePolicy:
@@ -180,7 +211,10 @@ class FakeCitus:
 
     def __init__(self, log, groups=(1, 2), placements=None, drain_fails=False, reachable=True):
         self.log = log
-        self.nodes = {g: (g + 1, g, mf.member_dns_name(SPEC, g, 0), 5432, "primary", True, True) for g in groups}
+        self.nodes = {
+            g: (g + 1, g, mf.member_dns_name(SPEC, g, 0), 5432, "primary", True, True)
+            for g in groups
+        }
         self.placements = dict(placements or {g: 16 for g in groups})
         self.drain_fails, self.reachable = drain_fails, reachable
         self.dsns: list[str] = []
@@ -201,7 +235,12 @@ class FakeCitus:
         if sql == citus_meta.DIST_NODES_SQL:
             return FakeCursor([self.nodes[g] for g in sorted(self.nodes)])
         if sql == citus_meta.NODE_SHARDS_SQL:
-            return FakeCursor([(g, r[2], r[3], self.placements.get(g, 0), 0) for g, r in sorted(self.nodes.items())])
+            return FakeCursor(
+                [
+                    (g, r[2], r[3], self.placements.get(g, 0), 0)
+                    for g, r in sorted(self.nodes.items())
+                ]
+            )
         if sql == citus_meta.PLACEMENTS_IN_GROUP_SQL:
             return FakeCursor([(self.placements.get(params[0], 0),)])
         if sql == citus_meta.DRAIN_SQL:
@@ -227,30 +266,58 @@ def healthy_pods(groups=(0, 1, 2)):
         n = SPEC.members_in_group(g)
         out.append(pod(g, 0, member_status(g, 0, "primary", 100 * 1048576), "primary"))
         for i in range(1, n):
-            out.append(pod(g, i, member_status(g, i, "replica", (100 - i) * 1048576,
-                                               replication_state="streaming"), "replica"))
+            out.append(
+                pod(
+                    g,
+                    i,
+                    member_status(
+                        g, i, "replica", (100 - i) * 1048576, replication_state="streaming"
+                    ),
+                    "replica",
+                )
+            )
     return out
 
 
 def dcs_endpoints(groups=(0, 1, 2)):
     out = []
     for g in groups:
-        out.append(endpoints(f"citusdemo-{g}", g, {"leader": f"citusdemo-{g}-0", "optime": str(100 * 1048576)}))
-        out.append(endpoints(f"citusdemo-{g}-sync", g, {"leader": f"citusdemo-{g}-0", "sync_standby": f"citusdemo-{g}-1"}))
+        out.append(
+            endpoints(
+                f"citusdemo-{g}", g, {"leader": f"citusdemo-{g}-0", "optime": str(100 * 1048576)}
+            )
+        )
+        out.append(
+            endpoints(
+                f"citusdemo-{g}-sync",
+                g,
+                {"leader": f"citusdemo-{g}-0", "sync_standby": f"citusdemo-{g}-1"},
+            )
+        )
         out.append(endpoints(f"citusdemo-{g}-config", g, {"config": "{}"}))
     return out
 
 
 def make(groups=(0, 1, 2), pods=None, eps=None, sets=None, citus=None, lb_ip="10.128.0.50"):
     log: list = []
-    core = FakeCore(log, healthy_pods(groups) if pods is None else pods,
-                    dcs_endpoints(groups) if eps is None else eps, lb_ip)
+    core = FakeCore(
+        log,
+        healthy_pods(groups) if pods is None else pods,
+        dcs_endpoints(groups) if eps is None else eps,
+        lb_ip,
+    )
     apps = FakeApps(log, [statefulset(g) for g in groups] if sets is None else sets, core)
     policy = FakePolicy(log)
     db = citus or FakeCitus(log, groups=[g for g in groups if g > 0])
     db.log = log
-    c = KubernetesCluster(SPEC, core_api=core, apps_api=apps, policy_api=policy, connect=db.connect,
-                          sleep=lambda s: None)
+    c = KubernetesCluster(
+        SPEC,
+        core_api=core,
+        apps_api=apps,
+        policy_api=policy,
+        connect=db.connect,
+        sleep=lambda s: None,
+    )
     return c, log, core, apps, db
 
 
@@ -267,9 +334,15 @@ def test_topology_from_pods_and_patroni_annotations():
     assert topo.backend == "kubernetes" and topo.scope == "citusdemo"
     assert topo.groups == [0, 1, 2]
     roles = {m.name: m.role for m in topo.members}
-    assert roles == {"citusdemo-0-0": "leader", "citusdemo-0-1": "sync_standby", "citusdemo-0-2": "replica",
-                     "citusdemo-1-0": "leader", "citusdemo-1-1": "sync_standby",
-                     "citusdemo-2-0": "leader", "citusdemo-2-1": "sync_standby"}
+    assert roles == {
+        "citusdemo-0-0": "leader",
+        "citusdemo-0-1": "sync_standby",
+        "citusdemo-0-2": "replica",
+        "citusdemo-1-0": "leader",
+        "citusdemo-1-1": "sync_standby",
+        "citusdemo-2-0": "leader",
+        "citusdemo-2-1": "sync_standby",
+    }
     m = next(m for m in topo.members if m.name == "citusdemo-0-2")
     assert m.host == "citusdemo-0-2.citusdemo-0-headless.citus.svc" and m.port == 5432
     assert m.state == "streaming" and m.timeline == 2
@@ -321,14 +394,23 @@ def test_dsn_from_the_environment_wins(monkeypatch):
 
 # ---- add worker -------------------------------------------------------------------------------
 def test_add_worker_creates_the_next_group_from_the_templates():
-    sets = [statefulset(0, image="cr.yandex/abc/patroni-citus:15-13.2-4.1", storage="citus-network-ssd"),
-            statefulset(1), statefulset(2)]
+    sets = [
+        statefulset(
+            0, image="cr.yandex/abc/patroni-citus:15-13.2-4.1", storage="citus-network-ssd"
+        ),
+        statefulset(1),
+        statefulset(2),
+    ]
     c, log, *_ = make(sets=sets)
     assert c.add_worker(wait=False) == 3
     created = [(e[1], e[2]) for e in log if e[0] == "create"]
     assert created == [
-        ("Service", "citusdemo-3-headless"), ("Service", "citusdemo-3"), ("Endpoints", "citusdemo-3"),
-        ("Service", "citusdemo-3-config"), ("StatefulSet", "citusdemo-3"), ("PodDisruptionBudget", "citusdemo-3"),
+        ("Service", "citusdemo-3-headless"),
+        ("Service", "citusdemo-3"),
+        ("Endpoints", "citusdemo-3"),
+        ("Service", "citusdemo-3-config"),
+        ("StatefulSet", "citusdemo-3"),
+        ("PodDisruptionBudget", "citusdemo-3"),
     ]
     assert not [e for e in log if e[0] == "delete"]
     sts = next(e[3] for e in log if e[1] == "StatefulSet")
@@ -337,7 +419,10 @@ def test_add_worker_creates_the_next_group_from_the_templates():
     assert env["PATRONI_CITUS_GROUP"]["value"] == "3"
     assert sts["metadata"]["labels"]["citus-type"] == "worker"
     # what the running cluster uses (kustomize overlay) carries over to the new group
-    assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "cr.yandex/abc/patroni-citus:15-13.2-4.1"
+    assert (
+        sts["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "cr.yandex/abc/patroni-citus:15-13.2-4.1"
+    )
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "citus-network-ssd"
     # every created object equals the rendered template apart from those two overrides
     rendered = {(o["kind"], o["metadata"]["name"]) for o in mf.group_manifests(SPEC, 3)}
@@ -360,7 +445,9 @@ def test_add_worker_waits_until_the_group_is_in_pg_dist_node():
 
     apps.create_namespaced_stateful_set = create_sts
     seen = []
-    assert c.add_worker(progress=lambda msg, done, total: seen.append((done, total)), timeout=5) == 3
+    assert (
+        c.add_worker(progress=lambda msg, done, total: seen.append((done, total)), timeout=5) == 3
+    )
     assert seen[-1] == (1, 1)
 
 
@@ -405,10 +492,17 @@ def test_remove_worker_drains_then_deletes_the_group_objects():
     kinds = [e for e in log if e[0] in ("delete", "sql")]
     assert kinds[0] == ("sql", "drain", mf.member_dns_name(SPEC, 2, 0))
     deleted = {(e[1], e[2]) for e in log if e[0] == "delete"}
-    assert {("StatefulSet", "citusdemo-2"), ("PodDisruptionBudget", "citusdemo-2"),
-            ("Service", "citusdemo-2"), ("Service", "citusdemo-2-headless"), ("Service", "citusdemo-2-config"),
-            ("Endpoints", "citusdemo-2"), ("Endpoints", "citusdemo-2-config"), ("Endpoints", "citusdemo-2-sync"),
-            ("PersistentVolumeClaim", f"{c.selector},citus-group=2")} == deleted
+    assert {
+        ("StatefulSet", "citusdemo-2"),
+        ("PodDisruptionBudget", "citusdemo-2"),
+        ("Service", "citusdemo-2"),
+        ("Service", "citusdemo-2-headless"),
+        ("Service", "citusdemo-2-config"),
+        ("Endpoints", "citusdemo-2"),
+        ("Endpoints", "citusdemo-2-config"),
+        ("Endpoints", "citusdemo-2-sync"),
+        ("PersistentVolumeClaim", f"{c.selector},citus-group=2"),
+    } == deleted
     # nothing of another group was touched
     assert not [e for e in log if e[0] == "delete" and re.search(r"citusdemo-[01]\b", str(e[2]))]
     # pg_dist_node rows go only after the pods are gone, so Patroni cannot re-register them
@@ -417,10 +511,13 @@ def test_remove_worker_drains_then_deletes_the_group_objects():
     assert order.index(("delete", "PersistentVolumeClaim")) > order.index(("sql", "remove_node"))
 
 
-@pytest.mark.parametrize(("group", "message"), [
-    (0, "not a worker group"),
-    (7, "no StatefulSet citusdemo-7"),
-])
+@pytest.mark.parametrize(
+    ("group", "message"),
+    [
+        (0, "not a worker group"),
+        (7, "no StatefulSet citusdemo-7"),
+    ],
+)
 def test_remove_worker_refuses_bad_groups(group, message):
     c, log, *_ = make()
     with pytest.raises(KubernetesClusterError, match=message):
@@ -514,4 +611,6 @@ def test_apply_is_server_side_and_never_overwrites_patronis_endpoints():
         assert "/endpoints/" not in path
     posts = [c for c in api.calls if c[0] == "POST"]
     assert [p[1] for p in posts] == ["/api/v1/namespaces/citus/endpoints"] * SPEC.workers.groups
-    assert ("PATCH", "/apis/apps/v1/namespaces/citus/statefulsets/citusdemo-2") in [c[:2] for c in patches]
+    assert ("PATCH", "/apis/apps/v1/namespaces/citus/statefulsets/citusdemo-2") in [
+        c[:2] for c in patches
+    ]

@@ -42,8 +42,12 @@ def test_missing_citus_extension_is_named(tmp_path, monkeypatch):
     fake = tmp_path / "pg_config"
     lib = tmp_path / "lib"
     lib.mkdir()
-    real_bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
-    fake.write_text(f"#!/bin/sh\ncase $1 in --bindir) echo {real_bindir};; --pkglibdir) echo {lib};; esac\n")
+    real_bindir = subprocess.run(
+        ["pg_config", "--bindir"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    fake.write_text(
+        f"#!/bin/sh\ncase $1 in --bindir) echo {real_bindir};; --pkglibdir) echo {lib};; esac\n"
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PG_CONFIG", str(fake))
     # pg_bin_dir() prefers the bindir's own pg_config; point the spec at a bindir without one
@@ -62,7 +66,14 @@ def test_missing_citus_extension_is_named(tmp_path, monkeypatch):
 def test_port_in_use_is_named_and_nothing_starts(tmp_path):
     spec = spec_from_mapping(SPEC)
     c = LocalCluster(spec, _state(tmp_path))
-    if not (Path(subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True, check=False).stdout.strip()) / "citus.so").exists():
+    if not (
+        Path(
+            subprocess.run(
+                ["pg_config", "--pkglibdir"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+        )
+        / "citus.so"
+    ).exists():
         pytest.skip("citus extension not installed: preflight stops at the extension first")
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -78,7 +89,10 @@ def test_status_of_a_cluster_that_is_not_running(tmp_path):
     state = _state(tmp_path)
     r = subprocess.run(
         [sys.executable, "-m", "citus_pipeline.cli", "cluster", "status"],
-        capture_output=True, text=True, check=False, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
         env={**os.environ, "CITUS_PIPELINE_STATE_DIR": str(state)},
     )
     assert r.returncode == 1
@@ -107,7 +121,14 @@ def test_state_dir_the_service_user_cannot_reach_is_named(tmp_path):
     locked = Path(tempfile.mkdtemp(prefix="citus-pipeline-locked-"))
     _made.append(locked)
     os.chmod(locked, 0o700)
-    if not (Path(subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True, check=False).stdout.strip()) / "citus.so").exists():
+    if not (
+        Path(
+            subprocess.run(
+                ["pg_config", "--pkglibdir"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+        )
+        / "citus.so"
+    ).exists():
         pytest.skip("citus extension not installed: preflight stops at the extension first")
     c = LocalCluster(spec_from_mapping(SPEC), locked / "state")
     with pytest.raises(ClusterError) as e:

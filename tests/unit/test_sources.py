@@ -38,7 +38,9 @@ def test_chunks_are_record_aligned_and_numbered():
     for a, b in zip(chunks, chunks[1:]):
         assert b.offset == a.offset + len(a.data) and b.first_line == a.first_line + a.lines
     # the same chunk size cuts the file at the same places
-    assert [c.offset for c in read_chunks(resolve(SAMPLE)[0], 100_000)] == [c.offset for c in chunks]
+    assert [c.offset for c in read_chunks(resolve(SAMPLE)[0], 100_000)] == [
+        c.offset for c in chunks
+    ]
 
 
 def test_pieces_are_record_aligned_and_numbered():
@@ -47,7 +49,9 @@ def test_pieces_are_record_aligned_and_numbered():
     assert len(cut) == -(-len(data) // 200_000)  # equal pieces, no small remainder
     assert b"".join(d for d, _ in cut) == data
     assert all(d.endswith(b"\n") for d, _ in cut[:-1])  # the file has no final LF
-    assert [line for _, line in cut] == [101 + data[: sum(len(d) for d, _ in cut[:i])].count(b"\n") for i in range(len(cut))]
+    assert [line for _, line in cut] == [
+        101 + data[: sum(len(d) for d, _ in cut[:i])].count(b"\n") for i in range(len(cut))
+    ]
     # a line longer than a piece stays whole; a last line without LF stays last
     assert list(pieces(b"a\nbbbbbbbbbb\nc", 7, 3)) == [(b"a\nbbbbbbbbbb\n", 7), (b"c", 9)]
     assert list(pieces(b"", 1, 3)) == [] and list(pieces(b"ab", 4, 100)) == [(b"ab", 4)]
@@ -61,9 +65,12 @@ def test_a_chunk_parsed_in_pieces_equals_it_parsed_whole(tmp_path):
     parts = [parse_chunk(d, line) for d, line in pieces(data, 1, 64 << 10)]
     assert len(parts) > 10
     assert sum(x.lines for x in parts) == whole.lines == 8_040
-    assert [(r.line, r.reason, r.raw) for x in parts for r in x.rejects] == \
-        [(r.line, r.reason, r.raw) for r in whole.rejects]
-    assert [v for x in parts for v in x.good["transaction_id"].to_pylist()] == whole.good["transaction_id"].to_pylist()
+    assert [(r.line, r.reason, r.raw) for x in parts for r in x.rejects] == [
+        (r.line, r.reason, r.raw) for r in whole.rejects
+    ]
+    assert [v for x in parts for v in x.good["transaction_id"].to_pylist()] == whole.good[
+        "transaction_id"
+    ].to_pylist()
 
 
 def test_sample_parses_without_rejects():

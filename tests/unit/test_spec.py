@@ -38,10 +38,22 @@ def test_default_file_is_the_reference_topology():
         ("workers:\n  groups: 2\n  replicas: 3\n", "workers.replicas", "unknown field"),
         ("workers:\n  groups: 0\n", "workers.groups", "greater than or equal to 1"),
         ("local:\n  base_address: 10.0.0.0\n", "local.base_address", "not a loopback"),
-        ("local:\n  etcd_address: 127.0.10.1\n  etcd_client_port: 5432\n", "(top level)", "address clash"),
+        (
+            "local:\n  etcd_address: 127.0.10.1\n  etcd_client_port: 5432\n",
+            "(top level)",
+            "address clash",
+        ),
         ("local:\n  restapi_port: 5432\n", "(top level)", "address clash"),
-        ("patroni:\n  ttl: 10\n  loop_wait: 5\n  retry_timeout: 5\n", "patroni", "must not exceed ttl"),
-        ("postgresql:\n  parameters:\n    port: 5433\n", "postgresql.parameters", "set by the backend"),
+        (
+            "patroni:\n  ttl: 10\n  loop_wait: 5\n  retry_timeout: 5\n",
+            "patroni",
+            "must not exceed ttl",
+        ),
+        (
+            "postgresql:\n  parameters:\n    port: 5433\n",
+            "postgresql.parameters",
+            "set by the backend",
+        ),
         ("- just\n- a list\n", "", "must be a mapping"),
     ],
 )
@@ -57,7 +69,9 @@ def test_bad_specs_name_field_and_reason(tmp_path, text, field, reason):
 
 
 def test_clash_message_names_both_sides():
-    with pytest.raises(SpecError, match=r"etcd client and member 0-1 postgres|member 0-1 postgres and etcd"):
+    with pytest.raises(
+        SpecError, match=r"etcd client and member 0-1 postgres|member 0-1 postgres and etcd"
+    ):
         spec_from_mapping({"local": {"etcd_address": "127.0.10.1", "etcd_client_port": 5432}})
 
 
@@ -78,7 +92,11 @@ def test_cli_refuses_bad_spec_before_starting_anything(tmp_path):
     state = tmp_path / "state"
     r = subprocess.run(
         [sys.executable, "-m", "citus_pipeline.cli", "cluster", "up", "--spec", str(bad)],
-        capture_output=True, text=True, check=False, cwd=ROOT, env={"CITUS_PIPELINE_STATE_DIR": str(state), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={"CITUS_PIPELINE_STATE_DIR": str(state), "PATH": "/usr/bin:/bin"},
     )
     assert r.returncode == 1
     lines = [line for line in r.stderr.splitlines() if line.strip()]

@@ -6,7 +6,6 @@ backend); this module only decides what runs when, retries idempotent steps acro
 failovers, and reports numbers Dagster can plot.
 """
 
-
 import csv
 import dataclasses
 import gzip
@@ -51,7 +50,9 @@ SELECT pg_catalog.citus_rebalance_start(
     shard_transfer_mode => %s::citus.shard_transfer_mode,
     parallel_transfer_colocated_shards => %s)
 """
-REBALANCE_STATUS_SQL = "SELECT job_id, state::text, details FROM pg_catalog.citus_rebalance_status()"
+REBALANCE_STATUS_SQL = (
+    "SELECT job_id, state::text, details FROM pg_catalog.citus_rebalance_status()"
+)
 REBALANCE_ERRORS_SQL = """
 SELECT task_id, status::text, message
 FROM pg_catalog.pg_dist_background_task
@@ -128,7 +129,9 @@ def describe_source(source: str) -> str:
     return source
 
 
-def progress_logger(log: Callable[[str], None], every_seconds: float = 10.0) -> Callable[[Any], None]:
+def progress_logger(
+    log: Callable[[str], None], every_seconds: float = 10.0
+) -> Callable[[Any], None]:
     last = [0.0]
 
     def progress(event: Any) -> None:
@@ -253,11 +256,17 @@ def uk_price_raw(
     shard_count = cluster.spec().shard_count
     t0 = time.perf_counter()
     citus.retry_idempotent(
-        lambda: ensure_schema(dsn, shard_count=shard_count, schema=schema), what="ensure schema", log=context.log.warning
+        lambda: ensure_schema(dsn, shard_count=shard_count, schema=schema),
+        what="ensure schema",
+        log=context.log.warning,
     )
     report = citus.retry_idempotent(
         lambda: load_price_paid(
-            source, dsn, schema=schema, target="uk_price_raw", shard_count=shard_count,
+            source,
+            dsn,
+            schema=schema,
+            target="uk_price_raw",
+            shard_count=shard_count,
             progress=progress_logger(context.log.info),
         ),
         what=f"load {describe_source(source)}",
@@ -374,7 +383,9 @@ def run_background_rebalance(
         job_id = status[0]
         log(f"joining rebalance job {job_id} already {status[1]}")
     else:
-        job_id = conn.execute(REBALANCE_START_SQL, (transfer_mode, parallel_colocated)).fetchone()[0]
+        job_id = conn.execute(REBALANCE_START_SQL, (transfer_mode, parallel_colocated)).fetchone()[
+            0
+        ]
         if job_id is None:
             log("citus_rebalance_start: no moves needed, the placement is already balanced")
 
@@ -442,7 +453,9 @@ def uk_price_rebalanced(
             )
 
     try:
-        out = citus.retry_idempotent(rebalance, what="background rebalance", log=context.log.warning)
+        out = citus.retry_idempotent(
+            rebalance, what="background rebalance", log=context.log.warning
+        )
     except RebalanceFailed as err:
         raise dg.Failure(description=str(err)) from err
     mb = out.bytes_moved / 1e6
@@ -523,8 +536,16 @@ def verify_monthly(
     for i in range(0, len(ids), 5000):
         for tid, price, day in conn.execute(query, (ids[i : i + 5000],)).fetchall():
             found[tid] = (int(price), str(day)[:10])
-    counts = {"adds": 0, "changes": 0, "deletes": 0, "unknown_ids": 0, "adds_existing": 0,
-              "missing": 0, "wrong_values": 0, "not_deleted": 0}
+    counts = {
+        "adds": 0,
+        "changes": 0,
+        "deletes": 0,
+        "unknown_ids": 0,
+        "adds_existing": 0,
+        "missing": 0,
+        "wrong_values": 0,
+        "not_deleted": 0,
+    }
     for tid, (status, price, day) in actions.items():
         key = {"A": "adds", "C": "changes", "D": "deletes"}.get(status)
         if key is None:
@@ -580,7 +601,10 @@ def uk_price_monthly(
     t0 = time.perf_counter()
     report = citus.retry_idempotent(
         lambda: apply_monthly(
-            str(path), dsn, schema=citus.checked_schema(), progress=progress_logger(context.log.info)
+            str(path),
+            dsn,
+            schema=citus.checked_schema(),
+            progress=progress_logger(context.log.info),
         ),
         what=f"apply {path.name}",
         log=context.log.warning,
@@ -607,7 +631,9 @@ def uk_price_monthly(
                 passed=bad == 0,
                 severity=dg.AssetCheckSeverity.ERROR,
                 metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()},
-                description=None if bad == 0 else f"{bad} records of {path.name} not as the file says",
+                description=None
+                if bad == 0
+                else f"{bad} records of {path.name} not as the file says",
             )
         ],
     )

@@ -7,7 +7,6 @@
   than 1.5x the median of the previous 5 evaluations.
 """
 
-
 import statistics
 import time
 from dataclasses import dataclass
@@ -109,7 +108,9 @@ def uk_price_quality(citus: CitusResource) -> dg.AssetCheckResult:
             **{n: dg.MetadataValue.int(v) for n, v in faults.items()},
             "sql_seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 4)),
         },
-        description=None if not bad else "bad values: " + ", ".join(f"{n}={v}" for n, v in bad.items()),
+        description=None
+        if not bad
+        else "bad values: " + ", ".join(f"{n}={v}" for n, v in bad.items()),
     )
 
 
@@ -150,13 +151,18 @@ def uk_price_balance(citus: CitusResource) -> dg.AssetCheckResult:
     t0 = time.perf_counter()
     with citus.connection() as conn:
         nodes = node_bytes(conn)
-        active = sorted({
-            n.groupid for n in fetch_dist_nodes(conn)
-            if n.groupid > 0 and n.role == "primary" and n.active and n.should_have_shards
-        })
+        active = sorted(
+            {
+                n.groupid
+                for n in fetch_dist_nodes(conn)
+                if n.groupid > 0 and n.role == "primary" and n.active and n.should_have_shards
+            }
+        )
     verdict = evaluate_balance(nodes, active)
     metadata: dict[str, dg.MetadataValue] = {
-        "max_min_ratio": dg.MetadataValue.float(round(verdict.ratio, 4) if verdict.ratio != float("inf") else -1.0),
+        "max_min_ratio": dg.MetadataValue.float(
+            round(verdict.ratio, 4) if verdict.ratio != float("inf") else -1.0
+        ),
         "active_workers": dg.MetadataValue.int(len(active)),
         "empty_workers": dg.MetadataValue.int(len(verdict.empty_groups)),
         "sql_seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 4)),
@@ -207,7 +213,9 @@ TIMING_CHECK = "query_timing"
 MEDIAN_KEY = f"{REFERENCE_QUERY}_median_s"
 
 
-def previous_medians(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, limit: int) -> list[float]:
+def previous_medians(
+    instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, limit: int
+) -> list[float]:
     """The reference median of the last ``limit`` completed evaluations of this check."""
     records = instance.event_log_storage.get_asset_check_execution_history(
         check_key,
@@ -216,7 +224,11 @@ def previous_medians(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, 
     )
     out = []
     for rec in records:
-        evaluation = rec.event.dagster_event.event_specific_data if rec.event and rec.event.dagster_event else None
+        evaluation = (
+            rec.event.dagster_event.event_specific_data
+            if rec.event and rec.event.dagster_event
+            else None
+        )
         value = getattr(evaluation, "metadata", {}).get(MEDIAN_KEY) if evaluation else None
         if value is not None:
             out.append(float(value.value))
@@ -241,7 +253,9 @@ def uk_price_query_timing(
         results = time_queries(conn, UK_PRICE_QUERIES, runs=timing.runs)
     sql_seconds = time.perf_counter() - t0
     ref = results[REFERENCE_QUERY]
-    verdict = evaluate_timing(ref.median, timing.reference_slo_seconds, previous, timing.regression_factor)
+    verdict = evaluate_timing(
+        ref.median, timing.reference_slo_seconds, previous, timing.regression_factor
+    )
     metadata: dict[str, dg.MetadataValue] = {}
     for name, r in results.items():
         metadata[f"{name}_median_s"] = dg.MetadataValue.float(round(r.median, 5))

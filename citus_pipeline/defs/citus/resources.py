@@ -131,7 +131,9 @@ class CitusResource(dg.ConfigurableResource):
 
     def checked_schema(self) -> str:
         if not _SCHEMA_RE.match(self.db_schema):
-            raise ValueError(f"citus.db_schema {self.db_schema!r}: expected a plain lower-case identifier")
+            raise ValueError(
+                f"citus.db_schema {self.db_schema!r}: expected a plain lower-case identifier"
+            )
         return self.db_schema
 
     # ---- connections ----------------------------------------------------------------
@@ -186,7 +188,9 @@ class CitusResource(dg.ConfigurableResource):
         Any other error is raised at once. After the last attempt the failover error is
         raised with a message that says what was being done.
         """
-        delays = backoff_delays(self.retry_attempts, self.retry_base_seconds, self.retry_max_seconds)
+        delays = backoff_delays(
+            self.retry_attempts, self.retry_base_seconds, self.retry_max_seconds
+        )
         for attempt in range(len(delays) + 1):
             try:
                 return work()

@@ -7,7 +7,6 @@ for one `uk_price_rebalanced` run whose run_key is the new set: a repeated tick 
 replayed after a crash with an old cursor) never launches a second run for the same set.
 """
 
-
 import json
 from dataclasses import dataclass
 
