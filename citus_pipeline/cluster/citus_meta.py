@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import psycopg
 
+from ..errors import ClusterError
+
 from .topology import DistNode, NodeShards
 
 DIST_NODES_SQL = """
@@ -42,7 +44,7 @@ RECOVER_SQL = "SELECT pg_catalog.recover_prepared_transactions()"
 PLACEMENTS_IN_GROUP_SQL = "SELECT count(*) FROM pg_catalog.pg_dist_placement WHERE groupid = %s"
 
 
-class DrainError(RuntimeError):
+class DrainError(ClusterError):
     """citus_drain_node failed or left placements behind; the group must not be removed."""
 
 

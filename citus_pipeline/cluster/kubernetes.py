@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
+from ..errors import ClusterError
 from . import manifests as mf
 from .citus_meta import (
     DrainError,
@@ -38,7 +39,7 @@ Progress = Callable[[str, int, int], None]  # (message, done, total), as the loc
 DSN_ENVS = ("CITUS_DSN", "CITUS_COORDINATOR_DSN")
 
 
-class KubernetesClusterError(RuntimeError):
+class KubernetesClusterError(ClusterError):
     """Something in the Kubernetes cluster is not as the command needs it (one line)."""
 
 

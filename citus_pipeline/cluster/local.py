@@ -31,6 +31,7 @@ import httpx
 import psycopg
 import yaml
 
+from ..errors import ClusterError
 from .citus_meta import (
     cleanup_orphans,
     drain_group,
@@ -43,18 +44,6 @@ from .topology import ClusterBackend, ClusterTopology, MemberStatus
 
 STATE_ENV = "CITUS_PIPELINE_STATE_DIR"
 Progress = Callable[[str, int, int], None]
-
-
-class ClusterError(RuntimeError):
-    """A failure a user can act on; ``log`` points at the file that says more."""
-
-    def __init__(self, message: str, log: Path | None = None) -> None:
-        super().__init__(message)
-        self.log = log
-
-    def __str__(self) -> str:
-        msg = super().__str__()
-        return f"{msg} (log: {self.log})" if self.log else msg
 
 
 def default_state_dir() -> Path:

@@ -15,14 +15,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DEFAULT_SPEC_PATH = Path(__file__).resolve().parents[2] / "cluster.yaml"
-SPEC_ENV = "CITUS_PIPELINE_SPEC"
+from .. import settings
+from ..errors import UserError
+from ..settings import DEFAULT_SPEC_PATH
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """An invalid cluster spec; the message names the file, the field and the reason."""
 
 
@@ -304,9 +305,10 @@ def spec_from_mapping(data: Any, source: str = "<spec>") -> ClusterSpec:
 
 def load_spec(path: str | os.PathLike[str] | None = None) -> ClusterSpec:
     """Load and validate a spec: explicit path, else $CITUS_PIPELINE_SPEC, else cluster.yaml."""
-    p = Path(path or os.environ.get(SPEC_ENV) or DEFAULT_SPEC_PATH)
+    from_env = settings.SPEC.get()
+    p = Path(path or from_env or DEFAULT_SPEC_PATH)
     if not p.exists():
-        if path is None and SPEC_ENV not in os.environ and p == DEFAULT_SPEC_PATH:
+        if path is None and not from_env and p == DEFAULT_SPEC_PATH:
             return ClusterSpec()
         raise SpecError(f"{p}: spec file not found")
     try:
@@ -320,6 +322,7 @@ def load_spec(path: str | os.PathLike[str] | None = None) -> ClusterSpec:
 
 
 __all__ = [
+    "DEFAULT_SPEC_PATH",
     "ClusterSpec",
     "CoordinatorSpec",
     "CredentialsSpec",

@@ -27,14 +27,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from .. import settings
+from ..errors import UserError
+
 DEFAULT_CHUNK_BYTES = 12 << 20  # one loader transaction (see load.py)
-DEFAULT_CACHE_DIR = Path(
-    os.environ.get("CITUS_PIPELINE_CACHE", Path.home() / ".cache" / "citus-pipeline")
-)
+DEFAULT_CACHE_DIR = settings.CACHE_DIR.path() or Path.home() / ".cache" / "citus-pipeline"
 DATA_SUFFIXES = (".csv", ".csv.gz", ".gz", ".txt")
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A source that cannot be read; the message says which and why, in one line."""
 
 

@@ -1,0 +1,152 @@
+"""What a leader change looks like from a client, and the one way the project retries across it.
+
+When Patroni switches or fails over a group, clients of the coordinator see refused or broken
+connections, a leader that turned read-only, an administrator shutdown, and Citus relays the
+same from a worker as an internal error with the worker's message. :func:`is_transient` is the
+only classifier of those errors in the project; :func:`retry` the only retry loop around
+idempotent work. The loader (per chunk) and the Dagster resource (per statement) both call
+them, and each operation is retried in exactly one of the two places.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from ..errors import UserError
+
+T = TypeVar("T")
+
+# SQLSTATEs after which the same idempotent work succeeds once the new leader is there.
+TRANSIENT_SQLSTATES = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: we reached a demoted leader or a replica
+        "57P01",  # admin_shutdown: Patroni stopped the postmaster
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: starting up or shutting down
+        "40001",  # serialization_failure (Citus 2PC recovery after a worker switchover)
+        "40P01",  # deadlock_detected: one side is rolled back whole, a retry goes through
+        "53300",  # too_many_connections: a promoted standby still has the old leader's clients
+    }
+)
+# Class 08: connection exceptions, whatever the detail.
+TRANSIENT_CLASSES = ("08",)
+# Citus reports a lost worker connection as XX000 with the worker's message; client-side
+# errors carry no SQLSTATE. Either counts only when its message says a connection went away.
+TRANSIENT_MESSAGES = (
+    "connection",  # refused, reset, closed, timeout, "to server", "to the remote node" ...
+    "remote node",
+    "terminat",  # terminating connection due to administrator command
+    "shutdown",
+    "is in recovery",
+    "read-only transaction",
+    "could not connect",
+    "failed to connect",
+    "consuming input failed",
+)
+
+
+class FailoverRetriesExhausted(UserError):
+    """Idempotent work kept hitting failover errors past the retry budget."""
+
+
+def is_transient(err: BaseException) -> bool:
+    """True when ``err`` is what a leader change looks like from a client, so retrying helps."""
+    if isinstance(err, PoolTimeout):
+        return True  # no connection to a read-write coordinator within the wait
+    if isinstance(err, psycopg.Error):
+        state = err.sqlstate
+        if state:
+            if state in TRANSIENT_SQLSTATES or state.startswith(TRANSIENT_CLASSES):
+                return True
+            if not state.startswith(("XX", "57")):
+                return False  # syntax, constraint, privilege ...: a real error, never retried
+        elif isinstance(err, psycopg.InterfaceError):
+            return True  # the client's connection object is closed or broken
+        return isinstance(err, psycopg.OperationalError | psycopg.InternalError) and any(
+            m in str(err).lower() for m in TRANSIENT_MESSAGES
+        )
+    if isinstance(err, ConnectionError | TimeoutError):
+        return True
+    # Data-path code may wrap the psycopg error; follow the chain.
+    cause = err.__cause__ or err.__context__
+    return cause is not None and cause is not err and is_transient(cause)
+
+
+def backoff_delays(attempts: int, base: float, cap: float) -> list[float]:
+    """Exponential backoff between attempts: base, 2*base, 4*base ... capped at ``cap``."""
+    return [min(cap, base * (2**i)) for i in range(max(0, attempts - 1))]
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def retry(
+    work: Callable[[], T],
+    *,
+    what: str,
+    attempts: int = 6,
+    base_seconds: float = 1.0,
+    max_seconds: float = 10.0,
+    log: Callable[[str], None] | None = None,
+    before_retry: Callable[[BaseException], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``work`` (which must be idempotent), retrying it after transient errors.
+
+    Any other error is raised at once. After the last attempt the transient error is raised
+    as :class:`FailoverRetriesExhausted`, saying what was being done. ``before_retry`` runs
+    before each new attempt (e.g. to drop connections to the old leader).
+    """
+    delays = backoff_delays(attempts, base_seconds, max_seconds)
+    for attempt in range(len(delays) + 1):
+        try:
+            return work()
+        except Exception as err:
+            if not is_transient(err):
+                raise
+            if attempt >= len(delays):
+                raise FailoverRetriesExhausted(
+                    f"{what}: the coordinator or a worker kept failing over "
+                    f"({attempts} attempts): {one_line(err)}"
+                ) from err
+            if before_retry:
+                before_retry(err)
+            if log:
+                log(
+                    f"{what}: failover error ({one_line(err)}); retry {attempt + 1}/"
+                    f"{len(delays)} in {delays[attempt]:.1f}s"
+                )
+            sleep(delays[attempt])
+    raise AssertionError("unreachable")
+
+
+def recover_prepared_transactions(conn: psycopg.Connection) -> None:
+    """Finish two-phase commits a failover interrupted.
+
+    When a worker leader dies between PREPARE and COMMIT PREPARED, the transaction is
+    committed (the coordinator decided) but its rows on that group stay in a prepared
+    transaction on the promoted standby -- invisible until Citus's recovery daemon runs
+    (``citus.recover_2pc_interval``, 1 min). Work that must be visible at once calls this.
+    """
+    try:
+        conn.execute("SELECT recover_prepared_transactions()")
+    except psycopg.errors.InsufficientPrivilege:  # not ours to run: the daemon will do it
+        pass
+
+
+__all__ = [
+    "TRANSIENT_SQLSTATES",
+    "FailoverRetriesExhausted",
+    "backoff_delays",
+    "is_transient",
+    "one_line",
+    "recover_prepared_transactions",
+    "retry",
+]
