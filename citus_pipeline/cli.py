@@ -1,8 +1,17 @@
-"""`citus-pipeline`: the command line. Each group of commands lives beside the code it drives."""
+"""`citus-pipeline`: the command line. Each group of commands lives beside the code it drives.
+
+Shared pieces (consoles, the one error line, progress bars) are in ``citus_pipeline.terminal``.
+"""
 
 from __future__ import annotations
 
 import typer
+
+from .bench.commands import app as bench_app
+from .cluster.commands import app as cluster_app
+from .cluster.k8s_commands import app as k8s_app
+from .data.commands import app as data_app
+from .pipeline_commands import app as pipeline_app
 
 app = typer.Typer(
     name="citus-pipeline",
@@ -10,33 +19,18 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-
-def _register() -> None:
-    from .cluster.commands import app as cluster_app
-
-    app.add_typer(cluster_app, name="cluster")
-    for module, name in (
-        ("citus_pipeline.data.commands", "data"),
-        ("citus_pipeline.cluster.k8s_commands", "k8s"),
-        ("citus_pipeline.bench.commands", "bench"),
-        ("citus_pipeline.pipeline_commands", "pipeline"),
-    ):
-        try:
-            mod = __import__(module, fromlist=["app"])
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        app.add_typer(mod.app, name=name)
-
-
-_register()
+app.add_typer(cluster_app, name="cluster")
+app.add_typer(data_app, name="data")
+app.add_typer(k8s_app, name="k8s")
+app.add_typer(bench_app, name="bench")
+app.add_typer(pipeline_app, name="pipeline")
 
 
 def main() -> None:
     app()
 
+
+__all__ = ["app", "main"]
 
 if __name__ == "__main__":
     main()

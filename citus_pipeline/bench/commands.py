@@ -6,26 +6,19 @@ registers them.
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from .cluster import cluster_command
+from .load import load_command
+from .queries import queries_command
+from .rebalance import rebalance_command
 
 app = typer.Typer(
     help="Benchmarks: load, rebalance, queries (figures and ratios).", no_args_is_help=True
 )
-
-for _module, _func, _name in (
-    ("citus_pipeline.bench.load", "load_command", "load"),
-    ("citus_pipeline.bench.rebalance", "rebalance_command", "rebalance"),
-    ("citus_pipeline.bench.queries", "queries_command", "queries"),
-    ("citus_pipeline.bench.cluster", "cluster_command", "cluster"),
-):
-    try:
-        _mod = importlib.import_module(_module)
-    except ModuleNotFoundError as _err:
-        if _err.name != _module:
-            raise
-        continue
-    app.command(_name)(getattr(_mod, _func))
+app.command("load")(load_command)
+app.command("rebalance")(rebalance_command)
+app.command("queries")(queries_command)
+app.command("cluster")(cluster_command)
 
 __all__ = ["app"]

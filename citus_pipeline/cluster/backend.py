@@ -1,10 +1,17 @@
-"""Choosing a cluster backend: the one place that maps a name to an implementation."""
+"""Choosing a cluster backend: the one place that maps a name to an implementation.
+
+The name comes from the caller (``--backend``, a Dagster resource's config), else from
+``$CITUS_PIPELINE_BACKEND`` (default local). Each backend is imported only when chosen: the
+local one needs no Kubernetes client, the Kubernetes one no local binaries.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Literal, get_args
 
+from .. import settings
+from ..errors import UserError
 from .spec import ClusterSpec, load_spec
 from .topology import ClusterBackend
 
@@ -13,19 +20,29 @@ BackendKind = Literal["local", "kubernetes"]
 
 def get_backend(
     spec: ClusterSpec | None = None,
-    kind: BackendKind = "local",
+    kind: BackendKind | None = None,
     state_dir: str | os.PathLike[str] | None = None,
+    context: str | None = None,
 ) -> ClusterBackend:
+    """The backend ``kind`` for ``spec`` (default: the spec file's).
+
+    ``state_dir`` is the local backend's, ``context`` the kubeconfig context of the Kubernetes
+    backend (default: the current one); each is ignored by the other backend.
+    """
+    chosen = kind or settings.BACKEND.get()
+    if chosen not in get_args(BackendKind):
+        where = "" if kind else f"${settings.BACKEND.name}: "
+        raise UserError(
+            f"{where}unknown cluster backend {chosen!r} (expected 'local' or 'kubernetes')"
+        )
     spec = spec or load_spec()
-    if kind == "local":
+    if chosen == "local":
         from .local import LocalCluster
 
         return LocalCluster(spec, state_dir)
-    if kind == "kubernetes":
-        from .kubernetes import KubernetesCluster
+    from .kubernetes import KubernetesCluster
 
-        return KubernetesCluster(spec)
-    raise ValueError(f"unknown cluster backend {kind!r} (expected 'local' or 'kubernetes')")
+    return KubernetesCluster(spec, context=context)
 
 
 __all__ = ["BackendKind", "get_backend"]

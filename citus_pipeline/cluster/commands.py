@@ -1,90 +1,92 @@
-"""`citus-pipeline cluster ...`: the local HA Citus cluster from the command line."""
+"""`citus-pipeline cluster ...`: the HA Citus cluster from the command line, on either backend.
+
+``--backend local`` (etcd + Patroni + PostgreSQL + Citus as local processes) or
+``--backend kubernetes`` (StatefulSets, through the kubeconfig's ``--context``); the default
+is ``$CITUS_PIPELINE_BACKEND``, else local. Both backends keep the ClusterBackend contract and
+print the same tables. down, stop and start act on local processes and exist there only.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .citus_meta import DrainError
-from .local import ClusterError, LocalCluster
+from ..terminal import ContextOpt, SpecOpt, err, fail, out, run, step_bar, user_errors
+from .backend import BackendKind, get_backend
 from .render import print_topology
-from .spec import SpecError, load_spec
+from .spec import load_spec
+from .topology import ClusterBackend
+
+if TYPE_CHECKING:
+    from .local import LocalCluster
 
 app = typer.Typer(
-    help="The local HA Citus cluster (etcd + Patroni + PostgreSQL + Citus).", no_args_is_help=True
+    help="The HA Citus cluster (etcd + Patroni + PostgreSQL + Citus): local or on Kubernetes.",
+    no_args_is_help=True,
 )
-# not a terminal (CI, pipes): wide enough that host:port and roles are never cut
-out = Console(width=None if Console().is_terminal else 160)
-err = Console(stderr=True)
 
-SpecOpt = Annotated[
-    Path | None, typer.Option("--spec", help="cluster spec YAML (default: cluster.yaml)")
+BackendOpt = Annotated[
+    BackendKind | None,
+    typer.Option(
+        "--backend", help="cluster backend (default: $CITUS_PIPELINE_BACKEND, else local)"
+    ),
 ]
+CandidateOpt = Annotated[str | None, typer.Option(help="member to take over (default: a standby)")]
 
 
-def _cluster(spec: Path | None) -> LocalCluster:
-    try:
-        return LocalCluster(load_spec(spec))
-    except (SpecError, ClusterError) as e:
-        _fail(e)
+def _backend(spec: Path | None, kind: BackendKind | None, context: str | None) -> ClusterBackend:
+    with user_errors():
+        return get_backend(load_spec(spec), kind, context=context)
 
 
-def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
-def _progress():
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
-
-
-def _run(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except (SpecError, ClusterError, DrainError) as e:
-        _fail(e)
+def _local(command: str, spec: Path | None, kind: BackendKind | None, hint: str) -> LocalCluster:
+    """The local backend, or one error line: ``command`` acts on local processes only."""
+    c = _backend(spec, kind, None)
+    if c.name != "local":
+        fail(f"`cluster {command}` is local-only; on {c.name}: {hint}")
+    return cast("LocalCluster", c)
 
 
 @app.command()
 def up(
-    spec: SpecOpt = None, timeout: float = typer.Option(240, help="seconds to wait for readiness")
+    spec: SpecOpt = None,
+    backend: BackendOpt = None,
+    context: ContextOpt = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="seconds to wait for readiness (default: local 240, kubernetes 900)"),
+    ] = None,
 ):
-    """Start (or confirm) the cluster; returns when every group is HA and registered in Citus."""
-    c = _cluster(spec)
+    """Start (or confirm) the cluster; returns when every group is ready.
+
+    Local: every group HA and registered in Citus. Kubernetes: apply, then a leader per group.
+    """
+    c = _backend(spec, backend, context)
+    wait = {} if timeout is None else {"timeout": timeout}
     t0 = time.monotonic()
-    with _progress() as p:
-        task = p.add_task("starting", total=1)
-
-        def cb(msg: str, done: int, total: int) -> None:
-            p.update(task, description=msg, completed=done, total=total)
-
-        topo = _run(c.up, progress=cb, timeout=timeout)
+    with step_bar() as progress:
+        topo = run(c.up, progress=progress, **wait)
     out.print(f"cluster ready in {time.monotonic() - t0:.1f} s")
-    out.print(f"coordinator DSN: [bold]{c.coordinator_dsn()}[/]", highlight=False, soft_wrap=True)
+    out.print(
+        f"coordinator DSN: [bold]{run(c.coordinator_dsn)}[/]", highlight=False, soft_wrap=True
+    )
     print_topology(topo, out)
 
 
 @app.command()
 def status(
     spec: SpecOpt = None,
-    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    backend: BackendOpt = None,
+    context: ContextOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ):
     """Members of every group (like patronictl list), pg_dist_node, and shards per node."""
-    c = _cluster(spec)
-    topo = _run(c.status)
+    c = _backend(spec, backend, context)
+    topo = run(c.status)
     if as_json:
         print(json.dumps(topo.model_dump(mode="json"), indent=2))
     else:
@@ -92,82 +94,101 @@ def status(
 
 
 @app.command("add-worker")
-def add_worker(spec: SpecOpt = None):
+def add_worker(spec: SpecOpt = None, backend: BackendOpt = None, context: ContextOpt = None):
     """Add the next worker group (members per the spec) and wait until Citus lists it."""
-    c = _cluster(spec)
-    with _progress() as p:
-        task = p.add_task("starting", total=1)
-        group = _run(
-            c.add_worker,
-            progress=lambda m, d, t: p.update(task, description=m, completed=d, total=t),
-        )
+    c = _backend(spec, backend, context)
+    with step_bar() as progress:
+        group = run(c.add_worker, progress=progress)
     out.print(f"worker group {group} added")
-    print_topology(_run(c.status), out)
+    print_topology(run(c.status), out)
 
 
 @app.command("remove-worker")
 def remove_worker(
     group: int,
     spec: SpecOpt = None,
-    transfer_mode: str = typer.Option(
-        "block_writes", help="citus shard_transfer_mode for the drain"
-    ),
+    backend: BackendOpt = None,
+    context: ContextOpt = None,
+    transfer_mode: Annotated[
+        str, typer.Option(help="citus shard_transfer_mode for the drain")
+    ] = "block_writes",
 ):
     """Drain GROUP's shards (citus_drain_node), then stop and remove it; refuses if the drain fails."""
-    c = _cluster(spec)
+    c = _backend(spec, backend, context)
     with err.status(f"draining group {group}"):
-        moved = _run(c.remove_worker, group, transfer_mode)
+        moved = run(c.remove_worker, group, transfer_mode)
     out.print(f"worker group {group} removed after moving {moved} shard placements")
 
 
 @app.command()
-def switchover(group: int, candidate: str | None = typer.Option(None), spec: SpecOpt = None):
+def switchover(
+    group: int,
+    candidate: CandidateOpt = None,
+    spec: SpecOpt = None,
+    backend: BackendOpt = None,
+    context: ContextOpt = None,
+):
     """Planned leader change in GROUP (to its synchronous standby unless --candidate)."""
-    c = _cluster(spec)
+    c = _backend(spec, backend, context)
     with err.status(f"switchover of group {group}"):
-        new = _run(c.switchover, group, candidate)
+        new = run(c.switchover, group, candidate)
     out.print(f"group {group}: new leader {new}")
 
 
 @app.command()
-def failover(group: int, candidate: str | None = typer.Option(None), spec: SpecOpt = None):
+def failover(
+    group: int,
+    candidate: CandidateOpt = None,
+    spec: SpecOpt = None,
+    backend: BackendOpt = None,
+    context: ContextOpt = None,
+):
     """Forced leader change in GROUP."""
-    c = _cluster(spec)
+    c = _backend(spec, backend, context)
     with err.status(f"failover of group {group}"):
-        new = _run(c.failover, group, candidate)
+        new = run(c.failover, group, candidate)
     out.print(f"group {group}: new leader {new}")
 
 
 @app.command()
 def stop(
     member: str,
-    kill: bool = typer.Option(False, "--kill", help="SIGKILL Patroni and PostgreSQL"),
+    kill: Annotated[bool, typer.Option("--kill", help="SIGKILL Patroni and PostgreSQL")] = False,
     spec: SpecOpt = None,
+    backend: BackendOpt = None,
 ):
-    """Stop one MEMBER (fault drill); Patroni fails over if it was a leader."""
-    c = _cluster(spec)
-    _run(c.stop_member, member, kill)
+    """Stop one MEMBER (fault drill); Patroni fails over if it was a leader. Local only."""
+    c = _local(
+        "stop", spec, backend, f"`kubectl delete pod {member}` (its StatefulSet restarts it)"
+    )
+    run(c.stop_member, member, kill)
     out.print(f"member {member} {'killed' if kill else 'stopped'}")
 
 
 @app.command()
-def start(member: str, spec: SpecOpt = None):
-    """Start one MEMBER again and wait until it streams."""
-    c = _cluster(spec)
+def start(member: str, spec: SpecOpt = None, backend: BackendOpt = None):
+    """Start one MEMBER again and wait until it streams. Local only."""
+    c = _local("start", spec, backend, "a member's StatefulSet restarts its pod")
     with err.status(f"starting {member}"):
-        _run(c.start_member, member)
+        run(c.start_member, member)
     out.print(f"member {member} running")
 
 
 @app.command()
 def down(
-    purge: bool = typer.Option(False, "--purge", help="also delete data, logs and secrets"),
+    purge: Annotated[
+        bool, typer.Option("--purge", help="also delete data, logs and secrets")
+    ] = False,
     spec: SpecOpt = None,
+    backend: BackendOpt = None,
 ):
-    """Stop every process of the cluster (etcd, Patroni, PostgreSQL)."""
-    c = _cluster(spec)
+    """Stop every process of the cluster (etcd, Patroni, PostgreSQL). Local only."""
+    c = _local("down", spec, backend, "scale or delete the StatefulSets with kubectl")
     t0 = time.monotonic()
-    _run(c.down, purge)
+    run(c.down, purge)
     out.print(
         f"cluster stopped in {time.monotonic() - t0:.1f} s" + ("; data deleted" if purge else "")
     )
+
+
+__all__ = ["app"]

@@ -1,25 +1,23 @@
 """Kubernetes backend: the HA Citus cluster as StatefulSets managed by Patroni's Kubernetes DCS.
 
-Members are read from the pods (labels + the ``status`` annotation Patroni writes on its own
-pod) and from the Endpoints Patroni keeps per group (``<scope>-<g>`` holds the ``leader``
-annotation, ``<scope>-<g>-sync`` the ``sync_standby`` list), into the same
-:class:`ClusterTopology` the local backend returns. Citus metadata comes from the coordinator
-through psycopg (``citus_meta``). The Kubernetes API objects are injectable so tests pass fakes.
+Members are read from the pods and the Endpoints Patroni keeps per group (``k8s_members``
+says how) into the same :class:`ClusterTopology` the local backend returns. Citus metadata
+comes from the coordinator through psycopg (``citus_meta``). Manifests are applied as
+``citus-pipeline k8s apply`` does (``k8s_apply``). The Kubernetes API objects are injectable
+so tests pass fakes.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 
+from .. import settings
 from ..errors import ClusterError
 from . import manifests as mf
 from .citus_meta import (
@@ -29,14 +27,14 @@ from .citus_meta import (
     fetch_node_shards,
     remove_group_nodes,
 )
+from .k8s_apply import apply_manifests
+from .k8s_members import get_path, member_statuses
 from .spec import ClusterSpec, load_spec
-from .topology import ClusterBackend, ClusterTopology, MemberStatus
+from .topology import ClusterBackend, ClusterTopology, MemberStatus, Progress
 
 log = logging.getLogger(__name__)
 
 ConnectFn = Callable[[str], psycopg.Connection]
-Progress = Callable[[str, int, int], None]  # (message, done, total), as the local backend
-DSN_ENVS = ("CITUS_DSN", "CITUS_COORDINATOR_DSN")
 
 
 class KubernetesClusterError(ClusterError):
@@ -49,30 +47,6 @@ def _default_connect(dsn: str) -> psycopg.Connection:
 
 def _status_of(err: Exception) -> int | None:
     return getattr(err, "status", None)
-
-
-def _get(obj: Any, *path: str) -> Any:
-    """Attribute walk that tolerates None and dicts (client models or plain dicts)."""
-    for p in path:
-        if obj is None:
-            return None
-        obj = obj.get(p) if isinstance(obj, dict) else getattr(obj, p, None)
-    return obj
-
-
-def _lsn(value: Any) -> int | None:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        if value.isdigit():
-            return int(value)
-        if "/" in value:
-            hi, lo = value.split("/", 1)
-            try:
-                return (int(hi, 16) << 32) + int(lo, 16)
-            except ValueError:
-                return None
-    return None
 
 
 class KubernetesCluster(ClusterBackend):
@@ -157,112 +131,19 @@ class KubernetesCluster(ClusterBackend):
         endpoints = self.core.list_namespaced_endpoints(
             self.namespace, label_selector=self.selector
         ).items
-        annotations = {e.metadata.name: (e.metadata.annotations or {}) for e in endpoints}
-        members: list[MemberStatus] = []
-        by_group: dict[int, list[tuple[Any, dict]]] = {}
-        for pod in pods:
-            label = (pod.metadata.labels or {}).get(mf.GROUP_LABEL)
-            if label is None or not label.isdigit():
-                continue
-            raw = (pod.metadata.annotations or {}).get("status")
-            try:
-                status = json.loads(raw) if raw else {}
-            except ValueError:
-                status = {}
-            by_group.setdefault(int(label), []).append(
-                (pod, status if isinstance(status, dict) else {})
-            )
-
-        for group, entries in sorted(by_group.items()):
-            leader_ann = annotations.get(mf.group_name(self.spec, group), {})
-            sync_ann = annotations.get(mf.sync_name(self.spec, group), {})
-            leader_name = leader_ann.get("leader")
-            sync = {s for s in (sync_ann.get("sync_standby") or "").split(",") if s}
-            if sync_ann.get("leader") and leader_name and sync_ann.get("leader") != leader_name:
-                sync = set()  # stale sync state from a previous leader
-            leader_lsn = _lsn(leader_ann.get("optime"))
-            for pod, st in entries:
-                if pod.metadata.name == leader_name and st.get("role") in (
-                    "primary",
-                    "standby_leader",
-                ):
-                    leader_lsn = (
-                        max(leader_lsn or 0, _lsn(st.get("xlog_location")) or 0) or leader_lsn
-                    )
-            for pod, st in sorted(entries, key=lambda e: e[0].metadata.name):
-                members.append(self._member(group, pod, st, leader_name, sync, leader_lsn))
-        return members
-
-    def _member(
-        self,
-        group: int,
-        pod: Any,
-        st: dict,
-        leader: str | None,
-        sync: set[str],
-        leader_lsn: int | None,
-    ) -> MemberStatus:
-        name = pod.metadata.name
-        ordinal = name.rsplit("-", 1)[-1]
-        default_host = mf.member_dns_name(
-            self.spec, group, int(ordinal) if ordinal.isdigit() else 0, pod.metadata.namespace
-        )
-        host, port = default_host, mf.POSTGRES_PORT
-        if st.get("conn_url"):
-            u = urlsplit(st["conn_url"])
-            host, port = u.hostname or host, u.port or port
-        pg_role = st.get("role")
-        pod_role_label = (pod.metadata.labels or {}).get(mf.ROLE_LABEL)
-        if not st:
-            role, state = (
-                "unknown",
-                "starting"
-                if _get(pod, "status", "phase") in (None, "Pending", "Running")
-                else "stopped",
-            )
-        else:
-            if name == leader or (leader is None and pod_role_label == mf.LEADER_LABEL_VALUE):
-                role = "leader"
-            elif name in sync:
-                role = "sync_standby"
-            elif pg_role in ("replica", "standby_leader", "primary"):
-                role = "replica"
-            else:
-                role = "unknown"
-            state = st.get("state", "unknown")
-            if state == "running" and role != "leader" and st.get("replication_state"):
-                state = st["replication_state"]  # e.g. "streaming", as Patroni's /cluster reports
-        lag_mb = None
-        if role != "leader" and leader_lsn is not None and st:
-            pos = _lsn(st.get("replay_lsn")) or _lsn(st.get("xlog_location"))
-            if pos is not None:
-                lag_mb = round(max(leader_lsn - pos, 0) / 1048576, 1)
-        timeline = st.get("timeline")
-        return MemberStatus(
-            group=group,
-            name=name,
-            host=host,
-            port=port,
-            role=role,
-            state=state,
-            timeline=int(timeline)
-            if isinstance(timeline, int | str) and str(timeline).isdigit()
-            else None,
-            lag_mb=lag_mb,
-            api_url=st.get("api_url"),
-        )
+        return member_statuses(self.spec, pods, endpoints)
 
     def coordinator_dsn(self) -> str:
         """libpq DSN of the coordinator leader, without a password.
 
-        The ``dsn`` argument, else ``CITUS_DSN`` / ``CITUS_COORDINATOR_DSN`` win; otherwise the coordinator load balancer's
-        address. The password comes from PGPASSFILE / ~/.pgpass, never from the DSN.
+        The ``dsn`` argument wins, then ``$CITUS_PIPELINE_DSN``; otherwise the coordinator load
+        balancer's address. The password comes from PGPASSFILE / ~/.pgpass (or PGPASSWORD from
+        a Secret), never from the DSN.
         """
         if self._dsn:
             return self._dsn
-        for var in DSN_ENVS:
-            if os.environ.get(var):
-                return os.environ[var]
+        if dsn := settings.DSN.get():
+            return dsn
         name = mf.coordinator_lb_name(self.spec)
         try:
             svc = self.core.read_namespaced_service(name, self.namespace)
@@ -272,11 +153,12 @@ class KubernetesCluster(ClusterBackend):
                     f"service {self.namespace}/{name} not found: run `citus-pipeline k8s apply` first"
                 ) from None
             raise
-        ingress = _get(svc, "status", "load_balancer", "ingress") or []
+        ingress = get_path(svc, "status", "load_balancer", "ingress") or []
         addr = next((i.ip or i.hostname for i in ingress if (i.ip or i.hostname)), None)
         if not addr:
             raise KubernetesClusterError(
-                f"service {self.namespace}/{name} has no load balancer address yet (set CITUS_DSN to override)"
+                f"service {self.namespace}/{name} has no load balancer address yet "
+                f"(set {settings.DSN.name} to override)"
             )
         return (
             f"host={addr} port={mf.POSTGRES_PORT} dbname={self.spec.database} "
@@ -311,8 +193,6 @@ class KubernetesCluster(ClusterBackend):
     # ---- lifecycle --------------------------------------------------------------------------
     def up(self, progress: Progress | None = None, timeout: float = 900) -> ClusterTopology:
         """Apply the rendered manifests (server-side) and wait for a leader in every group."""
-        from .k8s_commands import apply_manifests
-
         self._load_clients()
         apply_manifests(mf.cluster_manifests(self.spec), self._core.api_client)
         groups = list(range(self.spec.workers.groups + 1))
@@ -343,9 +223,9 @@ class KubernetesCluster(ClusterBackend):
 
     def _live_overrides(self, group0: Any) -> tuple[str | None, str | None]:
         """Image and storage class of the deployed coordinator, so kustomize overlays carry over."""
-        containers = _get(group0, "spec", "template", "spec", "containers") or []
+        containers = get_path(group0, "spec", "template", "spec", "containers") or []
         image = next((c.image for c in containers if c.name == "patroni"), None)
-        vcts = _get(group0, "spec", "volume_claim_templates") or []
+        vcts = get_path(group0, "spec", "volume_claim_templates") or []
         storage = next(
             (v.spec.storage_class_name for v in vcts if v.metadata.name == "pgdata"), None
         )
@@ -379,9 +259,12 @@ class KubernetesCluster(ClusterBackend):
         creators[kind](ns, obj)
 
     def add_worker(
-        self, progress: Progress | None = None, timeout: float = 900, wait: bool = True
+        self, progress: Progress | None = None, timeout: float = 900, *, wait: bool = True
     ) -> int:
-        """Create the next worker group; with ``wait``, return once it is in pg_dist_node."""
+        """Create the next worker group and return once it is in pg_dist_node.
+
+        ``wait=False`` (beyond the contract) returns right after its objects are created.
+        """
         existing = self.statefulset_groups()
         if 0 not in existing:
             raise KubernetesClusterError(
@@ -445,9 +328,12 @@ class KubernetesCluster(ClusterBackend):
         return deleted
 
     def remove_worker(
-        self, group: int, transfer_mode: str = "block_writes", timeout: float = 600
+        self, group: int, transfer_mode: str = "block_writes", *, timeout: float = 600
     ) -> int:
-        """Drain the group's shards, then delete its objects; a failed drain deletes nothing."""
+        """Drain the group's shards, then delete its objects; a failed drain deletes nothing.
+
+        ``timeout`` (beyond the contract): how long the group's pods may take to go.
+        """
         if group <= 0:
             raise KubernetesClusterError(f"group {group} is not a worker group (workers are 1..N)")
         existing = self.statefulset_groups()

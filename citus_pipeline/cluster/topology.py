@@ -1,16 +1,20 @@
-"""What a cluster backend reports: members (Patroni view) and Citus metadata.
+"""What a cluster backend is and reports: the :class:`ClusterBackend` contract, and members
+(Patroni's view) and Citus metadata as a :class:`ClusterTopology`.
 
-The local and the Kubernetes backend both return :class:`ClusterTopology`, so the CLI,
-the Dagster resources and the tests never care which backend answered.
+The local and the Kubernetes backend both implement the contract and return the same
+topology, so the CLI, the Dagster resources and the tests never care which backend answered.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel
 
+# (message, done, total): how far a long backend operation is, for a progress bar
+Progress = Callable[[str, int, int], None]
 Role = Literal["leader", "sync_standby", "quorum_standby", "replica", "unknown"]
 
 
@@ -78,32 +82,56 @@ class ClusterTopology(BaseModel):
 
 
 class ClusterBackend(abc.ABC):
-    """The contract both backends (local processes, Kubernetes) implement."""
+    """The contract both backends (local processes, Kubernetes) implement.
 
-    name: str
+    The CLI, the Dagster resources and the tests call only these. Where a ``timeout``
+    defaults to ``...``, each backend sets its own (local processes start in seconds, pods
+    in minutes). What only one backend can do (stop a local member) lives on that backend.
+    """
 
-    @abc.abstractmethod
-    def up(self) -> ClusterTopology: ...
-
-    @abc.abstractmethod
-    def status(self) -> ClusterTopology: ...
-
-    @abc.abstractmethod
-    def coordinator_dsn(self) -> str: ...
+    name: Literal["local", "kubernetes"]
 
     @abc.abstractmethod
-    def add_worker(self) -> int:
+    def up(self, progress: Progress | None = None, timeout: float = ...) -> ClusterTopology:
+        """Bring up every group of the spec; return the topology once each has a leader."""
+
+    @abc.abstractmethod
+    def status(self, with_shards: bool = True) -> ClusterTopology:
+        """Members, pg_dist_node and (``with_shards``) shards per node, as they are now."""
+
+    @abc.abstractmethod
+    def coordinator_dsn(self) -> str:
+        """libpq conninfo of the coordinator leader; never contains a password."""
+
+    @abc.abstractmethod
+    def add_worker(self, progress: Progress | None = None, timeout: float = ...) -> int:
         """Create the next worker group; returns its group id once it is in pg_dist_node."""
 
     @abc.abstractmethod
-    def remove_worker(self, group: int) -> None:
-        """Drain the group's shards with citus_drain_node, then delete it; refuse if the drain fails."""
+    def remove_worker(self, group: int, transfer_mode: str = "block_writes") -> int:
+        """Drain the group's shards (citus_drain_node), then delete it; returns placements moved.
+
+        A failed drain raises DrainError and removes nothing.
+        """
 
     @abc.abstractmethod
-    def switchover(self, group: int, candidate: str | None = None) -> str: ...
+    def switchover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
+        """Planned leader change in ``group`` (to ``candidate``, else a sync standby).
+
+        Returns the new leader's name.
+        """
 
     @abc.abstractmethod
-    def failover(self, group: int, candidate: str | None = None) -> str: ...
+    def failover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
+        """Forced leader change in ``group``; returns the new leader's name."""
 
 
-__all__ = ["ClusterBackend", "ClusterTopology", "DistNode", "MemberStatus", "NodeShards", "Role"]
+__all__ = [
+    "ClusterBackend",
+    "ClusterTopology",
+    "DistNode",
+    "MemberStatus",
+    "NodeShards",
+    "Progress",
+    "Role",
+]

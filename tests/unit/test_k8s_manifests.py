@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from citus_pipeline.cluster import manifests as mf
+from citus_pipeline.cluster.k8s_apply import resource_path, validate_manifests
 from citus_pipeline.cluster.k8s_commands import app as k8s_app
-from citus_pipeline.cluster.k8s_commands import resource_path, validate_manifests
 from citus_pipeline.cluster.spec import ClusterSpec, SpecError, load_spec, spec_from_mapping
 
 REPO = Path(__file__).resolve().parents[2]

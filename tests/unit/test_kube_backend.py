@@ -323,6 +323,7 @@ def make(groups=(0, 1, 2), pods=None, eps=None, sets=None, citus=None, lb_ip="10
 
 @pytest.fixture(autouse=True)
 def _no_dsn_env(monkeypatch):
+    monkeypatch.delenv("CITUS_PIPELINE_DSN", raising=False)
     monkeypatch.delenv("CITUS_DSN", raising=False)
     monkeypatch.delenv("CITUS_COORDINATOR_DSN", raising=False)
 
@@ -387,7 +388,7 @@ def test_no_load_balancer_address_yet_is_one_clear_error():
 
 
 def test_dsn_from_the_environment_wins(monkeypatch):
-    monkeypatch.setenv("CITUS_DSN", "host=coord dbname=citus")
+    monkeypatch.setenv("CITUS_PIPELINE_DSN", "host=coord dbname=citus")
     c, *_ = make(lb_ip=None)
     assert c.coordinator_dsn() == "host=coord dbname=citus"
 
@@ -551,35 +552,67 @@ def test_switchover_to_a_stranger_is_refused():
 
 
 # ---- CLI and apply ----------------------------------------------------------------------------
-def test_k8s_status_prints_the_same_tables_as_the_local_backend(monkeypatch):
+def use_backend(monkeypatch, c) -> list:
+    """`citus-pipeline cluster ...` gets ``c`` for its backend; returns the kinds it asked for."""
+    from citus_pipeline.cluster import commands
+
+    asked: list = []
+
+    def get_backend(spec=None, kind=None, state_dir=None, context=None):
+        asked.append(kind)
+        return c
+
+    monkeypatch.setattr(commands, "get_backend", get_backend)
+    return asked
+
+
+def test_cluster_status_on_kubernetes_prints_the_same_tables_as_the_local_backend(monkeypatch):
     from typer.testing import CliRunner
 
-    from citus_pipeline.cluster import k8s_commands
+    from citus_pipeline.cluster.commands import app
 
     c, *_ = make()
-    monkeypatch.setattr(k8s_commands, "_backend", lambda spec, context: c)
-    r = CliRunner().invoke(k8s_commands.app, ["status"], env={"COLUMNS": "200"})
+    asked = use_backend(monkeypatch, c)
+    r = CliRunner().invoke(app, ["status", "--backend", "kubernetes"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
+    assert asked == ["kubernetes"]
     assert "Citus cluster citusdemo (kubernetes)" in r.output
     for header in ("Group", "Member", "Role", "Lag in MB", "pg_dist_node", "Shards per node"):
         assert header in r.output
     assert "citusdemo-0-2" in r.output and "sync_standby" in r.output
-    r = CliRunner().invoke(k8s_commands.app, ["status", "--json"])
+    r = CliRunner().invoke(app, ["status", "--json", "--backend", "kubernetes"])
     assert json.loads(r.output)["backend"] == "kubernetes"
 
 
-def test_k8s_remove_worker_cli_reports_a_failed_drain_in_one_line(monkeypatch):
+def test_cluster_remove_worker_on_kubernetes_reports_a_failed_drain_in_one_line(monkeypatch):
     from typer.testing import CliRunner
 
-    from citus_pipeline.cluster import k8s_commands
+    from citus_pipeline.cluster.commands import app
 
     log: list = []
     c, log, *_ = make(citus=FakeCitus(log, drain_fails=True))
-    monkeypatch.setattr(k8s_commands, "_backend", lambda spec, context: c)
-    r = CliRunner().invoke(k8s_commands.app, ["remove-worker", "2"], env={"COLUMNS": "300"})
+    use_backend(monkeypatch, c)
+    r = CliRunner().invoke(
+        app, ["remove-worker", "2", "--backend", "kubernetes"], env={"COLUMNS": "300"}
+    )
     assert r.exit_code == 1
     assert "error:" in r.output and "not enough space" in r.output
     assert not [e for e in log if e[0] == "delete"]
+
+
+@pytest.mark.parametrize("args", [["down"], ["stop", "citusdemo-1-0"], ["start", "citusdemo-1-0"]])
+def test_local_only_commands_on_kubernetes_end_in_one_error_line(monkeypatch, args):
+    from typer.testing import CliRunner
+
+    from citus_pipeline.cluster.commands import app
+
+    c, log, *_ = make()
+    use_backend(monkeypatch, c)
+    r = CliRunner().invoke(app, [*args, "--backend", "kubernetes"], env={"COLUMNS": "300"})
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "local-only" in lines[0]
+    assert log == []
 
 
 class FakeApiClient:
@@ -596,7 +629,7 @@ class FakeApiClient:
 
 
 def test_apply_is_server_side_and_never_overwrites_patronis_endpoints():
-    from citus_pipeline.cluster.k8s_commands import apply_manifests
+    from citus_pipeline.cluster.k8s_apply import apply_manifests
 
     objs = mf.cluster_manifests(SPEC)
     api = FakeApiClient(existing={"/api/v1/namespaces/citus/endpoints/citusdemo-0"})
