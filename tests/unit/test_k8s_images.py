@@ -102,8 +102,8 @@ def test_dagster_values_read_the_dsn_from_a_secret():
         v["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]["env"],
     ):
         by = {e["name"]: e for e in env}
-        assert by["CITUS_DSN"]["valueFrom"]["secretKeyRef"]["name"] == "citus-dsn"
-        assert "value" not in by["CITUS_DSN"] and "value" not in by["PGPASSWORD"]
+        assert by["CITUS_PIPELINE_DSN"]["valueFrom"]["secretKeyRef"]["name"] == "citus-dsn"
+        assert "value" not in by["CITUS_PIPELINE_DSN"] and "value" not in by["PGPASSWORD"]
 
 
 # ---- entrypoint -------------------------------------------------------------------------------
