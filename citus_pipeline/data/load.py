@@ -1,14 +1,11 @@
 """The loader: Price Paid files -> validated rows in Citus, exactly once, N streams at a time.
 
-One reader thread cuts each input into record-aligned chunks (`sources.read_chunks`); N
-worker threads, each with its own connection, parse and validate a chunk (`parse`), and
-write it in ONE transaction: the chunk's ledger row first (so a concurrent or repeated
-load of the same chunk waits and then finds it done), its good rows by COPY, its rejects.
-A chunk is therefore loaded entirely or not at all, whatever is killed when; a re-run
-skips the chunks the ledger names and redoes the rest. Rows whose id is already present
-(a second file with the same records, a re-cut chunk) make the plain COPY fail with a
-unique violation; that chunk is then redone through a temporary table and
-`INSERT ... ON CONFLICT DO NOTHING`, which counts them as duplicates.
+One reader (the calling thread) cuts each input into record-aligned chunks
+(`sources.read_chunks`) and hands them to N writer threads, each with its own connection,
+which parse, validate and commit a chunk in one transaction (`chunk_writer`). A re-run skips
+the chunks the ledger names and redoes the rest, so a load killed at any moment is finished
+by running it again. A chunk that fails on a failover is retried on a new connection; that
+per-chunk retry is the only retry layer of a load (callers do not wrap it in another).
 
 Targets: `uk_price` (typed, distributed: the one-hop fast path), `uk_price_raw` (the
 reference schema, coordinator-local: staging for `publish_uk_price`), or `both`.
@@ -22,53 +19,30 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import psycopg
-import pyarrow as pa
-from psycopg import errors, sql
-from psycopg.abc import Buffer
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.copy import LibpqWriter
+from pydantic import BaseModel
 
-from . import format as fmt
+from ..cluster import failover
 from . import schema as sch
-from .parse import ParsedChunk, Reject, parse_chunk, pieces, raw_csv, typed_csv, warm_up
-from .sources import (
-    DEFAULT_CHUNK_BYTES,
-    Chunk,
-    InputFile,
-    SourceError,
-    fingerprint,
-    read_chunks,
-    read_first_lines,
-    resolve,
+from .chunk_writer import (
+    LEDGER_COMMITTED,
+    TARGETS,
+    ChunkResult,
+    ChunkWriter,
+    Target,
+    is_duplicate,
 )
+from .layout import LayoutError, check_layout
+from .parse import warm_up
+from .progress import Progress, ProgressEvent
+from .sources import DEFAULT_CHUNK_BYTES, Chunk, InputFile, fingerprint, read_chunks, resolve
 
-Target = Literal["uk_price", "uk_price_raw", "both"]
-
-
-class LayoutError(SourceError):
-    """A file refused up front because it is not in the published layout."""
-
-
-@dataclass
-class ProgressEvent:
-    done_rows: int
-    total_bytes: int | None
-    done_bytes: int
-    message: str
-    rows_loaded: int = 0
-    rows_rejected: int = 0
+# Parsing memory follows this, not the chunk size (see load_price_paid).
+PIECE_BYTES = 4 << 20
 
 
-Progress = Callable[[ProgressEvent], None]
-
-
-@dataclass
-class LoadReport:
+class LoadReport(BaseModel):
     source: str
     target: str
     files: int = 0
@@ -86,132 +60,7 @@ class LoadReport:
     rows_per_s: float = 0.0
     mb_per_s: float = 0.0
     jobs: int = 1
-    errors: list[str] = field(default_factory=list)
-
-    def model_dump(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class PublishReport:
-    rows_published: int
-    rows_in_uk_price: int
-    seconds: float
-
-    def model_dump(self) -> dict:
-        return asdict(self)
-
-
-LEDGER_CLAIM = """
-INSERT INTO {schema}.uk_price_load_ledger
-    (source_fingerprint, target, chunk_offset, chunk_bytes, first_line, source,
-     rows_read, rows_loaded, rows_rejected, rows_duplicate)
-VALUES (%s, %s, %s, %s, %s, %s, %s, 0, 0, 0)
-ON CONFLICT DO NOTHING
-RETURNING 1
-"""
-LEDGER_DONE = """
-UPDATE {schema}.uk_price_load_ledger
-SET rows_loaded = %s, rows_rejected = %s, rows_duplicate = %s, committed_at = now()
-WHERE source_fingerprint = %s AND target = %s AND chunk_offset = %s
-"""
-LEDGER_ROW = """
-SELECT chunk_bytes, rows_loaded + rows_duplicate FROM {schema}.uk_price_load_ledger
-WHERE source_fingerprint = %s AND target = %s AND chunk_offset = %s
-"""
-LEDGER_COMMITTED = """
-SELECT chunk_offset, chunk_bytes, rows_loaded + rows_duplicate
-FROM {schema}.uk_price_load_ledger WHERE source_fingerprint = %s AND target = %s
-"""
-REJECT_INSERT = """
-INSERT INTO {schema}.uk_price_rejects (source, source_fingerprint, line_number, raw_record, reason)
-VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT DO NOTHING
-"""
-COPY = "COPY {table} ({columns}) FROM STDIN (FORMAT csv)"
-TMP_CREATE = "CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table}) ON COMMIT DELETE ROWS"
-# RETURNING: Citus reports rows processed, not inserted, for INSERT ... SELECT ON CONFLICT
-TMP_INSERT = "INSERT INTO {table} SELECT * FROM {tmp} ON CONFLICT DO NOTHING RETURNING 1"
-
-PUBLISH = """
-INSERT INTO {schema}.uk_price
-    (transaction_id, price, date_of_transfer, property_type, old_new, duration,
-     ppd_category_type, postcode, paon, saon, street, locality, town_city, district, county)
-SELECT transaction_unique_identifier, price::integer, date_of_transfer::date,
-       property_type::"char", "Old/New"::"char", duration::"char", ppdcategory_type::"char",
-       nullif(postcode, ''), nullif(paon, ''), nullif(saon, ''), nullif(street, ''),
-       nullif(locality, ''), nullif("Town/City", ''), nullif(district, ''), nullif(county, '')
-FROM {schema}.uk_price_raw
-ON CONFLICT (transaction_id) DO NOTHING
-"""
-
-# Parsing memory follows this, not the chunk size (see load_price_paid).
-PIECE_BYTES = 4 << 20
-
-# Errors after which the chunk is retried on a new connection (a failover, a restart, a
-# worker leader killed mid-COPY): the chunk's transaction was rolled back as a whole.
-_RETRY_CLASSES = ("08", "40", "53", "57", "58")
-_RETRY_STATES = {"25006"}
-_RETRY_WORDS = ("connection", "remote node", "terminat", "shutdown", "recovery")
-
-
-def _is_duplicate(err: Exception) -> bool:
-    """A unique violation, also as Citus forwards it from a shard (XX000 + the shard's text)."""
-    if isinstance(err, errors.UniqueViolation):
-        return True
-    return getattr(
-        err, "sqlstate", None
-    ) == "XX000" and "duplicate key value violates unique" in str(err)
-
-
-def _retryable(err: Exception) -> bool:
-    if isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return True
-    state = getattr(err, "sqlstate", None) or ""
-    if state == "XX000":  # Citus reports a lost worker connection as an internal error
-        return any(w in str(err).lower() for w in _RETRY_WORDS)
-    return state[:2] in _RETRY_CLASSES or state in _RETRY_STATES
-
-
-def _recover_prepared(conn: psycopg.Connection) -> None:
-    """Finish two-phase commits a failover interrupted.
-
-    When a worker leader dies between PREPARE and COMMIT PREPARED, the chunk is committed
-    (the coordinator decided) and the ledger says so, but its rows on that group stay in a
-    prepared transaction on the promoted standby -- invisible until Citus's recovery daemon
-    runs (citus.recover_2pc_interval, 1 min). The loader does not leave that window open."""
-    try:
-        conn.execute("SELECT recover_prepared_transactions()")
-    except psycopg.errors.InsufficientPrivilege:  # not ours to run: the daemon will do it
-        pass
-
-
-def _sniff(inp: InputFile) -> None:
-    import csv
-
-    from .parse import decode_line
-
-    lines = [ln for ln in read_first_lines(inp, 20) if ln]
-    records = [next(csv.reader([decode_line(ln)])) for ln in lines]
-    problem = fmt.sniff_layout(records)
-    if problem:
-        raise LayoutError(f"{inp.name}: {problem.message}")
-
-
-# By default a COPY opens up to 16 connections per worker (one per shard placement it
-# writes), and a chunk's two-phase commit then prepares every one of them. One connection per
-# worker per loader stream -- Citus switches it between the shards' COPYs -- means one
-# PREPARE per worker group per chunk and a quarter less worker CPU: 2 M rows in 12.5 s
-# instead of 16.5 s with 6 MiB chunks. Parallelism comes from the loader's streams.
-LOADER_SESSION_OPTIONS = "-c citus.max_adaptive_executor_pool_size=1"
-
-
-def loader_conninfo(dsn: str) -> str:
-    """The DSN with the loader's session settings appended to any ``options`` it has."""
-    params = conninfo_to_dict(dsn)
-    params["options"] = f"{params.get('options', '')} {LOADER_SESSION_OPTIONS}".strip()
-    params.setdefault("application_name", "citus-pipeline-load")
-    return make_conninfo(**params)
+    errors: list[str] = []
 
 
 def _bound_malloc() -> None:
@@ -232,159 +81,177 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 
-class _BackgroundSender(LibpqWriter):
-    """COPY data sent from a thread of its own, so the loader parses the next piece of a chunk
-    while the server is still taking the previous one. At most `depth` pieces wait."""
+class _Load:
+    """One run of :func:`load_price_paid`: the report, the work queue and N writer threads."""
 
-    def __init__(self, cursor: psycopg.Cursor, depth: int = 1):
-        super().__init__(cursor)
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="copy-sender", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (data := self._queue.get()) is not None:
-            if self._error is not None:  # after an error, drain so the producer never blocks
-                continue
-            try:
-                super().write(memoryview(data))  # psycopg cuts it into protocol messages
-            except BaseException as err:  # noqa: BLE001 - raised in the caller's thread
-                self._error = err
-
-    def write(self, data: Buffer) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(data)
-
-    def finish(self, exc: BaseException | None = None) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None and exc is None:
-            raise self._error
-        super().finish(exc)
-
-
-@dataclass
-class _ChunkResult:
-    """What one committed chunk added: `skipped` if a previous or concurrent load had it."""
-
-    good: int = 0
-    loaded: int = 0
-    rejects: list[Reject] = field(default_factory=list)
-    transcoded: int = 0
-    skipped: bool = False
-
-    def add(self, parsed: ParsedChunk) -> ParsedChunk:
-        self.good += parsed.good.num_rows
-        self.rejects.extend(parsed.rejects)
-        self.transcoded += parsed.transcoded_lines
-        return parsed
-
-
-def _tmp(table: str) -> sql.Identifier:
-    """The session's temporary copy of `table` for the ON CONFLICT path."""
-    return sql.Identifier(f"load_tmp_{table}")
-
-
-class _ChunkWriter:
-    """One worker's connection: writes whole chunks, one transaction each, parsing a chunk
-    piece by piece while its rows stream to the coordinator."""
-
-    def __init__(self, dsn: str, schema: str, target: Target, piece_bytes: int):
+    def __init__(
+        self,
+        dsn: str,
+        report: LoadReport,
+        *,
+        schema: str,
+        target: Target,
+        chunk_bytes: int,
+        piece_bytes: int,
+        retries: int,
+        retry_wait: float,
+        progress: Progress | None,
+    ) -> None:
         self.dsn = dsn
+        self.report = report
         self.schema = schema
         self.target = target
+        self.chunk_bytes = chunk_bytes
         self.piece_bytes = piece_bytes
-        self.conn: psycopg.Connection | None = None
-        self.columns = sql.SQL(", ").join(map(sql.Identifier, sch.TYPED_COLUMNS))
+        self.retries = retries
+        self.retry_wait = retry_wait
+        self.progress = progress
+        self.total_bytes: int | None = None
+        self.lock = threading.Lock()
+        self.work: queue.Queue = queue.Queue(maxsize=1)
+        self.failure: list[BaseException] = []
+        self.stop = threading.Event()
 
-    def connect(self) -> psycopg.Connection:
-        if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(loader_conninfo(self.dsn))
-        return self.conn
+    # ---- the calling thread: read, hand out, collect ----------------------------------
+    def run(self, inputs: list[InputFile]) -> LoadReport:
+        self.total_bytes = None if any(i.is_gzip for i in inputs) else sum(i.size() for i in inputs)
+        threads = [
+            threading.Thread(target=self._writer_thread, name=f"load-{i}", daemon=True)
+            for i in range(self.report.jobs)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            self._read(inputs)
+        finally:
+            self._stop_writers(threads)
+        if self.failure:
+            raise self.failure[0]
+        if self.report.retries:  # a chunk retried after a failover must be visible now
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                failover.recover_prepared_transactions(conn)
+        return self.report
 
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+    def _read(self, inputs: list[InputFile]) -> None:
+        """Every chunk of every input: tallied at once if the ledger has it, else queued."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            # a chunk an earlier run committed must be visible before we compare counts
+            failover.recover_prepared_transactions(conn)
+            for inp in inputs:
+                fp = fingerprint(inp.path)
+                committed = {
+                    off: (size, good)
+                    for off, size, good in conn.execute(
+                        sch.q(LEDGER_COMMITTED, self.schema), (fp, self.target)
+                    ).fetchall()
+                }
+                for chunk in read_chunks(inp, self.chunk_bytes):
+                    if self.stop.is_set():
+                        return
+                    size, good = committed.get(chunk.offset, (None, 0))
+                    if size == len(chunk.data):  # the same chunk as a committed one
+                        self._tally(inp, chunk, ChunkResult(good=good, skipped=True))
+                    elif not self._enqueue((fp, inp, chunk)):
+                        return
 
-    def _streams(
-        self, idempotent: bool
-    ) -> list[tuple[str, sql.Composable, Callable[[pa.Table], Buffer]]]:
-        """(table, COPY statement, serialiser) for each table the target writes; with
-        `idempotent`, the COPY goes to a temporary copy of the table."""
-        out = []
-        for name, columns, render in (
-            (sch.RAW, sql.SQL(sch.RAW_COLUMNS), raw_csv),
-            (sch.TYPED, self.columns, lambda t: typed_csv(t, sch.TYPED_COLUMNS)),
-        ):
-            if self.target not in (name, "both"):
+    def _enqueue(self, item: object) -> bool:
+        """Queue one chunk; False when a writer failed and the load stops."""
+        while not self.stop.is_set():
+            try:
+                self.work.put(item, timeout=0.5)
+                return True
+            except queue.Full:
                 continue
-            dest = _tmp(name) if idempotent else sch.table(self.schema, name)
-            out.append((name, sql.SQL(COPY).format(table=dest, columns=columns), render))
-        return out
+        return False
 
-    def _send(self, cur: psycopg.Cursor, statement: sql.Composable, payloads) -> None:
-        with cur.copy(statement, writer=_BackgroundSender(cur)) as cp:
-            for payload in payloads:
-                cp.write(payload)  # one piece at a time
+    def _stop_writers(self, threads: list[threading.Thread]) -> None:
+        for _ in threads:
+            while True:
+                try:
+                    self.work.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    if all(not t.is_alive() for t in threads):
+                        break
+        for t in threads:
+            t.join()
 
-    def write(self, fp: str, inp: InputFile, chunk: Chunk, idempotent: bool) -> _ChunkResult:
-        """Parse and commit the chunk in one transaction (unless the ledger already has it)."""
-        conn = self.connect()
-        q = lambda s: sch.q(s, self.schema)
-        res = _ChunkResult()
-        parsed = (
-            res.add(parse_chunk(data, line, complete=True))
-            for data, line in pieces(chunk.data, chunk.first_line, self.piece_bytes)
+    # ---- the writer threads --------------------------------------------------------
+    def _writer_thread(self) -> None:
+        writer = ChunkWriter(self.dsn, self.schema, self.target, self.piece_bytes)
+        try:
+            while (item := self.work.get()) is not None:
+                if self.stop.is_set():
+                    continue  # drain: the main thread is stopping
+                fp, inp, chunk = item
+                self._tally(inp, chunk, self._write(writer, fp, inp, chunk))
+        except BaseException as err:  # noqa: BLE001 - reported by the main thread
+            self.failure.append(err)
+            self.stop.set()
+        finally:
+            writer.close()
+
+    def _write(self, writer: ChunkWriter, fp: str, inp: InputFile, chunk: Chunk) -> ChunkResult:
+        """Commit one chunk, retried on a new connection after a failover error (the chunk's
+        transaction was rolled back whole); ids already present switch it to ON CONFLICT."""
+        idempotent = False
+
+        def attempt() -> ChunkResult:
+            nonlocal idempotent
+            try:
+                return writer.write(fp, inp, chunk, idempotent)
+            except Exception as err:
+                if idempotent or not is_duplicate(err):
+                    raise
+            idempotent = True  # ids already present: redo through ON CONFLICT
+            return writer.write(fp, inp, chunk, idempotent)
+
+        def reconnect(_err: BaseException) -> None:
+            with self.lock:
+                self.report.retries += 1
+            writer.close()
+
+        return failover.retry(
+            attempt,
+            what=f"load {inp.name} line {chunk.first_line}",
+            attempts=self.retries + 1,
+            base_seconds=self.retry_wait,
+            max_seconds=10.0,
+            before_retry=reconnect,
         )
-        with conn.transaction():
-            cur = conn.cursor()
-            key = (fp, self.target, chunk.offset)
-            cur.execute(
-                q(LEDGER_CLAIM), (*key, len(chunk.data), chunk.first_line, inp.name, chunk.lines)
+
+    # ---- the report ----------------------------------------------------------------
+    def _tally(self, inp: InputFile, chunk: Chunk, result: ChunkResult) -> None:
+        r = self.report
+        with self.lock:
+            r.chunks += 1
+            r.rows_read += chunk.lines
+            r.bytes_read += len(chunk.data)
+            r.transcoded_lines += result.transcoded
+            if result.skipped:
+                r.chunks_skipped += 1
+                r.rows_duplicate += result.good
+                r.rows_already_loaded += result.good
+            else:
+                r.rows_loaded += result.loaded
+                r.rows_duplicate += result.good - result.loaded
+                r.rows_rejected += len(result.rejects)
+            last = chunk.first_line + chunk.lines - 1
+            self.emit(f"{inp.name}: line {last}" + (" (already loaded)" if result.skipped else ""))
+
+    def emit(self, message: str) -> None:
+        if self.progress:
+            r = self.report
+            self.progress(
+                ProgressEvent(
+                    r.rows_read,
+                    self.total_bytes,
+                    r.bytes_read,
+                    message,
+                    r.rows_loaded,
+                    r.rows_rejected,
+                )
             )
-            claimed = cur.fetchone() is not None
-            if not claimed:  # committed by an earlier or a concurrent load
-                size, good = cur.execute(q(LEDGER_ROW), key).fetchone()
-                if size == len(chunk.data):
-                    return _ChunkResult(good=good, skipped=True)
-                # a load that cut the file differently committed a chunk starting here: some
-                # of these rows may be in, some not; the ON CONFLICT path adds what is missing
-                idempotent = True
-            streams = self._streams(idempotent)
-            if idempotent:
-                for name, _, _ in streams:
-                    cur.execute(
-                        sql.SQL(TMP_CREATE).format(
-                            tmp=_tmp(name), table=sch.table(self.schema, name)
-                        )
-                    )
-            if len(streams) == 1:  # the whole chunk in one COPY
-                _, statement, render = streams[0]
-                self._send(cur, statement, (render(p.good) for p in parsed))
-            else:  # both tables: piece by piece
-                for p in parsed:
-                    for _, statement, render in streams:
-                        self._send(cur, statement, [render(p.good)])
-            res.loaded = res.good
-            if idempotent:
-                for name, _, _ in streams:
-                    cur.execute(
-                        sql.SQL(TMP_INSERT).format(
-                            table=sch.table(self.schema, name), tmp=_tmp(name)
-                        )
-                    )
-                    res.loaded = cur.rowcount  # the last one: uk_price when the target is both
-            if res.rejects:
-                cur.executemany(
-                    q(REJECT_INSERT), [(inp.name, fp, r.line, r.raw, r.reason) for r in res.rejects]
-                )
-            if claimed:
-                cur.execute(
-                    q(LEDGER_DONE), (res.loaded, len(res.rejects), res.good - res.loaded, *key)
-                )
-        return res
 
 
 def load_price_paid(
@@ -405,9 +272,10 @@ def load_price_paid(
 
     Every good record lands exactly once; every bad one goes to `uk_price_rejects` with its
     line number and reason; a wrong-layout file is refused up front (`LayoutError`). Safe to
-    re-run after any crash: committed chunks are skipped, the rest loaded.
+    re-run after any crash: committed chunks are skipped, the rest loaded. A chunk that keeps
+    failing over past ``retries`` raises `FailoverRetriesExhausted`.
     """
-    if target not in ("uk_price", "uk_price_raw", "both"):
+    if target not in TARGETS:
         raise ValueError(f"target must be uk_price, uk_price_raw or both, not {target!r}")
     jobs = max(1, jobs or os.cpu_count() or 1)
     # A chunk is one transaction: one COPY, one two-phase commit per worker group. Bigger
@@ -420,168 +288,30 @@ def load_price_paid(
     _bound_malloc()
     started = time.monotonic()
     report = LoadReport(source=str(source), target=target, jobs=jobs)
-    warm = threading.Thread(target=warm_up, daemon=True)
-    warm.start()
+    threading.Thread(target=warm_up, daemon=True).start()
     if ensure:
         sch.ensure_schema(dsn, shard_count, schema=schema)
     inputs = resolve(source)
     for inp in inputs:
-        _sniff(inp)
+        check_layout(inp)
     report.files = len(inputs)
-    total_bytes = None if any(i.is_gzip for i in inputs) else sum(i.size() for i in inputs)
-    lock = threading.Lock()
-    work: queue.Queue = queue.Queue(maxsize=1)
-    failure: list[BaseException] = []
-    stop = threading.Event()
-
-    def emit(message: str) -> None:
-        if progress:
-            progress(
-                ProgressEvent(
-                    report.rows_read,
-                    total_bytes,
-                    report.bytes_read,
-                    message,
-                    report.rows_loaded,
-                    report.rows_rejected,
-                )
-            )
-
-    def tally(inp: InputFile, chunk: Chunk, result: _ChunkResult) -> None:
-        with lock:
-            report.chunks += 1
-            report.rows_read += chunk.lines
-            report.bytes_read += len(chunk.data)
-            report.transcoded_lines += result.transcoded
-            if result.skipped:
-                report.chunks_skipped += 1
-                report.rows_duplicate += result.good
-                report.rows_already_loaded += result.good
-            else:
-                report.rows_loaded += result.loaded
-                report.rows_duplicate += result.good - result.loaded
-                report.rows_rejected += len(result.rejects)
-            last = chunk.first_line + chunk.lines - 1
-            emit(f"{inp.name}: line {last}" + (" (already loaded)" if result.skipped else ""))
-
-    def worker() -> None:
-        writer = _ChunkWriter(dsn, schema, target, piece_bytes)
-        try:
-            while True:
-                item = work.get()
-                if item is None:
-                    return
-                if stop.is_set():
-                    continue
-                fp, inp, chunk = item
-                idempotent = False
-                attempt = 0
-                while True:
-                    try:
-                        result = writer.write(fp, inp, chunk, idempotent)
-                        break
-                    except Exception as err:
-                        if _is_duplicate(err) and not idempotent:
-                            idempotent = True  # ids already present: redo through ON CONFLICT
-                            continue
-                        if not _retryable(err) or attempt >= retries:
-                            raise
-                        attempt += 1
-                        with lock:
-                            report.retries += 1
-                        writer.close()
-                        time.sleep(min(retry_wait * attempt, 10.0))
-                tally(inp, chunk, result)
-        except BaseException as err:  # noqa: BLE001 - reported by the main thread
-            failure.append(err)
-            stop.set()
-        finally:
-            writer.close()
-
-    threads = [threading.Thread(target=worker, name=f"load-{i}", daemon=True) for i in range(jobs)]
-    for t in threads:
-        t.start()
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            _recover_prepared(conn)  # a chunk an earlier run committed must be visible now
-            for inp in inputs:
-                fp = fingerprint(inp.path)
-                committed = {
-                    off: (size, good)
-                    for off, size, good in conn.execute(
-                        sch.q(LEDGER_COMMITTED, schema), (fp, target)
-                    ).fetchall()
-                }
-                for chunk in read_chunks(inp, chunk_bytes):
-                    if stop.is_set():
-                        break
-                    size, good = committed.get(chunk.offset, (None, 0))
-                    if size == len(chunk.data):  # the same chunk as a committed one
-                        tally(inp, chunk, _ChunkResult(good=good, skipped=True))
-                        continue
-                    while not stop.is_set():
-                        try:
-                            work.put((fp, inp, chunk), timeout=0.5)
-                            break
-                        except queue.Full:
-                            continue
-    finally:
-        for _ in threads:
-            while True:
-                try:
-                    work.put(None, timeout=0.5)
-                    break
-                except queue.Full:
-                    if all(not t.is_alive() for t in threads):
-                        break
-        for t in threads:
-            t.join()
-    if failure:
-        raise failure[0]
-    if report.retries:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            _recover_prepared(conn)
+    load = _Load(
+        dsn,
+        report,
+        schema=schema,
+        target=target,
+        chunk_bytes=chunk_bytes,
+        piece_bytes=piece_bytes,
+        retries=retries,
+        retry_wait=retry_wait,
+        progress=progress,
+    )
+    load.run(inputs)
     report.seconds = time.monotonic() - started
     report.rows_per_s = report.rows_read / report.seconds if report.seconds else 0.0
     report.mb_per_s = report.bytes_read / 1e6 / report.seconds if report.seconds else 0.0
-    emit("done")
+    load.emit("done")
     return report
 
 
-def publish_uk_price(
-    dsn: str,
-    *,
-    progress: Progress | None = None,
-    schema: str = sch.DEFAULT_SCHEMA,
-    analyze: bool = True,
-) -> PublishReport:
-    """uk_price_raw -> uk_price: every staged row not yet in uk_price, typed (idempotent).
-
-    Rows of uk_price_raw were validated by the loader; the CHECK constraints of uk_price
-    stop anything else. `ON CONFLICT DO NOTHING` makes a re-run add nothing.
-    """
-    started = time.monotonic()
-    count = sql.SQL("SELECT count(*) FROM {}").format(sch.table(schema, sch.TYPED))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        with conn.transaction():
-            # Citus reports rows processed, not inserted, for INSERT ... SELECT ON CONFLICT
-            (before,) = conn.execute(count).fetchone()
-            conn.execute(sch.q(PUBLISH, schema))
-            (total,) = conn.execute(count).fetchone()
-        published = total - before
-        if analyze:
-            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sch.table(schema, sch.TYPED)))
-    if progress:
-        progress(ProgressEvent(published, None, 0, f"published {published} rows", published, 0))
-    return PublishReport(published, total, time.monotonic() - started)
-
-
-__all__ = [
-    "LayoutError",
-    "LoadReport",
-    "ProgressEvent",
-    "PublishReport",
-    "Reject",
-    "load_price_paid",
-    "publish_uk_price",
-]
+__all__ = ["LayoutError", "LoadReport", "Target", "load_price_paid"]

@@ -21,22 +21,23 @@ from __future__ import annotations
 import io
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pcsv
 from psycopg import sql
+from pydantic import BaseModel, computed_field
 
 from . import schema as sch
-from .load import Progress, ProgressEvent, _sniff
+from .layout import check_layout
 from .parse import parse_chunk, typed_csv
-from .sources import fingerprint, read_chunks, resolve
+from .progress import Progress, ProgressEvent
+from .sources import InputFile, fingerprint, read_chunks, resolve
 
 
-@dataclass
-class MonthlyReport:
+class MonthlyReport(BaseModel):
     source: str
     rows_read: int = 0
     rows_rejected: int = 0
@@ -49,16 +50,12 @@ class MonthlyReport:
     superseded: int = 0
     files_already_applied: int = 0
     seconds: float = 0.0
-    unknown_ids: list[str] = field(default_factory=list)  # first 1000
+    unknown_ids: list[str] = []  # first 1000
 
+    @computed_field
     @property
     def applied(self) -> int:
         return self.adds + self.changes + self.deletes
-
-    def model_dump(self) -> dict:
-        d = asdict(self)
-        d["applied"] = self.applied
-        return d
 
 
 LOCK = "SELECT pg_advisory_xact_lock(hashtext('uk_price_monthly:' || %s))"
@@ -120,10 +117,6 @@ RAW_A = (
     + _RAW_VALUES
     + " FROM monthly_tmp t WHERE t.record_status = 'A' ON CONFLICT DO NOTHING"
 )
-REJECT_INSERT = """
-INSERT INTO {schema}.uk_price_rejects (source, source_fingerprint, line_number, raw_record, reason)
-VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
-"""
 LOG_COPY = (
     "COPY {schema}.uk_price_monthly_log "
     "(source_fingerprint, line_number, transaction_id, record_status, outcome, source) FROM STDIN"
@@ -151,6 +144,114 @@ def _stage_csv(fp: str, t: pa.Table, lines: np.ndarray) -> bytes:
     )
 
 
+@dataclass
+class MonthFile:
+    """One update file as the apply sees it: its good records (the last one per id), the
+    line of each, the records an id's later record superseded, and the rejects."""
+
+    good: pa.Table | None
+    lines: np.ndarray
+    superseded: list[tuple[int, str, str, int]]  # (line, id, status, line of the winner)
+    rejects: list
+    rows_read: int
+
+
+def read_month_file(inp: InputFile) -> MonthFile:
+    """Parse an update file with the loader's parser; the last record of an id wins."""
+    tables, line_arrays, rejects = [], [], []
+    rows_read = 0
+    for chunk in read_chunks(inp):
+        parsed = parse_chunk(chunk.data, chunk.first_line, complete=False)
+        rows_read += parsed.lines
+        tables.append(parsed.good)
+        line_arrays.append(parsed.good_lines)
+        rejects.extend(parsed.rejects)
+    good = pa.concat_tables(tables) if tables else None
+    lines = np.concatenate(line_arrays) if line_arrays else np.zeros(0, np.int64)
+    superseded: list[tuple[int, str, str, int]] = []
+    if good is not None and good.num_rows:
+        ids = good["transaction_id"].to_pylist()
+        last = {tid.lower(): i for i, tid in enumerate(ids)}
+        keep = np.zeros(len(ids), dtype=bool)
+        keep[list(last.values())] = True
+        status = good["record_status"].to_pylist()
+        for i in np.flatnonzero(~keep):
+            winner = int(lines[last[ids[i].lower()]])
+            superseded.append((int(lines[i]), ids[i], status[i], winner))
+        good = good.filter(pa.array(keep))
+        lines = lines[keep]
+    return MonthFile(good, lines, superseded, rejects, rows_read)
+
+
+def _outcome(status: str, known: bool, report: MonthlyReport) -> str:
+    """What the apply does with one record, counted in the report."""
+    if status == "A":
+        report.adds_existing += known
+        report.adds += not known
+        return "exists" if known else "inserted"
+    if status == "C":
+        report.changes += known
+        report.unknown_changes += not known
+        return "changed" if known else "unknown id"
+    report.deletes += known
+    report.unknown_deletes += not known
+    return "deleted" if known else "unknown id"
+
+
+def _apply_records(
+    cur: psycopg.Cursor, schema: str, fp: str, month: MonthFile, report: MonthlyReport
+) -> list[tuple[int, str, str, str]]:
+    """Stage the file's good records, apply D, C and A to uk_price (and uk_price_raw while
+    it is in use); returns each record's (line, id, status, outcome)."""
+    Q = lambda s: sch.q(s, schema)
+    cur.execute(Q(TMP))
+    with cur.copy(sql.SQL("COPY monthly_tmp FROM STDIN (FORMAT csv)")) as cp:
+        cp.write(_stage_csv(fp, month.good, month.lines))
+    cur.execute(Q(CLEAR_STAGE), (fp,))
+    cur.execute(Q("INSERT INTO {schema}.uk_price_monthly_stage SELECT * FROM monthly_tmp"))
+    outcomes = []
+    for line, st, tid, known in cur.execute(Q(OUTCOMES), (fp,)).fetchall():
+        tid = "{" + tid.upper() + "}"
+        outcomes.append((line, tid, st, _outcome(st, known, report)))
+        if not known and st != "A" and len(report.unknown_ids) < 1000:
+            report.unknown_ids.append(tid)
+    for stmt in (APPLY_D, APPLY_C, APPLY_A, CLEAR_STAGE):
+        cur.execute(Q(stmt), (fp,))
+    (raw_in_use,) = cur.execute(Q(RAW_IN_USE)).fetchone()
+    if raw_in_use:
+        for stmt in (RAW_D, RAW_C, RAW_A):
+            cur.execute(Q(stmt))
+    return outcomes
+
+
+def _apply_file(dsn: str, schema: str, inp: InputFile, report: MonthlyReport) -> None:
+    """One file in ONE transaction; a file already in the log changes nothing."""
+    fp = fingerprint(inp.path)
+    month = read_month_file(inp)
+    report.rows_read += month.rows_read
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        cur = conn.cursor()
+        cur.execute(LOCK, (fp,))
+        (n_logged,) = cur.execute(sch.q(ALREADY, schema), (fp,)).fetchone()
+        if n_logged:
+            report.files_already_applied += 1
+            return
+        outcomes = []
+        if month.good is not None and month.good.num_rows:
+            outcomes = _apply_records(cur, schema, fp, month, report)
+        for line, tid, st, winner in month.superseded:
+            outcomes.append((line, tid, st, f"superseded by line {winner}"))
+            report.superseded += 1
+        sch.insert_rejects(cur, schema, inp.name, fp, month.rejects)
+        # a file with no good records is still logged (as applied) through a marker row
+        if not outcomes:
+            outcomes.append((0, "{00000000-0000-0000-0000-000000000000}", "A", "no good records"))
+        with cur.copy(sch.q(LOG_COPY, schema)) as cp:
+            for line, tid, st, outcome in outcomes:
+                cp.write_row((fp, line, tid, st, outcome, inp.name))
+    report.rows_rejected += len(month.rejects)
+
+
 def apply_monthly(
     source: str | os.PathLike,
     dsn: str,
@@ -168,96 +269,11 @@ def apply_monthly(
     sch.ensure_monthly_stage(dsn, schema=schema)
     inputs = resolve(source)
     for inp in inputs:
-        _sniff(inp)
-    Q = lambda s: sch.q(s, schema)
+        check_layout(inp)
     for inp in inputs:
-        fp = fingerprint(inp.path)
-        tables, line_arrays, rejects = [], [], []
-        rows_read = 0
-        for chunk in read_chunks(inp):
-            parsed = parse_chunk(chunk.data, chunk.first_line, complete=False)
-            rows_read += parsed.lines
-            tables.append(parsed.good)
-            line_arrays.append(parsed.good_lines)
-            rejects.extend(parsed.rejects)
-        good = pa.concat_tables(tables) if tables else None
-        lines = np.concatenate(line_arrays) if line_arrays else np.zeros(0, np.int64)
-        superseded: list[tuple[int, str, str, int]] = []
-        if good is not None and good.num_rows:
-            # the last record of an id wins
-            ids = good["transaction_id"].to_pylist()
-            last: dict[str, int] = {}
-            for i, tid in enumerate(ids):
-                last[tid.lower()] = i
-            keep = np.zeros(len(ids), dtype=bool)
-            keep[list(last.values())] = True
-            status = good["record_status"].to_pylist()
-            for i in np.flatnonzero(~keep):
-                winner = int(lines[last[ids[i].lower()]])
-                superseded.append((int(lines[i]), ids[i], status[i], winner))
-            good = good.filter(pa.array(keep))
-            lines = lines[keep]
-        with psycopg.connect(dsn) as conn, conn.transaction():
-            cur = conn.cursor()
-            cur.execute(LOCK, (fp,))
-            (n_logged,) = cur.execute(Q(ALREADY), (fp,)).fetchone()
-            if n_logged:
-                report.files_already_applied += 1
-                report.rows_read += rows_read
-                continue
-            outcomes: list[tuple[int, str, str, str]] = []
-            if good is not None and good.num_rows:
-                payload = _stage_csv(fp, good, lines)
-                cur.execute(Q(TMP))
-                with cur.copy(sql.SQL("COPY monthly_tmp FROM STDIN (FORMAT csv)")) as cp:
-                    cp.write(payload)
-                cur.execute(Q(CLEAR_STAGE), (fp,))
-                cur.execute(
-                    Q("INSERT INTO {schema}.uk_price_monthly_stage SELECT * FROM monthly_tmp")
-                )
-                for line, st, tid, known in cur.execute(Q(OUTCOMES), (fp,)).fetchall():
-                    tid = "{" + tid.upper() + "}"
-                    if st == "A":
-                        outcome = "exists" if known else "inserted"
-                        report.adds_existing += known
-                        report.adds += not known
-                    elif st == "C":
-                        outcome = "changed" if known else "unknown id"
-                        report.changes += known
-                        report.unknown_changes += not known
-                    else:
-                        outcome = "deleted" if known else "unknown id"
-                        report.deletes += known
-                        report.unknown_deletes += not known
-                    if not known and st != "A" and len(report.unknown_ids) < 1000:
-                        report.unknown_ids.append(tid)
-                    outcomes.append((line, tid, st, outcome))
-                cur.execute(Q(APPLY_D), (fp,))
-                cur.execute(Q(APPLY_C), (fp,))
-                cur.execute(Q(APPLY_A), (fp,))
-                cur.execute(Q(CLEAR_STAGE), (fp,))
-                (raw_in_use,) = cur.execute(Q(RAW_IN_USE)).fetchone()
-                if raw_in_use:
-                    for stmt in (RAW_D, RAW_C, RAW_A):
-                        cur.execute(Q(stmt))
-            for line, tid, st, winner in superseded:
-                outcomes.append((line, tid, st, f"superseded by line {winner}"))
-                report.superseded += 1
-            if rejects:
-                cur.executemany(
-                    Q(REJECT_INSERT), [(inp.name, fp, r.line, r.raw, r.reason) for r in rejects]
-                )
-            # a file with no good records is still logged (as applied) through a marker row
-            if not outcomes:
-                outcomes.append(
-                    (0, "{00000000-0000-0000-0000-000000000000}", "A", "no good records")
-                )
-            with cur.copy(Q(LOG_COPY)) as cp:
-                for line, tid, st, outcome in outcomes:
-                    cp.write_row((fp, line, tid, st, outcome, inp.name))
-        report.rows_read += rows_read
-        report.rows_rejected += len(rejects)
-        if progress:
+        already = report.files_already_applied
+        _apply_file(dsn, schema, inp, report)
+        if progress and report.files_already_applied == already:
             progress(
                 ProgressEvent(
                     report.rows_read,
@@ -272,4 +288,4 @@ def apply_monthly(
     return report
 
 
-__all__ = ["MonthlyReport", "apply_monthly"]
+__all__ = ["MonthFile", "MonthlyReport", "apply_monthly", "read_month_file"]

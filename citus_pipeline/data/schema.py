@@ -163,6 +163,24 @@ CREATE TABLE IF NOT EXISTS {schema}.uk_price_monthly_stage (
 DISTRIBUTE_COLOCATED = "SELECT create_distributed_table(%s, 'transaction_id', colocate_with => %s)"
 
 
+REJECT_INSERT = """
+INSERT INTO {schema}.uk_price_rejects (source, source_fingerprint, line_number, raw_record, reason)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+
+
+def insert_rejects(
+    cur: psycopg.Cursor, schema: str, source: str, fingerprint: str, rejects: list
+) -> None:
+    """Every reject (line, raw record, reason) of one source into uk_price_rejects, once."""
+    if rejects:
+        cur.executemany(
+            q(REJECT_INSERT, schema),
+            [(source, fingerprint, r.line, r.raw, r.reason) for r in rejects],
+        )
+
+
 def q(statement: str, schema: str) -> sql.Composed:
     """`statement` with `{schema}` bound as an identifier."""
     return sql.SQL(statement).format(schema=sql.Identifier(schema))
@@ -222,6 +240,7 @@ __all__ = [
     "drop_all",
     "ensure_monthly_stage",
     "ensure_schema",
+    "insert_rejects",
     "q",
     "regclass",
     "table",

@@ -168,6 +168,59 @@ def _target_name(url: str) -> str:
     return f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{base}"
 
 
+def _resume_headers(have: int, meta: Path) -> dict[str, str]:
+    """Request headers that continue a partial file, if the server still has the same one."""
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+        validator = json.loads(meta.read_text()).get("validator") if meta.exists() else None
+        if validator:
+            headers["If-Range"] = validator  # a changed file comes back whole (200)
+    return headers
+
+
+def _accepted(r: httpx.Response, url: str, have: int) -> tuple[int, int | None]:
+    """(bytes already on disk that the answer continues, total size or None) for an answer."""
+    if r.status_code == 416 and have:  # nothing left to send
+        return have, have
+    if r.status_code == 206:
+        m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", r.headers.get("content-range", ""))
+        if not m or int(m.group(1)) != have:
+            raise SourceError(f"{url}: server answered a bad Content-Range")
+        return have, int(m.group(2)) if m.group(2) != "*" else None
+    if r.status_code == 200:  # no range support, or the file changed: start again
+        cl = r.headers.get("content-length")
+        return 0, int(cl) if cl else None
+    raise SourceError(f"{url}: HTTP {r.status_code}")
+
+
+def _fetch(
+    client: httpx.Client,
+    url: str,
+    part: Path,
+    meta: Path,
+    on_bytes: Callable[[int, int | None], None] | None,
+) -> None:
+    """One attempt: append what the server sends to ``part``; raise if it stops short."""
+    have = part.stat().st_size if part.exists() else 0
+    with client.stream("GET", url, headers=_resume_headers(have, meta)) as r:
+        have, total = _accepted(r, url, have)
+        if r.status_code == 200:
+            validator = r.headers.get("etag") or r.headers.get("last-modified")
+            meta.write_text(json.dumps({"validator": validator, "total": total}))
+        if r.status_code != 416:
+            with open(part, "r+b" if have else "wb") as f:
+                f.seek(have)
+                f.truncate()
+                for block in r.iter_raw(1 << 20):
+                    f.write(block)
+                    have += len(block)
+                    if on_bytes:
+                        on_bytes(have, total)
+    if total is not None and have < total:
+        raise httpx.RemoteProtocolError(f"connection closed at {have} of {total} bytes")
+
+
 def download(
     url: str,
     dest_dir: Path,
@@ -193,53 +246,12 @@ def download(
         return final
     own = client is None
     client = client or httpx.Client(timeout=timeout, follow_redirects=True)
-    attempt = 0
     try:
-        while True:
-            have = part.stat().st_size if part.exists() else 0
-            validator = json.loads(meta.read_text()).get("validator") if meta.exists() else None
-            headers = {"Accept-Encoding": "identity"}
-            if have and validator:
-                headers["Range"] = f"bytes={have}-"
-                headers["If-Range"] = validator
-            elif have:
-                headers["Range"] = f"bytes={have}-"
+        for attempt in range(1, retries + 2):
             try:
-                with client.stream("GET", url, headers=headers) as r:
-                    if r.status_code == 416 and have:  # nothing left to send
-                        total = have
-                    elif r.status_code == 206:
-                        m = re.match(
-                            r"bytes (\d+)-\d+/(\d+|\*)", r.headers.get("content-range", "")
-                        )
-                        if not m or int(m.group(1)) != have:
-                            raise SourceError(f"{url}: server answered a bad Content-Range")
-                        total = int(m.group(2)) if m.group(2) != "*" else None
-                    elif r.status_code == 200:
-                        have = 0  # no range support, or the file changed: start again
-                        cl = r.headers.get("content-length")
-                        total = int(cl) if cl else None
-                    else:
-                        raise SourceError(f"{url}: HTTP {r.status_code}")
-                    v = r.headers.get("etag") or r.headers.get("last-modified")
-                    if r.status_code == 200:
-                        meta.write_text(json.dumps({"validator": v, "total": total}))
-                    if r.status_code != 416:
-                        with open(part, "r+b" if have else "wb") as f:
-                            f.seek(have)
-                            f.truncate()
-                            for block in r.iter_raw(1 << 20):
-                                f.write(block)
-                                have += len(block)
-                                if on_bytes:
-                                    on_bytes(have, total)
-                if total is not None and have < total:
-                    raise httpx.RemoteProtocolError(f"connection closed at {have} of {total} bytes")
-                part.rename(final)
-                meta.unlink(missing_ok=True)
-                return final
+                _fetch(client, url, part, meta, on_bytes)
+                break
             except _RETRYABLE as err:
-                attempt += 1
                 if attempt > retries:
                     raise SourceError(
                         f"{url}: download failed after {retries} retries: {err}"
@@ -248,6 +260,9 @@ def download(
     finally:
         if own:
             client.close()
+    part.rename(final)
+    meta.unlink(missing_ok=True)
+    return final
 
 
 __all__ = [

@@ -1,0 +1,141 @@
+"""Kubernetes manifests rendered from the ClusterSpec (pure functions: spec -> list of dicts).
+
+One Citus group (0 = coordinator, 1..N = workers) is one Patroni cluster inside the scope
+``spec.name``; Patroni's Kubernetes DCS keeps its state in Endpoints annotations
+(``use_endpoints: true``) and labels its pods with the role. Per group we render:
+
+* ``<scope>-<g>`` StatefulSet (PVC storage, hostname anti-affinity, readiness on /readiness)
+* ``<scope>-<g>-headless`` headless Service: stable DNS ``<pod>.<scope>-<g>-headless.<ns>.svc``
+  that every member registers as its connect address (so pg_dist_node never keeps a dead pod IP)
+* ``<scope>-<g>`` Service + Endpoints without selector: the leader endpoint Patroni maintains
+* ``<scope>-<g>-config`` headless Service: keeps the ``-config`` Endpoints from being garbage
+  collected by the endpoints controller
+* ``<scope>-<g>`` PodDisruptionBudget (at most one member voluntarily down)
+
+Shared objects: Namespace, ServiceAccount/Role/RoleBinding (exactly the verbs Patroni's
+Kubernetes DCS calls), the Patroni bootstrap ConfigMap, NetworkPolicies and the two
+``LoadBalancer`` Services (``<scope>-coordinator`` -> coordinator leader,
+``<scope>-workers`` -> worker leaders). Secrets are referenced, never rendered.
+"""
+
+from __future__ import annotations
+
+from .files import (
+    HEADER,
+    dump_yaml,
+    load_manifest_dir,
+    render_files,
+    write_rendered,
+)
+from .group import (
+    cluster_manifests,
+    group_manifests,
+    member_env,
+    shared_manifests,
+    statefulset_manifest,
+)
+from .names import (
+    APP_LABEL,
+    APP_VALUE,
+    BOOTSTRAP_KEY,
+    BOOTSTRAP_MOUNT,
+    FIELD_MANAGER,
+    FOLLOWER_LABEL_VALUE,
+    GROUP_LABEL,
+    IMAGE_UID,
+    LEADER_LABEL_VALUE,
+    PATRONI_RBAC_RULES,
+    PGDATA_DIR,
+    PGDATA_MOUNT,
+    POSTGRES_PORT,
+    RESTAPI_PORT,
+    ROLE_LABEL,
+    SCOPE_LABEL,
+    SECRET_KEYS,
+    TLS_KEY_COPY,
+    TLS_MOUNT,
+    TYPE_LABEL,
+    Manifest,
+    base_labels,
+    bootstrap_configmap_name,
+    config_name,
+    coordinator_lb_name,
+    failover_name,
+    group_labels,
+    group_name,
+    group_type,
+    headless_name,
+    member_dns_name,
+    patroni_kubernetes_labels,
+    selector_service_labels,
+    service_account_name,
+    sync_name,
+    tls_dns_names,
+    workers_lb_name,
+)
+from .shared import (
+    bootstrap_configmap,
+    k8s_postgres_parameters,
+    load_balancer_manifests,
+    namespace_manifest,
+    network_policy_manifests,
+    patroni_bootstrap_config,
+    rbac_manifests,
+)
+
+__all__ = [
+    "APP_LABEL",
+    "APP_VALUE",
+    "BOOTSTRAP_KEY",
+    "BOOTSTRAP_MOUNT",
+    "FIELD_MANAGER",
+    "FOLLOWER_LABEL_VALUE",
+    "GROUP_LABEL",
+    "HEADER",
+    "IMAGE_UID",
+    "LEADER_LABEL_VALUE",
+    "PATRONI_RBAC_RULES",
+    "PGDATA_DIR",
+    "PGDATA_MOUNT",
+    "POSTGRES_PORT",
+    "RESTAPI_PORT",
+    "ROLE_LABEL",
+    "SCOPE_LABEL",
+    "SECRET_KEYS",
+    "TLS_KEY_COPY",
+    "TLS_MOUNT",
+    "TYPE_LABEL",
+    "Manifest",
+    "base_labels",
+    "bootstrap_configmap",
+    "bootstrap_configmap_name",
+    "cluster_manifests",
+    "config_name",
+    "coordinator_lb_name",
+    "dump_yaml",
+    "failover_name",
+    "group_labels",
+    "group_manifests",
+    "group_name",
+    "group_type",
+    "headless_name",
+    "k8s_postgres_parameters",
+    "load_balancer_manifests",
+    "load_manifest_dir",
+    "member_dns_name",
+    "member_env",
+    "namespace_manifest",
+    "network_policy_manifests",
+    "patroni_bootstrap_config",
+    "patroni_kubernetes_labels",
+    "rbac_manifests",
+    "render_files",
+    "selector_service_labels",
+    "service_account_name",
+    "shared_manifests",
+    "statefulset_manifest",
+    "sync_name",
+    "tls_dns_names",
+    "workers_lb_name",
+    "write_rendered",
+]
