@@ -126,22 +126,23 @@ class ClusterFactory:
         self._made.clear()
 
 
-@pytest.fixture
-def fresh_cluster(require_citus) -> Iterator[Callable[..., LocalCluster]]:
+def _cluster_factory() -> Iterator[Callable[..., LocalCluster]]:
+    """A factory whose clusters are all torn down when the fixture that yields it ends."""
     factory = ClusterFactory()
     try:
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture
+def fresh_cluster(require_citus) -> Iterator[Callable[..., LocalCluster]]:
+    yield from _cluster_factory()
 
 
 @pytest.fixture(scope="module")
 def fresh_cluster_module(require_citus) -> Iterator[Callable[..., LocalCluster]]:
-    factory = ClusterFactory()
-    try:
-        yield factory
-    finally:
-        factory.close()
+    yield from _cluster_factory()
 
 
 @pytest.fixture(scope="session")

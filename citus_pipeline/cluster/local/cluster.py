@@ -1,0 +1,376 @@
+"""Local backend: the HA Citus cluster as real processes on loopback addresses.
+
+One etcd, and one Patroni process per member; each member has its own 127.0.x.y address
+(so it looks like its own host in pg_dist_node), its own data directory under the state
+directory, and runs as an unprivileged system user when started by root. Patroni's own
+Citus support follows failovers; :class:`LocalCluster` only starts, stops and observes
+processes, and drains a group before it is removed. It composes the parts of this package:
+the :class:`Layout` of the state directory, its :class:`ClusterState`, the :class:`Etcd`,
+the members' Patroni (configuration, process, :class:`PatroniAPI`), the preflight checks
+and the credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import psycopg
+
+from ...errors import ClusterError
+from ...settings import default_state_dir
+from ..citus_meta import (
+    cleanup_orphans,
+    drain_group,
+    fetch_dist_nodes,
+    fetch_node_shards,
+    remove_group_nodes,
+)
+from ..spec import ClusterSpec
+from ..topology import ClusterBackend, ClusterTopology, MemberStatus
+from . import credentials, observe, patroni, preflight, processes
+from .etcd import Etcd
+from .layout import Layout, Member
+from .patroni import PatroniAPI
+from .state import ClusterState
+
+Progress = Callable[[str, int, int], None]
+
+
+class LocalCluster(ClusterBackend):
+    """The cluster of a :class:`ClusterSpec` as local processes under ``state_dir``."""
+
+    name = "local"
+
+    def __init__(self, spec: ClusterSpec, state_dir: str | os.PathLike[str] | None = None) -> None:
+        self.spec = spec
+        self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir()
+        self.layout = Layout(spec, self.state_dir)
+        self.state = ClusterState(self.layout)
+        self.etcd = Etcd(self.layout)
+        self.api = PatroniAPI(self.layout, lambda: self.credentials()["restapi"])
+        self._run_as = preflight.service_user(spec) if os.geteuid() == 0 else None
+
+    def worker_groups(self) -> list[int]:
+        """Worker groups of this cluster: the spec's, plus any added with add-worker."""
+        return self.state.worker_groups()
+
+    def groups(self) -> list[int]:
+        return [0, *self.worker_groups()]
+
+    def member(self, group: int, index: int) -> Member:
+        return self.layout.member(group, index)
+
+    def members(self, groups: Iterable[int] | None = None) -> list[Member]:
+        return self.layout.members(self.groups() if groups is None else groups)
+
+    def member_by_name(self, name: str) -> Member:
+        return self.layout.member_by_name(name, self.groups())
+
+    def member_pid(self, m: Member) -> int | None:
+        return processes.member_pid(m)
+
+    def postmaster_pid(self, m: Member) -> int | None:
+        return processes.postmaster_pid(m)
+
+    def _etcd_pid(self) -> int | None:
+        # kept for `bench cluster`, which counts etcd among the cluster's processes
+        return self.etcd.pid()
+
+    def pg_bin_dir(self) -> Path:
+        return preflight.pg_bin_dir(self.spec)
+
+    def pg_lib_dir(self) -> Path:
+        return preflight.pg_lib_dir(self.spec)
+
+    def preflight(self, members: list[Member], check_ports: bool = True) -> None:
+        """Everything a user can get wrong, checked before any process starts."""
+        preflight.check(self.layout, members, self._run_as, check_ports)
+
+    def credentials(self) -> dict[str, str]:
+        return credentials.load(self.layout)
+
+    def coordinator_dsn(self) -> str:
+        """libpq conninfo for the coordinator leader; the password is in a passfile, not here."""
+        return credentials.coordinator_dsn(self.layout)
+
+    def member_dsn(self, m: Member, dbname: str | None = None) -> str:
+        return credentials.member_dsn(self.layout, m, dbname)
+
+    def patroni_config(self, m: Member, creds: dict[str, str]) -> dict:
+        return patroni.patroni_config(self.spec, m, creds, self.pg_bin_dir())
+
+    def _start_member(self, m: Member, creds: dict[str, str]) -> bool:
+        if processes.member_pid(m):
+            return False
+        patroni.start(self.layout, m, self.patroni_config(m, creds), self._run_as)
+        return True
+
+    def member_statuses(self) -> list[MemberStatus]:
+        return observe.member_statuses(self.layout, self.groups(), self.api)
+
+    def _coordinator_conn(self, timeout: int = 5) -> psycopg.Connection:
+        return credentials.connect_coordinator(self.layout, timeout)
+
+    def status(self, with_shards: bool = True) -> ClusterTopology:
+        if not self.state_dir.exists() or not self.state.read():
+            raise ClusterError(
+                f"no local cluster in {self.state_dir}: run `citus-pipeline cluster up`"
+            )
+        members = self.member_statuses()
+        topo = ClusterTopology(
+            scope=self.spec.name,
+            database=self.spec.database,
+            backend="local",
+            members=members,
+            coordinator_dsn=self.coordinator_dsn(),
+        )
+        if topo.leader(0) is None:
+            return topo
+        try:
+            with self._coordinator_conn(3) as conn:
+                topo.dist_nodes = fetch_dist_nodes(conn)
+                if with_shards:
+                    try:
+                        topo.shards = fetch_node_shards(conn)
+                    except psycopg.Error:
+                        topo.shards = []
+        except psycopg.Error:
+            pass
+        return topo
+
+    def is_running(self) -> bool:
+        return bool(self.etcd.pid()) or any(processes.member_pid(m) for m in self.members())
+
+    def wait_ready(
+        self, groups: list[int], timeout: float, progress: Progress | None = None
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        total = len(groups) * 3
+        waiting = ["starting"]
+        while time.monotonic() < deadline:
+            self._check_members_alive(groups)
+            waiting = observe.not_ready(
+                self.spec, self.member_statuses(), groups, self._coordinator_conn
+            )
+            if progress:
+                progress(
+                    waiting[0] if waiting else "ready", total - min(len(waiting), total), total
+                )
+            if not waiting:
+                return
+            time.sleep(0.5)
+        first = waiting[0]
+        g = int(first.split()[1].rstrip(":")) if first.startswith("group ") else 0
+        raise ClusterError(
+            f"cluster not ready after {timeout:.0f} s: {first}", self.member(g, 1).log
+        )
+
+    def _check_members_alive(self, groups: list[int]) -> None:
+        stopped = self.state.stopped()
+        for m in self.members(groups):
+            if m.pidfile.exists() and not processes.member_pid(m) and not stopped.get(m.name):
+                raise ClusterError(
+                    f"Patroni of member {m.name} exited: {processes.tail(m.log, 1)}", m.log
+                )
+
+    def up(self, progress: Progress | None = None, timeout: float = 240) -> ClusterTopology:
+        self.preflight([], check_ports=False)  # before the lock creates the state directory
+        with self.state.exclusive("up"):
+            return self._up_locked(progress, timeout)
+
+    def _up_locked(self, progress: Progress | None = None, timeout: float = 240) -> ClusterTopology:
+        self.state.check_same_topology()
+        members = self.members()
+        not_running = [m for m in members if not processes.member_pid(m)]
+        self.preflight(not_running, check_ports=True)
+        creds = self.credentials()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as:
+            os.chmod(self.state_dir, 0o755)
+        state = self.state.read()
+        state.setdefault("worker_groups", self.spec.worker_groups)
+        self.state.record_spec(state)
+        state["stopped"] = {}
+        self.state.save(state)
+        credentials.write_client_passfile(self.layout, creds)
+        started_etcd = False
+        started: list[Member] = []
+        try:
+            if progress:
+                progress("starting etcd", 0, 1)
+            started_etcd = self.etcd.start()
+            # coordinator first: its Patroni registers the workers as they come up
+            for m in members:
+                if self._start_member(m, creds):
+                    started.append(m)
+            if state.get("paused"):
+                self.api.resume_groups(state["paused"])
+                state["paused"] = []
+                self.state.save(state)
+            self.wait_ready(self.groups(), timeout, progress)
+        except BaseException:
+            processes.stop_members(started, timeout=10)
+            if started_etcd:
+                self.etcd.stop()
+            raise
+        return self.status()
+
+    def down(self, purge: bool = False) -> None:
+        with self.state.exclusive("down"):
+            return self._down_locked(purge)
+
+    def _down_locked(self, purge: bool = False) -> None:
+        members = self.members()
+        if any(processes.member_pid(m) for m in members):
+            paused = self.api.pause_groups(self.groups())
+            state = self.state.read()
+            if state:
+                state["paused"] = sorted(set(state.get("paused", [])) | set(paused))
+                self.state.save(state)
+        processes.stop_members(members, timeout=12)
+        self.etcd.stop()
+        if purge:
+            self.purge()
+
+    def purge(self) -> None:
+        self.state.purge()
+
+    def stop_member(self, name: str, kill: bool = False) -> None:
+        """Stop one member: gracefully (Patroni stops PostgreSQL) or, with kill, SIGKILL both."""
+        m = self.member_by_name(name)
+        state = self.state.read()
+        state.setdefault("stopped", {})[m.name] = True
+        self.state.save(state)
+        if kill:
+            pm = processes.postmaster_pid(m)
+            processes.signal_member(m, signal.SIGKILL)
+            if pm:
+                os.kill(pm, signal.SIGKILL)
+        else:
+            processes.stop_members([m], timeout=30)
+
+    def start_member(self, name: str, wait: float = 120, progress: Progress | None = None) -> None:
+        m = self.member_by_name(name)
+        state = self.state.read()
+        state.setdefault("stopped", {}).pop(m.name, None)
+        self.state.save(state)
+        self.preflight([m], check_ports=not processes.member_pid(m))
+        self._start_member(m, self.credentials())
+        self.wait_ready([m.group], wait, progress)
+
+    def kill_postmaster(self, name: str) -> int:
+        """SIGKILL one member's postmaster (Patroni stays up and reacts). Returns the pid."""
+        m = self.member_by_name(name)
+        pid = processes.postmaster_pid(m)
+        if not pid:
+            raise ClusterError(f"member {name} has no running postmaster")
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def _change_leader(self, action: str, group: int, candidate: str | None, timeout: float) -> str:
+        topo = self.status(with_shards=False)
+        leader = topo.leader(group)
+        if leader is None:
+            raise ClusterError(f"group {group} has no leader to {action} from")
+        standbys = [
+            m for m in topo.members_of(group) if m.role != "leader" and m.state == "streaming"
+        ]
+        if candidate is None:
+            pref = [m for m in standbys if m.role in ("sync_standby", "quorum_standby")] or standbys
+            if not pref:
+                raise ClusterError(f"group {group} has no streaming standby to take over")
+            candidate = pref[0].name
+        body = {"candidate": candidate}
+        if action == "switchover":
+            body["leader"] = leader.name
+        r = self.api.post(leader, f"/{action}", body)
+        if r.status_code not in (200, 202):
+            raise ClusterError(
+                f"{action} of group {group} refused by Patroni: {r.text.strip()}",
+                self.member(group, 1).log,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = self.status(with_shards=False).leader(group)
+            if new and new.name == candidate and new.state == "running":
+                self.wait_ready([group], max(5.0, deadline - time.monotonic()))
+                return candidate
+            time.sleep(0.5)
+        raise ClusterError(
+            f"{action} of group {group} to {candidate} did not finish in {timeout:.0f} s",
+            self.member_by_name(candidate).log,
+        )
+
+    def switchover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
+        return self._change_leader("switchover", group, candidate, timeout)
+
+    def failover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
+        return self._change_leader("failover", group, candidate, timeout)
+
+    def add_worker(self, progress: Progress | None = None, timeout: float = 180) -> int:
+        with self.state.exclusive("add-worker"):
+            return self._add_worker_locked(progress, timeout)
+
+    def _add_worker_locked(self, progress: Progress | None = None, timeout: float = 180) -> int:
+        if self.status(with_shards=False).leader(0) is None:
+            raise ClusterError("the coordinator has no leader: is the cluster up?")
+        groups = self.worker_groups()
+        group = max(groups, default=0) + 1
+        new = self.members([group])
+        self.preflight(new, check_ports=True)
+        state = self.state.read()
+        state["worker_groups"] = [*groups, group]
+        self.state.save(state)
+        creds = self.credentials()
+        try:
+            for m in new:
+                self._start_member(m, creds)
+            self.wait_ready([group], timeout, progress)
+        except BaseException:
+            processes.stop_members(new, timeout=10)
+            state = self.state.read()
+            state["worker_groups"] = groups
+            self.state.save(state)
+            for m in new:
+                shutil.rmtree(m.dir, ignore_errors=True)
+            raise
+        return group
+
+    def remove_worker(self, group: int, transfer_mode: str = "block_writes") -> int:
+        with self.state.exclusive("remove-worker"):
+            return self._remove_worker_locked(group, transfer_mode)
+
+    def _remove_worker_locked(self, group: int, transfer_mode: str = "block_writes") -> int:
+        """Drain ``group`` with citus_drain_node, then stop and forget it. Refuses on a failed drain."""
+        groups = self.worker_groups()
+        if group not in groups:
+            raise ClusterError(
+                f"group {group} is not a worker group of this cluster (workers: {groups})"
+            )
+        if len(groups) == 1:
+            raise ClusterError(f"refusing to remove group {group}: it is the last worker group")
+        with self._coordinator_conn() as conn:
+            moved = drain_group(conn, group, transfer_mode)  # raises DrainError: nothing removed
+            cleanup_orphans(conn)
+            members = self.members([group])
+            # Patroni goes first, by SIGKILL: a graceful stop of a worker leader makes the
+            # coordinator's Patroni hold pg_dist_node for a promotion that never comes.
+            pids = {m.name: p for m in members if (p := processes.signal_member(m, signal.SIGKILL))}
+            processes.wait_gone(pids, 10)
+            self.etcd.delete_prefix(f"/service/{self.spec.name}/{group}/")
+            remove_group_nodes(conn, group)
+            processes.stop_members(members)  # the now unmanaged postmasters
+        state = self.state.read()
+        state["worker_groups"] = [g for g in groups if g != group]
+        self.state.save(state)
+        for m in members:
+            shutil.rmtree(m.dir, ignore_errors=True)
+        return moved
+
+
+__all__ = ["LocalCluster", "Progress"]

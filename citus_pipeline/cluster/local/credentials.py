@@ -1,0 +1,103 @@
+"""Passwords of a local cluster and how clients use them without seeing them.
+
+Passwords come from the environment or from secrets.json (generated once, mode 0600); clients
+get a DSN that names a passfile, so no password is ever in a DSN, a log or a command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+from pathlib import Path
+
+import psycopg
+
+from ...errors import ClusterError
+from .layout import Layout, Member
+
+
+def load(layout: Layout) -> dict[str, str]:
+    """The superuser, replication and REST API passwords (generated on first use)."""
+    c = layout.spec.credentials
+    if c.source == "env":
+        missing = [
+            v
+            for v in (
+                c.superuser_password_env,
+                c.replication_password_env,
+                c.restapi_password_env,
+            )
+            if not os.environ.get(v)
+        ]
+        if missing:
+            raise ClusterError(f"credentials.source is env but {', '.join(missing)} is not set")
+        return {
+            "superuser": os.environ[c.superuser_password_env],
+            "replication": os.environ[c.replication_password_env],
+            "restapi": os.environ[c.restapi_password_env],
+        }
+    secrets_file = layout.secrets_file
+    if secrets_file.exists():
+        return json.loads(secrets_file.read_text())
+    creds = {k: secrets.token_urlsafe(24) for k in ("superuser", "replication", "restapi")}
+    secrets_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(creds, f)
+    return creds
+
+
+def write_private(path: Path, text: str, owner: pwd.struct_passwd | None) -> None:
+    """Replace ``path`` by ``text``, readable by its owner only (and owned by ``owner``)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    if owner:
+        os.chown(tmp, owner.pw_uid, owner.pw_gid)
+    tmp.replace(path)
+
+
+def write_client_passfile(layout: Layout, creds: dict[str, str]) -> None:
+    """The passfile every DSN of this cluster names."""
+    user = layout.spec.credentials.superuser
+    write_private(layout.client_passfile, f"*:*:*:{user}:{creds['superuser']}\n", None)
+
+
+def coordinator_dsn(layout: Layout) -> str:
+    """libpq conninfo for the coordinator leader; the password is in a passfile, not here."""
+    coord = layout.members([0])
+    hosts = ",".join(m.address for m in coord)
+    ports = ",".join(str(m.pg_port) for m in coord)
+    return (
+        f"host={hosts} port={ports} dbname={layout.spec.database} "
+        f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
+        f"target_session_attrs=read-write connect_timeout=5"
+    )
+
+
+def member_dsn(layout: Layout, m: Member, dbname: str | None = None) -> str:
+    return (
+        f"host={m.address} port={m.pg_port} dbname={dbname or layout.spec.database} "
+        f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
+        f"connect_timeout=3"
+    )
+
+
+def connect_coordinator(layout: Layout, timeout: int = 5) -> psycopg.Connection:
+    return psycopg.connect(
+        coordinator_dsn(layout).replace("connect_timeout=5", f"connect_timeout={timeout}"),
+        autocommit=True,
+    )
+
+
+__all__ = [
+    "connect_coordinator",
+    "coordinator_dsn",
+    "load",
+    "member_dsn",
+    "write_client_passfile",
+    "write_private",
+]

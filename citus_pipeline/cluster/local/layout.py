@@ -1,0 +1,107 @@
+"""Where everything of a local cluster lives: one spec and one state directory give every path.
+
+The other parts of the local backend take a :class:`Layout` rather than the cluster, so each
+sees the addresses and files it works on and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import ClusterError
+from ..spec import ClusterSpec
+
+
+@dataclass(frozen=True)
+class Member:
+    group: int
+    index: int
+    name: str
+    address: str
+    pg_port: int
+    api_port: int
+    dir: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "patroni.yml"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "patroni.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "patroni.pid"
+
+    @property
+    def pgpass(self) -> Path:
+        """The passfile Patroni's own connections (replication, rewind) read."""
+        return self.dir / "pgpass"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.address}:{self.api_port}"
+
+
+class Layout:
+    """The state directory of one cluster: its files, and each member's address and directory."""
+
+    def __init__(self, spec: ClusterSpec, state_dir: Path) -> None:
+        self.spec = spec
+        self.state_dir = state_dir
+
+    @property
+    def etcd_dir(self) -> Path:
+        return self.state_dir / "etcd"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "cluster.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / ".lock"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state_dir / "secrets.json"
+
+    @property
+    def client_passfile(self) -> Path:
+        return self.state_dir / "pgpass"
+
+    def member(self, group: int, index: int) -> Member:
+        name = self.spec.member_name(group, index)
+        return Member(
+            group=group,
+            index=index,
+            name=name,
+            address=str(self.spec.member_address(group, index)),
+            pg_port=self.spec.local.postgres_port,
+            api_port=self.spec.local.restapi_port,
+            dir=self.state_dir / "members" / name,
+        )
+
+    def members(self, groups: Iterable[int]) -> list[Member]:
+        out = []
+        for g in groups:
+            out += [self.member(g, i) for i in range(1, self.spec.members_in_group(g) + 1)]
+        return out
+
+    def member_by_name(self, name: str, groups: Iterable[int]) -> Member:
+        members = self.members(groups)
+        for m in members:
+            if m.name == name:
+                return m
+        known = ", ".join(m.name for m in members)
+        raise ClusterError(f"no member named {name!r} in this cluster (members: {known})")
+
+
+__all__ = ["Layout", "Member"]

@@ -1,0 +1,121 @@
+"""What a local cluster looks like now, and what still keeps it from being ready.
+
+Members come from Patroni's /cluster view of each group, completed by what the pidfiles say
+about members Patroni does not list; readiness adds the coordinator's pg_dist_node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+
+from ..citus_meta import fetch_dist_nodes
+from ..spec import ClusterSpec
+from ..topology import MemberStatus
+from .layout import Layout
+from .patroni import PatroniAPI
+from .processes import member_pid
+
+KNOWN_ROLES = ("leader", "sync_standby", "quorum_standby", "replica")
+SYNC_ROLES = ("sync_standby", "quorum_standby")
+
+
+def member_statuses(layout: Layout, groups: list[int], api: PatroniAPI) -> list[MemberStatus]:
+    """Every member of ``groups`` as Patroni lists it, else as its pidfile says."""
+    out: list[MemberStatus] = []
+    for g in groups:
+        view = api.group_cluster(g) or {"members": []}
+        seen = {}
+        for pm in view.get("members", []):
+            seen[pm["name"]] = pm
+        for m in layout.members([g]):
+            pm = seen.get(m.name)
+            if pm is None:
+                state = "stopped" if not member_pid(m) else "starting"
+                out.append(
+                    MemberStatus(
+                        group=g,
+                        name=m.name,
+                        host=m.address,
+                        port=m.pg_port,
+                        role="unknown",
+                        state=state,
+                        api_url=m.api_url,
+                    )
+                )
+                continue
+            role = pm.get("role", "unknown")
+            if role == "standby_leader":  # a standby cluster's leader still leads its group
+                role = "leader"
+            if role not in KNOWN_ROLES:
+                role = "unknown"
+            lag = pm.get("lag")
+            out.append(
+                MemberStatus(
+                    group=g,
+                    name=m.name,
+                    host=pm.get("host", m.address),
+                    port=int(pm.get("port", m.pg_port)),
+                    role=role,
+                    state=pm.get("state", "unknown"),
+                    timeline=pm.get("timeline"),
+                    lag_mb=round(lag / 1048576, 1) if isinstance(lag, int) else None,
+                    api_url=m.api_url,
+                )
+            )
+    return out
+
+
+def not_ready(
+    spec: ClusterSpec,
+    members: list[MemberStatus],
+    groups: list[int],
+    connect: Callable[[int], psycopg.Connection],
+) -> list[str]:
+    """What still keeps ``groups`` from being ready (empty list: ready).
+
+    ``members`` are the statuses of (at least) those groups; ``connect(timeout)`` opens a
+    connection to the coordinator leader.
+    """
+    waiting: list[str] = []
+    members = [m for m in members if m.group in groups]
+    for g in groups:
+        gm = [m for m in members if m.group == g]
+        leader = next((m for m in gm if m.role == "leader" and m.state == "running"), None)
+        if leader is None:
+            waiting.append(f"group {g}: no running leader")
+            continue
+        if (
+            len(gm) > 1
+            and spec.patroni.synchronous_mode
+            and not any(m.role in SYNC_ROLES and m.state == "streaming" for m in gm)
+        ):
+            waiting.append(f"group {g}: no streaming synchronous standby")
+        for m in gm:
+            if m is not leader and m.state != "streaming":
+                waiting.append(f"group {g}: {m.name} is {m.state}")
+    worker_groups = [g for g in groups if g > 0]
+    if not worker_groups:
+        return waiting
+    try:
+        with connect(2) as conn:
+            nodes = fetch_dist_nodes(conn)
+    except psycopg.Error as err:
+        return [*waiting, f"coordinator not answering: {str(err).strip().splitlines()[0]}"]
+    for g in worker_groups:
+        leader = next((m for m in members if m.group == g and m.role == "leader"), None)
+        if leader is None:
+            continue
+        if not any(
+            n.groupid == g
+            and n.role == "primary"
+            and n.active
+            and (n.host, n.port) == (leader.host, leader.port)
+            for n in nodes
+        ):
+            waiting.append(f"group {g}: leader {leader.name} not yet in pg_dist_node")
+    return waiting
+
+
+__all__ = ["member_statuses", "not_ready"]

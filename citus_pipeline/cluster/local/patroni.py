@@ -1,0 +1,212 @@
+"""Patroni on a local member: its configuration, its process, and the REST calls we make to it.
+
+Patroni's own Citus support (its ``citus: {group, database}`` section) creates the extension,
+registers worker leaders and secondaries in pg_dist_node and follows failovers; this module
+only says where each member listens and starts the process.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import yaml
+
+from ...errors import ClusterError
+from ..spec import ClusterSpec
+from ..topology import MemberStatus
+from .credentials import write_private
+from .layout import Layout, Member
+from .processes import member_pid
+
+
+def patroni_config(spec: ClusterSpec, m: Member, creds: dict[str, str], bin_dir: Path) -> dict:
+    s = spec
+    c = s.credentials
+    return {
+        "scope": s.name,
+        "namespace": "/service/",
+        "name": m.name,
+        "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
+        "restapi": {
+            "listen": f"{m.address}:{m.api_port}",
+            "connect_address": f"{m.address}:{m.api_port}",
+            "authentication": {"username": c.restapi_user, "password": creds["restapi"]},
+        },
+        "etcd3": {"hosts": [f"{s.etcd_address}:{s.local.etcd_client_port}"]},
+        "citus": {"group": m.group, "database": s.database},
+        "bootstrap": {
+            "dcs": s.patroni_dcs({**s.postgresql.parameters, "citus.shard_count": s.shard_count}),
+            "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
+        },
+        "postgresql": {
+            "listen": f"{m.address}:{m.pg_port}",
+            "connect_address": f"{m.address}:{m.pg_port}",
+            "data_dir": str(m.data_dir),
+            "bin_dir": str(bin_dir),
+            "pgpass": str(m.pgpass),
+            # replicas clone at once instead of waiting for a spread checkpoint (~2 min)
+            "basebackup": [{"checkpoint": "fast"}],
+            "authentication": {
+                "superuser": {"username": c.superuser, "password": creds["superuser"]},
+                "replication": {
+                    "username": c.replication_user,
+                    "password": creds["replication"],
+                },
+                "rewind": {"username": c.superuser, "password": creds["superuser"]},
+            },
+            "parameters": {
+                # every member shares the port on its own address: no shared unix socket
+                "unix_socket_directories": "",
+                "password_encryption": "scram-sha-256",
+                "cluster_name": m.name,
+            },
+            "pg_hba": [
+                f"host replication {c.replication_user} 127.0.0.0/8 scram-sha-256",
+                "host all all 127.0.0.0/8 scram-sha-256",
+            ],
+        },
+        "tags": {
+            "nofailover": False,
+            "noloadbalance": False,
+            "clonefrom": False,
+            "nosync": False,
+        },
+    }
+
+
+def start(layout: Layout, m: Member, config: dict, owner: pwd.struct_passwd | None) -> None:
+    """Write ``config`` to the member's patroni.yml and start Patroni on it, as ``owner``."""
+    # explicit modes: under a restrictive umask the service user could not reach its config
+    for d in (layout.state_dir, m.dir.parent):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o755)
+    m.dir.mkdir(exist_ok=True)
+    os.chmod(m.dir, 0o700)
+    if owner:
+        os.chown(m.dir, owner.pw_uid, owner.pw_gid)
+    write_private(m.config, yaml.safe_dump(config, sort_keys=False), owner)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": str(m.dir),
+        "PGPASSFILE": str(m.pgpass),
+    }
+    kwargs: dict = {}
+    if owner:
+        kwargs = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+    with open(m.log, "ab") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "patroni", str(m.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=m.dir,
+            env=env,
+            umask=0o077,
+            **kwargs,
+        )
+    m.pidfile.write_text(str(proc.pid))
+
+
+class PatroniAPI:
+    """The REST calls made to the members' Patroni: the /cluster view, pause, leader changes.
+
+    ``password`` is asked for at each call that authenticates, so a missing password fails
+    the call that needs it, not the construction.
+    """
+
+    def __init__(self, layout: Layout, password: Callable[[], str]) -> None:
+        self.layout = layout
+        self.password = password
+
+    def _auth(self) -> tuple[str, str]:
+        return (self.layout.spec.credentials.restapi_user, self.password())
+
+    def group_cluster(self, group: int) -> dict | None:
+        """Patroni's /cluster view of one group, from the first member that answers."""
+        for m in self.layout.members([group]):
+            try:
+                r = httpx.get(f"{m.api_url}/cluster", timeout=1.5)
+                if r.status_code == 200:
+                    return r.json()
+            except httpx.HTTPError:
+                continue
+        return None
+
+    def pause_groups(self, groups: list[int], timeout: float = 5) -> list[int]:
+        """Patroni maintenance mode for every group that answers; returns the paused groups.
+
+        A paused Patroni exits on SIGTERM without demoting or handing over, so `down` can stop
+        all PostgreSQL servers at once instead of waiting for each leader's graceful handover.
+        """
+        paused = []
+        auth = self._auth()
+        for g in groups:
+            for m in self.layout.members([g]):
+                if not member_pid(m):
+                    continue
+                try:
+                    r = httpx.patch(
+                        f"{m.api_url}/config", json={"pause": True}, auth=auth, timeout=2
+                    )
+                except httpx.HTTPError:
+                    continue
+                if r.status_code == 200:
+                    paused.append(g)
+                    break
+        deadline = time.monotonic() + timeout
+        pending = [m for m in self.layout.members(paused) if member_pid(m)]
+        while pending and time.monotonic() < deadline:
+            still = []
+            for m in pending:
+                try:
+                    if not httpx.get(f"{m.api_url}/patroni", timeout=1).json().get("pause"):
+                        still.append(m)
+                except (httpx.HTTPError, ValueError):
+                    still.append(m)
+            pending = still
+            if pending:
+                time.sleep(0.1)
+        return paused
+
+    def resume_groups(self, groups: list[int], timeout: float = 60) -> None:
+        """Leave maintenance mode (set by `down`) as soon as each group's REST API answers."""
+        auth = self._auth()
+        deadline = time.monotonic() + timeout
+        todo = list(groups)
+        while todo and time.monotonic() < deadline:
+            for g in list(todo):
+                for m in self.layout.members([g]):
+                    try:
+                        r = httpx.patch(
+                            f"{m.api_url}/config", json={"pause": False}, auth=auth, timeout=2
+                        )
+                    except httpx.HTTPError:
+                        continue
+                    if r.status_code == 200:
+                        todo.remove(g)
+                        break
+            if todo:
+                time.sleep(0.2)
+        if todo:
+            raise ClusterError(
+                f"could not resume groups {todo} from maintenance mode",
+                self.layout.member(todo[0], 1).log,
+            )
+
+    def post(self, m: MemberStatus, path: str, body: dict) -> httpx.Response:
+        """POST to one member's API (``/switchover``, ``/failover``); leader changes take long."""
+        auth = self._auth()
+        return httpx.request("POST", f"{m.api_url}{path}", json=body, timeout=60, auth=auth)
+
+
+__all__ = ["PatroniAPI", "patroni_config", "start"]

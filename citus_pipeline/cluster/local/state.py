@@ -1,0 +1,106 @@
+"""What a state directory records about its cluster (cluster.json), and who may change it.
+
+cluster.json holds the worker groups (the spec's plus those added since), the members stopped
+on purpose, the groups `down` left in maintenance mode, and the part of the spec the cluster
+was made from. One state-changing command runs at a time per directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import shutil
+import time
+from collections.abc import Iterator
+
+from ...errors import ClusterError
+from ...settings import STATE_DIR
+from .layout import Layout
+
+STATE_ENV = STATE_DIR.name
+
+# the spec fields a cluster's processes and data are made from; the rest may change freely
+TOPOLOGY_FIELDS = {"name", "database", "coordinator", "workers", "local"}
+
+# what `down --purge` deletes: only what this cluster wrote (other tools keep their own
+# files, even other clusters' state directories, under the same directory)
+OWNED = ("members", "etcd", "cluster.json", "secrets.json", "pgpass", ".lock")
+
+
+class ClusterState:
+    """cluster.json of one state directory, written atomically, and its advisory lock."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def read(self) -> dict:
+        try:
+            return json.loads(self.layout.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def save(self, state: dict) -> None:
+        self.layout.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.layout.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(self.layout.state_file)
+
+    def worker_groups(self) -> list[int]:
+        """The spec's worker groups, plus any added with add-worker."""
+        return list(self.read().get("worker_groups") or self.layout.spec.worker_groups)
+
+    def stopped(self) -> dict[str, bool]:
+        """Members stopped on purpose (fault drills), whose exit is no failure."""
+        return self.read().get("stopped", {})
+
+    @contextlib.contextmanager
+    def exclusive(self, what: str, wait: float = 300) -> Iterator[None]:
+        """One state-changing command at a time per state directory (up, down, add, remove)."""
+        lock = self.layout.lock_file
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "w") as f:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise ClusterError(
+                            f"another command holds {lock} for longer than "
+                            f"{wait:.0f} s; `{what}` did not run"
+                        ) from None
+                    time.sleep(0.2)
+            yield
+
+    def record_spec(self, state: dict) -> None:
+        """Put the spec this directory's cluster is made from into ``state`` (not yet saved)."""
+        state["spec"] = self.layout.spec.model_dump(mode="json", include=TOPOLOGY_FIELDS)
+
+    def check_same_topology(self) -> None:
+        recorded = self.read().get("spec")
+        if not recorded:
+            return
+        current = self.layout.spec.model_dump(mode="json", include=TOPOLOGY_FIELDS)
+        for key in current:
+            if recorded.get(key) != current[key]:
+                raise ClusterError(
+                    f"{self.layout.state_dir} holds a cluster made from a different spec (field "
+                    f"{key!r} changed); run `citus-pipeline cluster down --purge` first or set "
+                    f"{STATE_ENV}"
+                )
+
+    def purge(self) -> None:
+        state_dir = self.layout.state_dir
+        for name in OWNED:
+            path = state_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        if state_dir.exists() and not any(state_dir.iterdir()):
+            state_dir.rmdir()
+
+
+__all__ = ["OWNED", "STATE_ENV", "TOPOLOGY_FIELDS", "ClusterState"]
