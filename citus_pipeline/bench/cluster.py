@@ -25,7 +25,7 @@ console = Console(width=None if Console().is_terminal else 120)
 
 def cluster_pids(cluster: LocalCluster) -> list[int]:
     """Every process that belongs to the cluster: etcd, Patroni, postmasters and their children."""
-    roots = [p for p in [cluster._etcd_pid()] if p]
+    roots = [p for p in [cluster.etcd.pid()] if p]
     for m in cluster.members():
         roots += [p for p in (cluster.member_pid(m), cluster.postmaster_pid(m)) if p]
     pids = set(roots)

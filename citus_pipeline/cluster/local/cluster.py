@@ -16,7 +16,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
@@ -31,14 +31,12 @@ from ..citus_meta import (
     remove_group_nodes,
 )
 from ..spec import ClusterSpec
-from ..topology import ClusterBackend, ClusterTopology, MemberStatus
+from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress
 from . import credentials, observe, patroni, preflight, processes
 from .etcd import Etcd
 from .layout import Layout, Member
 from .patroni import PatroniAPI
 from .state import ClusterState
-
-Progress = Callable[[str, int, int], None]
 
 
 class LocalCluster(ClusterBackend):
@@ -76,10 +74,6 @@ class LocalCluster(ClusterBackend):
 
     def postmaster_pid(self, m: Member) -> int | None:
         return processes.postmaster_pid(m)
-
-    def _etcd_pid(self) -> int | None:
-        # kept for `bench cluster`, which counts etcd among the cluster's processes
-        return self.etcd.pid()
 
     def pg_bin_dir(self) -> Path:
         return preflight.pg_bin_dir(self.spec)
