@@ -1,0 +1,192 @@
+"""Spreading shards over the worker groups: Citus's background rebalance, started or joined and
+waited for, and the one definition of an "active worker group".
+
+`run_background_rebalance` is what the `uk_price_rebalanced` asset and `bench rebalance` run:
+``citus_rebalance_start`` moves shards in background tasks (in parallel, and with
+``force_logical`` inserts keep working during every move), and the caller waits, logging the
+task counts. A job already running -- started by a run that crashed or lost its connection --
+is joined instead of a second one started, so running it again after any failure is safe.
+It has no retry loop of its own: the caller retries it (the Dagster resource does, once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import psycopg
+
+from ..errors import UserError
+from .citus_meta import fetch_dist_nodes, fetch_node_shards
+from .topology import DistNode
+
+REBALANCE_START_SQL = """
+SELECT pg_catalog.citus_rebalance_start(
+    shard_transfer_mode => %s::citus.shard_transfer_mode,
+    parallel_transfer_colocated_shards => %s)
+"""
+REBALANCE_STATUS_SQL = (
+    "SELECT job_id, state::text, details FROM pg_catalog.citus_rebalance_status()"
+)
+REBALANCE_ERRORS_SQL = """
+SELECT task_id, status::text, message
+FROM pg_catalog.pg_dist_background_task
+WHERE job_id = %s AND message IS NOT NULL AND message <> ''
+ORDER BY (status::text = 'error') DESC, task_id
+LIMIT 5
+"""
+REBALANCE_TASKS_SQL = "SELECT count(*) FROM pg_catalog.pg_dist_background_task WHERE job_id = %s"
+PLACEMENTS_SQL = """
+SELECT p.shardid, p.groupid FROM pg_catalog.pg_dist_placement p
+JOIN pg_catalog.pg_dist_shard s USING (shardid)
+"""
+SHARD_SIZES_SQL = "SELECT shard_id, size FROM pg_catalog.citus_shard_sizes()"
+# Groups holding at least one placement: a catalog read on the coordinator, no worker asked.
+PLACEMENT_GROUPS_SQL = "SELECT DISTINCT groupid FROM pg_catalog.pg_dist_placement"
+RUNNING_STATES = ("scheduled", "running", "cancelling", "failing")
+FAILED_STATES = ("failed", "cancelled")
+
+
+class RebalanceFailed(UserError):
+    """The background rebalance job failed or outlived its wait; the message is Citus's own."""
+
+
+@dataclass
+class RebalanceOutcome:
+    job_id: int | None
+    state: str
+    moves: int
+    bytes_moved: int
+    seconds: float
+    before: dict[int, dict[str, int]]
+    after: dict[int, dict[str, int]]
+    worker_groups: tuple[int, ...] = ()  # the active worker groups once it finished
+
+
+def active_worker_groups(nodes: Iterable[DistNode]) -> list[int]:
+    """Worker groups that take shards: an active primary in pg_dist_node with shouldhaveshards.
+
+    The one meaning of "active worker group" for the cluster asset, the balance check, the
+    new-workers sensor and `pipeline run`: a group being drained (shouldhaveshards off) is
+    leaving, so it neither counts as a worker nor is expected to hold shards.
+    """
+    return sorted(
+        {
+            n.groupid
+            for n in nodes
+            if n.groupid > 0 and n.role == "primary" and n.active and n.should_have_shards
+        }
+    )
+
+
+def fetch_active_worker_groups(conn: psycopg.Connection) -> list[int]:
+    return active_worker_groups(fetch_dist_nodes(conn))
+
+
+def worker_groups_holding_shards(conn: psycopg.Connection) -> dict[int, bool]:
+    """{active worker group: whether it holds any shard placement} (cheap: catalogs only)."""
+    holding = {g for (g,) in conn.execute(PLACEMENT_GROUPS_SQL).fetchall()}
+    return {g: g in holding for g in fetch_active_worker_groups(conn)}
+
+
+def node_bytes(conn: psycopg.Connection) -> dict[int, dict[str, int]]:
+    """{group: {"shards": n, "bytes": b}} for every primary worker group."""
+    return {
+        n.groupid: {"shards": n.shards, "bytes": n.bytes}
+        for n in fetch_node_shards(conn)
+        if n.groupid > 0
+    }
+
+
+def _wait_for_job(
+    conn: psycopg.Connection,
+    job_id: int,
+    poll_seconds: float,
+    timeout_seconds: float,
+    log: Callable[[str], None],
+) -> str:
+    """The job's final state, logging its task counts as they change."""
+    deadline = time.monotonic() + timeout_seconds
+    last_counts = None
+    while True:
+        job, state, details = conn.execute(REBALANCE_STATUS_SQL).fetchone()
+        counts = (details or {}).get("task_state_counts", {})
+        if counts != last_counts:
+            log(f"rebalance job {job}: {state}, tasks {counts}")
+            last_counts = counts
+        if state not in RUNNING_STATES:
+            return state
+        if time.monotonic() > deadline:
+            raise RebalanceFailed(
+                f"rebalance job {job_id} still {state} after {timeout_seconds:.0f}s; "
+                "it keeps running in the background (citus_rebalance_status())"
+            )
+        time.sleep(poll_seconds)
+
+
+def run_background_rebalance(
+    conn: psycopg.Connection,
+    *,
+    transfer_mode: str = "force_logical",
+    parallel_colocated: bool = True,
+    poll_seconds: float = 1.0,
+    timeout_seconds: float = 3600.0,
+    log: Callable[[str], None] = print,
+) -> RebalanceOutcome:
+    """Start (or join) Citus's background rebalance and wait for it, logging progress.
+
+    A rebalance job already running (e.g. started by a run that crashed) is waited for
+    instead of starting a second one. Raises :class:`RebalanceFailed` with the task errors
+    Citus recorded when the job fails.
+    """
+    t0 = time.perf_counter()
+    before = node_bytes(conn)
+    placements_before = dict(conn.execute(PLACEMENTS_SQL).fetchall())
+    sizes = dict(conn.execute(SHARD_SIZES_SQL).fetchall())
+
+    status = conn.execute(REBALANCE_STATUS_SQL).fetchone()
+    if status and status[1] in RUNNING_STATES:
+        job_id = status[0]
+        log(f"joining rebalance job {job_id} already {status[1]}")
+    else:
+        (job_id,) = conn.execute(
+            REBALANCE_START_SQL, (transfer_mode, parallel_colocated)
+        ).fetchone()
+        if job_id is None:
+            log("citus_rebalance_start: no moves needed, the placement is already balanced")
+
+    state = "finished"
+    if job_id is not None:
+        state = _wait_for_job(conn, job_id, poll_seconds, timeout_seconds, log)
+        if state in FAILED_STATES:
+            errors = conn.execute(REBALANCE_ERRORS_SQL, (job_id,)).fetchall()
+            detail = "; ".join(f"task {t} ({s}): {m.strip()}" for t, s, m in errors) or "no message"
+            raise RebalanceFailed(f"Citus rebalance job {job_id} {state}: {detail}")
+
+    placements_after = dict(conn.execute(PLACEMENTS_SQL).fetchall())
+    moved = [s for s, g in placements_after.items() if placements_before.get(s, g) != g]
+    moves = conn.execute(REBALANCE_TASKS_SQL, (job_id,)).fetchone()[0] if job_id is not None else 0
+    return RebalanceOutcome(
+        job_id=job_id,
+        state=state,
+        moves=int(moves),
+        bytes_moved=int(sum(sizes.get(s, 0) for s in moved)),
+        seconds=time.perf_counter() - t0,
+        before=before,
+        after=node_bytes(conn),
+        worker_groups=tuple(fetch_active_worker_groups(conn)),
+    )
+
+
+__all__ = [
+    "FAILED_STATES",
+    "RUNNING_STATES",
+    "RebalanceFailed",
+    "RebalanceOutcome",
+    "active_worker_groups",
+    "fetch_active_worker_groups",
+    "node_bytes",
+    "run_background_rebalance",
+    "worker_groups_holding_shards",
+]

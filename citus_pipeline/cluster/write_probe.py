@@ -1,0 +1,80 @@
+"""A writer that proves nothing acknowledged is lost: single-row inserts through the coordinator.
+
+Fault drills (a killed leader, a switchover) and `bench rebalance` run one while they break or
+move things, then compare the ids it recorded as acknowledged with what the table holds, and
+report its failed inserts. Every attempt uses the next id, acknowledged or not, so an insert
+whose commit was never confirmed can neither be counted nor collide with a later one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import psycopg
+
+
+class WriteProbe(threading.Thread):
+    """Runs ``insert_sql`` with ``params(id)`` for id = start_id, start_id + 1, ... until stopped.
+
+    ``acked`` holds the ids whose insert returned; ``failed`` counts the inserts that raised
+    (the connection is then dropped and opened again after ``error_pause``); ``errors``
+    keeps the first ``keep_errors`` messages, one line each.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        insert_sql: str,
+        *,
+        params: Callable[[int], Sequence] = lambda i: (i,),
+        start_id: int = 1,
+        pause: float = 0.0,
+        error_pause: float = 0.2,
+        connect_timeout: int = 2,
+        keep_errors: int = 5,
+    ) -> None:
+        super().__init__(daemon=True, name="write-probe")
+        self.dsn, self.insert_sql, self.params = dsn, insert_sql, params
+        self.next_id = start_id
+        self.pause, self.error_pause = pause, error_pause
+        self.connect_timeout, self.keep_errors = connect_timeout, keep_errors
+        self.acked: list[int] = []
+        self.failed = 0
+        self.errors: list[str] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        conn = None
+        while not self._halt.is_set():
+            row_id, self.next_id = self.next_id, self.next_id + 1
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(
+                        self.dsn, autocommit=True, connect_timeout=self.connect_timeout
+                    )
+                conn.execute(self.insert_sql, self.params(row_id))
+                self.acked.append(row_id)
+            except psycopg.Error as err:
+                self.failed += 1
+                if len(self.errors) < self.keep_errors:
+                    text = str(err).strip().splitlines()
+                    self.errors.append((text[0] if text else type(err).__name__)[:160])
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(self.error_pause)
+            if self.pause:
+                time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
+
+    def stop(self, timeout: float = 30.0) -> WriteProbe:
+        """Stop after the insert in flight and wait for the thread; returns the probe."""
+        self._halt.set()
+        self.join(timeout=timeout)
+        return self
+
+
+__all__ = ["WriteProbe"]
