@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import psycopg
 import typer
@@ -27,8 +28,9 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from .. import settings
+
 console = Console(width=200)
-WORK_DIR = Path(os.environ.get("CITUS_PIPELINE_BENCH_DIR", "/tmp/citus-pipeline-bench"))
 REF_SCHEMA = "bench_load_ref"
 OURS_SCHEMA = "bench_load_ours"
 
@@ -44,10 +46,11 @@ print(json.dumps({"seconds": secs, "rows": r.rows_loaded, "rejected": r.rows_rej
 """
 
 
-def data_file(rows: int, seed: int, work_dir: Path = WORK_DIR) -> Path:
-    """The generated file for (rows, seed), made once and reused."""
+def data_file(rows: int, seed: int, work_dir: Path | None = None) -> Path:
+    """The generated file for (rows, seed), made once and reused (in $CITUS_PIPELINE_BENCH_DIR)."""
     from ..data.generate import generate_complete
 
+    work_dir = work_dir or Path(settings.BENCH_DIR.get())
     work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / f"pp-bench-{rows}-{seed}.csv"
     if not path.exists():
@@ -136,27 +139,35 @@ def _drop(dsn: str) -> None:
 
 
 def load_command(
-    rows: int = typer.Option(
-        2_000_000, "--rows", help="rows in the generated file (≥ 2 M for the real figure)"
-    ),
-    seed: int = typer.Option(2024, "--seed"),
-    jobs: list[int] = typer.Option(
-        [1, 2, 4], "--jobs", help="loader streams to try (repeat the option)"
-    ),
-    big_rows: int = typer.Option(
-        0, "--big-rows", help="also time both ways on a file of this many rows (e.g. 10000000)"
-    ),
-    dsn: str | None = typer.Option(
-        None,
-        "--dsn",
-        help="coordinator conninfo (default: $CITUS_PIPELINE_DSN, else the bench cluster)",
-    ),
-    shard_count: int = typer.Option(32, "--shard-count"),
-    keep: bool = typer.Option(False, "--keep", help="keep the bench schemas afterwards"),
+    rows: Annotated[
+        int, typer.Option("--rows", help="rows in the generated file (≥ 2 M for the real figure)")
+    ] = 2_000_000,
+    seed: Annotated[int, typer.Option("--seed")] = 2024,
+    jobs: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--jobs", help="loader streams to try, repeat the option (default: 1, 2 and 4)"
+        ),
+    ] = None,
+    big_rows: Annotated[
+        int,
+        typer.Option(
+            "--big-rows", help="also time both ways on a file of this many rows (e.g. 10000000)"
+        ),
+    ] = 0,
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            "--dsn",
+            help="coordinator conninfo (default: $CITUS_PIPELINE_DSN, else the bench cluster)",
+        ),
+    ] = None,
+    shard_count: Annotated[int, typer.Option("--shard-count")] = 32,
+    keep: Annotated[bool, typer.Option("--keep", help="keep the bench schemas afterwards")] = False,
 ) -> None:
     """Reference psql \\COPY + distribute vs this loader (file -> validated distributed uk_price)."""
-    if not dsn:
-        dsn = os.environ.get("CITUS_PIPELINE_DSN")
+    jobs = jobs or [1, 2, 4]  # a list default would be shared between calls
+    dsn = dsn or settings.DSN.get()
     if not dsn:
         from .rebalance import bench_cluster
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated
 
 import psycopg
 import typer
 from rich.table import Table
 
-from ..defs.citus.timing import (
+from ..data.queries import (
     REFERENCE_QUERY,
     UK_PRICE_QUERIES,
     reference_schema_queries,
@@ -89,14 +90,16 @@ def run_bench(rows: int, seed: int, runs: int, keep: bool, state_dir: Path, spec
 
 
 def queries_command(
-    rows: int = typer.Option(2_000_000, help="rows in both tables"),
-    seed: int = typer.Option(2024, help="seed of the generated data"),
-    runs: int = typer.Option(5, help="runs per query (median reported)"),
-    keep: bool = typer.Option(False, help="leave the bench cluster running"),
-    state_dir: Path = typer.Option(
-        BENCH_STATE, help="state directory of the dedicated bench cluster"
-    ),
-    spec: str = typer.Option(None, help="base spec (addresses/ports are moved to the bench block)"),
+    rows: Annotated[int, typer.Option(help="rows in both tables")] = 2_000_000,
+    seed: Annotated[int, typer.Option(help="seed of the generated data")] = 2024,
+    runs: Annotated[int, typer.Option(help="runs per query (median reported)")] = 5,
+    keep: Annotated[bool, typer.Option(help="leave the bench cluster running")] = False,
+    state_dir: Annotated[
+        Path, typer.Option(help="state directory of the dedicated bench cluster")
+    ] = BENCH_STATE,
+    spec: Annotated[
+        str | None, typer.Option(help="base spec (addresses/ports are moved to the bench block)")
+    ] = None,
 ) -> None:
     """The four timing-check queries on (a) the reference schema and (b) uk_price."""
     run_bench(rows, seed, runs, keep, state_dir, spec)

@@ -15,11 +15,11 @@ moved, MB/s, the writer's succeeded/failed inserts and rows lost. Figures, never
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import psycopg
 import typer
@@ -27,10 +27,13 @@ from psycopg.conninfo import make_conninfo
 from rich.console import Console
 from rich.table import Table
 
+from .. import settings
+from ..cluster.rebalance import run_background_rebalance
+from ..cluster.write_probe import WriteProbe
+
 console = Console(width=160)
-ROOT = Path(__file__).resolve().parents[2]
-BENCH_STATE = ROOT / ".citus-pipeline" / "bench-cluster"
-WORK = ROOT / ".citus-pipeline" / "work"
+BENCH_STATE = settings.REPO_ROOT / ".citus-pipeline" / "bench-cluster"
+WORK = settings.DEFAULT_WORK_DIR
 
 REFERENCE_SQL = "SELECT rebalance_table_shards('uk_price')"
 REFERENCE_WAL_RETRY = "5s"  # PostgreSQL's default, as in the reference deployment
@@ -136,46 +139,22 @@ def set_on_all_nodes(conn: psycopg.Connection, dsn: str, name: str, value: str |
 
 
 # ---- the writer ------------------------------------------------------------------------
-@dataclass
-class WriterStats:
-    succeeded: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
+# (a) and (b) write ids from separate ranges: (a)'s rows are still in uk_price during (b).
+WRITER_IDS = {"a": 1, "b": 1 << 40}
 
 
-class SingleRowWriter(threading.Thread):
-    """Inserts single rows into uk_price through the coordinator until stopped."""
-
-    def __init__(self, dsn: str, pause: float = 0.02) -> None:
-        super().__init__(daemon=True)
-        self.dsn, self.pause = dsn, pause
-        self.stats = WriterStats()
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        conn = None
-        while not self._halt.is_set():
-            try:
-                if conn is None:
-                    conn = psycopg.connect(self.dsn, autocommit=True)
-                conn.execute(WRITER_INSERT, (uuid.uuid4(), WRITER_POSTCODE))
-                self.stats.succeeded += 1
-            except psycopg.Error as err:
-                self.stats.failed += 1
-                if len(self.stats.errors) < 5:
-                    self.stats.errors.append(str(err).strip().splitlines()[0][:160])
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.1)
-            time.sleep(self.pause)
-        if conn is not None:
-            conn.close()
-
-    def stop(self) -> WriterStats:
-        self._halt.set()
-        self.join(timeout=30)
-        return self.stats
+def start_writer(dsn: str, first_id: int) -> WriteProbe:
+    """Single rows into uk_price through the coordinator, one every 20 ms, until stopped."""
+    probe = WriteProbe(
+        dsn,
+        WRITER_INSERT,
+        params=lambda i: (uuid.UUID(int=i), WRITER_POSTCODE),
+        start_id=first_id,
+        pause=0.02,
+        error_pause=0.1,
+    )
+    probe.start()
+    return probe
 
 
 @dataclass
@@ -185,7 +164,7 @@ class RebalanceRun:
     seconds: float
     moves: int
     bytes_moved: int
-    writer: WriterStats
+    writer: WriteProbe
     rows_lost: int
 
 
@@ -203,25 +182,24 @@ def run_reference(conn, dsn: str) -> RebalanceRun:
     seen = set_on_all_nodes(conn, dsn, "wal_retrieve_retry_interval", REFERENCE_WAL_RETRY)
     sizes = dict(conn.execute("SELECT shard_id, size FROM citus_shard_sizes()").fetchall())
     before, rows_before = _placements(conn), _writer_rows(conn)
-    writer = SingleRowWriter(dsn)
-    writer.start()
+    writer = start_writer(dsn, WRITER_IDS["a"])
     t0 = time.perf_counter()
     try:
         conn.execute(REFERENCE_SQL)
     finally:
         seconds = time.perf_counter() - t0
-        stats = writer.stop()
+        writer.stop()
     after = _placements(conn)
     moved = [s for s, g in after.items() if before.get(s) != g]
     moves = len({s for s in moved if s in sizes and _is_uk_price_shard(conn, s)})
-    lost = rows_before + stats.succeeded - _writer_rows(conn)
+    lost = rows_before + len(writer.acked) - _writer_rows(conn)
     return RebalanceRun(
         "(a) rebalance_table_shards('uk_price')",
         f"sequential moves, transfer mode auto, wal_retrieve_retry_interval={'/'.join(sorted(set(seen)))}",
         seconds,
         moves,
         sum(sizes.get(s, 0) for s in moved),
-        stats,
+        writer,
         lost,
     )
 
@@ -248,20 +226,17 @@ def drain_back(conn, dsn: str, group: int) -> None:
 
 
 def run_asset_way(conn, dsn: str) -> RebalanceRun:
-    from ..defs.citus.assets import run_background_rebalance
-
     seen = set_on_all_nodes(conn, dsn, "wal_retrieve_retry_interval", None)  # the spec's value
     executors = conn.execute("SHOW citus.max_background_task_executors_per_node").fetchone()[0]
     rows_before = _writer_rows(conn)
-    writer = SingleRowWriter(dsn)
-    writer.start()
+    writer = start_writer(dsn, WRITER_IDS["b"])
     try:
         out = run_background_rebalance(
             conn, transfer_mode="force_logical", poll_seconds=0.25, log=console.print
         )
     finally:
-        stats = writer.stop()
-    lost = rows_before + stats.succeeded - _writer_rows(conn)
+        writer.stop()
+    lost = rows_before + len(writer.acked) - _writer_rows(conn)
     return RebalanceRun(
         "(b) uk_price_rebalanced (citus_rebalance_start)",
         f"background parallel moves, force_logical, executors/node={executors}, "
@@ -269,7 +244,7 @@ def run_asset_way(conn, dsn: str) -> RebalanceRun:
         out.seconds,
         out.moves,
         out.bytes_moved,
-        stats,
+        writer,
         lost,
     )
 
@@ -295,7 +270,7 @@ def print_runs(runs: list[RebalanceRun], rows: int) -> None:
             str(r.moves),
             f"{mb:.1f}",
             f"{mb / r.seconds if r.seconds else 0:.1f}",
-            str(r.writer.succeeded),
+            str(len(r.writer.acked)),
             str(r.writer.failed),
             str(r.rows_lost),
         )
@@ -328,7 +303,7 @@ def run_bench(
             b = run_asset_way(conn, dsn)
             total = conn.execute("SELECT count(*) FROM uk_price").fetchone()[0]
         print_runs([a, b], base)
-        expected = base + a.writer.succeeded + b.writer.succeeded
+        expected = base + len(a.writer.acked) + len(b.writer.acked)
         console.print(f"uk_price rows: {total:,}, expected {expected:,} → lost {expected - total}")
         return [a, b]
     finally:
@@ -339,20 +314,23 @@ def run_bench(
 
 
 def rebalance_command(
-    rows: int = typer.Option(2_000_000, help="rows in uk_price before the third worker joins"),
-    seed: int = typer.Option(2024, help="seed of the generated data"),
-    keep: bool = typer.Option(False, help="leave the bench cluster running"),
-    state_dir: Path = typer.Option(
-        BENCH_STATE, help="state directory of the dedicated bench cluster"
-    ),
-    spec: str = typer.Option(None, help="base spec (addresses/ports are moved to the bench block)"),
+    rows: Annotated[
+        int, typer.Option(help="rows in uk_price before the third worker joins")
+    ] = 2_000_000,
+    seed: Annotated[int, typer.Option(help="seed of the generated data")] = 2024,
+    keep: Annotated[bool, typer.Option(help="leave the bench cluster running")] = False,
+    state_dir: Annotated[
+        Path, typer.Option(help="state directory of the dedicated bench cluster")
+    ] = BENCH_STATE,
+    spec: Annotated[
+        str | None, typer.Option(help="base spec (addresses/ports are moved to the bench block)")
+    ] = None,
 ) -> None:
     """(a) rebalance_table_shards vs (b) the uk_price_rebalanced asset's background rebalance."""
     run_bench(rows, seed, keep, state_dir, spec)
 
 
 __all__ = [
-    "SingleRowWriter",
     "bench_cluster",
     "bench_spec",
     "load_sample",

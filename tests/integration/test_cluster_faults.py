@@ -6,13 +6,13 @@ The tests run in order on one module-scoped cluster (each leaves it healthy for 
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 
 import psycopg
 import pytest
 
 from citus_pipeline.cluster.citus_meta import DrainError
+from citus_pipeline.cluster.write_probe import WriteProbe
 
 pytestmark = [pytest.mark.destructive]
 
@@ -26,36 +26,8 @@ def cluster(fresh_cluster_module):
     return c
 
 
-class Writer(threading.Thread):
-    """Single-row inserts through the coordinator; retries on connection errors; records acks."""
-
-    def __init__(self, dsn: str, start_id: int) -> None:
-        super().__init__(daemon=True)
-        self.dsn, self.next_id = dsn, start_id
-        self.acked: list[int] = []
-        self.failed = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        conn = None
-        while not self.stop.is_set():
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2)
-                conn.execute(
-                    "INSERT INTO acked VALUES (%s, 'x') ON CONFLICT (id) DO NOTHING",
-                    (self.next_id,),
-                )
-                self.acked.append(self.next_id)
-                self.next_id += 1
-            except psycopg.Error:
-                self.failed += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.2)
-        if conn is not None:
-            conn.close()
+# The writer of the drills (`WriteProbe`): single rows through the coordinator, acks recorded.
+ACKED_INSERT = "INSERT INTO acked VALUES (%s, 'x') ON CONFLICT (id) DO NOTHING"
 
 
 def _ids(dsn: str) -> set[int]:
@@ -65,7 +37,7 @@ def _ids(dsn: str) -> set[int]:
 
 def test_killed_worker_leader_is_replaced_and_nothing_acked_is_lost(cluster):
     dsn = cluster.coordinator_dsn()
-    w = Writer(dsn, 1)
+    w = WriteProbe(dsn, ACKED_INSERT, start_id=1)
     w.start()
     time.sleep(2)
     old = cluster.status().leader(1)
@@ -95,8 +67,7 @@ def test_killed_worker_leader_is_replaced_and_nothing_acked_is_lost(cluster):
     else:
         pytest.fail("pg_dist_node does not point at the new leader of group 1")
     time.sleep(2)
-    w.stop.set()
-    w.join(30)
+    w.stop(30)
     assert w.acked, "the writer never succeeded"
     assert set(w.acked) <= _ids(dsn), "an acknowledged insert is missing after the failover"
     # the old leader rejoins as a replica
@@ -105,15 +76,14 @@ def test_killed_worker_leader_is_replaced_and_nothing_acked_is_lost(cluster):
 
 def test_coordinator_switchover_under_streaming_inserts(cluster):
     dsn = cluster.coordinator_dsn()
-    w = Writer(dsn, 1_000_000)
+    w = WriteProbe(dsn, ACKED_INSERT, start_id=1_000_000)
     w.start()
     time.sleep(2)
     old = cluster.status().leader(0)
     new = cluster.switchover(0)
     assert new != old.name
     time.sleep(3)
-    w.stop.set()
-    w.join(30)
+    w.stop(30)
     assert len(w.acked) > 10
     assert set(w.acked) <= _ids(dsn), "an acknowledged insert is missing after the switchover"
     assert cluster.status().leader(0).name == new
