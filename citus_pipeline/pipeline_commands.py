@@ -14,16 +14,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import settings
+
 app = typer.Typer(help="Run the Dagster pipeline end to end.", no_args_is_help=True)
 console = Console(width=170)
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DAGSTER_HOME = ROOT / ".dagster_home"
 
 # The reference deployment (28,276,228 rows; 3 nodes of 4 vCPU / 16 GB).
 REFERENCE_ROWS = 28_276_228
@@ -65,7 +65,7 @@ def bootstrap_dagster_home(home: Path) -> Path:
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(settings.REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -87,7 +87,7 @@ def _work_seconds(result) -> float:
 
 def reference_median(citus, table: str, runs: int = 5) -> float:
     """Median of ``runs`` executions of the reference query on ``table`` (our identifier)."""
-    from .defs.citus.timing import (
+    from .data.queries import (
         REFERENCE_QUERY,
         UK_PRICE_QUERIES,
         reference_schema_queries,
@@ -120,22 +120,20 @@ def run_pipeline(
     from .data.generate import generate_monthly
     from .definitions import build_resources, defs
     from .defs.citus.partitions import monthly_partitions, partition_month
-    from .defs.citus.resources import CitusResource, ClusterResource, PricePaidFiles
     from .defs.citus.sensors import new_workers_sensor
 
     instance = dg.DagsterInstance.get()
-    resources = build_resources()
-    files = PricePaidFiles(source=source or "", sample_rows=rows, sample_seed=seed)
-    # Resources built afresh (not copied): Dagster keeps a resource's config apart from its fields.
-    backend = resources["cluster"].backend
-    cluster = ClusterResource(backend=backend, spec_path=spec or "", state_dir=state_dir or "")
-    citus = CitusResource(
-        dsn=os.environ.get("CITUS_COORDINATOR_DSN", ""),
-        cluster_backend=backend,
-        spec_path=spec or "",
-        state_dir=state_dir or "",
+    # Values read now (not dg.EnvVar): this command also uses the resources outside the runs.
+    # The source is the command's choice: --source, else the generated sample.
+    resources = build_resources(
+        spec=spec,
+        state_dir=state_dir,
+        source=source or "",
+        sample_rows=rows,
+        sample_seed=seed,
+        env_by_name=False,
     )
-    resources.update(files=files, cluster=cluster, citus=citus)
+    files, cluster, citus = resources["files"], resources["cluster"], resources["citus"]
     all_defs = [*defs.assets, *defs.asset_checks]
     summary = PipelineSummary(rows=rows)
 
@@ -260,10 +258,9 @@ def run_pipeline(
             )
         else:
             files.monthly_path().mkdir(parents=True, exist_ok=True)
-            base = files.work_path() / f"pp-sample-{rows}-{seed}.csv"
             generate_monthly(
                 files.monthly_path() / f"pp-{month}.csv",
-                base,
+                files.sample_path(),
                 monthly_rows or max(100, rows // 1000),
                 seed=seed + 1,
                 month=(int(month[:4]), int(month[5:7])),
@@ -380,23 +377,28 @@ def write_plot(s: PipelineSummary, path: Path) -> None:
 
 @app.command("run")
 def run_command(
-    rows: int = typer.Option(
-        1_000_000, help="rows of the generated sample (ignored with --source)"
-    ),
-    source: str = typer.Option(None, help="Price Paid file, directory or URL instead of a sample"),
-    dagster_home: Path = typer.Option(
-        Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME),
-        help="Dagster instance directory",
-    ),
-    spec: str = typer.Option(None, help="cluster spec (default: cluster.yaml)"),
-    state_dir: str = typer.Option(None, help="local cluster state directory"),
-    seed: int = typer.Option(1995, help="seed of the generated sample"),
-    plot: Path = typer.Option(
-        None, help="PNG of the query times per stage (default bench-results/)"
-    ),
+    rows: Annotated[
+        int, typer.Option(help="rows of the generated sample (ignored with --source)")
+    ] = 1_000_000,
+    source: Annotated[
+        str | None, typer.Option(help="Price Paid file, directory or URL instead of a sample")
+    ] = None,
+    # DAGSTER_HOME is Dagster's own variable (not one of settings): typer reads it
+    dagster_home: Annotated[
+        Path, typer.Option(envvar="DAGSTER_HOME", help="Dagster instance directory")
+    ] = settings.DEFAULT_DAGSTER_HOME,
+    spec: Annotated[str | None, typer.Option(help="cluster spec (default: cluster.yaml)")] = None,
+    state_dir: Annotated[str | None, typer.Option(help="local cluster state directory")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the generated sample")] = 1995,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="PNG of the query times per stage (default bench-results/)"),
+    ] = None,
 ) -> None:
     """Bootstrap, cluster up, load, distribute, add a worker, rebalance via the sensor, check, summarise."""
-    plot = plot or ROOT / "bench-results" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.png"
+    plot = plot or (
+        settings.REPO_ROOT / "bench-results" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.png"
+    )
     run_pipeline(
         rows=rows,
         source=source,

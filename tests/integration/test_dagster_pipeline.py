@@ -31,17 +31,17 @@ def _spec_file(cluster, tmp_path: Path) -> str:
 
 
 def _resources(cluster, tmp_path: Path, schema: str = "public", **files_kw) -> dict:
-    spec = _spec_file(cluster, tmp_path)
-    state = str(cluster.state_dir)
+    backend = ClusterResource(
+        spec_path=_spec_file(cluster, tmp_path), state_dir=str(cluster.state_dir)
+    )
     return {
         "citus": CitusResource(
             dsn=cluster.coordinator_dsn(),
+            cluster=backend,
             db_schema=schema,
-            spec_path=spec,
-            state_dir=state,
             retry_base_seconds=0.5,
         ),
-        "cluster": ClusterResource(spec_path=spec, state_dir=state),
+        "cluster": backend,
         "files": PricePaidFiles(
             sample_rows=files_kw.pop("sample_rows", SAMPLE_ROWS),
             work_dir=str(tmp_path / "work"),

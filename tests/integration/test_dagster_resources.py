@@ -16,11 +16,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from citus_pipeline.defs.citus.resources import (
-    CitusResource,
-    FailoverRetriesExhausted,
-    is_failover_error,
-)
+from citus_pipeline.cluster.failover import FailoverRetriesExhausted
+from citus_pipeline.cluster.failover import is_transient as is_failover_error
+from citus_pipeline.defs.citus.resources import CitusResource
 
 PORT = 5510
 

@@ -1,10 +1,14 @@
-"""Check evaluation logic (pure functions), and the timing check's history from a real instance."""
+"""Check evaluation logic (pure functions), the timing check's history from a real instance,
+and how the monthly check reads an update file."""
 
 import math
+import uuid
 
 import dagster as dg
 import pytest
 
+from citus_pipeline.data.monthly_check import read_monthly_actions
+from citus_pipeline.data.queries import percentile
 from citus_pipeline.defs.citus.checks import (
     MEDIAN_KEY,
     TIMING_CHECK,
@@ -14,7 +18,6 @@ from citus_pipeline.defs.citus.checks import (
     previous_medians,
     quality_sql,
 )
-from citus_pipeline.defs.citus.timing import percentile
 
 
 def test_balance_passes_within_ratio():
@@ -51,8 +54,8 @@ def test_balance_ignores_inactive_groups():
 def test_counts():
     assert evaluate_counts(1000, 1000)[0]
     assert not evaluate_counts(1000, 999)[0]
-    ok, md = evaluate_counts(1000, 1010, monthly_net=10)
-    assert ok and md["expected_rows"].value == 1010
+    ok, md = evaluate_counts(1000, 1010)
+    assert not ok and md["good_raw_rows"].value == 1000 and md["difference"].value == 10
 
 
 def test_timing_slo_and_regression():
@@ -95,3 +98,30 @@ def test_previous_medians_read_from_the_instance(tmp_path):
             assert dg.materialize([fake_uk_price, fake_timing], instance=instance).success
         got = previous_medians(instance, key, 5)
     assert got == [0.9, 0.1, 0.5, 0.3, 0.4]  # newest first, at most 5
+
+
+def test_monthly_actions_are_what_the_apply_uses(tmp_path):
+    # the loader's parser: the last record of an id wins, rejected records are skipped
+    def rec(i, price, status, day="2024-05-01"):
+        return (
+            f'"{{00000000-0000-4000-8000-{i:012d}}}","{price}","{day} 00:00","LS1 1AA","F","N",'
+            f'"L","{i}","","HIGH STREET","","LEEDS","LEEDS","WEST YORKSHIRE","A","{status}"'
+        )
+
+    path = tmp_path / "pp-2024-05.csv"
+    lines = [
+        rec(1, 100, "A"),
+        rec(2, 200, "C"),
+        rec(1, 150, "C", "2024-05-02"),  # supersedes line 1
+        rec(3, 0, "D"),  # price 0: rejected
+        rec(4, 400, "D", "2024-02-30"),  # no such day: rejected
+        '"{bad}","1","2024-01-01 00:00"',  # rejected
+        rec(5, 500, "D"),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    key = lambda i: uuid.UUID(f"00000000-0000-4000-8000-{i:012d}")
+    assert read_monthly_actions(path) == {
+        key(1): ("C", 150, "2024-05-02"),
+        key(2): ("C", 200, "2024-05-01"),
+        key(5): ("D", 500, "2024-05-01"),
+    }

@@ -75,6 +75,31 @@ def test_resources_keep_the_dsn_out_of_config(monkeypatch):
     assert isinstance(res["citus"].dsn, dg.EnvVar)  # shown by name in the UI, resolved at run time
 
 
+def test_one_builder_configures_the_cluster_once(monkeypatch):
+    from citus_pipeline.definitions import build_resources
+
+    monkeypatch.delenv("CITUS_PIPELINE_DSN", raising=False)
+    monkeypatch.delenv("CITUS_COORDINATOR_DSN", raising=False)
+    monkeypatch.delenv("CITUS_DSN", raising=False)
+    monkeypatch.setenv("CITUS_PIPELINE_SPEC", "/x/spec.yaml")
+    by_name = build_resources()
+    assert isinstance(by_name["cluster"].spec_path, dg.EnvVar)
+    assert by_name["citus"].cluster is by_name["cluster"]  # nested: one config, not two
+    now = build_resources(env_by_name=False, state_dir="/x/state", sample_rows=10)
+    assert now["cluster"].spec_path == "/x/spec.yaml" and now["cluster"].state_dir == "/x/state"
+    assert now["citus"].dsn == "" and now["citus"].cluster.spec_path == "/x/spec.yaml"
+    assert now["files"].sample_rows == 10
+
+
+def test_docstring_lists_the_settings_the_code_location_reads():
+    import re
+
+    from citus_pipeline import definitions
+
+    listed = re.findall(r"^- (CITUS_PIPELINE_\w+)", definitions.__doc__, re.MULTILINE)
+    assert listed == [s.name for s in definitions.SETTINGS]
+
+
 @pytest.mark.parametrize(
     "cmd",
     [

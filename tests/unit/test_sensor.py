@@ -1,5 +1,7 @@
 """new_workers_sensor's decision: cursor = sorted active worker groups, run_key = the new set."""
 
+from citus_pipeline.cluster.rebalance import active_worker_groups
+from citus_pipeline.cluster.topology import DistNode
 from citus_pipeline.defs.citus.sensors import decide_rebalance, decode_cursor, encode_cursor
 
 
@@ -53,3 +55,26 @@ def test_bad_cursor_is_treated_as_none():
     assert decode_cursor("not json") is None
     assert decode_cursor('{"a": 1}') is None
     assert decode_cursor("") is None
+
+
+def test_active_worker_groups_are_active_primaries_that_take_shards():
+    def node(nodeid, group, role="primary", active=True, should_have_shards=True):
+        return DistNode(
+            nodeid=nodeid,
+            groupid=group,
+            host="127.0.0.1",
+            port=5432 + nodeid,
+            role=role,
+            active=active,
+            should_have_shards=should_have_shards,
+        )
+
+    nodes = [
+        node(1, 0, should_have_shards=False),  # the coordinator
+        node(2, 1),
+        node(3, 1, role="secondary"),
+        node(4, 2),
+        node(5, 3, active=False),  # being added
+        node(6, 4, should_have_shards=False),  # being drained
+    ]
+    assert active_worker_groups(nodes) == [1, 2]

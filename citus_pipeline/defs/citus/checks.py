@@ -16,28 +16,26 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
 )
 
-from ...cluster.citus_meta import fetch_dist_nodes
-from .assets import node_bytes, uk_price, uk_price_rebalanced
+from ...cluster.rebalance import fetch_active_worker_groups, node_bytes
+from ...data.queries import REFERENCE_QUERY, UK_PRICE_QUERIES, time_queries
+from .assets import uk_price, uk_price_rebalanced
 from .resources import CitusResource
-from .timing import REFERENCE_QUERY, UK_PRICE_QUERIES, time_queries
 
 # ---- counts ---------------------------------------------------------------------------
 # Good raw rows: uk_price_raw rows (validated by the loader, one per id: its primary key)
-# that no applied monthly update deleted; every one of them must be in uk_price.
-RAW_IDS_MISSING_SQL = """
-SELECT (SELECT count(*) FROM uk_price_raw) AS raw_rows,  -- its primary key is the id
+# that no applied monthly update deleted; every one of them must be in uk_price. Both
+# tables hold one row per id, so equal counts mean nothing lost and nothing doubled.
+ROW_COUNTS_SQL = """
+SELECT (SELECT count(*) FROM uk_price_raw) AS raw_rows,
        (SELECT count(*) FROM uk_price) AS table_rows
 """
 
 
-def evaluate_counts(raw_rows: int, table_rows: int, monthly_net: int = 0) -> tuple[bool, dict]:
-    expected = raw_rows + monthly_net
-    return table_rows == expected, {
+def evaluate_counts(raw_rows: int, table_rows: int) -> tuple[bool, dict]:
+    return table_rows == raw_rows, {
         "good_raw_rows": dg.MetadataValue.int(raw_rows),
-        "monthly_net_rows": dg.MetadataValue.int(monthly_net),
-        "expected_rows": dg.MetadataValue.int(expected),
         "uk_price_rows": dg.MetadataValue.int(table_rows),
-        "difference": dg.MetadataValue.int(table_rows - expected),
+        "difference": dg.MetadataValue.int(table_rows - raw_rows),
     }
 
 
@@ -50,7 +48,7 @@ def evaluate_counts(raw_rows: int, table_rows: int, monthly_net: int = 0) -> tup
 def uk_price_counts(citus: CitusResource) -> dg.AssetCheckResult:
     t0 = time.perf_counter()
     with citus.connection() as conn:
-        raw_rows, table_rows = conn.execute(RAW_IDS_MISSING_SQL).fetchone()
+        raw_rows, table_rows = conn.execute(ROW_COUNTS_SQL).fetchone()
     # apply_monthly applies each month's A/C/D to uk_price_raw as well while it is in use,
     # so raw and uk_price stay equal without a monthly correction.
     passed, metadata = evaluate_counts(int(raw_rows), int(table_rows))
@@ -151,13 +149,7 @@ def uk_price_balance(citus: CitusResource) -> dg.AssetCheckResult:
     t0 = time.perf_counter()
     with citus.connection() as conn:
         nodes = node_bytes(conn)
-        active = sorted(
-            {
-                n.groupid
-                for n in fetch_dist_nodes(conn)
-                if n.groupid > 0 and n.role == "primary" and n.active and n.should_have_shards
-            }
-        )
+        active = fetch_active_worker_groups(conn)
     verdict = evaluate_balance(nodes, active)
     metadata: dict[str, dg.MetadataValue] = {
         "max_min_ratio": dg.MetadataValue.float(

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
+from ... import settings
 from .assets import uk_price_monthly
 
 # HM Land Registry publishes a month's file around the 20th working day of the next month.
-MONTHLY_DAY = int(os.environ.get("CITUS_PIPELINE_MONTHLY_DAY", "25"))
-MONTHLY_HOUR = int(os.environ.get("CITUS_PIPELINE_MONTHLY_HOUR", "6"))
+MONTHLY_DAY = int(settings.MONTHLY_DAY.get())
+MONTHLY_HOUR = int(settings.MONTHLY_HOUR.get())
 
 monthly_update_job = dg.define_asset_job(
     "monthly_update_job",

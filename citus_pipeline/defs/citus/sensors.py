@@ -1,10 +1,11 @@
 """Sensors: react to the cluster's worker set changing.
 
-`new_workers_sensor` asks the coordinator one cheap question per tick (which active primary
-worker groups exist and whether each holds shard placements). Its cursor is the sorted set
-of those groups. When a group appears that holds nothing while others hold shards, it asks
-for one `uk_price_rebalanced` run whose run_key is the new set: a repeated tick (or one
-replayed after a crash with an old cursor) never launches a second run for the same set.
+`new_workers_sensor` asks the coordinator one cheap question per tick (which active worker
+groups exist -- `cluster.rebalance.active_worker_groups` -- and whether each holds shard
+placements; catalogs only, no worker asked). Its cursor is the sorted set of those groups.
+When a group appears that holds nothing while others hold shards, it asks for one
+`uk_price_rebalanced` run whose run_key is the new set: a repeated tick (or one replayed
+after a crash with an old cursor) never launches a second run for the same set.
 """
 
 import json
@@ -12,16 +13,9 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from ...cluster.rebalance import worker_groups_holding_shards
 from .assets import uk_price_rebalanced
 from .resources import CitusResource
-
-WORKER_GROUPS_SQL = """
-SELECT n.groupid,
-       EXISTS (SELECT 1 FROM pg_catalog.pg_dist_placement p WHERE p.groupid = n.groupid)
-FROM pg_catalog.pg_dist_node n
-WHERE n.noderole = 'primary' AND n.isactive AND n.shouldhaveshards AND n.groupid > 0
-ORDER BY n.groupid
-"""
 
 
 @dataclass(frozen=True)
@@ -63,8 +57,10 @@ def decide_rebalance(previous_cursor: str | None, groups: dict[int, bool]) -> Wo
 
 
 def read_worker_groups(citus: CitusResource) -> dict[int, bool]:
-    rows = citus.query_idempotent(WORKER_GROUPS_SQL, what="new_workers_sensor: read pg_dist_node")
-    return {int(g): bool(has) for g, has in rows}
+    """{active worker group: holds shards}, retried across a coordinator failover."""
+    return citus.run_idempotent(
+        worker_groups_holding_shards, what="new_workers_sensor: read pg_dist_node"
+    )
 
 
 @dg.sensor(
@@ -92,7 +88,6 @@ def new_workers_sensor(context: dg.SensorEvaluationContext, citus: CitusResource
 sensors = [new_workers_sensor]
 
 __all__ = [
-    "WORKER_GROUPS_SQL",
     "WorkerSetDecision",
     "decide_rebalance",
     "decode_cursor",
