@@ -10,8 +10,7 @@ from __future__ import annotations
 import psycopg
 
 from ..errors import ClusterError
-
-from .topology import DistNode, NodeShards
+from .topology import DistNode, NodeShards, active_worker_groups
 
 DIST_NODES_SQL = """
 SELECT nodeid, groupid, nodename, nodeport, noderole::text, isactive, shouldhaveshards
@@ -41,6 +40,8 @@ SET_SHOULD_HAVE_SHARDS_SQL = (
 )
 CLEANUP_SQL = "CALL pg_catalog.citus_cleanup_orphaned_resources()"
 RECOVER_SQL = "SELECT pg_catalog.recover_prepared_transactions()"
+# Groups holding at least one placement: a catalog read on the coordinator, no worker asked.
+PLACEMENT_GROUPS_SQL = "SELECT DISTINCT groupid FROM pg_catalog.pg_dist_placement"
 PLACEMENTS_IN_GROUP_SQL = "SELECT count(*) FROM pg_catalog.pg_dist_placement WHERE groupid = %s"
 
 
@@ -104,7 +105,40 @@ def cleanup_orphans(conn: psycopg.Connection) -> None:
     otherwise leave cleanup records that retry against a dead address forever.
     """
     conn.execute(CLEANUP_SQL)
-    conn.execute(RECOVER_SQL)
+    recover_prepared_transactions(conn)
+
+
+def recover_prepared_transactions(conn: psycopg.Connection) -> None:
+    """Finish two-phase commits a failover interrupted.
+
+    When a worker leader dies between PREPARE and COMMIT PREPARED, the transaction is
+    committed (the coordinator decided) but its rows on that group stay in a prepared
+    transaction on the promoted standby -- invisible until Citus's recovery daemon runs
+    (``citus.recover_2pc_interval``, 1 min). Work that must be visible at once calls this.
+    """
+    try:
+        conn.execute(RECOVER_SQL)
+    except psycopg.errors.InsufficientPrivilege:  # not ours to run: the daemon will do it
+        pass
+
+
+def fetch_active_worker_groups(conn: psycopg.Connection) -> list[int]:
+    return active_worker_groups(fetch_dist_nodes(conn))
+
+
+def worker_groups_holding_shards(conn: psycopg.Connection) -> dict[int, bool]:
+    """{active worker group: whether it holds any shard placement} (cheap: catalogs only)."""
+    holding = {g for (g,) in conn.execute(PLACEMENT_GROUPS_SQL).fetchall()}
+    return {g: g in holding for g in fetch_active_worker_groups(conn)}
+
+
+def node_bytes(conn: psycopg.Connection) -> dict[int, dict[str, int]]:
+    """{group: {"shards": n, "bytes": b}} for every primary worker group."""
+    return {
+        n.groupid: {"shards": n.shards, "bytes": n.bytes}
+        for n in fetch_node_shards(conn)
+        if n.groupid > 0
+    }
 
 
 def remove_group_nodes(conn: psycopg.Connection, group: int) -> list[DistNode]:
@@ -124,7 +158,11 @@ __all__ = [
     "DrainError",
     "cleanup_orphans",
     "drain_group",
+    "fetch_active_worker_groups",
     "fetch_dist_nodes",
     "fetch_node_shards",
+    "node_bytes",
+    "recover_prepared_transactions",
     "remove_group_nodes",
+    "worker_groups_holding_shards",
 ]

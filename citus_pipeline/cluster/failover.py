@@ -127,26 +127,11 @@ def retry(
     raise AssertionError("unreachable")
 
 
-def recover_prepared_transactions(conn: psycopg.Connection) -> None:
-    """Finish two-phase commits a failover interrupted.
-
-    When a worker leader dies between PREPARE and COMMIT PREPARED, the transaction is
-    committed (the coordinator decided) but its rows on that group stay in a prepared
-    transaction on the promoted standby -- invisible until Citus's recovery daemon runs
-    (``citus.recover_2pc_interval``, 1 min). Work that must be visible at once calls this.
-    """
-    try:
-        conn.execute("SELECT recover_prepared_transactions()")
-    except psycopg.errors.InsufficientPrivilege:  # not ours to run: the daemon will do it
-        pass
-
-
 __all__ = [
     "TRANSIENT_SQLSTATES",
     "FailoverRetriesExhausted",
     "backoff_delays",
     "is_transient",
     "one_line",
-    "recover_prepared_transactions",
     "retry",
 ]

@@ -1,5 +1,5 @@
 """Spreading shards over the worker groups: Citus's background rebalance, started or joined and
-waited for, and the one definition of an "active worker group".
+waited for, and what a rebalance moved.
 
 `run_background_rebalance` is what the `uk_price_rebalanced` asset and `bench rebalance` run:
 ``citus_rebalance_start`` moves shards in background tasks (in parallel, and with
@@ -12,14 +12,13 @@ It has no retry loop of its own: the caller retries it (the Dagster resource doe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
 
 from ..errors import UserError
-from .citus_meta import fetch_dist_nodes, fetch_node_shards
-from .topology import DistNode
+from .citus_meta import fetch_active_worker_groups, node_bytes
 
 REBALANCE_START_SQL = """
 SELECT pg_catalog.citus_rebalance_start(
@@ -42,8 +41,6 @@ SELECT p.shardid, p.groupid FROM pg_catalog.pg_dist_placement p
 JOIN pg_catalog.pg_dist_shard s USING (shardid)
 """
 SHARD_SIZES_SQL = "SELECT shard_id, size FROM pg_catalog.citus_shard_sizes()"
-# Groups holding at least one placement: a catalog read on the coordinator, no worker asked.
-PLACEMENT_GROUPS_SQL = "SELECT DISTINCT groupid FROM pg_catalog.pg_dist_placement"
 RUNNING_STATES = ("scheduled", "running", "cancelling", "failing")
 FAILED_STATES = ("failed", "cancelled")
 
@@ -62,41 +59,6 @@ class RebalanceOutcome:
     before: dict[int, dict[str, int]]
     after: dict[int, dict[str, int]]
     worker_groups: tuple[int, ...] = ()  # the active worker groups once it finished
-
-
-def active_worker_groups(nodes: Iterable[DistNode]) -> list[int]:
-    """Worker groups that take shards: an active primary in pg_dist_node with shouldhaveshards.
-
-    The one meaning of "active worker group" for the cluster asset, the balance check, the
-    new-workers sensor and `pipeline run`: a group being drained (shouldhaveshards off) is
-    leaving, so it neither counts as a worker nor is expected to hold shards.
-    """
-    return sorted(
-        {
-            n.groupid
-            for n in nodes
-            if n.groupid > 0 and n.role == "primary" and n.active and n.should_have_shards
-        }
-    )
-
-
-def fetch_active_worker_groups(conn: psycopg.Connection) -> list[int]:
-    return active_worker_groups(fetch_dist_nodes(conn))
-
-
-def worker_groups_holding_shards(conn: psycopg.Connection) -> dict[int, bool]:
-    """{active worker group: whether it holds any shard placement} (cheap: catalogs only)."""
-    holding = {g for (g,) in conn.execute(PLACEMENT_GROUPS_SQL).fetchall()}
-    return {g: g in holding for g in fetch_active_worker_groups(conn)}
-
-
-def node_bytes(conn: psycopg.Connection) -> dict[int, dict[str, int]]:
-    """{group: {"shards": n, "bytes": b}} for every primary worker group."""
-    return {
-        n.groupid: {"shards": n.shards, "bytes": n.bytes}
-        for n in fetch_node_shards(conn)
-        if n.groupid > 0
-    }
 
 
 def _wait_for_job(
@@ -184,9 +146,5 @@ __all__ = [
     "RUNNING_STATES",
     "RebalanceFailed",
     "RebalanceOutcome",
-    "active_worker_groups",
-    "fetch_active_worker_groups",
-    "node_bytes",
     "run_background_rebalance",
-    "worker_groups_holding_shards",
 ]

@@ -8,7 +8,7 @@ topology, so the CLI, the Dagster resources and the tests never care which backe
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from pydantic import BaseModel
@@ -50,6 +50,22 @@ class NodeShards(BaseModel):
     bytes: int
 
 
+def active_worker_groups(nodes: Iterable[DistNode]) -> list[int]:
+    """Worker groups that take shards: an active primary in pg_dist_node with shouldhaveshards.
+
+    The one meaning of "active worker group" for the cluster asset, the balance check, the
+    new-workers sensor and `pipeline run`: a group being drained (shouldhaveshards off) is
+    leaving, so it neither counts as a worker nor is expected to hold shards.
+    """
+    return sorted(
+        {
+            n.groupid
+            for n in nodes
+            if n.groupid > 0 and n.role == "primary" and n.active and n.should_have_shards
+        }
+    )
+
+
 class ClusterTopology(BaseModel):
     scope: str
     database: str
@@ -71,14 +87,7 @@ class ClusterTopology(BaseModel):
 
     @property
     def active_worker_groups(self) -> list[int]:
-        """Worker groups that have an active primary in pg_dist_node."""
-        return sorted(
-            {
-                n.groupid
-                for n in self.dist_nodes
-                if n.groupid > 0 and n.role == "primary" and n.active
-            }
-        )
+        return active_worker_groups(self.dist_nodes)
 
 
 class ClusterBackend(abc.ABC):
@@ -134,4 +143,5 @@ __all__ = [
     "NodeShards",
     "Progress",
     "Role",
+    "active_worker_groups",
 ]

@@ -24,6 +24,7 @@ import psycopg
 from pydantic import BaseModel
 
 from ..cluster import failover
+from ..cluster.citus_meta import recover_prepared_transactions
 from . import schema as sch
 from .chunk_writer import (
     LEDGER_COMMITTED,
@@ -129,14 +130,14 @@ class _Load:
             raise self.failure[0]
         if self.report.retries:  # a chunk retried after a failover must be visible now
             with psycopg.connect(self.dsn, autocommit=True) as conn:
-                failover.recover_prepared_transactions(conn)
+                recover_prepared_transactions(conn)
         return self.report
 
     def _read(self, inputs: list[InputFile]) -> None:
         """Every chunk of every input: tallied at once if the ledger has it, else queued."""
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             # a chunk an earlier run committed must be visible before we compare counts
-            failover.recover_prepared_transactions(conn)
+            recover_prepared_transactions(conn)
             for inp in inputs:
                 fp = fingerprint(inp.path)
                 committed = {

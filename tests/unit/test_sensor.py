@@ -1,7 +1,6 @@
 """new_workers_sensor's decision: cursor = sorted active worker groups, run_key = the new set."""
 
-from citus_pipeline.cluster.rebalance import active_worker_groups
-from citus_pipeline.cluster.topology import DistNode
+from citus_pipeline.cluster.topology import DistNode, active_worker_groups
 from citus_pipeline.defs.citus.sensors import decide_rebalance, decode_cursor, encode_cursor
 
 

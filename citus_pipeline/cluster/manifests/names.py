@@ -173,8 +173,6 @@ def object_meta(spec: ClusterSpec, name: str, labels: dict[str, str], **extra: A
 
 
 __all__ = [
-    "check_names",
-    "object_meta",
     "APP_LABEL",
     "APP_VALUE",
     "BOOTSTRAP_KEY",
@@ -198,6 +196,7 @@ __all__ = [
     "Manifest",
     "base_labels",
     "bootstrap_configmap_name",
+    "check_names",
     "config_name",
     "coordinator_lb_name",
     "failover_name",
@@ -206,6 +205,7 @@ __all__ = [
     "group_type",
     "headless_name",
     "member_dns_name",
+    "object_meta",
     "patroni_kubernetes_labels",
     "selector_service_labels",
     "service_account_name",

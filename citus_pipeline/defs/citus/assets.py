@@ -14,12 +14,10 @@ import time
 
 import dagster as dg
 
+from ...cluster.citus_meta import fetch_active_worker_groups, node_bytes
 from ...cluster.rebalance import (
     RebalanceFailed,
     RebalanceOutcome,
-    active_worker_groups,
-    fetch_active_worker_groups,
-    node_bytes,
     run_background_rebalance,
 )
 from ...data import apply_monthly, load_price_paid, publish_uk_price
@@ -96,7 +94,7 @@ def citus_cluster(
             for n in topology.dist_nodes
         ],
     )
-    workers = active_worker_groups(topology.dist_nodes)
+    workers = topology.active_worker_groups
     context.log.info(f"cluster {topology.scope}: worker groups {workers}, citus {citus_version}")
     return dg.MaterializeResult(
         metadata={

@@ -16,7 +16,7 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
 )
 
-from ...cluster.rebalance import fetch_active_worker_groups, node_bytes
+from ...cluster.citus_meta import fetch_active_worker_groups, node_bytes
 from ...data.queries import REFERENCE_QUERY, UK_PRICE_QUERIES, time_queries
 from .assets import uk_price, uk_price_rebalanced
 from .resources import CitusResource

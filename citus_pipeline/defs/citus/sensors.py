@@ -1,7 +1,7 @@
 """Sensors: react to the cluster's worker set changing.
 
 `new_workers_sensor` asks the coordinator one cheap question per tick (which active worker
-groups exist -- `cluster.rebalance.active_worker_groups` -- and whether each holds shard
+groups exist -- `cluster.topology.active_worker_groups` -- and whether each holds shard
 placements; catalogs only, no worker asked). Its cursor is the sorted set of those groups.
 When a group appears that holds nothing while others hold shards, it asks for one
 `uk_price_rebalanced` run whose run_key is the new set: a repeated tick (or one replayed
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ...cluster.rebalance import worker_groups_holding_shards
+from ...cluster.citus_meta import worker_groups_holding_shards
 from .assets import uk_price_rebalanced
 from .resources import CitusResource
 
