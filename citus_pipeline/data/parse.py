@@ -245,30 +245,27 @@ def parse_chunk(data: bytes, first_line: int, *, complete: bool = True) -> Parse
                     t = None
     else:
         data, transcoded = to_utf8(data)
-    if t is not None:
-        if t.num_rows == lines:
-            bad = _bad_mask(t, complete)
-            line_no = np.arange(first_line, first_line + lines, dtype=np.int64)
-            if not pc.any(bad).as_py():
-                return ParsedChunk(t, line_no, [], lines, False, transcoded)
-            bad_idx = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
-            arr = np.frombuffer(data, dtype=np.uint8)
-            starts = np.concatenate(([0], np.flatnonzero(arr == 10) + 1))
-            rejects = []
-            really_bad = []
-            for i in bad_idx:
-                fields = [t.column(c)[int(i)].as_py() for c in fmt.COLUMNS]
-                reason = fmt.validate_fields(fields, complete=complete)
-                if reason is not None:
-                    really_bad.append(i)
-                    rejects.append(
-                        Reject(int(line_no[i]), _line_text(data, starts, int(i)), reason)
-                    )
-            keep = np.ones(lines, dtype=bool)
-            keep[really_bad] = False
-            return ParsedChunk(
-                t.filter(pa.array(keep)), line_no[keep], rejects, lines, False, transcoded
-            )
+    if t is not None and t.num_rows == lines:
+        bad = _bad_mask(t, complete)
+        line_no = np.arange(first_line, first_line + lines, dtype=np.int64)
+        if not pc.any(bad).as_py():
+            return ParsedChunk(t, line_no, [], lines, False, transcoded)
+        bad_idx = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+        arr = np.frombuffer(data, dtype=np.uint8)
+        starts = np.concatenate(([0], np.flatnonzero(arr == 10) + 1))
+        rejects = []
+        really_bad = []
+        for i in bad_idx:
+            fields = [t.column(c)[int(i)].as_py() for c in fmt.COLUMNS]
+            reason = fmt.validate_fields(fields, complete=complete)
+            if reason is not None:
+                really_bad.append(i)
+                rejects.append(Reject(int(line_no[i]), _line_text(data, starts, int(i)), reason))
+        keep = np.ones(lines, dtype=bool)
+        keep[really_bad] = False
+        return ParsedChunk(
+            t.filter(pa.array(keep)), line_no[keep], rejects, lines, False, transcoded
+        )
     if not transcoded:
         data, transcoded = to_utf8(data)
     return _parse_slow(data, first_line, lines, complete, transcoded)

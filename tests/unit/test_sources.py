@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import itertools
 import json
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -35,7 +37,7 @@ def test_chunks_are_record_aligned_and_numbered():
     assert len(chunks) > 10
     assert b"".join(c.data for c in chunks) == data
     assert all(c.data.endswith(b"\n") for c in chunks[:-1])
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert b.offset == a.offset + len(a.data) and b.first_line == a.first_line + a.lines
     # the same chunk size cuts the file at the same places
     assert [c.offset for c in read_chunks(resolve(SAMPLE)[0], 100_000)] == [
@@ -116,7 +118,7 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
 
     body = b""
     drops = 1
-    requests: list = []
+    requests: ClassVar[list] = []
 
     def do_GET(self):
         cls = type(self)
