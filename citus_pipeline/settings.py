@@ -84,6 +84,9 @@ CACHE_DIR = Setting(
 BENCH_DIR = Setting(
     "CITUS_PIPELINE_BENCH_DIR", "scratch directory of bench load", "/tmp/citus-pipeline-bench"
 )
+PG_CONFIG = Setting(
+    "PG_CONFIG", "pg_config of the PostgreSQL to run (default: the one on PATH, else Debian's)"
+)
 TEST_DSN = Setting("CITUS_PIPELINE_TEST_DSN", "tests: run the read-only tests on this cluster")
 
 ALL = (
@@ -100,6 +103,7 @@ ALL = (
     MONTHLY_HOUR,
     CACHE_DIR,
     BENCH_DIR,
+    PG_CONFIG,
     TEST_DSN,
 )
 
@@ -120,6 +124,7 @@ __all__ = [
     "MONTHLY_DAY",
     "MONTHLY_DIR",
     "MONTHLY_HOUR",
+    "PG_CONFIG",
     "QUERY_SLO",
     "REPO_ROOT",
     "SAMPLE_ROWS",

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import pytest
 
+from citus_pipeline import settings
 from citus_pipeline.cluster.local import ClusterError, LocalCluster
 from citus_pipeline.cluster.spec import ClusterSpec, spec_from_mapping
 
 SLOT_DIR = Path(tempfile.gettempdir()) / "citus-pipeline-test-slots"
-TEST_DSN_ENV = "CITUS_PIPELINE_TEST_DSN"
 
 
 def citus_missing_reason() -> str | None:
     """None when the citus extension is installed for the PostgreSQL found, else why not."""
-    pg_config = os.environ.get("PG_CONFIG") or shutil.which("pg_config")
+    pg_config = settings.PG_CONFIG.get() or shutil.which("pg_config")
     if not pg_config:
         return "PostgreSQL not found (no pg_config): the Citus tests need postgresql-15 with citus"
     lib = subprocess.run(
@@ -147,8 +147,8 @@ def fresh_cluster_module(require_citus) -> Iterator[Callable[..., LocalCluster]]
 
 @pytest.fixture(scope="session")
 def citus_cluster(require_citus) -> Iterator[LocalCluster]:
-    if os.environ.get(TEST_DSN_ENV):
-        pytest.skip(f"{TEST_DSN_ENV} is set: tests use that cluster, not a LocalCluster")
+    if settings.TEST_DSN.get():
+        pytest.skip(f"{settings.TEST_DSN.name} is set: tests use that cluster, not a LocalCluster")
     factory = ClusterFactory()
     try:
         yield factory()
@@ -158,7 +158,7 @@ def citus_cluster(require_citus) -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="session")
 def citus_dsn(request, require_citus) -> str:
-    dsn = os.environ.get(TEST_DSN_ENV)
+    dsn = settings.TEST_DSN.get()
     if dsn:
         return dsn
     return request.getfixturevalue("citus_cluster").coordinator_dsn()

@@ -6,13 +6,13 @@ we are root, whether that user can reach the files it needs, and whether the por
 
 from __future__ import annotations
 
-import os
 import pwd
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from ... import settings
 from ...errors import ClusterError
 from ..spec import ClusterSpec
 from .layout import Layout, Member
@@ -34,7 +34,7 @@ def service_user(spec: ClusterSpec) -> pwd.struct_passwd:
 def pg_bin_dir(spec: ClusterSpec) -> Path:
     if spec.local.pg_bin_dir:
         return spec.local.pg_bin_dir
-    pg_config = os.environ.get("PG_CONFIG") or shutil.which("pg_config")
+    pg_config = settings.PG_CONFIG.get() or shutil.which("pg_config")
     if pg_config:
         out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
         if out.returncode == 0:
@@ -50,7 +50,7 @@ def pg_bin_dir(spec: ClusterSpec) -> Path:
 
 def pg_lib_dir(spec: ClusterSpec) -> Path:
     pg_config = pg_bin_dir(spec) / "pg_config"
-    cmd = str(pg_config) if pg_config.exists() else (os.environ.get("PG_CONFIG") or "pg_config")
+    cmd = str(pg_config) if pg_config.exists() else (settings.PG_CONFIG.get() or "pg_config")
     out = subprocess.run([cmd, "--pkglibdir"], capture_output=True, text=True, check=False)
     if out.returncode == 0:
         return Path(out.stdout.strip())
