@@ -68,7 +68,7 @@ def test_heavy_assets_share_the_coordinator_pool():
 
 
 def test_resources_keep_the_dsn_out_of_config(monkeypatch):
-    monkeypatch.setenv("CITUS_COORDINATOR_DSN", "host=127.0.10.1 passfile=/x/y")
+    monkeypatch.setenv("CITUS_PIPELINE_DSN", "host=127.0.10.1 passfile=/x/y")
     from citus_pipeline.definitions import build_resources
 
     res = build_resources()
