@@ -121,6 +121,8 @@ class ClusterFactory:
         for cluster, slot in self._made:
             try:
                 cluster.down(purge=True)
+                # purge deletes only what the cluster wrote; the temporary directory is ours
+                shutil.rmtree(cluster.state_dir, ignore_errors=True)
             finally:
                 slot.release()
         self._made.clear()
