@@ -23,7 +23,15 @@ from ..data.queries import (
     reference_schema_queries,
     time_queries,
 )
-from .rebalance import BENCH_STATE, bench_cluster, console, load_sample
+from .rebalance import (
+    BENCH_STATE,
+    BaseSpecOpt,
+    BenchStateOpt,
+    KeepOpt,
+    bench_cluster,
+    console,
+    load_sample,
+)
 
 REFERENCE_TABLE = "uk_price_paid"  # the reference experiment's name for its distributed table
 MAKE_REFERENCE = [
@@ -93,13 +101,9 @@ def queries_command(
     rows: Annotated[int, typer.Option(help="rows in both tables")] = 2_000_000,
     seed: Annotated[int, typer.Option(help="seed of the generated data")] = 2024,
     runs: Annotated[int, typer.Option(help="runs per query (median reported)")] = 5,
-    keep: Annotated[bool, typer.Option(help="leave the bench cluster running")] = False,
-    state_dir: Annotated[
-        Path, typer.Option(help="state directory of the dedicated bench cluster")
-    ] = BENCH_STATE,
-    spec: Annotated[
-        str | None, typer.Option(help="base spec (addresses/ports are moved to the bench block)")
-    ] = None,
+    keep: KeepOpt = False,
+    state_dir: BenchStateOpt = BENCH_STATE,
+    spec: BaseSpecOpt = None,
 ) -> None:
     """The four timing-check queries on (a) the reference schema and (b) uk_price."""
     run_bench(rows, seed, runs, keep, state_dir, spec)

@@ -32,6 +32,12 @@ from ..cluster.rebalance import run_background_rebalance
 from ..cluster.write_probe import WriteProbe
 
 console = Console(width=160)
+# options of every benchmark that runs on the dedicated bench cluster
+KeepOpt = Annotated[bool, typer.Option(help="leave the bench cluster running")]
+BenchStateOpt = Annotated[Path, typer.Option(help="state directory of the dedicated bench cluster")]
+BaseSpecOpt = Annotated[
+    str | None, typer.Option(help="base spec (addresses/ports are moved to the bench block)")
+]
 BENCH_STATE = settings.REPO_ROOT / ".citus-pipeline" / "bench-cluster"
 WORK = settings.DEFAULT_WORK_DIR
 
@@ -318,13 +324,9 @@ def rebalance_command(
         int, typer.Option(help="rows in uk_price before the third worker joins")
     ] = 2_000_000,
     seed: Annotated[int, typer.Option(help="seed of the generated data")] = 2024,
-    keep: Annotated[bool, typer.Option(help="leave the bench cluster running")] = False,
-    state_dir: Annotated[
-        Path, typer.Option(help="state directory of the dedicated bench cluster")
-    ] = BENCH_STATE,
-    spec: Annotated[
-        str | None, typer.Option(help="base spec (addresses/ports are moved to the bench block)")
-    ] = None,
+    keep: KeepOpt = False,
+    state_dir: BenchStateOpt = BENCH_STATE,
+    spec: BaseSpecOpt = None,
 ) -> None:
     """(a) rebalance_table_shards vs (b) the uk_price_rebalanced asset's background rebalance."""
     run_bench(rows, seed, keep, state_dir, spec)

@@ -142,6 +142,18 @@ class PatroniAPI:
                 continue
         return None
 
+    def _set_pause(self, m: Member, pause: bool) -> bool:
+        """Patroni's maintenance mode on or off for m's group, through m; True if accepted.
+
+        The setting lives in the DCS, so one member that answers is enough for its group."""
+        try:
+            r = httpx.patch(
+                f"{m.api_url}/config", json={"pause": pause}, auth=self._auth(), timeout=2
+            )
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
     def pause_groups(self, groups: list[int], timeout: float = 5) -> list[int]:
         """Patroni maintenance mode for every group that answers; returns the paused groups.
 
@@ -149,20 +161,9 @@ class PatroniAPI:
         all PostgreSQL servers at once instead of waiting for each leader's graceful handover.
         """
         paused = []
-        auth = self._auth()
         for g in groups:
-            for m in self.layout.members([g]):
-                if not member_pid(m):
-                    continue
-                try:
-                    r = httpx.patch(
-                        f"{m.api_url}/config", json={"pause": True}, auth=auth, timeout=2
-                    )
-                except httpx.HTTPError:
-                    continue
-                if r.status_code == 200:
-                    paused.append(g)
-                    break
+            if any(self._set_pause(m, True) for m in self.layout.members([g]) if member_pid(m)):
+                paused.append(g)
         deadline = time.monotonic() + timeout
         pending = [m for m in self.layout.members(paused) if member_pid(m)]
         while pending and time.monotonic() < deadline:
@@ -180,21 +181,12 @@ class PatroniAPI:
 
     def resume_groups(self, groups: list[int], timeout: float = 60) -> None:
         """Leave maintenance mode (set by `down`) as soon as each group's REST API answers."""
-        auth = self._auth()
         deadline = time.monotonic() + timeout
         todo = list(groups)
         while todo and time.monotonic() < deadline:
             for g in list(todo):
-                for m in self.layout.members([g]):
-                    try:
-                        r = httpx.patch(
-                            f"{m.api_url}/config", json={"pause": False}, auth=auth, timeout=2
-                        )
-                    except httpx.HTTPError:
-                        continue
-                    if r.status_code == 200:
-                        todo.remove(g)
-                        break
+                if any(self._set_pause(m, False) for m in self.layout.members([g])):
+                    todo.remove(g)
             if todo:
                 time.sleep(0.2)
         if todo:
