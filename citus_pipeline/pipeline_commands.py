@@ -9,55 +9,27 @@ figures. The runs land in the instance, so `dagster dev` shows them afterwards.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from . import settings
+from .pipeline_report import PipelineSummary, Stage, print_summary, write_plot
 
 app = typer.Typer(help="Run the Dagster pipeline end to end.", no_args_is_help=True)
 console = Console(width=170)
-
-# The reference deployment (28,276,228 rows; 3 nodes of 4 vCPU / 16 GB).
-REFERENCE_ROWS = 28_276_228
-REFERENCE = {
-    "load": ("\\COPY into a plain table", 59 * 60 + 49, None),
-    "plain": ("count(*) where property_type='S', plain table", None, 2.40),
-    "distributed_2": ("distributed over 2 workers", None, 1.53),
-    "rebalance": ("rebalance onto the 3rd worker (10 shards, 1.66 GB)", 4 * 60 + 43, None),
-    "rebalanced_3": ("over 3 workers", None, 1.25),
-}
-
-
-@dataclass
-class Stage:
-    name: str
-    wall_seconds: float
-    query_median: float | None = None
-    note: str = ""
-    reference_key: str | None = None
-    run_wall: float = 0.0
-    work_seconds: float = 0.0
-
-
-@dataclass
-class PipelineSummary:
-    rows: int = 0
-    stages: list[Stage] = field(default_factory=list)
-    failed_checks: list[str] = field(default_factory=list)
-
-    @property
-    def dagster_overhead(self) -> tuple[float, float]:
-        run = sum(s.run_wall for s in self.stages)
-        work = sum(s.work_seconds for s in self.stages)
-        return run, work
+err_console = Console(stderr=True)
+# DAGSTER_HOME is Dagster's own variable (not one of settings): typer reads it
+DagsterHomeOpt = Annotated[
+    Path, typer.Option(envvar="DAGSTER_HOME", help="Dagster instance directory")
+]
 
 
 def bootstrap_dagster_home(home: Path) -> Path:
@@ -103,6 +75,33 @@ def reference_median(citus, table: str, runs: int = 5) -> float:
         return time_query(conn, REFERENCE_QUERY, sql, runs).median
 
 
+class RunLog:
+    """Dagster's own log of the main job's runs, kept in one file.
+
+    The runs' console logger shows warnings and errors only (DEBUG lines would bury the
+    summary); every event of every run is appended to ``path`` afterwards, from the
+    instance's event log, so nothing Dagster said is lost. ``verbose`` streams it all.
+    """
+
+    def __init__(self, path: Path, verbose: bool) -> None:
+        self.path = path
+        self.verbose = verbose
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def run_config(self) -> dict:
+        level = "DEBUG" if self.verbose else "WARNING"
+        return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+    def append(self, instance, run_id: str, label: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"# {label}: run {run_id}\n")
+            for e in instance.all_logs(run_id):
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.timestamp))
+                level = logging.getLevelName(e.level)
+                f.write(f"{when} {level} {e.step_key or '-'} - {e.message}\n")
+
+
 def run_pipeline(
     *,
     rows: int,
@@ -113,8 +112,10 @@ def run_pipeline(
     seed: int = 1995,
     monthly_rows: int | None = None,
     plot: Path | None = None,
+    log: RunLog | None = None,
 ) -> PipelineSummary:
-    bootstrap_dagster_home(dagster_home)
+    home = bootstrap_dagster_home(dagster_home)
+    log = log or RunLog(home / "logs" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log", False)
     import dagster as dg
 
     from .data.generate import generate_monthly
@@ -138,17 +139,20 @@ def run_pipeline(
     summary = PipelineSummary(rows=rows)
 
     def materialize(label: str, selection, **kw):
-        console.print(f"[bold]▶ {label}[/bold]")
         t0 = time.perf_counter()
-        result = dg.materialize(
-            all_defs,
-            instance=instance,
-            resources=resources,
-            selection=selection,
-            raise_on_error=False,
-            **kw,
-        )
+        with console.status(f"[bold]{label}[/bold] …"):
+            result = dg.materialize(
+                all_defs,
+                instance=instance,
+                resources=resources,
+                selection=selection,
+                raise_on_error=False,
+                run_config=log.run_config,
+                **kw,
+            )
         wall = time.perf_counter() - t0
+        log.append(instance, result.run_id, label)
+        console.print(f"[green]✓[/green] {label} [dim]{wall:.1f} s[/dim]")
         for ev in result.get_asset_check_evaluations():
             if not ev.passed:
                 summary.failed_checks.append(
@@ -206,8 +210,10 @@ def run_pipeline(
             "new_workers_sensor: an empty worker group is already there; rebalancing it too"
         )
     t0 = time.perf_counter()
-    group = cluster.add_worker()
+    with console.status("[bold]add a worker group[/bold] …"):
+        group = cluster.add_worker()
     add_wall = time.perf_counter() - t0
+    console.print(f"[green]✓[/green] add worker group {group} [dim]{add_wall:.1f} s[/dim]")
     summary.stages.append(
         Stage(f"add worker group {group}", add_wall, note="Patroni members + pg_dist_node")
     )
@@ -290,7 +296,8 @@ def run_pipeline(
     )
     stage("all checks", r, wall, note=f"{len(r.get_asset_check_evaluations())} checks")
 
-    print_summary(summary)
+    print_summary(summary, console)
+    console.print(f"Dagster's log of these runs: {log.path}")
     if plot:
         write_plot(summary, plot)
         console.print(f"plot: {plot}")
@@ -318,65 +325,6 @@ def _report_failure(result, label: str) -> int:
     return 1
 
 
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "–"
-    return f"{v:.3f}" if v < 10 else f"{v:,.1f}"
-
-
-def print_summary(s: PipelineSummary) -> None:
-    t = Table(title=f"Pipeline on {s.rows:,} rows (reference: {REFERENCE_ROWS:,} rows, 3×4 vCPU)")
-    for col in ("stage", "wall s", "ref query median s", "reference", "ref s", "notes"):
-        t.add_column(col, justify="right" if col.endswith("s") else "left")
-    for st in s.stages:
-        label, ref_wall, ref_q = REFERENCE.get(st.reference_key or "", ("", None, None))
-        ref_s = ref_q if ref_q is not None else ref_wall
-        t.add_row(
-            st.name, _fmt(st.wall_seconds), _fmt(st.query_median), label, _fmt(ref_s), st.note
-        )
-    console.print(t)
-    run, work = s.dagster_overhead
-    if run:
-        pct = 100 * (run - work) / run
-        console.print(
-            f"Dagster overhead: runs {run:.1f}s, SQL/loading inside them {work:.1f}s → "
-            f"{run - work:.1f}s ({pct:.1f}% of the runs)"
-        )
-    if s.failed_checks:
-        console.print("[yellow]checks not passing:[/yellow] " + "; ".join(s.failed_checks))
-
-
-def write_plot(s: PipelineSummary, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stages = [st for st in s.stages if st.query_median is not None]
-    labels = [st.name for st in stages]
-    ours = [st.query_median for st in stages]
-    ref = [REFERENCE.get(st.reference_key or "", (None, None, None))[2] for st in stages]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    x = range(len(stages))
-    ax.bar([i - 0.2 for i in x], ours, width=0.4, label=f"this run ({s.rows:,} rows)")
-    ax.bar(
-        [i + 0.2 for i in x],
-        [r or 0 for r in ref],
-        width=0.4,
-        label=f"reference ({REFERENCE_ROWS:,} rows)",
-    )
-    ax.set_xticks(list(x), labels, rotation=10)
-    ax.set_title("The reference query, count(*) where property_type = 'S', at each stage")
-    ax.set_ylabel("median seconds (log scale)")
-    ax.set_yscale("log")
-    # outside the bars: the reference's bars reach the top of the axes
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 @app.command("run")
 def run_command(
     rows: Annotated[
@@ -385,10 +333,7 @@ def run_command(
     source: Annotated[
         str | None, typer.Option(help="Price Paid file, directory or URL instead of a sample")
     ] = None,
-    # DAGSTER_HOME is Dagster's own variable (not one of settings): typer reads it
-    dagster_home: Annotated[
-        Path, typer.Option(envvar="DAGSTER_HOME", help="Dagster instance directory")
-    ] = settings.DEFAULT_DAGSTER_HOME,
+    dagster_home: DagsterHomeOpt = settings.DEFAULT_DAGSTER_HOME,
     spec: Annotated[str | None, typer.Option(help="cluster spec (default: cluster.yaml)")] = None,
     state_dir: Annotated[str | None, typer.Option(help="local cluster state directory")] = None,
     seed: Annotated[int, typer.Option(help="seed of the generated sample")] = 1995,
@@ -396,20 +341,40 @@ def run_command(
         Path | None,
         typer.Option(help="PNG of the query times per stage (default bench-results/)"),
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="stream Dagster's own log (DEBUG) to the terminal")
+    ] = False,
 ) -> None:
     """Bootstrap, cluster up, load, distribute, add a worker, rebalance via the sensor, check, summarise."""
     plot = plot or (
         settings.REPO_ROOT / "bench-results" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.png"
     )
+    home = bootstrap_dagster_home(dagster_home)
+    log = RunLog(home / "logs" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log", verbose)
     run_pipeline(
         rows=rows,
         source=source,
-        dagster_home=dagster_home,
+        dagster_home=home,
         spec=spec,
         state_dir=state_dir,
         seed=seed,
         plot=plot,
+        log=log,
     )
 
 
-__all__ = ["PipelineSummary", "Stage", "app", "bootstrap_dagster_home", "run_pipeline"]
+@app.command("ui")
+def ui_command(
+    dagster_home: DagsterHomeOpt = settings.DEFAULT_DAGSTER_HOME,
+    host: Annotated[str, typer.Option(help="address the webserver listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port of the webserver")] = 3000,
+) -> None:
+    """The Dagster UI and daemon (`dagster dev`) on the project's instance (.dagster_home/)."""
+    home = bootstrap_dagster_home(dagster_home)
+    err_console.print(f"DAGSTER_HOME={home}; http://{host}:{port}")
+    workspace = str(settings.REPO_ROOT / "workspace.yaml")
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", workspace, "-h", host, "-p", str(port)]
+    os.execv(cmd[0], cmd)
+
+
+__all__ = ["app", "bootstrap_dagster_home", "run_pipeline"]

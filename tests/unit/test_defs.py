@@ -124,4 +124,36 @@ def test_dagster_yaml_declares_the_coordinator_pool(tmp_path):
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     config, _ = dagster_instance_config(str(tmp_path))  # validates against Dagster's schema
     assert config["concurrency"]["pools"]["default_limit"] == 1
-    assert config["storage"]["sqlite"]["base_dir"] == {"env": "DAGSTER_HOME"}
+    # storage is Dagster's default: SQLite under the instance directory, no variable named
+    assert "storage" not in config
+    from dagster._core.instance.ref import InstanceRef
+
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path)))
+    try:
+        assert Path(instance.root_directory) == tmp_path
+        assert instance.run_storage.__class__.__name__ == "SqliteRunStorage"
+    finally:
+        instance.dispose()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["dg", "check", "defs"],
+        ["dagster", "definitions", "validate", "-w", "workspace.yaml"],
+    ],
+)
+def test_a_fresh_checkout_validates_with_nothing_exported(command):
+    """No DAGSTER_HOME, no project variable: Dagster's own commands load the code location."""
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME" and "CITUS" not in k}
+    exe = Path(sys.executable).parent / command[0]
+    r = subprocess.run(
+        [str(exe), *command[1:]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]

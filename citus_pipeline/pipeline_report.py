@@ -1,0 +1,113 @@
+"""What `pipeline run` reports: each stage's time and the reference query's median, next to the
+reference deployment's figures, as a table and as a plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+# The reference deployment (28,276,228 rows; 3 nodes of 4 vCPU / 16 GB).
+REFERENCE_ROWS = 28_276_228
+REFERENCE = {
+    "load": ("\\COPY into a plain table", 59 * 60 + 49, None),
+    "plain": ("count(*) where property_type='S', plain table", None, 2.40),
+    "distributed_2": ("distributed over 2 workers", None, 1.53),
+    "rebalance": ("rebalance onto the 3rd worker (10 shards, 1.66 GB)", 4 * 60 + 43, None),
+    "rebalanced_3": ("over 3 workers", None, 1.25),
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    wall_seconds: float
+    query_median: float | None = None
+    note: str = ""
+    reference_key: str | None = None
+    run_wall: float = 0.0
+    work_seconds: float = 0.0
+
+
+@dataclass
+class PipelineSummary:
+    rows: int = 0
+    stages: list[Stage] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+
+    @property
+    def dagster_overhead(self) -> tuple[float, float]:
+        run = sum(s.run_wall for s in self.stages)
+        work = sum(s.work_seconds for s in self.stages)
+        return run, work
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.3f}" if v < 10 else f"{v:,.1f}"
+
+
+def print_summary(s: PipelineSummary, console: Console) -> None:
+    t = Table(title=f"Pipeline on {s.rows:,} rows (reference: {REFERENCE_ROWS:,} rows, 3×4 vCPU)")
+    for col in ("stage", "wall s", "ref query median s", "reference", "ref s", "notes"):
+        t.add_column(col, justify="right" if col.endswith("s") else "left")
+    for st in s.stages:
+        label, ref_wall, ref_q = REFERENCE.get(st.reference_key or "", ("", None, None))
+        ref_s = ref_q if ref_q is not None else ref_wall
+        t.add_row(
+            st.name, _fmt(st.wall_seconds), _fmt(st.query_median), label, _fmt(ref_s), st.note
+        )
+    console.print(t)
+    run, work = s.dagster_overhead
+    if run:
+        pct = 100 * (run - work) / run
+        console.print(
+            f"Dagster overhead: runs {run:.1f}s, SQL/loading inside them {work:.1f}s → "
+            f"{run - work:.1f}s ({pct:.1f}% of the runs)"
+        )
+    if s.failed_checks:
+        console.print("[yellow]checks not passing:[/yellow] " + "; ".join(s.failed_checks))
+
+
+def write_plot(s: PipelineSummary, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [st for st in s.stages if st.query_median is not None]
+    labels = [st.name for st in stages]
+    ours = [st.query_median for st in stages]
+    ref = [REFERENCE.get(st.reference_key or "", (None, None, None))[2] for st in stages]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    x = range(len(stages))
+    ax.bar([i - 0.2 for i in x], ours, width=0.4, label=f"this run ({s.rows:,} rows)")
+    ax.bar(
+        [i + 0.2 for i in x],
+        [r or 0 for r in ref],
+        width=0.4,
+        label=f"reference ({REFERENCE_ROWS:,} rows)",
+    )
+    ax.set_xticks(list(x), labels, rotation=10)
+    ax.set_title("The reference query, count(*) where property_type = 'S', at each stage")
+    ax.set_ylabel("median seconds (log scale)")
+    ax.set_yscale("log")
+    # outside the bars: the reference's bars reach the top of the axes
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+__all__ = [
+    "REFERENCE",
+    "REFERENCE_ROWS",
+    "PipelineSummary",
+    "Stage",
+    "print_summary",
+    "write_plot",
+]
