@@ -24,6 +24,7 @@ from typing import Any
 import dagster as dg
 
 from . import settings
+from .defs.citus import health
 from .defs.citus.assets import assets
 from .defs.citus.checks import QueryTimingSettings, asset_checks
 from .defs.citus.resources import CitusResource, ClusterResource, PricePaidFiles
@@ -110,9 +111,9 @@ def build_resources(
 
 defs = dg.Definitions(
     assets=assets,
-    asset_checks=asset_checks,
-    jobs=jobs,
-    schedules=schedules,
+    asset_checks=[*asset_checks, *health.health_checks],
+    jobs=[*jobs, *health.jobs],
+    schedules=[*schedules, *health.schedules],
     sensors=sensors,
     resources=build_resources(),
 )

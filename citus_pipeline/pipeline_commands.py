@@ -287,11 +287,13 @@ def run_pipeline(
             )[:80],
         )
 
-    # 6. every check, once more, on the final state
+    # 6. every check, once more, on the final state (the cluster's health included)
     r, wall = materialize(
         "all checks",
         dg.AssetSelection.checks_for_assets(
-            dg.AssetKey("uk_price"), dg.AssetKey("uk_price_rebalanced")
+            dg.AssetKey("citus_cluster"),
+            dg.AssetKey("uk_price"),
+            dg.AssetKey("uk_price_rebalanced"),
         ),
     )
     stage("all checks", r, wall, note=f"{len(r.get_asset_check_evaluations())} checks")

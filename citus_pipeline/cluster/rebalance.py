@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import psycopg
 
 from ..errors import UserError
-from .citus_meta import fetch_active_worker_groups, node_bytes
+from .citus_meta import cleanup_orphans, fetch_active_worker_groups, node_bytes
 
 REBALANCE_START_SQL = """
 SELECT pg_catalog.citus_rebalance_start(
@@ -129,7 +129,7 @@ def run_background_rebalance(
     placements_after = dict(conn.execute(PLACEMENTS_SQL).fetchall())
     moved = [s for s, g in placements_after.items() if placements_before.get(s, g) != g]
     moves = conn.execute(REBALANCE_TASKS_SQL, (job_id,)).fetchone()[0] if job_id is not None else 0
-    return RebalanceOutcome(
+    outcome = RebalanceOutcome(
         job_id=job_id,
         state=state,
         moves=int(moves),
@@ -139,6 +139,11 @@ def run_background_rebalance(
         after=node_bytes(conn),
         worker_groups=tuple(fetch_active_worker_groups(conn)),
     )
+    if job_id is not None:
+        # Drop the moved-away copies now (after the timing) rather than at Citus's next
+        # deferred cleanup, so a finished rebalance leaves no cleanup record behind.
+        cleanup_orphans(conn)
+    return outcome
 
 
 __all__ = [

@@ -170,3 +170,20 @@ def test_up_after_down_resumes_with_every_row(cluster):
     with psycopg.connect(cluster.coordinator_dsn(), autocommit=True) as conn:
         n = conn.execute("SELECT count(*) FROM acked").fetchone()[0]
     assert n > 10
+
+
+def test_health_names_the_group_whose_sync_standby_is_down(cluster):
+    from citus_pipeline.cluster import health
+
+    topo = cluster.status()
+    assert health.every_sync_standby_streams(topo, cluster.spec).holds
+    standby = next(m for m in topo.members_of(2) if m.role == "sync_standby")
+    cluster.stop_member(standby.name)
+    try:
+        f = health.every_sync_standby_streams(cluster.status(), cluster.spec)
+        assert not f.holds and f.problem == "no streaming synchronous standby in group(s) [2]"
+        assert health.every_group_has_a_leader(cluster.status()).holds
+        assert health.dist_nodes_follow_leaders(cluster.status()).holds
+    finally:
+        cluster.start_member(standby.name)
+    assert health.every_sync_standby_streams(cluster.status(), cluster.spec).holds

@@ -114,7 +114,11 @@ def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp
     assert up["shard_count"].value == citus_cluster.spec.shard_count
     assert any(k.startswith("bytes_group_") for k in up)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(checks) == {"counts", "quality", "query_timing"}
+    # citus_cluster brings its health checks along (a cluster just started is healthy)
+    from citus_pipeline.defs.citus.health import HEALTH_CHECKS
+
+    assert set(checks) == {"counts", "quality", "query_timing", *HEALTH_CHECKS}
+    assert all(checks[n].passed for n in HEALTH_CHECKS)
     assert checks["counts"].passed and checks["quality"].passed
     timing = checks["query_timing"].metadata
     assert isinstance(timing["reference_semi_detached_count_median_s"], dg.FloatMetadataValue)
@@ -302,3 +306,22 @@ def test_switchover_during_uk_price_then_rerun_is_exact(fresh_cluster, tmp_path,
         typed = conn.execute(fingerprint.format(id="transaction_id", table="uk_price")).fetchone()
     assert raw == typed  # the same set of ids, each once
     assert _count(dsn, "public") == 60000
+
+
+# ---- cluster health ---------------------------------------------------------------------
+def test_health_checks_pass_on_a_healthy_cluster(citus_cluster, tmp_path, instance):
+    from citus_pipeline.defs.citus.health import HEALTH_CHECKS, cluster_health
+
+    result = dg.materialize(
+        ALL,
+        instance=instance,
+        resources=_resources(citus_cluster, tmp_path),
+        selection=dg.AssetSelection.checks(cluster_health),
+    )
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(checks) == set(HEALTH_CHECKS)
+    failed = {n: e.description for n, e in checks.items() if not e.passed}
+    assert failed == {}
+    assert checks["leaders"].metadata["groups"].value == 3
+    assert checks["no_shard_move_leftovers"].metadata["cleanup_records"].value == 0

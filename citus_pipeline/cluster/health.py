@@ -1,0 +1,155 @@
+"""Is the HA Citus cluster healthy? One question per function, answered from what it reports.
+
+Each function takes the topology a backend reports (Patroni's view of every group and the
+coordinator's pg_dist_node) or a coordinator connection, and returns a :class:`Finding`:
+whether it holds, what was seen, and, when it does not hold, one line that names the group
+or member. The Dagster checks on `citus_cluster` and any other caller share these, so the
+answer is the same wherever it is asked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import psycopg
+
+from .spec import ClusterSpec
+from .topology import ClusterTopology
+
+SYNC_ROLES = ("sync_standby", "quorum_standby")
+
+# What shard moves and splits leave on a node when they fail half-way: replication slots,
+# publications and subscriptions named citus_shard_*; and cleanup records on the coordinator.
+LEFTOVERS_ON_EACH_NODE_SQL = r"""
+SELECT n.groupid, n.nodename, n.nodeport, r.success, r.result
+FROM pg_catalog.run_command_on_all_nodes($cmd$
+  SELECT json_build_object(
+    'slots', (SELECT count(*) FROM pg_catalog.pg_replication_slots
+              WHERE slot_name LIKE 'citus\_shard\_%'),
+    'publications', (SELECT count(*) FROM pg_catalog.pg_publication
+                     WHERE pubname LIKE 'citus\_shard\_%'),
+    'subscriptions', (SELECT count(*) FROM pg_catalog.pg_subscription
+                      WHERE subname LIKE 'citus\_shard\_%'))
+$cmd$) r
+JOIN pg_catalog.pg_dist_node n USING (nodeid)
+WHERE n.noderole = 'primary'
+ORDER BY n.groupid
+"""
+CLEANUP_RECORDS_SQL = "SELECT count(*) FROM pg_catalog.pg_dist_cleanup"
+
+
+@dataclass(frozen=True)
+class Finding:
+    holds: bool
+    seen: dict[str, int | float | str] = field(default_factory=dict)
+    problem: str | None = None  # one line naming what does not hold
+
+
+def every_group_has_a_leader(topo: ClusterTopology) -> Finding:
+    missing = [g for g in topo.groups if not _running_leader(topo, g)]
+    return Finding(
+        not missing,
+        {"groups": len(topo.groups), "groups_without_leader": len(missing)},
+        f"no running leader in group(s) {missing}" if missing else None,
+    )
+
+
+def every_sync_standby_streams(topo: ClusterTopology, spec: ClusterSpec) -> Finding:
+    """In synchronous mode every group of two or more members has a streaming sync standby."""
+    if not spec.patroni.synchronous_mode:
+        return Finding(True, {"synchronous_mode": "off"})
+    lacking = [
+        g
+        for g in topo.groups
+        if len(topo.members_of(g)) > 1
+        and not any(m.role in SYNC_ROLES and m.state == "streaming" for m in topo.members_of(g))
+    ]
+    return Finding(
+        not lacking,
+        {"groups_checked": len(topo.groups), "groups_without_streaming_sync": len(lacking)},
+        f"no streaming synchronous standby in group(s) {lacking}" if lacking else None,
+    )
+
+
+def replication_lag_within_failover_limit(topo: ClusterTopology, spec: ClusterSpec) -> Finding:
+    """Each standby's lag under Patroni's maximum_lag_on_failover: past it, Patroni would not
+    promote that standby, so the group's failover depends on the others."""
+    limit = spec.patroni.maximum_lag_on_failover
+    lags = {m.name: m.lag_mb for m in topo.members if m.role != "leader" and m.lag_mb is not None}
+    behind = {name: mb for name, mb in lags.items() if mb * 1048576 > limit}
+    worst = max(lags.values(), default=0.0)
+    return Finding(
+        not behind,
+        {
+            "max_lag_mb": worst,
+            "limit_mb": round(limit / 1048576, 3),
+            "standbys_behind": len(behind),
+        },
+        (
+            "lag over maximum_lag_on_failover: "
+            + ", ".join(f"{n} {mb:g} MB" for n, mb in sorted(behind.items()))
+        )
+        if behind
+        else None,
+    )
+
+
+def dist_nodes_follow_leaders(topo: ClusterTopology) -> Finding:
+    """pg_dist_node's primary of each group is that group's Patroni leader (host and port)."""
+    drift = []
+    for g in topo.groups:
+        leader = _running_leader(topo, g)
+        primaries = [n for n in topo.dist_nodes if n.groupid == g and n.role == "primary"]
+        if leader is None or not primaries:
+            if g > 0 and leader is not None:
+                drift.append(f"group {g}: leader {leader.name} has no primary row in pg_dist_node")
+            continue
+        for n in primaries:
+            if (n.host, n.port) != (leader.host, leader.port):
+                drift.append(
+                    f"group {g}: pg_dist_node says {n.host}:{n.port}, Patroni's leader is "
+                    f"{leader.name} at {leader.host}:{leader.port}"
+                )
+    return Finding(
+        not drift,
+        {"groups_compared": len(topo.groups), "groups_drifted": len(drift)},
+        "; ".join(drift) or None,
+    )
+
+
+def no_shard_move_leftovers(conn: psycopg.Connection) -> Finding:
+    """No replication slot, publication or subscription of a shard move or split on any node,
+    and no cleanup record waiting on the coordinator."""
+    seen: dict[str, int | float | str] = {"slots": 0, "publications": 0, "subscriptions": 0}
+    where: list[str] = []
+    for group, host, port, ok, result in conn.execute(LEFTOVERS_ON_EACH_NODE_SQL).fetchall():
+        if not ok:
+            where.append(f"group {group} ({host}:{port}) did not answer: {result.strip()[:120]}")
+            continue
+        counts = json.loads(result)
+        for kind, n in counts.items():
+            seen[kind] = int(seen[kind]) + int(n)
+        if any(counts.values()):
+            what = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+            where.append(f"group {group} ({host}:{port}): {what}")
+    (cleanup,) = conn.execute(CLEANUP_RECORDS_SQL).fetchone()
+    seen["cleanup_records"] = int(cleanup)
+    if cleanup:
+        where.append(f"{cleanup} resources wait in pg_dist_cleanup")
+    return Finding(not where, seen, "; ".join(where) or None)
+
+
+def _running_leader(topo: ClusterTopology, group: int):
+    leader = topo.leader(group)
+    return leader if leader is not None and leader.state == "running" else None
+
+
+__all__ = [
+    "Finding",
+    "dist_nodes_follow_leaders",
+    "every_group_has_a_leader",
+    "every_sync_standby_streams",
+    "no_shard_move_leftovers",
+    "replication_lag_within_failover_limit",
+]
