@@ -35,10 +35,18 @@ def test_assets_checks_and_automation_are_defined():
         "uk_price:query_timing",
         "uk_price_rebalanced:balance",
         "uk_price_monthly:monthly_counts",
+        "citus_cluster:leaders",
+        "citus_cluster:sync_standbys",
+        "citus_cluster:replication_lag",
+        "citus_cluster:pg_dist_node_follows_leaders",
+        "citus_cluster:no_shard_move_leftovers",
     }
     repo = defs.get_repository_def()
     assert repo.get_sensor_def("new_workers_sensor")
     assert repo.get_schedule_def("monthly_update_schedule")
+    health = repo.get_schedule_def("cluster_health_schedule")
+    assert health.cron_schedule == "*/5 * * * *"
+    assert health.default_status == dg.DefaultScheduleStatus.RUNNING
     for key in keys:
         node = graph.get(dg.AssetKey(key))
         assert node.group_name == "uk_price"
