@@ -19,6 +19,7 @@ defaults (the embedded cluster in this checkout, a generated 1 M-row sample). Th
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -109,8 +110,12 @@ def build_resources(
     }
 
 
+with warnings.catch_warnings():  # source code references are beta in Dagster 1.13
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    linked_assets = dg.with_source_code_references(assets)  # the UI links each to its code
+
 defs = dg.Definitions(
-    assets=assets,
+    assets=linked_assets,
     asset_checks=[*asset_checks, *health.health_checks],
     jobs=[*jobs, *health.jobs],
     schedules=[*schedules, *health.schedules],

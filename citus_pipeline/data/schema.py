@@ -181,6 +181,18 @@ def insert_rejects(
         )
 
 
+COLUMNS_SQL = """
+SELECT column_name, data_type, is_nullable = 'YES'
+FROM information_schema.columns WHERE table_schema = %s AND table_name = %s
+ORDER BY ordinal_position
+"""
+
+
+def table_columns(conn: psycopg.Connection, schema: str, name: str) -> list[tuple[str, str, bool]]:
+    """(column, type, nullable) of a table as the database has it, in column order."""
+    return [(c, t, bool(n)) for c, t, n in conn.execute(COLUMNS_SQL, (schema, name)).fetchall()]
+
+
 def q(statement: str, schema: str) -> sql.Composed:
     """`statement` with `{schema}` bound as an identifier."""
     return sql.SQL(statement).format(schema=sql.Identifier(schema))
@@ -244,4 +256,5 @@ __all__ = [
     "q",
     "regclass",
     "table",
+    "table_columns",
 ]

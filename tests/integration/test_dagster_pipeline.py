@@ -112,6 +112,10 @@ def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp
         == _count(citus_cluster.coordinator_dsn(), schema)
     )
     assert up["shard_count"].value == citus_cluster.spec.shard_count
+    columns = up["dagster/column_schema"].schema.columns  # the table as the database has it
+    assert [c.name for c in columns][:3] == ["transaction_id", "price", "date_of_transfer"]
+    assert not columns[0].constraints.nullable and columns[-1].constraints.nullable
+    assert "dagster/column_schema" in raw
     assert any(k.startswith("bytes_group_") for k in up)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     # citus_cluster brings its health checks along (a cluster just started is healthy)

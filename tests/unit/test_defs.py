@@ -165,3 +165,18 @@ def test_a_fresh_checkout_validates_with_nothing_exported(command):
         check=False,
     )
     assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+
+
+def test_assets_carry_owners_tags_code_references_and_the_monthly_freshness():
+    from datetime import timedelta
+
+    graph, keys = _keys()
+    for key in keys:
+        node = graph.get(dg.AssetKey(key))
+        assert node.owners == ["team:data-platform"], key
+        assert node.tags["dataset"] == "price-paid", key
+        refs = node.metadata["dagster/code_references"].code_references
+        assert refs and refs[0].file_path.endswith("defs/citus/assets.py"), key
+    policy = graph.get(dg.AssetKey("uk_price_monthly")).freshness_policy
+    assert policy.fail_window.to_timedelta() == timedelta(days=45)
+    assert policy.warn_window.to_timedelta() == timedelta(days=35)

@@ -11,6 +11,7 @@ apply, rebalance, reads) go through `CitusResource.retry_idempotent`.
 # No `from __future__ import annotations`: Dagster reads the parameters' annotations (context,
 # resources, config) as types when the decorators run.
 import time
+from datetime import timedelta
 
 import dagster as dg
 
@@ -22,8 +23,9 @@ from ...cluster.rebalance import (
 )
 from ...data import apply_monthly, load_price_paid, publish_uk_price
 from ...data.monthly_check import records_not_as_the_file_says, verify_monthly_file
-from ...data.schema import ensure_schema
+from ...data.schema import ensure_schema, table_columns
 from .metadata import (
+    column_schema,
     describe_source,
     markdown_table,
     nodes_markdown,
@@ -37,6 +39,18 @@ from .resources import CitusResource, ClusterResource, PricePaidFiles
 
 GROUP = "uk_price"
 KINDS = {"postgres", "citus"}
+# Who answers for these assets, and what the UI can filter them by.
+COMMON = {
+    "group_name": GROUP,
+    "kinds": KINDS,
+    "owners": ["team:data-platform"],
+    "tags": {"dataset": "price-paid"},
+}
+# HM Land Registry publishes a month's file around the 20th working day of the next month:
+# data older than ~5 weeks means a month was missed, older than ~6.5 weeks two.
+MONTHLY_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(days=45), warn_window=timedelta(days=35)
+)
 COORDINATOR_POOL = "citus_coordinator"  # heavy coordinator work runs one at a time (dagster.yaml)
 MONTHLY_CHECK = "monthly_counts"
 
@@ -70,8 +84,7 @@ class RebalanceConfig(dg.Config):
 
 
 @dg.asset(
-    group_name=GROUP,
-    kinds=KINDS,
+    **COMMON,
     description="The HA Citus cluster of the spec: started (local backend) or observed (kubernetes).",
 )
 def citus_cluster(
@@ -111,8 +124,7 @@ def citus_cluster(
 
 
 @dg.asset(
-    group_name=GROUP,
-    kinds=KINDS,
+    **COMMON,
     deps=[citus_cluster],
     pool=COORDINATOR_POOL,
     description="Price Paid records loaded by the parallel loader into uk_price_raw (bad rows to uk_price_rejects).",
@@ -148,13 +160,14 @@ def uk_price_raw(
         progress=progress_logger(context.log.info),
     )
 
-    def read_outcome(conn) -> tuple[str, int]:
+    def read_outcome(conn) -> tuple[str, int, list]:
         cur = conn.execute(REJECTS_PREVIEW_SQL)
         headers = [d.name for d in cur.description]
         rejects = markdown_table(headers, cur.fetchall())
-        return rejects, conn.execute(RAW_ROWS_SQL).fetchone()[0]
+        columns = table_columns(conn, schema, "uk_price_raw")
+        return rejects, conn.execute(RAW_ROWS_SQL).fetchone()[0], columns
 
-    rejects, raw_rows = citus.run_idempotent(read_outcome, what="read uk_price_raw")
+    rejects, raw_rows, columns = citus.run_idempotent(read_outcome, what="read uk_price_raw")
     # the loader's own figures (rows_*, seconds, mb_per_s, retries ...), then the asset's
     metadata = numeric_metadata(report)
     metadata.update(
@@ -163,6 +176,7 @@ def uk_price_raw(
             "sql_seconds": seconds_metadata(time.perf_counter() - t0),
             "generate_seconds": seconds_metadata(generate_seconds),
             "dagster/row_count": dg.MetadataValue.int(int(raw_rows)),
+            "dagster/column_schema": column_schema(columns),
             "rejects_preview": dg.MetadataValue.md(rejects),
         }
     )
@@ -170,8 +184,7 @@ def uk_price_raw(
 
 
 @dg.asset(
-    group_name=GROUP,
-    kinds=KINDS,
+    **COMMON,
     deps=[uk_price_raw],
     pool=COORDINATOR_POOL,
     automation_condition=dg.AutomationCondition.eager(),
@@ -194,15 +207,17 @@ def uk_price(context: dg.AssetExecutionContext, citus: CitusResource) -> dg.Mate
             conn.execute(SHARD_COUNT_SQL).fetchone()[0],
             node_bytes(conn),
             fetch_active_worker_groups(conn),
+            table_columns(conn, citus.checked_schema(), "uk_price"),
         )
 
-    rows, shard_count, nodes, workers = citus.run_idempotent(
+    rows, shard_count, nodes, workers, columns = citus.run_idempotent(
         read_layout, what="read uk_price layout"
     )
     metadata = numeric_metadata(report, prefix="publish_")
     metadata.update(
         {
             "dagster/row_count": dg.MetadataValue.int(int(rows)),
+            "dagster/column_schema": column_schema(columns),
             "shard_count": dg.MetadataValue.int(int(shard_count)),
             "worker_count": dg.MetadataValue.int(len(workers)),
             "shards_per_worker": dg.MetadataValue.md(nodes_markdown(nodes)),
@@ -214,8 +229,7 @@ def uk_price(context: dg.AssetExecutionContext, citus: CitusResource) -> dg.Mate
 
 
 @dg.asset(
-    group_name=GROUP,
-    kinds=KINDS,
+    **COMMON,
     deps=[uk_price],
     pool=COORDINATOR_POOL,
     description=(
@@ -267,11 +281,12 @@ def uk_price_rebalanced(
 
 
 @dg.asset(
-    group_name=GROUP,
-    kinds=KINDS,
+    **COMMON,
     deps=[uk_price],
     pool=COORDINATOR_POOL,
     partitions_def=monthly_partitions,
+    # the monthly data in uk_price is as fresh as the last month applied
+    freshness_policy=MONTHLY_FRESHNESS,
     check_specs=[
         dg.AssetCheckSpec(
             MONTHLY_CHECK,

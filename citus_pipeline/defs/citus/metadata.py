@@ -34,6 +34,20 @@ def numeric_metadata(report: BaseModel, prefix: str = "") -> dict[str, dg.Metada
     return out
 
 
+def column_schema(columns: Iterable[tuple[str, str, bool]]) -> dg.MetadataValue:
+    """A table's (column, type, nullable) as Dagster's column schema (the UI's Columns tab)."""
+    return dg.MetadataValue.table_schema(
+        dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    name, type_, constraints=dg.TableColumnConstraints(nullable=nullable)
+                )
+                for name, type_, nullable in columns
+            ]
+        )
+    )
+
+
 def seconds_metadata(seconds: float) -> dg.MetadataValue:
     return dg.MetadataValue.float(round(seconds, 3))
 
@@ -95,6 +109,7 @@ def progress_logger(
 
 __all__ = [
     "NodeBytes",
+    "column_schema",
     "describe_source",
     "markdown_table",
     "nodes_markdown",
