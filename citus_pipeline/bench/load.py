@@ -163,15 +163,20 @@ def load_command(
         ),
     ] = None,
     shard_count: Annotated[int, typer.Option("--shard-count")] = 32,
-    keep: Annotated[bool, typer.Option("--keep", help="keep the bench schemas afterwards")] = False,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="keep the bench schemas (and the bench cluster) afterwards"),
+    ] = False,
 ) -> None:
     """Reference psql \\COPY + distribute vs this loader (file -> validated distributed uk_price)."""
     jobs = jobs or [1, 2, 4]  # a list default would be shared between calls
     dsn = dsn or settings.DSN.get()
+    started = None  # the dedicated bench cluster, when no DSN was given: stopped at the end
     if not dsn:
         from .rebalance import bench_cluster
 
-        dsn = bench_cluster().coordinator_dsn()
+        started = bench_cluster()
+        dsn = started.coordinator_dsn()
     path = data_file(rows, seed)
     console.print(f"file: {path} ({rows:,} rows, {path.stat().st_size / 1e6:.0f} MB)")
     # the reference runs first and again last; its faster run is the yardstick
@@ -244,6 +249,8 @@ def load_command(
         )
     if not keep:
         _drop(dsn)
+        if started is not None:
+            started.down()
 
 
 __all__ = ["data_file", "load_command", "run_loader", "run_reference"]

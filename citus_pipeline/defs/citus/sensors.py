@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from ...cluster.citus_meta import worker_groups_holding_shards
-from .assets import uk_price_rebalanced
+from .assets import uk_price, uk_price_rebalanced
 from .resources import CitusResource
 
 
@@ -85,7 +85,17 @@ def new_workers_sensor(context: dg.SensorEvaluationContext, citus: CitusResource
     )
 
 
-sensors = [new_workers_sensor]
+# Declarative automation, on by default: without a sensor of its own, Dagster's default
+# automation sensor only runs once someone turns auto-materialization on for the instance.
+uk_price_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "uk_price_automation_sensor",
+    target=dg.AssetSelection.assets(uk_price),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates uk_price's automation condition: eager on every new uk_price_raw.",
+)
+
+sensors = [new_workers_sensor, uk_price_automation_sensor]
 
 __all__ = [
     "WorkerSetDecision",
@@ -95,4 +105,5 @@ __all__ = [
     "new_workers_sensor",
     "read_worker_groups",
     "sensors",
+    "uk_price_automation_sensor",
 ]

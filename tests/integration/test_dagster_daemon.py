@@ -1,0 +1,193 @@
+"""Dagster as its users run it: a real `dagster-daemon` on the project's code location.
+
+The daemon loads `workspace.yaml` in a process of its own, with the environment a user sets
+(`CITUS_PIPELINE_SPEC`, `CITUS_PIPELINE_STATE_DIR`, ...), on a fresh local cluster. Its
+`new_workers_sensor` must launch exactly one rebalance run after `add-worker`, and its
+declarative automation must materialize `uk_price` after a new `uk_price_raw`. Everything is
+read back from the instance on disk, as the webserver would read it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.scheduler.instigation import InstigatorType
+from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+
+from citus_pipeline.definitions import build_resources, defs
+
+pytestmark = [pytest.mark.citus, pytest.mark.cluster, pytest.mark.destructive]
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL = [*defs.assets, *defs.asset_checks]
+SAMPLE_ROWS = 20_000
+DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+@pytest.fixture
+def deployment(fresh_cluster, tmp_path):
+    """A fresh cluster, a Dagster home on disk, and the environment the daemon gets."""
+    cluster = fresh_cluster()
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(cluster.spec.model_dump(mode="json")))
+    env = {
+        "DAGSTER_HOME": str(home),
+        "CITUS_PIPELINE_SPEC": str(spec),
+        "CITUS_PIPELINE_STATE_DIR": str(cluster.state_dir),
+        "CITUS_PIPELINE_SAMPLE_ROWS": str(SAMPLE_ROWS),
+        "CITUS_PIPELINE_WORK_DIR": str(tmp_path / "work"),
+    }
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        yield cluster, instance, env
+
+
+@pytest.fixture
+def daemon(deployment, tmp_path):
+    env = deployment[2]
+    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _resources(cluster, env) -> dict:
+    """The same resources the code location builds from ``env``, for runs made in the test."""
+    return build_resources(
+        spec=env["CITUS_PIPELINE_SPEC"],
+        state_dir=env["CITUS_PIPELINE_STATE_DIR"],
+        dsn=cluster.coordinator_dsn(),
+        sample_rows=SAMPLE_ROWS,
+        work_dir=env["CITUS_PIPELINE_WORK_DIR"],
+        env_by_name=False,
+    )
+
+
+def _wait(what: str, probe, timeout: float, proc: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"the daemon exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        time.sleep(2)
+    pytest.fail(f"{what} not within {timeout:.0f} s; daemon log: {log.read_text()[-2000:]}")
+
+
+def _sensor_ticks(instance) -> list:
+    states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    state = next((s for s in states if s.name == "new_workers_sensor"), None)
+    if state is None:
+        return []
+    return instance.get_ticks(state.instigator_origin_id, state.selector_id)
+
+
+def _materialized(instance, run_id: str) -> set:
+    return {
+        e.dagster_event.asset_key
+        for e in instance.all_logs(run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+    }
+
+
+def _finished(instance, run_id: str):
+    run = instance.get_run_by_id(run_id)
+    return run if run is not None and run.status in DONE else None
+
+
+def test_the_daemon_rebalances_a_new_worker_and_automates_uk_price(deployment, daemon, tmp_path):
+    cluster, instance, env = deployment
+    log = tmp_path / "daemon.log"
+    resources = _resources(cluster, env)
+    first = dg.materialize(
+        ALL,
+        instance=instance,
+        resources=resources,
+        selection=dg.AssetSelection.assets("citus_cluster", "uk_price_raw", "uk_price"),
+    )
+    assert first.success
+
+    # the sensor ticks on its own, and asks for nothing while every group holds shards
+    _wait("a first new_workers_sensor tick", lambda: _sensor_ticks(instance), 120, daemon, log)
+    by_sensor = RunsFilter(tags={"dagster/sensor_name": "new_workers_sensor"})
+    assert instance.get_runs(filters=by_sensor) == []
+
+    assert cluster.add_worker() == 3
+    runs = _wait(
+        "the sensor's rebalance run",
+        lambda: instance.get_runs(filters=by_sensor),
+        180,
+        daemon,
+        log,
+    )
+    run = _wait(
+        "the rebalance run to finish", lambda: _finished(instance, runs[0].run_id), 300, daemon, log
+    )
+    assert run.status == DagsterRunStatus.SUCCESS, log.read_text()[-2000:]
+    assert run.tags["dagster/run_key"] == "workers:1,2,3"
+    assert _materialized(instance, run.run_id) == {dg.AssetKey("uk_price_rebalanced")}
+    placed = cluster.status().shards
+    assert any(s.groupid == 3 and s.shards > 0 for s in placed)
+
+    # more ticks: still exactly one run for this set of workers
+    seen = len(_sensor_ticks(instance))
+    _wait(
+        "two more sensor ticks", lambda: len(_sensor_ticks(instance)) >= seen + 2, 120, daemon, log
+    )
+    assert len(instance.get_runs(filters=by_sensor)) == 1
+
+    # a new uk_price_raw -> the daemon's declarative automation materializes uk_price + checks
+    before = {r.run_id for r in instance.get_runs()}
+    again = dg.materialize(ALL, instance=instance, resources=resources, selection=["uk_price_raw"])
+    assert again.success
+    before.add(again.run_id)
+
+    def automated():
+        return [
+            r
+            for r in instance.get_runs()
+            if r.run_id not in before and dg.AssetKey("uk_price") in (r.asset_selection or set())
+        ]
+
+    auto = _wait("the automation's uk_price run", automated, 240, daemon, log)
+    run = _wait(
+        "the automation's run to finish",
+        lambda: _finished(instance, auto[0].run_id),
+        300,
+        daemon,
+        log,
+    )
+    assert run.status == DagsterRunStatus.SUCCESS, log.read_text()[-2000:]
+    evaluated = {
+        e.dagster_event.event_specific_data.check_name
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert {"counts", "quality"} <= evaluated
