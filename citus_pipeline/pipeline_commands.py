@@ -26,6 +26,7 @@ from .pipeline_report import PipelineSummary, Stage, print_summary, write_plot
 app = typer.Typer(help="Run the Dagster pipeline end to end.", no_args_is_help=True)
 console = Console(width=170)
 err_console = Console(stderr=True)
+SCREENSHOTS = settings.REPO_ROOT / "docs" / "screenshots"
 # DAGSTER_HOME is Dagster's own variable (not one of settings): typer reads it
 DagsterHomeOpt = Annotated[
     Path, typer.Option(envvar="DAGSTER_HOME", help="Dagster instance directory")
@@ -363,6 +364,21 @@ def run_command(
         plot=plot,
         log=log,
     )
+
+
+@app.command("screenshots")
+def screenshots_command(
+    dagster_home: DagsterHomeOpt = settings.DEFAULT_DAGSTER_HOME,
+    out: Annotated[Path, typer.Option(help="where the PNGs go")] = SCREENSHOTS,
+) -> None:
+    """The README's pictures of the UI, taken anew from the instance's runs (after `pipeline run`)."""
+    from .terminal import user_errors
+    from .ui_tour import capture, serve
+
+    home = bootstrap_dagster_home(dagster_home)
+    with user_errors(), serve(home, home / "logs" / "webserver.log") as url:
+        for shot in capture(url, out):
+            console.print(f"wrote {shot}")
 
 
 @app.command("ui")

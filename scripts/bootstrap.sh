@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything this project needs that a package manager can install:
-#   Debian's postgresql-15 and etcd-server, uv, and the locked Python environment (.venv).
+#   Debian's postgresql-15, etcd-server and chromium, uv, and the locked Python environment.
 # The citus extension is not packaged by Debian: where citus.so is missing for the PostgreSQL
 # found, this tries the Citus project's own package repository; where that fails it stops and
 # says what is missing (or, with --citus-optional, warns and goes on: the Citus tests then skip).
@@ -27,6 +27,8 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 [ -x /usr/bin/python3.11 ] || need+=(python3.11)
 command -v curl >/dev/null || need+=(curl ca-certificates gnupg)
+# the UI tests and `pipeline screenshots` drive Debian's Chromium (Playwright downloads none)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq

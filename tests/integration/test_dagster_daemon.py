@@ -34,10 +34,11 @@ SAMPLE_ROWS = 20_000
 DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
-@pytest.fixture
-def deployment(fresh_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def deployment(fresh_cluster_module, tmp_path_factory):
     """A fresh cluster, a Dagster home on disk, and the environment the daemon gets."""
-    cluster = fresh_cluster()
+    tmp_path = tmp_path_factory.mktemp("deployment")
+    cluster = fresh_cluster_module()
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -54,10 +55,10 @@ def deployment(fresh_cluster, tmp_path):
         yield cluster, instance, env
 
 
-@pytest.fixture
-def daemon(deployment, tmp_path):
+@pytest.fixture(scope="module")
+def daemon(deployment):
     env = deployment[2]
-    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed at teardown
+    log = open(Path(env["DAGSTER_HOME"]) / "daemon.log", "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
         cwd=ROOT,
@@ -122,9 +123,9 @@ def _finished(instance, run_id: str):
     return run if run is not None and run.status in DONE else None
 
 
-def test_the_daemon_rebalances_a_new_worker_and_automates_uk_price(deployment, daemon, tmp_path):
+def test_the_daemon_rebalances_a_new_worker_and_automates_uk_price(deployment, daemon):
     cluster, instance, env = deployment
-    log = tmp_path / "daemon.log"
+    log = Path(env["DAGSTER_HOME"]) / "daemon.log"
     resources = _resources(cluster, env)
     first = dg.materialize(
         ALL,
@@ -191,3 +192,25 @@ def test_the_daemon_rebalances_a_new_worker_and_automates_uk_price(deployment, d
         if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
     }
     assert {"counts", "quality"} <= evaluated
+
+
+# ---- the UI, on the instance the daemon filled -----------------------------------------
+def test_the_ui_shows_the_graph_plots_checks_and_ticks(deployment, tmp_path):
+    """The webserver on that instance, pages opened in Chromium through Playwright."""
+    from citus_pipeline.ui_tour import CHROMIUM, PAGES, capture, serve
+
+    pytest.importorskip("playwright", reason="playwright not installed (uv sync --dev)")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (Debian's chromium: scripts/bootstrap.sh)")
+    cluster, instance, env = deployment
+    if instance.get_latest_materialization_event(dg.AssetKey("uk_price_raw")) is None:
+        # run alone: give the pages something to show
+        selection = dg.AssetSelection.assets("citus_cluster", "uk_price_raw", "uk_price")
+        dg.materialize(
+            ALL, instance=instance, resources=_resources(cluster, env), selection=selection
+        )
+    home = Path(env["DAGSTER_HOME"])
+    with serve(home, tmp_path / "webserver.log") as url:
+        shots = capture(url, tmp_path / "shots")  # raises naming a page that shows nothing
+    assert [s.stem for s in shots] == [p.name for p in PAGES]
+    assert all(s.stat().st_size > 20_000 for s in shots)
