@@ -376,9 +376,27 @@ def screenshots_command(
     from .ui_tour import capture, serve
 
     home = bootstrap_dagster_home(dagster_home)
-    with user_errors(), serve(home, home / "logs" / "webserver.log") as url:
+    # with the daemon: the sensor's page shows real ticks (the cluster of the run still up)
+    with user_errors(), serve(home, home / "logs" / "webserver.log", daemon=True) as url:
+        with console.status("waiting for the daemon's first sensor tick …"):
+            _wait_for_sensor_tick(home, "new_workers_sensor", 120)
         for shot in capture(url, out):
             console.print(f"wrote {shot}")
+
+
+def _wait_for_sensor_tick(home: Path, sensor: str, timeout: float) -> None:
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    deadline = time.monotonic() + timeout
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        while time.monotonic() < deadline:
+            states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+            state = next((s for s in states if s.name == sensor), None)
+            if state and instance.get_ticks(state.instigator_origin_id, state.selector_id):
+                return
+            time.sleep(2)
 
 
 @app.command("ui")

@@ -77,16 +77,23 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(
-    dagster_home: Path, log: Path, port: int | None = None, timeout: float = 120
+    dagster_home: Path,
+    log: Path,
+    port: int | None = None,
+    timeout: float = 120,
+    daemon: bool = False,
 ) -> Iterator[str]:
-    """``dagster-webserver`` on ``dagster_home`` at 127.0.0.1; yields its base URL."""
+    """``dagster-webserver`` on ``dagster_home`` at 127.0.0.1 (with ``daemon``: ``dagster dev``,
+    the webserver and the daemon, so sensors and schedules tick); yields its base URL."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    exe = Path(sys.executable).parent / "dagster-webserver"
+    bindir = Path(sys.executable).parent
+    cmd = [str(bindir / "dagster"), "dev"] if daemon else [str(bindir / "dagster-webserver")]
     workspace = settings.REPO_ROOT / "workspace.yaml"
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [str(exe), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
+            [*cmd, "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
             cwd=settings.REPO_ROOT,
             env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
             stdout=out,
