@@ -194,6 +194,29 @@ def test_the_daemon_rebalances_a_new_worker_and_automates_uk_price(deployment, d
     assert {"counts", "quality"} <= evaluated
 
 
+def test_a_failed_run_is_recorded_with_its_error(deployment):
+    """A month whose file is missing fails its run, and the instance keeps the reason."""
+    cluster, instance, env = deployment
+    result = dg.materialize(
+        ALL,
+        instance=instance,
+        resources=_resources(cluster, env),
+        selection=["uk_price_monthly"],
+        partition_key="2025-03-01",
+        raise_on_error=False,
+    )
+    run = instance.get_run_by_id(result.run_id)
+    assert run.status == DagsterRunStatus.FAILURE
+    failures = [
+        e.dagster_event.event_specific_data.error.message
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+    ]
+    assert len(failures) == 1
+    assert "no update file for 2025-03: expected" in failures[0]
+    assert "pp-2025-03.csv" in failures[0]
+
+
 # ---- the UI, on the instance the daemon filled -----------------------------------------
 def test_the_ui_shows_the_graph_plots_checks_and_ticks(deployment, tmp_path):
     """The webserver on that instance, pages opened in Chromium through Playwright."""
