@@ -9,6 +9,8 @@ read back from the instance on disk, as the webserver would read it.
 
 from __future__ import annotations
 
+import datetime
+import logging
 import os
 import shutil
 import signal
@@ -50,6 +52,7 @@ def deployment(fresh_cluster_module, tmp_path_factory):
         "CITUS_PIPELINE_STATE_DIR": str(cluster.state_dir),
         "CITUS_PIPELINE_SAMPLE_ROWS": str(SAMPLE_ROWS),
         "CITUS_PIPELINE_WORK_DIR": str(tmp_path / "work"),
+        "CITUS_PIPELINE_MONTHLY_DIR": str(tmp_path / "monthly"),
     }
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         yield cluster, instance, env
@@ -86,6 +89,7 @@ def _resources(cluster, env) -> dict:
         dsn=cluster.coordinator_dsn(),
         sample_rows=SAMPLE_ROWS,
         work_dir=env["CITUS_PIPELINE_WORK_DIR"],
+        monthly_dir=env["CITUS_PIPELINE_MONTHLY_DIR"],
         env_by_name=False,
     )
 
@@ -100,6 +104,23 @@ def _wait(what: str, probe, timeout: float, proc: subprocess.Popen, log: Path):
             pytest.fail(f"the daemon exited ({proc.returncode}): {log.read_text()[-2000:]}")
         time.sleep(2)
     pytest.fail(f"{what} not within {timeout:.0f} s; daemon log: {log.read_text()[-2000:]}")
+
+
+def _ensure_loaded(cluster, instance, env) -> None:
+    """uk_price loaded (the first test does it; a test run alone does it here)."""
+    if instance.get_latest_materialization_event(dg.AssetKey("uk_price_raw")) is None:
+        selection = dg.AssetSelection.assets("citus_cluster", "uk_price_raw", "uk_price")
+        dg.materialize(
+            ALL, instance=instance, resources=_resources(cluster, env), selection=selection
+        )
+
+
+def _next_monthly_tick(now: datetime.datetime) -> datetime.datetime:
+    """The schedule's next tick: the 25th, 06:00 UTC (see defs/citus/schedules.py)."""
+    tick = now.replace(day=25, hour=6, minute=0, second=0, microsecond=0)
+    if tick <= now:
+        tick = (tick.replace(day=1) + datetime.timedelta(days=32)).replace(day=25)
+    return tick
 
 
 def _sensor_ticks(instance) -> list:
@@ -217,6 +238,47 @@ def test_a_failed_run_is_recorded_with_its_error(deployment):
     assert "pp-2025-03.csv" in failures[0]
 
 
+def test_the_monthly_schedule_turned_on_launches_the_partition_run_of_its_tick(deployment, daemon):
+    """The scheduler's own tick evaluation, at the schedule's next tick instead of a month's
+    wait; the daemon then runs the queued partition run like any other."""
+    import dagster._daemon.daemon  # noqa: F401 - dagster._scheduler imports it back
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster._scheduler.scheduler import launch_scheduled_runs
+
+    from citus_pipeline.data.generate import generate_monthly
+    from citus_pipeline.defs.citus.partitions import partition_month
+
+    cluster, instance, env = deployment
+    log = Path(env["DAGSTER_HOME"]) / "daemon.log"
+    _ensure_loaded(cluster, instance, env)
+    tick = _next_monthly_tick(datetime.datetime.now(datetime.UTC))
+    previous = (tick.replace(day=1) - datetime.timedelta(days=1)).replace(day=1)
+    partition = previous.strftime("%Y-%m-%d")
+    sample = next(Path(env["CITUS_PIPELINE_WORK_DIR"]).glob("pp-sample-*.csv"))
+    monthly = Path(env["CITUS_PIPELINE_MONTHLY_DIR"])
+    monthly.mkdir(exist_ok=True)
+    month = partition_month(partition)
+    generate_monthly(
+        monthly / f"pp-{month}.csv", sample, 100, seed=3, month=(previous.year, previous.month)
+    )
+    workspace = WorkspaceFileTarget(paths=[str(ROOT / "workspace.yaml")])
+    with WorkspaceProcessContext(instance, workspace) as ctx:
+        location = ctx.create_request_context().get_code_location("citus_pipeline")
+        repo = next(iter(location.get_repositories().values()))
+        instance.start_schedule(repo.get_schedule("monthly_update_schedule"))
+        end = tick + datetime.timedelta(seconds=30)
+        list(launch_scheduled_runs(ctx, logging.getLogger("test"), end, iteration_times={}))
+    by_schedule = RunsFilter(tags={"dagster/schedule_name": "monthly_update_schedule"})
+    runs = instance.get_runs(filters=by_schedule)
+    assert len(runs) == 1 and runs[0].tags["dagster/partition"] == partition
+    run = _wait(
+        "the scheduled run to finish", lambda: _finished(instance, runs[0].run_id), 300, daemon, log
+    )
+    assert run.status == DagsterRunStatus.SUCCESS, log.read_text()[-2000:]
+    assert dg.AssetKey("uk_price_monthly") in _materialized(instance, run.run_id)
+
+
 # ---- the UI, on the instance the daemon filled -----------------------------------------
 def test_the_ui_shows_the_graph_plots_checks_and_ticks(deployment, tmp_path):
     """The webserver on that instance, pages opened in Chromium through Playwright."""
@@ -226,12 +288,7 @@ def test_the_ui_shows_the_graph_plots_checks_and_ticks(deployment, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (Debian's chromium: scripts/bootstrap.sh)")
     cluster, instance, env = deployment
-    if instance.get_latest_materialization_event(dg.AssetKey("uk_price_raw")) is None:
-        # run alone: give the pages something to show
-        selection = dg.AssetSelection.assets("citus_cluster", "uk_price_raw", "uk_price")
-        dg.materialize(
-            ALL, instance=instance, resources=_resources(cluster, env), selection=selection
-        )
+    _ensure_loaded(cluster, instance, env)  # run alone: give the pages something to show
     home = Path(env["DAGSTER_HOME"])
     with serve(home, tmp_path / "webserver.log") as url:
         shots = capture(url, tmp_path / "shots")  # raises naming a page that shows nothing
