@@ -89,6 +89,11 @@ class RunLog:
         self.verbose = verbose
         path.parent.mkdir(parents=True, exist_ok=True)
 
+    @classmethod
+    def in_home(cls, home: Path, verbose: bool = False) -> RunLog:
+        """A new log under the instance directory, named by the time it starts."""
+        return cls(home / "logs" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log", verbose)
+
     @property
     def run_config(self) -> dict:
         level = "DEBUG" if self.verbose else "WARNING"
@@ -116,7 +121,7 @@ def run_pipeline(
     log: RunLog | None = None,
 ) -> PipelineSummary:
     home = bootstrap_dagster_home(dagster_home)
-    log = log or RunLog(home / "logs" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log", False)
+    log = log or RunLog.in_home(home)
     import dagster as dg
 
     from .data.generate import generate_monthly
@@ -353,7 +358,7 @@ def run_command(
         settings.REPO_ROOT / "bench-results" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.png"
     )
     home = bootstrap_dagster_home(dagster_home)
-    log = RunLog(home / "logs" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log", verbose)
+    log = RunLog.in_home(home, verbose)
     run_pipeline(
         rows=rows,
         source=source,
