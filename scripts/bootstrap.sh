@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything this project needs that a package manager can install:
-#   Debian's postgresql-15, etcd-server and chromium, uv, and the locked Python environment.
+#   Debian's postgresql-15, etcd-server, chromium, prometheus and prometheus-postgres-exporter,
+#   uv, and the locked Python environment.
 # The citus extension is not packaged by Debian: where citus.so is missing for the PostgreSQL
 # found, this tries the Citus project's own package repository; where that fails it stops and
 # says what is missing (or, with --citus-optional, warns and goes on: the Citus tests then skip).
@@ -29,6 +30,9 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v curl >/dev/null || need+=(curl ca-certificates gnupg)
 # the UI tests and `pipeline screenshots` drive Debian's Chromium (Playwright downloads none)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# `cluster up --with-metrics`: an exporter per member and a Prometheus scraping them
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v prometheus-postgres-exporter >/dev/null || need+=(prometheus-postgres-exporter)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq

@@ -17,7 +17,7 @@ import typer
 
 from ..terminal import ContextOpt, SpecOpt, err, fail, out, run, step_bar, user_errors
 from .backend import BackendKind, get_backend
-from .render import print_topology
+from .render import print_targets, print_topology
 from .spec import load_spec
 from .topology import ClusterBackend
 
@@ -60,13 +60,28 @@ def up(
         float | None,
         typer.Option(help="seconds to wait for readiness (default: local 240, kubernetes 900)"),
     ] = None,
+    with_metrics: Annotated[
+        bool,
+        typer.Option(
+            "--with-metrics",
+            help="also start an exporter per member and Prometheus (local; on Kubernetes "
+            "the exporter is a sidecar of every member)",
+        ),
+    ] = False,
 ):
     """Start (or confirm) the cluster; returns when every group is ready.
 
     Local: every group HA and registered in Citus. Kubernetes: apply, then a leader per group.
     """
     c = _backend(spec, backend, context)
-    wait = {} if timeout is None else {"timeout": timeout}
+    wait: dict = {} if timeout is None else {"timeout": timeout}
+    if with_metrics:
+        if c.name != "local":
+            fail(
+                "--with-metrics is local-only; on kubernetes every member's pod has the exporter "
+                "sidecar, scraped through its prometheus.io annotations or the PodMonitor"
+            )
+        wait["with_metrics"] = True
     t0 = time.monotonic()
     with step_bar() as progress:
         topo = run(c.up, progress=progress, **wait)
@@ -75,6 +90,35 @@ def up(
         f"coordinator DSN: [bold]{run(c.coordinator_dsn)}[/]", highlight=False, soft_wrap=True
     )
     print_topology(topo, out)
+    if c.name == "local" and cast("LocalCluster", c).metrics_on():
+        out.print(f"prometheus: [bold]{cast('LocalCluster', c).monitoring.prometheus_url}[/]")
+
+
+@app.command()
+def metrics(
+    spec: SpecOpt = None,
+    backend: BackendOpt = None,
+    off: Annotated[
+        bool, typer.Option("--off", help="stop the exporters and Prometheus (data stays)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+):
+    """Prometheus's scrape targets (every member's Patroni and exporter, etcd) and their health.
+
+    Local only: `cluster up --with-metrics` starts the metrics stack."""
+    c = _local("metrics", spec, backend, "query the Prometheus that scrapes the pods")
+    if off:
+        run(c.metrics_off)
+        out.print("metrics stopped")
+        return
+    if not c.metrics_on():
+        fail("metrics are off for this cluster: run `citus-pipeline cluster up --with-metrics`")
+    targets = run(c.monitoring.targets)
+    if as_json:
+        print(json.dumps({"prometheus": c.monitoring.prometheus_url, "targets": targets}, indent=2))
+        return
+    out.print(f"prometheus: [bold]{c.monitoring.prometheus_url}[/]", highlight=False)
+    print_targets(targets, out)
 
 
 @app.command()

@@ -8,6 +8,25 @@ from rich.table import Table
 from .topology import ClusterTopology
 
 
+def print_targets(targets: list[dict], console: Console) -> None:
+    """Prometheus's scrape targets, one row each (``Monitoring.targets``)."""
+    t = Table(title="Scrape targets", title_justify="left")
+    for h in ("Job", "Group", "Member", "Endpoint", "Health", "Last error"):
+        t.add_column(h)
+    for x in targets:
+        health = x["health"]
+        style = {"up": "green", "down": "red"}.get(health, "yellow")
+        t.add_row(
+            x["job"],
+            x["citus_group"],
+            x["member"],
+            x["endpoint"],
+            f"[{style}]{health}[/]",
+            x["last_error"],
+        )
+    console.print(t)
+
+
 def _fmt_bytes(n: int) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(n) < 1024 or unit == "TB":
@@ -93,4 +112,4 @@ def markdown_tables(topo: ClusterTopology) -> str:
     )
 
 
-__all__ = ["markdown_tables", "print_topology", "rich_tables"]
+__all__ = ["markdown_tables", "print_targets", "print_topology", "rich_tables"]

@@ -124,6 +124,12 @@ class LocalSpec(_Strict):
     etcd_peer_port: Port = 2380
     service_user: str = Field("postgres", description="unprivileged user that runs Patroni as root")
     pg_bin_dir: Path | None = Field(None, description="default: from PG_CONFIG or pg_config")
+    # Off the ports of Debian's own prometheus (9090) and postgres-exporter (9187) services,
+    # which their packages start system-wide where systemd runs.
+    exporter_port: Port = Field(19187, description="each member's postgres exporter (metrics)")
+    prometheus_address: ipaddress.IPv4Address | None = None  # default: base_address + 253
+    prometheus_port: Port = 19090
+    prometheus_retention: str = Field("7d", pattern=r"^[0-9]+[hdwy]$")
 
     @field_validator("base_address")
     @classmethod
@@ -134,12 +140,21 @@ class LocalSpec(_Strict):
             raise ValueError(f"{v} must end in .0 (member m of group g is base + 256*g + m)")
         return v
 
-    @field_validator("etcd_address")
+    @field_validator("etcd_address", "prometheus_address")
     @classmethod
     def _etcd_loopback(cls, v: ipaddress.IPv4Address | None) -> ipaddress.IPv4Address | None:
         if v is not None and not v.is_loopback:
             raise ValueError(f"{v} is not a loopback address (127.0.0.0/8)")
         return v
+
+
+class MetricsSpec(_Strict):
+    """Prometheus metrics of every member: Patroni's /metrics and a postgres exporter."""
+
+    scrape_interval: int = Field(10, ge=1, le=300, description="seconds between scrapes")
+    prepared_xact_alert_seconds: int = Field(
+        300, ge=1, description="a prepared (2PC) transaction older than this raises an alert"
+    )
 
 
 class ResourcesSpec(_Strict):
@@ -173,8 +188,15 @@ class KubernetesSpec(_Strict):
     dagster_namespace: Identifier = Field(
         "dagster", description="namespace whose Dagster pods may reach the coordinator on 5432"
     )
+    exporter_image: str = "quay.io/prometheuscommunity/postgres-exporter:v0.15.0"
+    prometheus_namespace: Identifier = Field(
+        "monitoring", description="namespace whose Prometheus may scrape the members' metrics"
+    )
+    pod_monitor: bool = Field(
+        False, description="render a PodMonitor (needs the Prometheus operator's CRDs)"
+    )
 
-    @field_validator("namespace", "tls_secret", "dagster_namespace")
+    @field_validator("namespace", "tls_secret", "dagster_namespace", "prometheus_namespace")
     @classmethod
     def _dns_label(cls, v: str) -> str:
         if "_" in v:
@@ -203,6 +225,7 @@ class ClusterSpec(_Strict):
     patroni: PatroniSpec = PatroniSpec()
     postgresql: PostgresSpec = PostgresSpec()
     credentials: CredentialsSpec = CredentialsSpec()
+    metrics: MetricsSpec = MetricsSpec()
     local: LocalSpec = LocalSpec()
     kubernetes: KubernetesSpec = KubernetesSpec()
 
@@ -235,15 +258,21 @@ class ClusterSpec(_Strict):
                 a = str(self.member_address(g, m))
                 claim(a, loc.postgres_port, f"member {g}-{m} postgres")
                 claim(a, loc.restapi_port, f"member {g}-{m} REST API")
+                claim(a, loc.exporter_port, f"member {g}-{m} exporter")
         e = str(self.etcd_address)
         claim(e, loc.etcd_client_port, "etcd client")
         claim(e, loc.etcd_peer_port, "etcd peer")
+        claim(str(self.prometheus_address), loc.prometheus_port, "prometheus")
         return self
 
     # ---- derived topology -------------------------------------------------------------
     @property
     def etcd_address(self) -> ipaddress.IPv4Address:
         return self.local.etcd_address or self.local.base_address + 254
+
+    @property
+    def prometheus_address(self) -> ipaddress.IPv4Address:
+        return self.local.prometheus_address or self.local.base_address + 253
 
     def member_address(self, group: int, index: int) -> ipaddress.IPv4Address:
         return self.local.base_address + 256 * group + index
@@ -328,6 +357,7 @@ __all__ = [
     "CredentialsSpec",
     "KubernetesSpec",
     "LocalSpec",
+    "MetricsSpec",
     "PatroniSpec",
     "PostgresSpec",
     "ResourcesSpec",

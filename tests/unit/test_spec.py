@@ -29,6 +29,9 @@ def test_default_file_is_the_reference_topology():
     assert str(spec.member_address(0, 1)) == "127.0.10.1"
     assert str(spec.member_address(2, 2)) == "127.0.12.2"
     assert str(spec.etcd_address) == "127.0.10.254"
+    assert str(spec.prometheus_address) == "127.0.10.253"
+    # off the ports Debian's own prometheus and postgres-exporter services take
+    assert (spec.local.prometheus_port, spec.local.exporter_port) == (19090, 19187)
 
 
 @pytest.mark.parametrize(
@@ -44,6 +47,14 @@ def test_default_file_is_the_reference_topology():
             "address clash",
         ),
         ("local:\n  restapi_port: 5432\n", "(top level)", "address clash"),
+        ("local:\n  exporter_port: 8008\n", "(top level)", "address clash"),
+        (
+            "local:\n  prometheus_address: 127.0.10.254\n  prometheus_port: 2379\n",
+            "(top level)",
+            "address clash",
+        ),
+        ("local:\n  prometheus_retention: forever\n", "local.prometheus_retention", "match"),
+        ("metrics:\n  scrape_interval: 0\n", "metrics.scrape_interval", "greater than"),
         (
             "patroni:\n  ttl: 10\n  loop_wait: 5\n  retry_timeout: 5\n",
             "patroni",

@@ -6,8 +6,8 @@ directory, and runs as an unprivileged system user when started by root. Patroni
 Citus support follows failovers; :class:`LocalCluster` only starts, stops and observes
 processes, and drains a group before it is removed. It composes the parts of this package:
 the :class:`Layout` of the state directory, its :class:`ClusterState`, the :class:`Etcd`,
-the members' Patroni (configuration, process, :class:`PatroniAPI`), the preflight checks
-and the credentials.
+the members' Patroni (configuration, process, :class:`PatroniAPI`), the preflight checks,
+the credentials and, when asked for, the :class:`Monitoring` (exporters and Prometheus).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress
 from . import credentials, observe, patroni, preflight, processes
 from .etcd import Etcd
 from .layout import Layout, Member
+from .monitoring import Monitoring
 from .patroni import PatroniAPI
 from .state import ClusterState
 
@@ -52,6 +53,7 @@ class LocalCluster(ClusterBackend):
         self.etcd = Etcd(self.layout)
         self.api = PatroniAPI(self.layout, lambda: self.credentials()["restapi"])
         self._run_as = preflight.service_user(spec) if os.geteuid() == 0 else None
+        self.monitoring = Monitoring(self.layout, self._run_as)
 
     def worker_groups(self) -> list[int]:
         """Worker groups of this cluster: the spec's, plus any added with add-worker."""
@@ -172,10 +174,36 @@ class LocalCluster(ClusterBackend):
                     f"Patroni of member {m.name} exited: {processes.tail(m.log, 1)}", m.log
                 )
 
-    def up(self, progress: Progress | None = None, timeout: float = 240) -> ClusterTopology:
+    def up(
+        self, progress: Progress | None = None, timeout: float = 240, with_metrics: bool = False
+    ) -> ClusterTopology:
+        """Start (or confirm) every group; with_metrics also starts the metrics stack, which
+        from then on follows the cluster (up, add-worker, remove-worker) until metrics_off."""
         self.preflight([], check_ports=False)  # before the lock creates the state directory
         with self.state.exclusive("up"):
-            return self._up_locked(progress, timeout)
+            topo = self._up_locked(progress, timeout)
+            if with_metrics or self.metrics_on():
+                self._start_metrics(progress)
+            return topo
+
+    def metrics_on(self) -> bool:
+        return bool(self.state.read().get("metrics"))
+
+    def _start_metrics(self, progress: Progress | None = None) -> None:
+        state = self.state.read()
+        state["metrics"] = True
+        self.state.save(state)
+        if progress:
+            progress("starting exporters and prometheus", 0, 1)
+        self.monitoring.start(self.members(), self.credentials()["superuser"])
+
+    def metrics_off(self) -> None:
+        """Stop the exporters and Prometheus (their data stays) and stop following the cluster."""
+        with self.state.exclusive("metrics --off"):
+            state = self.state.read()
+            state["metrics"] = False
+            self.state.save(state)
+            self.monitoring.stop()
 
     def _up_locked(self, progress: Progress | None = None, timeout: float = 240) -> ClusterTopology:
         self.state.check_same_topology()
@@ -220,6 +248,7 @@ class LocalCluster(ClusterBackend):
 
     def _down_locked(self, purge: bool = False) -> None:
         members = self.members()
+        self.monitoring.stop()  # first: exporters would only log the members going away
         if any(processes.member_pid(m) for m in members):
             paused = self.api.pause_groups(self.groups())
             state = self.state.read()
@@ -333,6 +362,8 @@ class LocalCluster(ClusterBackend):
             for m in new:
                 shutil.rmtree(m.dir, ignore_errors=True)
             raise
+        if self.metrics_on():
+            self.monitoring.sync(self.members())
         return group
 
     def remove_worker(self, group: int, transfer_mode: str = "block_writes") -> int:
@@ -364,6 +395,8 @@ class LocalCluster(ClusterBackend):
         self.state.save(state)
         for m in members:
             shutil.rmtree(m.dir, ignore_errors=True)
+        if self.metrics_on():
+            self.monitoring.sync(self.members())
         return moved
 
 

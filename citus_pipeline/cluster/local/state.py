@@ -1,8 +1,8 @@
 """What a state directory records about its cluster (cluster.json), and who may change it.
 
 cluster.json holds the worker groups (the spec's plus those added since), the members stopped
-on purpose, the groups `down` left in maintenance mode, and the part of the spec the cluster
-was made from. One state-changing command runs at a time per directory.
+on purpose, the groups `down` left in maintenance mode, whether the metrics stack follows the
+cluster, and the part of the spec the cluster was made from. One state-changing command runs at a time per directory.
 """
 
 from __future__ import annotations
@@ -25,7 +25,15 @@ TOPOLOGY_FIELDS = {"name", "database", "coordinator", "workers", "local"}
 
 # what `down --purge` deletes: only what this cluster wrote (other tools keep their own
 # files, even other clusters' state directories, under the same directory)
-OWNED = ("members", "etcd", "cluster.json", "secrets.json", "pgpass", ".lock")
+OWNED = ("members", "etcd", "metrics", "cluster.json", "secrets.json", "pgpass", ".lock")
+
+
+def _known_part(recorded: object, current: object) -> object:
+    """``current`` limited to the fields ``recorded`` has: a field added to the spec since the
+    cluster was made (with its default) is not a change of topology."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        return {k: _known_part(recorded[k], current.get(k)) for k in recorded}
+    return current
 
 
 class ClusterState:
@@ -84,7 +92,7 @@ class ClusterState:
             return
         current = self.layout.spec.model_dump(mode="json", include=TOPOLOGY_FIELDS)
         for key in current:
-            if recorded.get(key) != current[key]:
+            if _known_part(recorded.get(key), current[key]) != recorded.get(key):
                 raise ClusterError(
                     f"{self.layout.state_dir} holds a cluster made from a different spec (field "
                     f"{key!r} changed); run `citus-pipeline cluster down --purge` first or set "

@@ -1,0 +1,302 @@
+"""Metrics of a local cluster: one postgres exporter per member and one Prometheus scraping them.
+
+Debian's ``prometheus-postgres-exporter`` and ``prometheus`` run as the same unprivileged user
+as Patroni, under ``<state dir>/metrics``. Prometheus finds its targets in file_sd files
+rendered from the members (rewritten when a worker group is added or removed, which it picks
+up without a restart): Patroni's ``/metrics`` and the exporters, plus etcd's own. The exporters
+connect as the superuser through a passfile only their user can read: that user owns the data
+directories already, so the password gives it nothing it does not have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from ...errors import ClusterError
+from ..metrics import EXPORTER_ARGS, alert_rules, exporter_queries_yaml
+from .credentials import write_private
+from .layout import Layout, Member
+from .processes import pid_alive, port_free, read_pid, wait_gone
+
+EXPORTER = "prometheus-postgres-exporter"
+PROMETHEUS = "prometheus"
+
+
+def missing_tools() -> list[str]:
+    """The Debian packages of the metrics stack that are not installed."""
+    return [t for t in (EXPORTER, PROMETHEUS) if not shutil.which(t)]
+
+
+class Monitoring:
+    """The exporters and the Prometheus of one state directory."""
+
+    def __init__(self, layout: Layout, owner: pwd.struct_passwd | None) -> None:
+        self.layout = layout
+        self.spec = layout.spec
+        self.owner = owner
+        self.dir = layout.state_dir / "metrics"
+
+    # ---- where things are -------------------------------------------------------------
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.spec.prometheus_address}:{self.spec.local.prometheus_port}"
+
+    def exporter_address(self, m: Member) -> str:
+        return f"{m.address}:{self.spec.local.exporter_port}"
+
+    def _pidfile(self, name: str) -> Path:
+        return self.dir / "pids" / f"{name}.pid"
+
+    def log(self, name: str) -> Path:
+        return self.dir / "logs" / f"{name}.log"
+
+    def _pid(self, name: str) -> int | None:
+        pid = read_pid(self._pidfile(name))
+        # every process started here names a file of this directory on its command line
+        return pid if pid and pid_alive(pid, str(self.dir)) else None
+
+    def exporter_pid(self, m: Member) -> int | None:
+        return self._pid(f"exporter-{m.name}")
+
+    def prometheus_pid(self) -> int | None:
+        return self._pid(PROMETHEUS)
+
+    def running(self) -> bool:
+        return self.prometheus_pid() is not None
+
+    # ---- configuration ----------------------------------------------------------------
+    def _write(self, path: Path, text: str, private: bool = False) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if private:
+            write_private(path, text, self.owner)
+            return
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o644)
+        tmp.replace(path)  # Prometheus re-reads file_sd files whole: never half-written
+
+    def _targets(self, members: list[Member]) -> dict[str, list[dict[str, Any]]]:
+        def target(address: str, m: Member) -> dict[str, Any]:
+            return {
+                "targets": [address],
+                "labels": {"member": m.name, "citus_group": str(m.group)},
+            }
+
+        return {
+            "patroni": [target(f"{m.address}:{m.api_port}", m) for m in members],
+            "postgres": [target(self.exporter_address(m), m) for m in members],
+        }
+
+    def prometheus_config(self) -> dict[str, Any]:
+        s = self.spec
+        every = f"{s.metrics.scrape_interval}s"
+
+        def file_sd(job: str) -> dict[str, Any]:
+            return {
+                "job_name": job,
+                "file_sd_configs": [{"files": [str(self.dir / "targets" / f"{job}.json")]}],
+            }
+
+        return {
+            "global": {
+                "scrape_interval": every,
+                "evaluation_interval": every,
+                "external_labels": {"cluster": s.name},
+            },
+            "rule_files": [str(self.dir / "rules.yml")],
+            "scrape_configs": [
+                file_sd("patroni"),
+                file_sd("postgres"),
+                {
+                    "job_name": "etcd",
+                    "static_configs": [
+                        {"targets": [f"{s.etcd_address}:{s.local.etcd_client_port}"]}
+                    ],
+                },
+            ],
+        }
+
+    def write_config(self, members: list[Member], superuser_password: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        for sub in ("pids", "logs", "targets", "prometheus-data"):
+            d = self.dir / sub
+            d.mkdir(exist_ok=True)
+            if self.owner:
+                os.chown(d, self.owner.pw_uid, self.owner.pw_gid)
+        user = self.spec.credentials.superuser
+        self._write(self.dir / "pgpass", f"*:*:*:{user}:{superuser_password}\n", private=True)
+        self._write(self.dir / "queries.yaml", exporter_queries_yaml())
+        self._write(self.dir / "rules.yml", yaml.safe_dump(alert_rules(self.spec), sort_keys=False))
+        self._write(
+            self.dir / "prometheus.yml", yaml.safe_dump(self.prometheus_config(), sort_keys=False)
+        )
+        self.write_targets(members)
+
+    def write_targets(self, members: list[Member]) -> None:
+        for job, groups in self._targets(members).items():
+            self._write(self.dir / "targets" / f"{job}.json", json.dumps(groups, indent=2))
+
+    # ---- processes --------------------------------------------------------------------
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        kwargs: dict[str, Any] = {}
+        if self.owner:
+            kwargs = {"user": self.owner.pw_uid, "group": self.owner.pw_gid, "extra_groups": []}
+        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.dir)}
+        with open(self.log(name), "ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.dir,
+                env={**base, **env},
+                **kwargs,
+            )
+        self._pidfile(name).write_text(str(proc.pid))
+        return proc
+
+    def _check_port(self, address: str, what: str, field: str) -> None:
+        host, port = address.rsplit(":", 1)
+        if not port_free(host, int(port)):
+            raise ClusterError(
+                f"{address} ({what}) is already in use by another process; "
+                f"stop it or change {field} in the spec"
+            )
+
+    def start_exporter(self, m: Member) -> bool:
+        """Start m's exporter unless it runs; returns whether this call started it."""
+        if self.exporter_pid(m):
+            return False
+        listen = self.exporter_address(m)
+        self._check_port(listen, f"exporter of {m.name}", "local.exporter_port")
+        dsn = (
+            f"postgresql://{self.spec.credentials.superuser}@{m.address}:{m.pg_port}/"
+            f"{self.spec.database}?sslmode=disable&connect_timeout=3"
+        )
+        self._spawn(
+            f"exporter-{m.name}",
+            [
+                EXPORTER,
+                f"--web.listen-address={listen}",
+                f"--extend.query-path={self.dir / 'queries.yaml'}",
+                *EXPORTER_ARGS,
+            ],
+            {"DATA_SOURCE_NAME": dsn, "PGPASSFILE": str(self.dir / "pgpass")},
+        )
+        return True
+
+    def start_prometheus(self) -> bool:
+        if self.prometheus_pid():
+            return False
+        listen = f"{self.spec.prometheus_address}:{self.spec.local.prometheus_port}"
+        self._check_port(listen, "prometheus", "local.prometheus_port")
+        proc = self._spawn(
+            PROMETHEUS,
+            [
+                PROMETHEUS,
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'prometheus-data'}",
+                f"--storage.tsdb.retention.time={self.spec.local.prometheus_retention}",
+                f"--web.listen-address={listen}",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ],
+            {},
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ClusterError(
+                    f"prometheus exited with code {proc.returncode}", self.log(PROMETHEUS)
+                )
+            try:
+                if httpx.get(f"{self.prometheus_url}/-/ready", timeout=1).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise ClusterError("prometheus was not ready in 30 s", self.log(PROMETHEUS))
+
+    def start(self, members: list[Member], superuser_password: str) -> None:
+        """Configuration, an exporter per member and Prometheus (each only if not running)."""
+        missing = missing_tools()
+        if missing:
+            raise ClusterError(
+                f"metrics need {', '.join(missing)}: install the Debian package"
+                f"{'s' if len(missing) > 1 else ''} {' '.join(missing)} (scripts/bootstrap.sh)"
+            )
+        self.write_config(members, superuser_password)
+        for m in members:
+            self.start_exporter(m)
+        self.start_prometheus()
+
+    def sync(self, members: list[Member]) -> None:
+        """Follow a changed member list: targets rewritten, exporters started or stopped."""
+        self.write_targets(members)
+        for m in members:
+            self.start_exporter(m)
+        names = {f"exporter-{m.name}" for m in members}
+        gone = [p.stem for p in (self.dir / "pids").glob("exporter-*.pid") if p.stem not in names]
+        self._stop(gone)
+
+    def _stop(self, names: list[str]) -> None:
+        pids = {n: p for n in names if (p := self._pid(n))}
+        for pid in pids.values():
+            os.kill(pid, signal.SIGTERM)
+        for name in wait_gone(pids, 5):
+            os.kill(pids[name], signal.SIGKILL)
+        for n in names:
+            self._pidfile(n).unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        """Stop Prometheus and every exporter of this directory (its data stays)."""
+        if not (self.dir / "pids").is_dir():
+            return
+        self._stop([p.stem for p in (self.dir / "pids").glob("*.pid")])
+
+    # ---- reading back -----------------------------------------------------------------
+    def targets(self) -> list[dict[str, Any]]:
+        """Prometheus's view of its scrape targets: job, member, health, last error."""
+        try:
+            r = httpx.get(f"{self.prometheus_url}/api/v1/targets", timeout=5)
+            r.raise_for_status()
+        except httpx.HTTPError as e:
+            raise ClusterError(
+                f"prometheus at {self.prometheus_url} does not answer: {e}", self.log(PROMETHEUS)
+            ) from None
+        out = []
+        for t in r.json()["data"]["activeTargets"]:
+            labels = t.get("labels", {})
+            out.append(
+                {
+                    "job": labels.get("job", ""),
+                    "member": labels.get("member", ""),
+                    "citus_group": labels.get("citus_group", ""),
+                    "endpoint": t.get("scrapeUrl", ""),
+                    "health": t.get("health", "unknown"),
+                    "last_error": t.get("lastError", ""),
+                }
+            )
+        return sorted(out, key=lambda t: (t["job"], t["member"]))
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant PromQL query: the result vector (each a metric's labels and its value)."""
+        r = httpx.get(f"{self.prometheus_url}/api/v1/query", params={"query": promql}, timeout=5)
+        r.raise_for_status()
+        return r.json()["data"]["result"]
+
+
+__all__ = ["EXPORTER", "PROMETHEUS", "Monitoring", "missing_tools"]
