@@ -188,7 +188,9 @@ class KubernetesSpec(_Strict):
     dagster_namespace: Identifier = Field(
         "dagster", description="namespace whose Dagster pods may reach the coordinator on 5432"
     )
-    exporter_image: str = "quay.io/prometheuscommunity/postgres-exporter:v0.15.0"
+    # the release of Debian's prometheus-postgres-exporter, which the tests run with the same
+    # arguments and queries as this sidecar
+    exporter_image: str = "quay.io/prometheuscommunity/postgres-exporter:v0.11.1"
     prometheus_namespace: Identifier = Field(
         "monitoring", description="namespace whose Prometheus may scrape the members' metrics"
     )

@@ -15,7 +15,10 @@ One Citus group (0 = coordinator, 1..N = workers) is one Patroni cluster inside 
 Shared objects: Namespace, ServiceAccount/Role/RoleBinding (exactly the verbs Patroni's
 Kubernetes DCS calls), the Patroni bootstrap ConfigMap, NetworkPolicies and the two
 ``LoadBalancer`` Services (``<scope>-coordinator`` -> coordinator leader,
-``<scope>-workers`` -> worker leaders). Secrets are referenced, never rendered.
+``<scope>-workers`` -> worker leaders). Metrics: every member's pod has a postgres exporter
+sidecar and ``prometheus.io`` scrape annotations; the exporter queries' ConfigMap, a
+NetworkPolicy for the Prometheus namespace and (``kubernetes.pod_monitor``) a PodMonitor.
+Secrets are referenced, never rendered.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .group import (
     cluster_manifests,
     group_manifests,
     member_env,
+    monitoring_manifests,
     shared_manifests,
     statefulset_manifest,
 )
@@ -124,6 +128,7 @@ __all__ = [
     "load_manifest_dir",
     "member_dns_name",
     "member_env",
+    "monitoring_manifests",
     "namespace_manifest",
     "network_policy_manifests",
     "patroni_bootstrap_config",

@@ -9,6 +9,7 @@ import yaml
 from ..spec import ClusterSpec, SpecError
 from .group import (
     group_manifests,
+    monitoring_manifests,
 )
 from .names import (
     Manifest,
@@ -37,6 +38,7 @@ def render_files(spec: ClusterSpec) -> dict[str, str]:
         "patroni-config.yaml": dump_yaml([bootstrap_configmap(spec)]),
         "network-policies.yaml": dump_yaml(network_policy_manifests(spec)),
         "load-balancers.yaml": dump_yaml(load_balancer_manifests(spec)),
+        "monitoring.yaml": dump_yaml(monitoring_manifests(spec)),
     }
     check_names(spec)
     for g in range(spec.workers.groups + 1):

@@ -6,6 +6,14 @@ from __future__ import annotations
 import json
 
 from ..spec import ClusterSpec, ResourcesSpec, SpecError
+from .monitoring import (
+    exporter_container,
+    exporter_queries_configmap,
+    exporter_volume,
+    pod_monitor,
+    scrape_annotations,
+    scrape_network_policy,
+)
 from .names import (
     BOOTSTRAP_KEY,
     BOOTSTRAP_MOUNT,
@@ -189,12 +197,13 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
                 ],
             }
         },
-        "containers": [container],
+        "containers": [container, exporter_container(spec)],
         "volumes": [
             {"name": "tls", "secret": {"secretName": k.tls_secret, "defaultMode": 0o440}},
             {"name": "bootstrap", "configMap": {"name": bootstrap_configmap_name(spec)}},
             {"name": "tmp", "emptyDir": {}},
             {"name": "run", "emptyDir": {}},
+            exporter_volume(spec),
         ],
     }
     return {
@@ -206,7 +215,10 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
             "replicas": spec.members_in_group(group),
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector},
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": scrape_annotations(spec)},
+                "spec": pod_spec,
+            },
             "volumeClaimTemplates": [
                 {"metadata": {"name": "pgdata", "labels": dict(labels)}, "spec": pvc_spec}
             ],
@@ -287,7 +299,16 @@ def shared_manifests(spec: ClusterSpec) -> list[Manifest]:
         bootstrap_configmap(spec),
         *network_policy_manifests(spec),
         *load_balancer_manifests(spec),
+        *monitoring_manifests(spec),
     ]
+
+
+def monitoring_manifests(spec: ClusterSpec) -> list[Manifest]:
+    """The exporters' queries and who may scrape them; the PodMonitor where the spec asks."""
+    out = [exporter_queries_configmap(spec), scrape_network_policy(spec)]
+    if spec.kubernetes.pod_monitor:
+        out.append(pod_monitor(spec))
+    return out
 
 
 def cluster_manifests(spec: ClusterSpec) -> list[Manifest]:
@@ -302,6 +323,7 @@ __all__ = [
     "cluster_manifests",
     "group_manifests",
     "member_env",
+    "monitoring_manifests",
     "shared_manifests",
     "statefulset_manifest",
 ]

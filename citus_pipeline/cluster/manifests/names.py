@@ -15,6 +15,8 @@ Manifest = dict[str, Any]
 
 POSTGRES_PORT = 5432
 RESTAPI_PORT = 8008
+EXPORTER_PORT = 9187  # the postgres exporter sidecar (its own default port)
+EXPORTER_QUERIES_MOUNT = "/etc/postgres-exporter"
 APP_LABEL = "application"
 APP_VALUE = "citus-pipeline"
 SCOPE_LABEL = "cluster-name"  # Patroni's default kubernetes.scope_label
@@ -93,6 +95,11 @@ def service_account_name(spec: ClusterSpec) -> str:
 
 def bootstrap_configmap_name(spec: ClusterSpec) -> str:
     return f"{spec.name}-patroni"
+
+
+def exporter_queries_name(spec: ClusterSpec) -> str:
+    """The ConfigMap of the exporter sidecars' queries."""
+    return f"{spec.name}-exporter-queries"
 
 
 def coordinator_lb_name(spec: ClusterSpec) -> str:
@@ -177,6 +184,8 @@ __all__ = [
     "APP_VALUE",
     "BOOTSTRAP_KEY",
     "BOOTSTRAP_MOUNT",
+    "EXPORTER_PORT",
+    "EXPORTER_QUERIES_MOUNT",
     "FIELD_MANAGER",
     "FOLLOWER_LABEL_VALUE",
     "GROUP_LABEL",
@@ -199,6 +208,7 @@ __all__ = [
     "check_names",
     "config_name",
     "coordinator_lb_name",
+    "exporter_queries_name",
     "failover_name",
     "group_labels",
     "group_name",
