@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from .bench.commands import app as bench_app
+from .cluster.backup_commands import app as backup_app
 from .cluster.commands import app as cluster_app
 from .cluster.k8s_commands import app as k8s_app
 from .data.commands import app as data_app
@@ -19,6 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+# backups and restores are `cluster` commands too, kept in their own module
+cluster_app.registered_commands += backup_app.registered_commands
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(data_app, name="data")
 app.add_typer(k8s_app, name="k8s")

@@ -157,6 +157,54 @@ class MetricsSpec(_Strict):
     )
 
 
+class BackupSpec(_Strict):
+    """Continuous WAL archiving and backups with pgBackRest: one stanza per Citus group.
+
+    The repository is a posix directory (local default: ``<state dir>/backup/repo``) or
+    S3-compatible object storage (Kubernetes: Yandex Object Storage, path-style). S3 keys are
+    never in the spec: pgBackRest reads them from ``PGBACKREST_REPO1_S3_KEY`` and
+    ``PGBACKREST_REPO1_S3_KEY_SECRET`` (on Kubernetes, the Secret ``s3_secret``).
+    """
+
+    archiving: bool = Field(True, description="archive every group's WAL (off: no PITR)")
+    repo_type: Literal["posix", "s3"] = "posix"
+    repo_path: str | None = Field(
+        None, description="posix: a directory (default <state>/backup/repo); s3: a path prefix"
+    )
+    s3_endpoint: str = "storage.yandexcloud.net"
+    s3_bucket: str = "citus-pipeline-backups"
+    s3_region: str = "ru-central1"
+    s3_uri_style: Literal["path", "host"] = "path"
+    s3_verify_tls: bool = True
+    s3_port: Port = 443
+    s3_secret: Identifier = Field("citus-backup-s3", description="Kubernetes Secret of the keys")
+    retention_full: int = Field(2, ge=1, le=9999, description="full backups kept per group")
+    retention_diff: int | None = Field(None, ge=1, le=9999)
+    compress_type: Literal["lz4", "zst", "gz", "none"] = "lz4"
+    archive_timeout: int = Field(
+        60, ge=0, description="seconds before a partly filled WAL segment is archived (RPO)"
+    )
+    process_max: int = Field(2, ge=1, le=64, description="pgBackRest processes per command")
+    schedule: str = Field(
+        "0 3 * * *", description="cron of the scheduled backup and restore point (Dagster, k8s)"
+    )
+    scheduled_type: Literal["full", "diff", "incr"] = "incr"
+
+    @field_validator("repo_path")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(f"{v!r} must be an absolute path")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"{v!r} is not a 5-field cron expression")
+        return v
+
+
 class ResourcesSpec(_Strict):
     cpu: str = "1"
     memory: str = "4Gi"
@@ -228,6 +276,7 @@ class ClusterSpec(_Strict):
     postgresql: PostgresSpec = PostgresSpec()
     credentials: CredentialsSpec = CredentialsSpec()
     metrics: MetricsSpec = MetricsSpec()
+    backup: BackupSpec = BackupSpec()
     local: LocalSpec = LocalSpec()
     kubernetes: KubernetesSpec = KubernetesSpec()
 
@@ -354,6 +403,7 @@ def load_spec(path: str | os.PathLike[str] | None = None) -> ClusterSpec:
 
 __all__ = [
     "DEFAULT_SPEC_PATH",
+    "BackupSpec",
     "ClusterSpec",
     "CoordinatorSpec",
     "CredentialsSpec",

@@ -33,6 +33,7 @@ from ..citus_meta import (
 from ..spec import ClusterSpec
 from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress
 from . import credentials, observe, patroni, preflight, processes
+from .backup import LocalBackups
 from .etcd import Etcd
 from .layout import Layout, Member
 from .monitoring import Monitoring
@@ -54,6 +55,7 @@ class LocalCluster(ClusterBackend):
         self.api = PatroniAPI(self.layout, lambda: self.credentials()["restapi"])
         self._run_as = preflight.service_user(spec) if os.geteuid() == 0 else None
         self.monitoring = Monitoring(self.layout, self._run_as)
+        self.backups = LocalBackups(self.layout, self._run_as)
 
     def worker_groups(self) -> list[int]:
         """Worker groups of this cluster: the spec's, plus any added with add-worker."""
@@ -97,14 +99,51 @@ class LocalCluster(ClusterBackend):
     def member_dsn(self, m: Member, dbname: str | None = None) -> str:
         return credentials.member_dsn(self.layout, m, dbname)
 
-    def patroni_config(self, m: Member, creds: dict[str, str]) -> dict:
-        return patroni.patroni_config(self.spec, m, creds, self.pg_bin_dir())
+    def patroni_config(
+        self,
+        m: Member,
+        creds: dict[str, str],
+        restore_bootstrap: str | None = None,
+        replica_from_repo: bool = True,
+    ) -> dict:
+        archive = None
+        b = self.backups
+        if b.enabled or restore_bootstrap:
+            archive = {"restore_command": b.restore_command(m)}
+            if b.enabled:
+                archive["archive_command"] = b.archive_command(m)
+            if b.enabled and replica_from_repo:
+                archive["replica_command"] = b.restore_cmd(m, "--delta", "--type=standby")
+            if restore_bootstrap:
+                archive["restore_bootstrap"] = restore_bootstrap
+        return patroni.patroni_config(self.spec, m, creds, self.pg_bin_dir(), archive)
 
-    def _start_member(self, m: Member, creds: dict[str, str]) -> bool:
+    def _start_member(
+        self,
+        m: Member,
+        creds: dict[str, str],
+        restore_bootstrap: str | None = None,
+        replica_from_repo: bool = True,
+    ) -> bool:
+        """Start m's Patroni unless it runs. ``restore_bootstrap``: the pgBackRest restore that
+        initializes its group (``cluster restore``); ``replica_from_repo`` off: clone from the
+        leader only (right after a restore the repository's latest backup may be on a
+        timeline the restored cluster left)."""
         if processes.member_pid(m):
             return False
-        patroni.start(self.layout, m, self.patroni_config(m, creds), self._run_as)
+        if self.backups.enabled or restore_bootstrap:
+            self.backups.write_member_config(m)
+        config = self.patroni_config(m, creds, restore_bootstrap, replica_from_repo)
+        patroni.start(self.layout, m, config, self._run_as)
         return True
+
+    def ensure_stanzas(self, groups: list[int]) -> None:
+        """Create (or confirm) each group's pgBackRest stanza once its leader runs."""
+        if not self.backups.enabled:
+            return
+        self.backups.write_passfile(self.credentials()["superuser"])
+        for g in groups:
+            self.backups.stanza_create(g, self.members([g]))
 
     def member_statuses(self) -> list[MemberStatus]:
         return observe.member_statuses(self.layout, self.groups(), self.api)
@@ -235,6 +274,7 @@ class LocalCluster(ClusterBackend):
                 state["paused"] = []
                 self.state.save(state)
             self.wait_ready(self.groups(), timeout, progress)
+            self.ensure_stanzas(self.groups())
         except BaseException:
             processes.stop_members(started, timeout=10)
             if started_etcd:
@@ -354,6 +394,7 @@ class LocalCluster(ClusterBackend):
             for m in new:
                 self._start_member(m, creds)
             self.wait_ready([group], timeout, progress)
+            self.ensure_stanzas([group])
         except BaseException:
             processes.stop_members(new, timeout=10)
             state = self.state.read()

@@ -46,6 +46,20 @@ class Member:
         return self.dir / "pgpass"
 
     @property
+    def socket_dir(self) -> Path:
+        """PostgreSQL's unix socket: pgBackRest reaches its database through a socket only."""
+        return self.dir / "run"
+
+    @property
+    def pgbackrest_dir(self) -> Path:
+        """pgBackRest's spool (async archiving), lock and log files of this member."""
+        return self.dir / "pgbackrest"
+
+    @property
+    def pgbackrest_conf(self) -> Path:
+        return self.dir / "pgbackrest.conf"
+
+    @property
     def api_url(self) -> str:
         return f"http://{self.address}:{self.api_port}"
 
@@ -76,6 +90,21 @@ class Layout:
     @property
     def client_passfile(self) -> Path:
         return self.state_dir / "pgpass"
+
+    @property
+    def backup_dir(self) -> Path:
+        """pgBackRest's group configurations, the restore points, and the default repository."""
+        return self.state_dir / "backup"
+
+    @property
+    def restore_points_file(self) -> Path:
+        return self.backup_dir / "restore-points.json"
+
+    def repo_path(self) -> str:
+        b = self.spec.backup
+        if b.repo_path:
+            return b.repo_path
+        return str(self.backup_dir / "repo") if b.repo_type == "posix" else f"/{self.spec.name}"
 
     def member(self, group: int, index: int) -> Member:
         name = self.spec.member_name(group, index)

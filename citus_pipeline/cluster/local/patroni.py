@@ -26,10 +26,19 @@ from .layout import Layout, Member
 from .processes import member_pid
 
 
-def patroni_config(spec: ClusterSpec, m: Member, creds: dict[str, str], bin_dir: Path) -> dict:
+def patroni_config(
+    spec: ClusterSpec,
+    m: Member,
+    creds: dict[str, str],
+    bin_dir: Path,
+    archive: dict[str, str] | None = None,
+) -> dict:
+    """Member ``m``'s patroni.yml. ``archive`` holds pgBackRest's commands (LocalBackups):
+    restore_command, and where they apply archive_command (WAL archiving on),
+    replica_command (new standbys from the repository) and restore_bootstrap (``restore``)."""
     s = spec
     c = s.credentials
-    return {
+    config = {
         "scope": s.name,
         "namespace": "/service/",
         "name": m.name,
@@ -51,6 +60,10 @@ def patroni_config(spec: ClusterSpec, m: Member, creds: dict[str, str], bin_dir:
             "data_dir": str(m.data_dir),
             "bin_dir": str(bin_dir),
             "pgpass": str(m.pgpass),
+            # Patroni's own connections go through the member's socket: the trust rules of a
+            # custom bootstrap (`cluster restore`) name the socket and the listen address, and
+            # a TCP client here leaves from 127.0.0.1, not from the member's address
+            "use_unix_socket": True,
             # replicas clone at once instead of waiting for a spread checkpoint (~2 min)
             "basebackup": [{"checkpoint": "fast"}],
             "authentication": {
@@ -62,12 +75,14 @@ def patroni_config(spec: ClusterSpec, m: Member, creds: dict[str, str], bin_dir:
                 "rewind": {"username": c.superuser, "password": creds["superuser"]},
             },
             "parameters": {
-                # every member shares the port on its own address: no shared unix socket
-                "unix_socket_directories": "",
+                # every member shares the port on its own address: each has its own socket
+                # directory (pgBackRest reaches a database through a socket only)
+                "unix_socket_directories": str(m.socket_dir),
                 "password_encryption": "scram-sha-256",
                 "cluster_name": m.name,
             },
             "pg_hba": [
+                f"local all {c.superuser} scram-sha-256",
                 f"host replication {c.replication_user} 127.0.0.0/8 scram-sha-256",
                 "host all all 127.0.0.0/8 scram-sha-256",
             ],
@@ -79,6 +94,36 @@ def patroni_config(spec: ClusterSpec, m: Member, creds: dict[str, str], bin_dir:
             "nosync": False,
         },
     }
+    if archive:
+        pg = config["postgresql"]
+        if "archive_command" in archive:
+            pg["parameters"].update(
+                {
+                    "archive_mode": "on",
+                    "archive_command": archive["archive_command"],
+                    "archive_timeout": s.backup.archive_timeout,
+                }
+            )
+        pg["recovery_conf"] = {"restore_command": archive["restore_command"]}
+        if "replica_command" in archive:
+            # a new standby restores the latest backup and replays the archive, so cloning
+            # does not load the leader; without a usable backup it falls back to pg_basebackup
+            pg["create_replica_methods"] = ["pgbackrest", "basebackup"]
+            pg["pgbackrest"] = {
+                "command": archive["replica_command"],
+                "keep_data": True,
+                "no_params": True,
+            }
+        if "restore_bootstrap" in archive:
+            # `cluster restore`: this member bootstraps its group from the repository; the
+            # pgBackRest command writes the recovery target, kept for Patroni to start with
+            config["bootstrap"]["method"] = "pgbackrest"
+            config["bootstrap"]["pgbackrest"] = {
+                "command": archive["restore_bootstrap"],
+                "keep_existing_recovery_conf": True,
+                "no_params": True,
+            }
+    return config
 
 
 def start(layout: Layout, m: Member, config: dict, owner: pwd.struct_passwd | None) -> None:
@@ -87,10 +132,11 @@ def start(layout: Layout, m: Member, config: dict, owner: pwd.struct_passwd | No
     for d in (layout.state_dir, m.dir.parent):
         d.mkdir(parents=True, exist_ok=True)
         os.chmod(d, 0o755)
-    m.dir.mkdir(exist_ok=True)
-    os.chmod(m.dir, 0o700)
-    if owner:
-        os.chown(m.dir, owner.pw_uid, owner.pw_gid)
+    for d in (m.dir, m.socket_dir):
+        d.mkdir(exist_ok=True)
+        os.chmod(d, 0o700)
+        if owner:
+            os.chown(d, owner.pw_uid, owner.pw_gid)
     write_private(m.config, yaml.safe_dump(config, sort_keys=False), owner)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

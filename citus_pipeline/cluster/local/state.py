@@ -24,8 +24,9 @@ STATE_ENV = STATE_DIR.name
 TOPOLOGY_FIELDS = {"name", "database", "coordinator", "workers", "local"}
 
 # what `down --purge` deletes: only what this cluster wrote (other tools keep their own
-# files, even other clusters' state directories, under the same directory)
-OWNED = ("members", "etcd", "metrics", "cluster.json", "secrets.json", "pgpass", ".lock")
+# files, even other clusters' state directories, under the same directory); "backup" holds
+# the default pgBackRest repository: a purged cluster's backups cannot serve a new one
+OWNED = ("members", "etcd", "metrics", "backup", "cluster.json", "secrets.json", "pgpass", ".lock")
 
 
 def _known_part(recorded: object, current: object) -> object:

@@ -1,0 +1,270 @@
+"""Backups, restore points and point-in-time restores of a local cluster, every group at once.
+
+A restore is planned in full before anything changes: the restore point must be known, every
+group must have a backup that ended before it and every WAL file from there to the point in
+the repository. Only then is the cluster stopped; each member's data directory is set aside
+(put back if the restore fails), each group's Patroni keys leave the DCS, member 1 of each
+group bootstraps from its backup with ``recovery_target_name`` (Patroni's custom bootstrap
+running ``pgbackrest restore``), and the other members clone from it. Patroni's Citus support
+then points pg_dist_node at the restored leaders.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime
+
+from .. import pgbackrest as pgbr
+from .. import restore_points
+from ..pgbackrest import BackupError, BackupInfo, GroupRestore, StanzaInfo
+from ..restore_points import RestorePoint, RestorePointFile
+from ..topology import ClusterTopology, Progress
+from . import processes
+from .cluster import LocalCluster
+from .layout import Member
+
+ASIDE = "data.before-restore"
+
+
+class LocalRecovery:
+    """What pgBackRest and Citus restore points do for one :class:`LocalCluster`."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.backups = cluster.backups
+        self.points = RestorePointFile(cluster.layout.restore_points_file)
+
+    def _require_archiving(self) -> None:
+        if not self.backups.enabled:
+            raise BackupError(
+                "backup.archiving is off in the spec: this cluster archives no WAL and has no "
+                "backups"
+            )
+
+    # ---- backups ----------------------------------------------------------------------
+
+    def backup(
+        self, backup_type: str = "full", progress: Progress | None = None
+    ) -> list[BackupInfo]:
+        """Back up every group, from a streaming standby where the group has one."""
+        self._require_archiving()
+        c = self.cluster
+        topo = c.status(with_shards=False)
+        groups = c.groups()
+        c.ensure_stanzas(groups)
+        for i, g in enumerate(groups):
+            if topo.leader(g) is None:
+                raise BackupError(f"group {g} has no leader: no backup was taken of it")
+            standbys = [m for m in topo.members_of(g) if m.state == "streaming"]
+            source = standbys[0].name if standbys else topo.leader(g).name
+
+            def line(text: str, g: int = g, i: int = i, source: str = source) -> None:
+                if progress:
+                    step = text.split("INFO: ", 1)[-1][:60]
+                    progress(f"group {g} ({backup_type} from {source}): {step}", i, len(groups))
+
+            line("starting")
+            self.backups.backup(g, c.members([g]), backup_type, bool(standbys), line)
+        if progress:
+            progress("done", len(groups), len(groups))
+        return [i.backups[-1] for i in self.list() if i.backups]
+
+    def list(self) -> list[StanzaInfo]:
+        self._require_archiving()
+        c = self.cluster
+        return self.backups.info(c.groups(), lambda g: c.members([g]))
+
+    # ---- restore points -----------------------------------------------------------------
+
+    def restore_point(self, name: str, run_id: str | None = None) -> RestorePoint:
+        """citus_create_restore_point on every group; recorded once archived."""
+        self._require_archiving()
+        timeout = max(30.0, 2.0 * self.cluster.spec.backup.archive_timeout)
+        with self.cluster._coordinator_conn() as conn:
+            point = restore_points.create(conn, name, self.points.load(), run_id, timeout)
+        self.points.add(point)
+        return point
+
+    def restore_points(self) -> list[RestorePoint]:
+        return self.points.load()
+
+    # ---- restore ------------------------------------------------------------------------
+
+    def plan(self, to: str | None = None, to_time: datetime | None = None) -> list[GroupRestore]:
+        """Which backup and WAL take every group to the target; refuses naming the group."""
+        self._require_archiving()
+        if (to is None) == (to_time is None):
+            raise BackupError("give exactly one target: a restore point name or a time")
+        c = self.cluster
+        groups = c.groups()
+        infos = {i.group: i for i in self.backups.info(groups, lambda g: c.members([g]))}
+        point = restore_points.find(self.points.load(), to) if to else None
+        if point and sorted(point.groups) != groups:
+            raise BackupError(
+                f"restore point {to!r} has groups {sorted(point.groups)}, the cluster has "
+                f"{groups}: add or remove worker groups to match first"
+            )
+        return [self._plan_group(infos[g], point, to_time) for g in groups]
+
+    def _plan_group(
+        self, info: StanzaInfo, point: RestorePoint | None, to_time: datetime | None
+    ) -> GroupRestore:
+        g = info.group
+        if not info.backups or not info.archive_id or not info.wal_max:
+            raise BackupError(f"group {g}: no backup in the repository ({info.status})")
+        if point:
+            pos = point.groups[g]
+            if info.system_id is not None and str(info.system_id) != pos.system_id:
+                raise BackupError(
+                    f"group {g}: the repository holds system {info.system_id}, the restore "
+                    f"point was taken on {pos.system_id}"
+                )
+            timeline, lsn = pos.timeline, pgbr.parse_lsn(pos.lsn)
+            last = pgbr.parse_segment_name(pos.wal_file)[1]
+            before = point.created_at
+        else:
+            timeline, last = pgbr.parse_segment_name(info.wal_max)
+            lsn, before = (last + 1) * pgbr.WAL_SEGMENT_SIZE, to_time
+        spans = pgbr.timeline_path(timeline, self.backups.history(g, timeline))
+        backup = pgbr.choose_backup(g, info.backups, spans, lsn, before)
+        needed = pgbr.wal_needed(backup, spans, last)
+        have = self.backups.archived(g, info.archive_id, {n[:16] for n in needed})
+        missing = pgbr.missing_wal(needed, have)
+        if missing:
+            raise BackupError(
+                f"group {g}: WAL file {missing} is missing from the repository, so the target "
+                f"cannot be reached from backup {backup.label}"
+            )
+        return GroupRestore(g, backup, timeline, needed)
+
+    def restore(
+        self,
+        to: str | None = None,
+        to_time: datetime | None = None,
+        progress: Progress | None = None,
+        timeout: float = 900,
+        backup_after: bool = True,
+    ) -> ClusterTopology:
+        """Every group back to the restore point ``to`` (or the time ``to_time``, per group).
+
+        Refuses, changing nothing, when :meth:`plan` does. A failure once the cluster is
+        stopped puts every data directory back as it was and starts the cluster again.
+        """
+        c = self.cluster
+        with c.state.exclusive("restore"):
+            plan = self.plan(to, to_time)
+            target = (
+                ["--type=name", f"--target={to}"]
+                if to
+                else [
+                    "--type=time",
+                    f"--target={to_time.isoformat(sep=' ')}",
+                ]
+            )
+            self._step(progress, "stopping the cluster", 0)
+            c._down_locked()
+            members = c.members()
+            self._set_aside(members)
+            try:
+                self._bootstrap(plan, target, progress, timeout)
+            except BaseException:
+                self._roll_back(members)
+                raise
+        for m in members:
+            shutil.rmtree(m.dir / ASIDE, ignore_errors=True)
+        if c.metrics_on():
+            c.monitoring.start(c.members(), c.credentials()["superuser"])
+        if backup_after:
+            # new standbys restore the latest backup: it must be on the restored timeline
+            self.backup("full", progress)
+        return c.status()
+
+    def _step(self, progress: Progress | None, what: str, done: int) -> None:
+        if progress:
+            progress(what, done, 4)
+
+    def _set_aside(self, members: list[Member]) -> None:
+        for m in members:
+            shutil.rmtree(m.dir / ASIDE, ignore_errors=True)
+            if m.data_dir.exists():
+                m.data_dir.rename(m.dir / ASIDE)
+
+    def _forget_groups(self) -> None:
+        c = self.cluster
+        for g in c.groups():
+            c.etcd.delete_prefix(f"/service/{c.spec.name}/{g}/")
+        state = c.state.read()
+        state["paused"], state["stopped"] = [], {}
+        c.state.save(state)
+
+    def _bootstrap(
+        self, plan: list[GroupRestore], target: list[str], progress: Progress | None, timeout: float
+    ) -> None:
+        c = self.cluster
+        c.etcd.start()
+        self._forget_groups()
+        creds = c.credentials()
+        self._step(progress, "restoring every group's leader from its backup", 1)
+        leaders = []
+        for gr in plan:
+            m = c.member(gr.group, 1)
+            cmd = self.backups.restore_cmd(
+                m,
+                f"--set={gr.backup.label}",
+                *target,
+                "--target-action=promote",
+                f"--target-timeline={gr.timeline}",
+            )
+            c._start_member(m, creds, restore_bootstrap=cmd)
+            leaders.append(m)
+        self._wait_leaders(leaders, timeout)
+        self._step(progress, "cloning the standbys from the restored leaders", 2)
+        for m in c.members():
+            if m not in leaders:
+                c._start_member(m, creds, replica_from_repo=False)
+        c.wait_ready(c.groups(), timeout)
+        self._step(progress, "restored", 3)
+        c.ensure_stanzas(c.groups())
+
+    def _wait_leaders(self, leaders: list[Member], timeout: float) -> None:
+        c = self.cluster
+        deadline = time.monotonic() + timeout
+        while True:
+            statuses = {s.name: s for s in c.member_statuses()}
+            waiting = [
+                m
+                for m in leaders
+                if not (s := statuses.get(m.name)) or s.role != "leader" or s.state != "running"
+            ]
+            if not waiting:
+                return
+            for m in waiting:
+                if not processes.member_pid(m):
+                    raise BackupError(
+                        f"group {m.group}: Patroni of {m.name} exited during the restore: "
+                        f"{processes.tail(m.log, 1)}",
+                        m.log,
+                    )
+            if time.monotonic() > deadline:
+                m = waiting[0]
+                raise BackupError(
+                    f"group {m.group}: {m.name} did not finish recovery in {timeout:.0f} s: "
+                    f"{processes.tail(m.log, 1)}",
+                    m.log,
+                )
+            time.sleep(1)
+
+    def _roll_back(self, members: list[Member]) -> None:
+        """Stop what the restore started and put every data directory back as it was."""
+        c = self.cluster
+        processes.stop_members(members, timeout=15)
+        for m in members:
+            if (m.dir / ASIDE).exists():
+                shutil.rmtree(m.data_dir, ignore_errors=True)
+                (m.dir / ASIDE).rename(m.data_dir)
+        self._forget_groups()
+        c.etcd.stop()
+
+
+__all__ = ["ASIDE", "LocalRecovery"]
