@@ -12,6 +12,7 @@ from typing import Literal, get_args
 
 from .. import settings
 from ..errors import UserError
+from .restore_points import RestorePoints
 from .spec import ClusterSpec, load_spec
 from .topology import ClusterBackend
 
@@ -45,4 +46,22 @@ def get_backend(
     return KubernetesCluster(spec, context=context)
 
 
-__all__ = ["BackendKind", "get_backend"]
+def restore_points_of(backend: ClusterBackend) -> RestorePoints:
+    """Taking and listing restore points on ``backend``: through its coordinator, recorded
+    in the state directory (local) or in the ConfigMap ``<scope>-restore-points``."""
+    archive_timeout = backend.spec.backup.archive_timeout
+    if backend.name == "local":
+        from .local.recovery import LocalRecovery
+
+        return LocalRecovery(backend).points
+    from .k8s_restore_points import ConfigMapRestorePoints
+
+    store = ConfigMapRestorePoints(
+        backend.core, backend.namespace, f"{backend.spec.name}-restore-points"
+    )
+    return RestorePoints(
+        lambda: backend._connect(backend.coordinator_dsn()), store, archive_timeout
+    )
+
+
+__all__ = ["BackendKind", "get_backend", "restore_points_of"]

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 from pydantic import BaseModel
@@ -138,6 +140,22 @@ def wait_archived(conn: psycopg.Connection, point: RestorePoint, timeout: float)
         time.sleep(0.2)
 
 
+class RestorePointStore(Protocol):
+    """Where a cluster's restore points are recorded (a file locally, a ConfigMap on k8s)."""
+
+    def load(self) -> list[RestorePoint]: ...
+
+    def add(self, point: RestorePoint) -> None: ...
+
+
+def dump(points: list[RestorePoint]) -> str:
+    return json.dumps([p.model_dump(mode="json") for p in points], indent=2)
+
+
+def parse(text: str) -> list[RestorePoint]:
+    return [RestorePoint.model_validate(p) for p in json.loads(text or "[]")]
+
+
 class RestorePointFile:
     """The record of restore points of a local cluster: a JSON list, replaced atomically."""
 
@@ -146,17 +164,39 @@ class RestorePointFile:
 
     def load(self) -> list[RestorePoint]:
         try:
-            data = json.loads(self.path.read_text())
+            return parse(self.path.read_text())
         except FileNotFoundError:
             return []
-        return [RestorePoint.model_validate(p) for p in data]
 
     def add(self, point: RestorePoint) -> None:
         points = [*self.load(), point]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([p.model_dump(mode="json") for p in points], indent=2))
+        tmp.write_text(dump(points))
         tmp.replace(self.path)
+
+
+class RestorePoints:
+    """Taking and listing one cluster's restore points, whichever backend keeps the record."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        store: RestorePointStore,
+        archive_timeout: float,
+    ) -> None:
+        self.connect, self.store = connect, store
+        # the archiver takes a switched file at once; a failing archive_command retries
+        self.wait = max(30.0, 2.0 * archive_timeout)
+
+    def take(self, name: str, run_id: str | None = None) -> RestorePoint:
+        with self.connect() as conn:
+            point = create(conn, name, self.store.load(), run_id, self.wait)
+        self.store.add(point)
+        return point
+
+    def list(self) -> list[RestorePoint]:
+        return self.store.load()
 
 
 def find(points: list[RestorePoint], name: str) -> RestorePoint:
@@ -171,8 +211,12 @@ __all__ = [
     "GroupPosition",
     "RestorePoint",
     "RestorePointFile",
+    "RestorePointStore",
+    "RestorePoints",
     "check_name",
     "create",
+    "dump",
     "find",
+    "parse",
     "wait_archived",
 ]

@@ -18,7 +18,7 @@ from datetime import datetime
 from .. import pgbackrest as pgbr
 from .. import restore_points
 from ..pgbackrest import BackupError, BackupInfo, GroupRestore, StanzaInfo
-from ..restore_points import RestorePoint, RestorePointFile
+from ..restore_points import RestorePoint, RestorePointFile, RestorePoints
 from ..topology import ClusterTopology, Progress
 from . import processes
 from .cluster import LocalCluster
@@ -33,7 +33,11 @@ class LocalRecovery:
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
         self.backups = cluster.backups
-        self.points = RestorePointFile(cluster.layout.restore_points_file)
+        self.points = RestorePoints(
+            lambda: cluster._coordinator_conn(),
+            RestorePointFile(cluster.layout.restore_points_file),
+            cluster.spec.backup.archive_timeout,
+        )
 
     def _require_archiving(self) -> None:
         if not self.backups.enabled:
@@ -80,14 +84,10 @@ class LocalRecovery:
     def restore_point(self, name: str, run_id: str | None = None) -> RestorePoint:
         """citus_create_restore_point on every group; recorded once archived."""
         self._require_archiving()
-        timeout = max(30.0, 2.0 * self.cluster.spec.backup.archive_timeout)
-        with self.cluster._coordinator_conn() as conn:
-            point = restore_points.create(conn, name, self.points.load(), run_id, timeout)
-        self.points.add(point)
-        return point
+        return self.points.take(name, run_id)
 
     def restore_points(self) -> list[RestorePoint]:
-        return self.points.load()
+        return self.points.list()
 
     # ---- restore ------------------------------------------------------------------------
 
@@ -99,7 +99,7 @@ class LocalRecovery:
         c = self.cluster
         groups = c.groups()
         infos = {i.group: i for i in self.backups.info(groups, lambda g: c.members([g]))}
-        point = restore_points.find(self.points.load(), to) if to else None
+        point = restore_points.find(self.points.list(), to) if to else None
         if point and sorted(point.groups) != groups:
             raise BackupError(
                 f"restore point {to!r} has groups {sorted(point.groups)}, the cluster has "
