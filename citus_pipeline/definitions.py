@@ -25,7 +25,7 @@ from typing import Any
 import dagster as dg
 
 from . import settings
-from .defs.citus import health
+from .defs.citus import backups, health
 from .defs.citus.assets import assets
 from .defs.citus.checks import QueryTimingSettings, asset_checks
 from .defs.citus.resources import CitusResource, ClusterResource, PricePaidFiles
@@ -112,13 +112,13 @@ def build_resources(
 
 with warnings.catch_warnings():  # source code references are beta in Dagster 1.13
     warnings.simplefilter("ignore", dg.BetaWarning)
-    linked_assets = dg.with_source_code_references(assets)  # the UI links each to its code
+    linked_assets = dg.with_source_code_references([*assets, *backups.assets])  # the UI links each to its code
 
 defs = dg.Definitions(
     assets=linked_assets,
     asset_checks=[*asset_checks, *health.health_checks],
-    jobs=[*jobs, *health.jobs],
-    schedules=[*schedules, *health.schedules],
+    jobs=[*jobs, *health.jobs, *backups.jobs],
+    schedules=[*schedules, *health.schedules, *backups.schedules],
     sensors=sensors,
     resources=build_resources(),
 )

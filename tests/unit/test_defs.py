@@ -27,6 +27,7 @@ def test_assets_checks_and_automation_are_defined():
         "uk_price",
         "uk_price_rebalanced",
         "uk_price_monthly",
+        "cluster_backup",
     }
     checks = {c.to_user_string() for c in graph.asset_check_keys}
     assert checks == {
@@ -47,7 +48,11 @@ def test_assets_checks_and_automation_are_defined():
     health = repo.get_schedule_def("cluster_health_schedule")
     assert health.cron_schedule == "*/5 * * * *"
     assert health.default_status == dg.DefaultScheduleStatus.RUNNING
-    for key in keys:
+    backup = repo.get_schedule_def("cluster_backup_schedule")
+    assert backup.cron_schedule == "0 3 * * *"  # backup.schedule of the default spec
+    assert backup.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert graph.get(dg.AssetKey("cluster_backup")).group_name == "operations"
+    for key in keys - {"cluster_backup"}:
         node = graph.get(dg.AssetKey(key))
         assert node.group_name == "uk_price"
         assert {"postgres", "citus"} <= set(node.kinds)
@@ -70,7 +75,7 @@ def test_blocking_and_severity():
 def test_heavy_assets_share_the_coordinator_pool():
     for a in defs.assets:
         key = a.key.to_user_string()
-        if key == "citus_cluster":
+        if key in ("citus_cluster", "cluster_backup"):  # backups copy from a standby
             continue
         assert a.op.pool == "citus_coordinator", key
 
@@ -171,12 +176,16 @@ def test_assets_carry_owners_tags_code_references_and_the_monthly_freshness():
     from datetime import timedelta
 
     graph, keys = _keys()
-    for key in keys:
+    for key in keys - {"cluster_backup"}:
         node = graph.get(dg.AssetKey(key))
         assert node.owners == ["team:data-platform"], key
         assert node.tags["dataset"] == "price-paid", key
         refs = node.metadata["dagster/code_references"].code_references
         assert refs and refs[0].file_path.endswith("defs/citus/assets.py"), key
+    backup = graph.get(dg.AssetKey("cluster_backup"))
+    assert backup.owners == ["team:data-platform"]
+    refs = backup.metadata["dagster/code_references"].code_references
+    assert refs[0].file_path.endswith("defs/citus/backups.py")
     policy = graph.get(dg.AssetKey("uk_price_monthly")).freshness_policy
     assert policy.fail_window.to_timedelta() == timedelta(days=45)
     assert policy.warn_window.to_timedelta() == timedelta(days=35)

@@ -24,6 +24,7 @@ from ...cluster.rebalance import (
 from ...data import apply_monthly, load_price_paid, publish_uk_price
 from ...data.monthly_check import records_not_as_the_file_says, verify_monthly_file
 from ...data.schema import ensure_schema, table_columns
+from .backups import restore_point_before
 from .metadata import (
     column_schema,
     describe_source,
@@ -192,6 +193,7 @@ def uk_price_raw(
 )
 def uk_price(context: dg.AssetExecutionContext, citus: CitusResource) -> dg.MaterializeResult:
     dsn = citus.conninfo()
+    point = restore_point_before(context, citus, "uk_price")
     t0 = time.perf_counter()
     report = citus.retry_idempotent(
         lambda: publish_uk_price(
@@ -223,6 +225,7 @@ def uk_price(context: dg.AssetExecutionContext, citus: CitusResource) -> dg.Mate
             "shards_per_worker": dg.MetadataValue.md(nodes_markdown(nodes)),
             "sql_seconds": seconds_metadata(time.perf_counter() - t0),
             **per_node_metadata("", nodes),
+            **point,
         }
     )
     return dg.MaterializeResult(metadata=metadata)
@@ -250,6 +253,7 @@ def uk_price_rebalanced(
             log=context.log.info,
         )
 
+    point = restore_point_before(context, citus, "uk_price_rebalanced")
     # Retried here only (the engine has no retry loop): after a failover error the next
     # attempt joins the job Citus keeps running in the background. A job Citus reports as
     # failed is RebalanceFailed, not a failover error: it is surfaced as is, never retried.
@@ -276,6 +280,7 @@ def uk_price_rebalanced(
             "after": dg.MetadataValue.md(nodes_markdown(out.after)),
             **per_node_metadata("before_", out.before),
             **per_node_metadata("after_", out.after),
+            **point,
         }
     )
 
@@ -311,6 +316,7 @@ def uk_price_monthly(
         )
     dsn = citus.conninfo()
     schema = citus.checked_schema()
+    point = restore_point_before(context, citus, "uk_price_monthly")
     t0 = time.perf_counter()
     report = citus.retry_idempotent(
         lambda: apply_monthly(
@@ -329,6 +335,7 @@ def uk_price_monthly(
             "month": dg.MetadataValue.text(month),
             "file": dg.MetadataValue.text(path.name),
             "sql_seconds": seconds_metadata(time.perf_counter() - t0),
+            **point,
         }
     )
     yield dg.MaterializeResult(

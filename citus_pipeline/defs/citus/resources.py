@@ -28,6 +28,8 @@ from ... import settings
 from ...cluster import failover
 
 if TYPE_CHECKING:
+    from ...cluster.pgbackrest import BackupInfo
+    from ...cluster.restore_points import RestorePoint
     from ...cluster.spec import ClusterSpec
     from ...cluster.topology import ClusterBackend, ClusterTopology
 
@@ -69,6 +71,29 @@ class ClusterResource(dg.ConfigurableResource):
 
     def remove_worker(self, group: int) -> None:
         self.get_backend().remove_worker(group)
+
+    def restore_point(self, name: str, run_id: str | None = None) -> RestorePoint | None:
+        """A cluster-consistent restore point, once archived; None when the spec archives no
+        WAL (``backup.archiving: false``), so there is nothing a point could be restored from."""
+        from ...cluster.backend import restore_points_of
+
+        backend = self.get_backend()
+        if not backend.spec.backup.archiving:
+            return None
+        return restore_points_of(backend).take(name, run_id)
+
+    def backup(self, backup_type: str) -> list[BackupInfo]:
+        """A pgBackRest backup of every group (local backend; on Kubernetes the CronJob
+        rendered from the spec runs them in the pods)."""
+        from ...cluster.local.recovery import LocalRecovery
+
+        backend = self.get_backend()
+        if backend.name != "local":
+            raise dg.Failure(
+                description="on Kubernetes the backup CronJob takes the backups "
+                "(citus-pipeline k8s render); this asset takes only the restore point there"
+            )
+        return LocalRecovery(backend).backup(backup_type)
 
 
 class CitusResource(dg.ConfigurableResource):
