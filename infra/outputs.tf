@@ -34,3 +34,19 @@ output "lb_subnet_id" {
   description = "Subnet for the internal load balancers (yandex.cloud/subnet-id in k8s/overlays/yandex-cloud)."
   value       = yandex_vpc_subnet.zone[var.zones[0]].id
 }
+
+output "backup_bucket" {
+  description = "Object Storage bucket of pgBackRest's repository (backup.s3_bucket in cluster.yaml)."
+  value       = yandex_storage_bucket.backup.bucket
+}
+
+output "backup_access_key_id" {
+  description = "Static access key id of the backup service account: key access-key of the Kubernetes Secret backup.s3_secret."
+  value       = yandex_iam_service_account_static_access_key.backup.access_key
+}
+
+output "backup_secret_key" {
+  description = "Its secret key: key secret-key of the Kubernetes Secret backup.s3_secret. Terraform's state holds it too."
+  value       = yandex_iam_service_account_static_access_key.backup.secret_key
+  sensitive   = true
+}

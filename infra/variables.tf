@@ -140,3 +140,13 @@ variable "labels" {
   type        = map(string)
   default     = { project = "citus-pipeline" }
 }
+
+variable "backup_bucket" {
+  description = "Object Storage bucket of pgBackRest's repository (WAL archive and backups). Bucket names are global: pick your own and set the same as backup.s3_bucket in cluster.yaml."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]$", var.backup_bucket))
+    error_message = "backup_bucket must be 3-63 characters of a-z, 0-9, '-' and '.', starting and ending with a letter or digit."
+  }
+}

@@ -12,11 +12,18 @@ Inputs (set by the StatefulSets rendered by `citus-pipeline k8s render`):
 * CITUS_PATRONI_BOOTSTRAP_FILE: the bootstrap/DCS settings (ConfigMap rendered from the spec).
 * CITUS_TLS_DIR: mounted Secret with tls.crt, tls.key, ca.crt; the key is copied with mode 0600
   because PostgreSQL refuses a key readable by others.
+* CITUS_PGBACKREST_CONFIG, CITUS_PGBACKREST_STANZA (with backup.archiving): pgBackRest's config
+  and the group's stanza. As on the local backend, WAL is archived into the stanza, recovery
+  reads it back, and a new standby restores the latest backup before it streams (pg_basebackup
+  when there is none); Patroni's callbacks create the stanza on a new primary (`citus-backup`).
+  The S3 keys reach pgBackRest as PGBACKREST_REPO1_S3_KEY[_SECRET], never through a file.
 """
 
 from __future__ import annotations
 
+import configparser
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -28,6 +35,7 @@ POSTGRES_PORT = 5432
 RESTAPI_PORT = 8008
 CONFIG_PATH = Path(os.environ.get("CITUS_PATRONI_CONFIG", "/tmp/patroni.yml"))
 KEY_COPY = Path("/tmp/tls/tls.key")
+DATA_DIR = "/home/postgres/pgdata/pgroot/data"  # unless PATRONI_POSTGRESQL_DATA_DIR says
 REQUIRED = (
     "PATRONI_SCOPE",
     "PATRONI_NAME",
@@ -36,6 +44,13 @@ REQUIRED = (
     "PATRONI_REPLICATION_PASSWORD",
     "PATRONI_RESTAPI_PASSWORD",
 )
+
+
+# pgBackRest's working directories (its [global] section names them): on the data volume,
+# created here because the volume starts empty.
+PGBACKREST_WORK_PATHS = ("spool-path", "lock-path", "log-path")
+# Patroni runs it with: <action> <role> <scope>; on a primary it creates or confirms the stanza.
+STANZA_CALLBACK = "citus-backup stanza"
 
 
 class EntrypointError(RuntimeError):
@@ -102,13 +117,73 @@ def build_config(env: dict[str, str]) -> dict[str, Any]:
         "postgresql": {
             "listen": env.get("PATRONI_POSTGRESQL_LISTEN", f"0.0.0.0:{POSTGRES_PORT}"),
             "connect_address": pg_addr,
-            "data_dir": env.get("PATRONI_POSTGRESQL_DATA_DIR", "/home/postgres/pgdata/pgroot/data"),
+            "data_dir": env.get("PATRONI_POSTGRESQL_DATA_DIR", DATA_DIR),
             "pgpass": env.get("PATRONI_POSTGRESQL_PGPASS", "/tmp/pgpass"),
         },
     }
     if env.get("PATRONI_POSTGRESQL_BIN_DIR"):
         local["postgresql"]["bin_dir"] = env["PATRONI_POSTGRESQL_BIN_DIR"]
-    return _merge(base, local)
+    return _merge(_merge(base, local), pgbackrest_config(env))
+
+
+def _pgbackrest_env(env: dict[str, str]) -> tuple[str, str] | None:
+    """(config path, stanza), or None when the pod has no pgBackRest (archiving off)."""
+    conf = env.get("CITUS_PGBACKREST_CONFIG")
+    if not conf:
+        return None
+    stanza = env.get("CITUS_PGBACKREST_STANZA")
+    if not stanza:
+        raise EntrypointError("CITUS_PGBACKREST_CONFIG is set but CITUS_PGBACKREST_STANZA is not")
+    if not Path(conf).is_file():
+        raise EntrypointError(f"{conf}: pgBackRest config (CITUS_PGBACKREST_CONFIG) not found")
+    return conf, stanza
+
+
+def pgbackrest_config(env: dict[str, str]) -> dict[str, Any]:
+    """patroni.yml settings for WAL archiving and replicas from the repository: the same
+    commands as the local backend's (archive_timeout comes with the bootstrap file)."""
+    found = _pgbackrest_env(env)
+    if found is None:
+        return {}
+    conf, stanza = found
+    pgbackrest = f"pgbackrest --config={shlex.quote(conf)} --stanza={shlex.quote(stanza)}"
+    return {
+        "postgresql": {
+            "parameters": {
+                "archive_mode": "on",
+                "archive_command": f"{pgbackrest} archive-push %p",
+            },
+            "recovery_conf": {"restore_command": f"{pgbackrest} archive-get %f %p"},
+            # a new standby restores the latest backup and replays the archive, so cloning
+            # does not load the leader; without a usable backup it falls back to pg_basebackup
+            "create_replica_methods": ["pgbackrest", "basebackup"],
+            "pgbackrest": {
+                "command": f"{pgbackrest} --delta --type=standby restore",
+                "keep_data": True,
+                "no_params": True,
+            },
+            # archive-push fails until the stanza exists: create it as soon as there is a
+            # primary (after bootstrap, a restart or a failover), not at the first backup
+            "callbacks": {"on_start": STANZA_CALLBACK, "on_role_change": STANZA_CALLBACK},
+        }
+    }
+
+
+def prepare_pgbackrest(env: dict[str, str]) -> None:
+    """Create pgBackRest's working directories, and the data directory itself: pgBackRest
+    restores a replica only into an existing one (initdb and pg_basebackup take it empty)."""
+    found = _pgbackrest_env(env)
+    if found is None:
+        return
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(Path(found[0]).read_text())
+    except configparser.Error as e:
+        raise EntrypointError(f"{found[0]}: not a pgBackRest config: {e}") from None
+    dirs = [parser.get("global", key, fallback="") for key in PGBACKREST_WORK_PATHS]
+    dirs.append(env.get("PATRONI_POSTGRESQL_DATA_DIR", DATA_DIR))
+    for d in filter(None, dirs):
+        Path(d).mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def prepare_tls(tls_dir: str | None, key_copy: Path = KEY_COPY) -> None:
@@ -135,7 +210,9 @@ def main() -> None:
     env = dict(os.environ)
     try:
         prepare_tls(env.get("CITUS_TLS_DIR"))
-        write_config(build_config(env))
+        config = build_config(env)
+        prepare_pgbackrest(env)
+        write_config(config)
     except (EntrypointError, OSError) as e:
         print(f"citus-entrypoint: {e}", file=sys.stderr)
         sys.exit(2)

@@ -11,7 +11,11 @@ from typing import Any
 import hcl2
 import pytest
 
-INFRA = Path(__file__).resolve().parents[2] / "infra"
+from citus_pipeline.cluster import manifests as mf
+from citus_pipeline.cluster.spec import ClusterSpec
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
 
 
 def _unq(v: Any) -> Any:
@@ -150,3 +154,63 @@ def test_no_secrets_in_files():
             text = f.read_text()
             for marker in ("token =", "service_account_key_file =", "private_key", "password ="):
                 assert marker not in text, f"{f.name} contains {marker!r}"
+
+
+# ---- backups ----------------------------------------------------------------------------------
+def test_backup_bucket_is_private_and_encrypted(tf):
+    r = tf["resource"]
+    bucket = r["yandex_storage_bucket.backup"]
+    assert bucket["bucket"] == "${var.backup_bucket}"
+    assert bucket["anonymous_access_flags"] == [
+        {"read": False, "list": False, "config_read": False}
+    ]
+    sse = bucket["server_side_encryption_configuration"][0]["rule"][0]
+    by_default = sse["apply_server_side_encryption_by_default"][0]
+    assert by_default == {
+        "kms_master_key_id": "${yandex_kms_symmetric_key.backup.id}",
+        "sse_algorithm": "aws:kms",
+    }
+    # pgBackRest expires backups itself: a versioned bucket would keep what it deletes
+    assert "versioning" not in bucket and "lifecycle_rule" not in bucket
+    assert bucket.get("force_destroy", False) is False
+
+
+def test_backup_account_may_edit_storage_and_use_the_bucket_key(tf):
+    r = tf["resource"]
+    account = "serviceAccount:${yandex_iam_service_account.backup.id}"
+    storage = r["yandex_resourcemanager_folder_iam_member.backup_storage"]
+    assert (storage["role"], storage["member"]) == ("storage.editor", account)
+    kms = r["yandex_kms_symmetric_key_iam_binding.backup"]
+    assert kms["role"] == "kms.keys.encrypterDecrypter" and kms["members"] == [account]
+    key = r["yandex_iam_service_account_static_access_key.backup"]
+    assert key["service_account_id"] == "${yandex_iam_service_account.backup.id}"
+
+
+def test_backup_outputs_and_the_secret_is_sensitive(tf):
+    o = tf["output"]
+    assert o["backup_bucket"]["value"] == "${yandex_storage_bucket.backup.bucket}"
+    key = "yandex_iam_service_account_static_access_key.backup"
+    assert o["backup_access_key_id"]["value"] == f"${{{key}.access_key}}"
+    assert o["backup_secret_key"]["value"] == f"${{{key}.secret_key}}"
+    assert o["backup_secret_key"]["sensitive"] is True
+
+
+def test_backup_bucket_is_named_by_the_user(tf):
+    v = tf["variable"]["backup_bucket"]
+    assert "default" not in v  # bucket names are global: no shared default to collide on
+    example = (INFRA / "terraform.tfvars.example").read_text()
+    assert re.search(r"^backup_bucket\s*=", example, re.MULTILINE)
+
+
+def test_readme_creates_the_secret_the_members_read():
+    """The kubectl command in infra/README.md makes the Secret and keys the manifests name."""
+    readme = (INFRA / "README.md").read_text()
+    spec = ClusterSpec()
+    blocks = readme.split("```")[1::2]
+    (cmd,) = [b for b in blocks if f"create secret generic {spec.backup.s3_secret} " in b]
+    assert f"kubectl -n {spec.kubernetes.namespace} create secret" in cmd
+    for output, key in (
+        ("backup_access_key_id", mf.S3_SECRET_KEYS["PGBACKREST_REPO1_S3_KEY"]),
+        ("backup_secret_key", mf.S3_SECRET_KEYS["PGBACKREST_REPO1_S3_KEY_SECRET"]),
+    ):
+        assert f'--from-literal={key}="$(terraform -chdir=infra output -raw {output})"' in cmd

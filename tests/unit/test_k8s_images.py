@@ -1,10 +1,15 @@
-"""The two Dockerfiles (Patroni+Citus, Dagster user code) and the Patroni image's entrypoint."""
+"""The two Dockerfiles (Patroni+Citus, Dagster user code), the Patroni image's entrypoint and
+its pgBackRest helper (citus-backup)."""
 
 from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import stat
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -71,8 +76,36 @@ def test_patroni_image_package_versions_are_pinned():
     assert "packagecloud.io/citusdata/community" in run
     # every pip requirement has an exact version
     reqs = re.findall(r'"([^"$][^"]*)"', run.split("pip install", 1)[1].split("&&", 1)[0])
-    assert len(reqs) == 2
+    assert len(reqs) == 3
     assert all("==" in r for r in reqs), reqs
+    assert '"pgbackrest=${PGBACKREST_VERSION}"' in run
+
+
+def test_patroni_image_has_the_releases_the_tests_run():
+    a = args_of(PATRONI_IMAGE)
+    # the Kubernetes client of the lock, which the unit tests (and the backend) use
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    locked = next(p["version"] for p in lock["package"] if p["name"] == "kubernetes")
+    assert a["KUBERNETES_CLIENT_VERSION"] == locked
+    run = " ".join(x for i, x in instructions(PATRONI_IMAGE) if i == "RUN")
+    assert '"kubernetes==${KUBERNETES_CLIENT_VERSION}"' in run
+    # Debian's pgBackRest, the release the local backend's tests run
+    assert re.fullmatch(r"2\.\d+-\d+", a["PGBACKREST_VERSION"])
+    exe = shutil.which("pgbackrest")
+    if not exe:
+        pytest.skip("pgbackrest not installed (Debian package)")
+    out = subprocess.run([exe, "version"], capture_output=True, text=True, check=False).stdout
+    assert out.strip() == f"pgBackRest {a['PGBACKREST_VERSION'].split('-')[0]}"
+
+
+def test_patroni_image_installs_the_backup_helper():
+    copies = [a for i, a in instructions(PATRONI_IMAGE) if i == "COPY"]
+    assert f"--chmod=0755 backup.py /usr/local/bin/{mf.BACKUP_SCRIPT}" in copies
+    # Patroni runs the callback by name: /usr/local/bin is on the image's PATH
+    env = " ".join(a for i, a in instructions(PATRONI_IMAGE) if i == "ENV")
+    assert ":/usr/local/bin:" in env
+    first = (REPO / "k8s" / "image" / "backup.py").read_text().splitlines()[0]
+    assert first == "#!/opt/patroni/bin/python3"  # the venv with the Kubernetes client
 
 
 def test_patroni_image_uid_matches_the_manifests():
@@ -121,6 +154,8 @@ def pod_env(tmp_path, group=1) -> dict[str, str]:
     s = spec_from_mapping({})
     boot = tmp_path / "bootstrap.yaml"
     boot.write_text(mf.bootstrap_configmap(s)["data"][mf.BOOTSTRAP_KEY])
+    conf = tmp_path / "pgbackrest.conf"  # the pgBackRest ConfigMap, mounted
+    conf.write_text(mf.pgbackrest_configmap(s)["data"][mf.PGBACKREST_CONF_KEY])
     env = {}
     for e in mf.member_env(s, group):
         if "value" in e:
@@ -134,6 +169,7 @@ def pod_env(tmp_path, group=1) -> dict[str, str]:
             "PATRONI_REPLICATION_PASSWORD": "s3cret-repl",
             "PATRONI_RESTAPI_PASSWORD": "s3cret-api",
             "CITUS_PATRONI_BOOTSTRAP_FILE": str(boot),
+            "CITUS_PGBACKREST_CONFIG": str(conf),
         }
     )
     # what the kubelet does with $(VAR) references
@@ -203,3 +239,253 @@ def test_entrypoint_and_manifests_agree_on_paths(entrypoint):
     env = {e["name"]: e.get("value") for e in mf.member_env(spec_from_mapping({}), 1)}
     assert env["CITUS_TLS_DIR"] == mf.TLS_MOUNT
     assert env["CITUS_PATRONI_BOOTSTRAP_FILE"] == f"{mf.BOOTSTRAP_MOUNT}/{mf.BOOTSTRAP_KEY}"
+    assert env["CITUS_PGBACKREST_CONFIG"] == mf.PGBACKREST_CONFIG
+    assert entrypoint.DATA_DIR == mf.PGDATA_DIR == env["PATRONI_POSTGRESQL_DATA_DIR"]
+    assert entrypoint.STANZA_CALLBACK.split()[0] == mf.BACKUP_SCRIPT
+
+
+# ---- entrypoint: pgBackRest -------------------------------------------------------------------
+def test_entrypoint_wires_pgbackrest_into_patroni_like_the_local_backend(entrypoint, tmp_path):
+    env = pod_env(tmp_path, group=2)
+    conf = env["CITUS_PGBACKREST_CONFIG"]
+    cfg = entrypoint.build_config(env)
+    pg = cfg["postgresql"]
+    base = f"pgbackrest --config={conf} --stanza=citusdemo-g2"
+    params = pg["parameters"]
+    assert params["archive_mode"] == "on"
+    assert params["archive_command"] == f"{base} archive-push %p"
+    assert params["archive_timeout"] == 60  # from the bootstrap file (the spec)
+    assert params["ssl"] == "on"  # merged with, not replacing, the bootstrap file's
+    assert pg["recovery_conf"] == {"restore_command": f"{base} archive-get %f %p"}
+    assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]
+    assert pg["pgbackrest"] == {
+        "command": f"{base} --delta --type=standby restore",
+        "keep_data": True,
+        "no_params": True,
+    }
+    assert pg["callbacks"] == {
+        "on_start": "citus-backup stanza",
+        "on_role_change": "citus-backup stanza",
+    }
+    assert pg["use_unix_socket"] is True
+    out = tmp_path / "patroni.yml"
+    entrypoint.write_config(cfg, out)
+    assert "s3cret" not in out.read_text()
+
+
+def test_entrypoint_without_pgbackrest_configures_no_archiving(entrypoint, tmp_path):
+    env = pod_env(tmp_path)
+    del env["CITUS_PGBACKREST_CONFIG"]
+    pg = entrypoint.build_config(env)["postgresql"]
+    assert "archive_command" not in pg["parameters"] and "create_replica_methods" not in pg
+    entrypoint.prepare_pgbackrest(env)  # nothing to prepare
+
+
+def test_entrypoint_refuses_a_half_pgbackrest_environment(entrypoint, tmp_path):
+    env = pod_env(tmp_path)
+    del env["CITUS_PGBACKREST_STANZA"]
+    with pytest.raises(entrypoint.EntrypointError, match="CITUS_PGBACKREST_STANZA is not"):
+        entrypoint.build_config(env)
+    env = pod_env(tmp_path)
+    env["CITUS_PGBACKREST_CONFIG"] = str(tmp_path / "missing.conf")
+    with pytest.raises(entrypoint.EntrypointError, match="missing.conf: pgBackRest config"):
+        entrypoint.build_config(env)
+
+
+def test_entrypoint_creates_pgbackrests_directories_and_pgdata(entrypoint, tmp_path):
+    env = pod_env(tmp_path)
+    conf = Path(env["CITUS_PGBACKREST_CONFIG"])
+    conf.write_text(conf.read_text().replace(mf.PGDATA_MOUNT, str(tmp_path / "vol")))
+    env["PATRONI_POSTGRESQL_DATA_DIR"] = str(tmp_path / "vol" / "pgroot" / "data")
+    entrypoint.prepare_pgbackrest(env)
+    for d in ("pgbackrest/spool", "pgbackrest/lock", "pgbackrest/log", "pgroot/data"):
+        p = tmp_path / "vol" / d
+        assert p.is_dir() and stat.S_IMODE(p.stat().st_mode) == 0o700, d
+    entrypoint.prepare_pgbackrest(env)  # a restarted pod finds them
+
+
+# ---- citus-backup ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def helper():
+    spec = importlib.util.spec_from_file_location(
+        "citus_backup", REPO / "k8s" / "image" / "backup.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+MEMBER = {
+    "CITUS_PGBACKREST_CONFIG": "/etc/pgbackrest/pgbackrest.conf",
+    "CITUS_PGBACKREST_STANZA": "citusdemo-g1",
+    "PATRONI_SUPERUSER_PASSWORD": "s3cret-su",
+}
+
+
+class Recorder:
+    def __init__(self, statuses=()):
+        self.calls, self.statuses = [], list(statuses)
+
+    def __call__(self, cmd, env):
+        self.calls.append((cmd, env))
+        return self.statuses.pop(0) if self.statuses else 0
+
+
+def test_callback_creates_the_stanza_on_a_primary_only(helper):
+    run = Recorder()
+    assert helper.stanza(MEMBER, "replica", run) == 0 and run.calls == []
+    assert helper.stanza(MEMBER, "primary", run) == 0
+    ((cmd, env),) = run.calls
+    assert cmd == [
+        "pgbackrest",
+        "--config=/etc/pgbackrest/pgbackrest.conf",
+        "--stanza=citusdemo-g1",
+        "--no-online",  # pg_control only: callbacks get no password from Patroni
+        "stanza-create",
+    ]
+    assert "PGPASSWORD" not in env
+    args = helper.parse_args(["stanza", "on_role_change", "primary", "citusdemo"])
+    assert (args.command, args.role) == ("stanza", "primary")
+
+
+def test_backup_confirms_the_stanza_then_backs_up_with_the_password(helper):
+    run = Recorder()
+    assert helper.backup(MEMBER, "incr", run) == 0
+    (stanza_cmd, stanza_env), (backup_cmd, backup_env) = run.calls
+    assert stanza_cmd[-1] == "stanza-create" and "PGPASSWORD" not in stanza_env
+    assert backup_cmd[:3] == helper.pgbackrest(MEMBER)
+    assert "--type=incr" in backup_cmd and backup_cmd[-1] == "backup"
+    assert backup_env["PGPASSWORD"] == "s3cret-su"
+    failing = Recorder([55])
+    assert helper.backup(MEMBER, "full", failing) == 55 and len(failing.calls) == 1
+
+
+def test_backup_outside_a_member_is_one_error_line(helper, capsys, monkeypatch):
+    monkeypatch.delenv("CITUS_PGBACKREST_CONFIG", raising=False)
+    assert helper.main(["backup", "--type", "full"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("citus-backup: CITUS_PGBACKREST_CONFIG")
+
+
+def pod(helper, name, group, role=None, running=True):
+    labels = {"application": "citus-pipeline", "cluster-name": "citusdemo", "citus-group": group}
+    if role:
+        labels["role"] = role
+    return helper.Pod(name, labels, running)
+
+
+def test_schedule_finds_each_groups_leader(helper):
+    pods = [
+        pod(helper, "citusdemo-0-1", "0", "primary"),
+        pod(helper, "citusdemo-0-0", "0", "replica"),
+        pod(helper, "citusdemo-1-0", "1", "primary", running=False),  # terminating
+        pod(helper, "citusdemo-1-1", "1", "primary"),
+        pod(helper, "citusdemo-2-0", "2", "replica"),
+        helper.Pod("citusdemo-backup-29000000-abcde", {"cluster-name": "citusdemo"}),
+    ]
+    assert helper.leaders(pods, "citus-group", "role=primary") == {
+        0: "citusdemo-0-1",
+        1: "citusdemo-1-1",
+        2: None,
+    }
+
+
+def test_schedule_backs_up_every_group_and_fails_if_one_was_not(helper):
+    calls, said = [], []
+
+    def exec_in(pod_name, command):
+        calls.append((pod_name, command))
+        if pod_name == "citusdemo-1-0":
+            raise RuntimeError("pods/exec is forbidden")
+        return 0
+
+    groups = {0: "citusdemo-0-0", 1: "citusdemo-1-0", 2: None, 3: "citusdemo-3-1"}
+    assert helper.schedule(groups, "diff", exec_in, said.append) == 1
+    assert calls == [
+        (p, ["citus-backup", "backup", "--type=diff"])
+        for p in ("citusdemo-0-0", "citusdemo-1-0", "citusdemo-3-1")
+    ]
+    assert said[-1] == "not backed up: groups 1, 2"
+    assert helper.schedule({0: "citusdemo-0-0"}, "incr", lambda p, c: 0, said.append) == 0
+    assert helper.schedule({}, "incr", lambda p, c: 0, said.append) == 1
+
+
+def test_schedule_arguments_are_what_the_cronjob_passes(helper):
+    cj = mf.backup_cronjob(spec_from_mapping({}))
+    c = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][0] == mf.BACKUP_SCRIPT == helper.SCRIPT
+    args = helper.parse_args(c["command"][1:] + c["args"])
+    assert (args.command, args.type, args.group_label) == ("schedule", "incr", "citus-group")
+    assert args.leader == "role=primary" and args.container == "patroni"
+
+
+class FakeStream:
+    """The kubernetes client's WSClient as exec_in uses it: output frames, then the status."""
+
+    def __init__(self, frames, status):
+        self.frames, self.status, self.out, self.err = list(frames), status, "", ""
+        self.closed = False
+
+    def is_open(self):
+        return bool(self.frames)
+
+    def update(self, timeout=0):
+        channel, data = self.frames.pop(0)
+        if channel == 1:
+            self.out += data
+        else:
+            self.err += data
+
+    def peek_stdout(self):
+        return self.out
+
+    def read_stdout(self):
+        out, self.out = self.out, ""
+        return out
+
+    def peek_stderr(self):
+        return self.err
+
+    def read_stderr(self):
+        err, self.err = self.err, ""
+        return err
+
+    @property
+    def returncode(self):
+        if isinstance(self.status, Exception):
+            raise self.status
+        return self.status
+
+    def close(self):
+        self.closed = True
+
+
+def test_exec_in_forwards_the_output_and_returns_the_exit_status(helper, monkeypatch, capsys):
+    import kubernetes.stream
+    from kubernetes import client
+
+    members = object.__new__(helper.KubernetesMembers)  # without the in-cluster config
+    members.core, members.namespace, members.container = client.CoreV1Api(), "citus", "patroni"
+    seen = {}
+
+    def fake_stream(fn, pod, namespace, **kw):
+        # the exec call of the client the image pins (a GET: `get` on pods/exec)
+        assert fn.__name__ == "connect_get_namespaced_pod_exec"
+        seen.update(kw, pod=pod, namespace=namespace)
+        return resp
+
+    monkeypatch.setattr(kubernetes.stream, "stream", fake_stream)
+    resp = FakeStream([(1, "backup start\n"), (2, "WARN: x\n"), (1, "backup stop\n")], 0)
+    assert members.exec_in("citusdemo-1-0", ["citus-backup", "backup"]) == 0
+    assert resp.closed
+    assert seen["pod"] == "citusdemo-1-0" and seen["container"] == "patroni"
+    assert seen["command"] == ["citus-backup", "backup"] and seen["tty"] is False
+    out = capsys.readouterr()
+    assert out.out == "backup start\nbackup stop\n" and out.err == "WARN: x\n"
+    resp = FakeStream([(1, "x\n")], 55)
+    assert members.exec_in("citusdemo-1-0", ["citus-backup", "backup"]) == 55
+    # a stream that broke without an exit status counts as a failure
+    resp = FakeStream([], TypeError("'NoneType' object is not subscriptable"))
+    assert members.exec_in("citusdemo-1-0", ["citus-backup", "backup"]) == 1
+    assert "without an exit status" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from ..spec import ClusterSpec, SpecError
+from .backup import backup_manifests
 from .group import (
     group_manifests,
     monitoring_manifests,
@@ -40,6 +41,8 @@ def render_files(spec: ClusterSpec) -> dict[str, str]:
         "load-balancers.yaml": dump_yaml(load_balancer_manifests(spec)),
         "monitoring.yaml": dump_yaml(monitoring_manifests(spec)),
     }
+    if spec.backup.archiving:
+        files["backup.yaml"] = dump_yaml(backup_manifests(spec))
     check_names(spec)
     for g in range(spec.workers.groups + 1):
         files[f"group-{g}.yaml"] = dump_yaml(group_manifests(spec, g))
@@ -54,14 +57,15 @@ def render_files(spec: ClusterSpec) -> dict[str, str]:
 
 
 def write_rendered(spec: ClusterSpec, out_dir: str | Path) -> list[Path]:
-    """Write the base into ``out_dir``; stale ``group-*.yaml`` files from a bigger spec go away."""
+    """Write the base into ``out_dir``; files an earlier render wrote that this spec does not
+    have (a bigger spec's groups, backup.yaml with archiving off) go away."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SpecError(f"{out}: not a directory")
     out.mkdir(parents=True, exist_ok=True)
     files = render_files(spec)
-    for stale in out.glob("group-*.yaml"):
-        if stale.name not in files:
+    for stale in out.glob("*.yaml"):
+        if stale.name not in files and stale.read_text().startswith(HEADER):
             stale.unlink()
     written = []
     for name, text in files.items():

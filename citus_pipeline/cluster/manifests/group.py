@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from ..spec import ClusterSpec, ResourcesSpec, SpecError
+from .backup import backup_manifests, pgbackrest_env, pgbackrest_mount, pgbackrest_volume
 from .monitoring import (
     exporter_container,
     exporter_queries_configmap,
@@ -21,6 +22,7 @@ from .names import (
     GROUP_LABEL,
     IMAGE_UID,
     LEADER_LABEL_VALUE,
+    PATRONI_CONTAINER,
     PGDATA_DIR,
     PGDATA_MOUNT,
     POSTGRES_PORT,
@@ -28,6 +30,7 @@ from .names import (
     ROLE_LABEL,
     SCOPE_LABEL,
     SECRET_KEYS,
+    SOCKET_DIR,
     TLS_MOUNT,
     TYPE_LABEL,
     Manifest,
@@ -114,6 +117,7 @@ def member_env(spec: ClusterSpec, group: int) -> list[Manifest]:
         {"name": "PATRONI_REPLICATION_SSLROOTCERT", "value": ca},
         {"name": "CITUS_PATRONI_BOOTSTRAP_FILE", "value": f"{BOOTSTRAP_MOUNT}/{BOOTSTRAP_KEY}"},
         {"name": "CITUS_TLS_DIR", "value": TLS_MOUNT},
+        *pgbackrest_env(spec, group),
     ]
 
 
@@ -130,8 +134,9 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
     if k.storage_class:
         pvc_spec["storageClassName"] = k.storage_class
     probe_common = {"periodSeconds": 10, "timeoutSeconds": 5}
+    archiving = spec.backup.archiving
     container = {
-        "name": "patroni",
+        "name": PATRONI_CONTAINER,
         "image": k.image,
         "imagePullPolicy": "IfNotPresent",
         "ports": [
@@ -162,7 +167,8 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
             {"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True},
             {"name": "bootstrap", "mountPath": BOOTSTRAP_MOUNT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "run", "mountPath": "/var/run/postgresql"},
+            {"name": "run", "mountPath": SOCKET_DIR},
+            *([pgbackrest_mount()] if archiving else []),
         ],
     }
     pod_spec = {
@@ -204,6 +210,7 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
             {"name": "tmp", "emptyDir": {}},
             {"name": "run", "emptyDir": {}},
             exporter_volume(spec),
+            *([pgbackrest_volume(spec)] if archiving else []),
         ],
     }
     return {
@@ -300,6 +307,7 @@ def shared_manifests(spec: ClusterSpec) -> list[Manifest]:
         *network_policy_manifests(spec),
         *load_balancer_manifests(spec),
         *monitoring_manifests(spec),
+        *backup_manifests(spec),
     ]
 
 

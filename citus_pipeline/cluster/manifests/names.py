@@ -29,6 +29,10 @@ FIELD_MANAGER = "citus-pipeline"
 
 PGDATA_MOUNT = "/home/postgres/pgdata"
 PGDATA_DIR = f"{PGDATA_MOUNT}/pgroot/data"
+# PostgreSQL's socket directory (an emptyDir), named explicitly because pgBackRest connects
+# through it: the compiled-in defaults of the two only happen to agree.
+SOCKET_DIR = "/var/run/postgresql"
+PATRONI_CONTAINER = "patroni"
 TLS_MOUNT = "/etc/citus-tls"
 BOOTSTRAP_MOUNT = "/etc/patroni"
 BOOTSTRAP_KEY = "bootstrap.yaml"
@@ -41,6 +45,25 @@ SECRET_KEYS = {
     "replication": "replication-password",
     "restapi": "restapi-password",
 }
+
+# pgBackRest (spec.backup.archiving). The config directory is pgBackRest's default, so a
+# `pgbackrest ...` typed in a member's pod reads the same file.
+PGBACKREST_MOUNT = "/etc/pgbackrest"
+PGBACKREST_CONF_KEY = "pgbackrest.conf"
+PGBACKREST_CONFIG = f"{PGBACKREST_MOUNT}/{PGBACKREST_CONF_KEY}"
+# Spool (async archiving), lock and log files: on the data volume, beside PGDATA (not in it,
+# so restores and base backups leave them alone). pgBackRest wants the spool kept across
+# restarts and on the filesystem of pg_wal; the logs then survive the pod too.
+PGBACKREST_WORK_DIR = f"{PGDATA_MOUNT}/pgbackrest"
+BACKUP_SCRIPT = "citus-backup"  # k8s/image/backup.py, on the image's PATH
+# The Secret spec.backup.s3_secret: pgBackRest's environment variable -> the Secret's key.
+S3_SECRET_KEYS = {
+    "PGBACKREST_REPO1_S3_KEY": "access-key",
+    "PGBACKREST_REPO1_S3_KEY_SECRET": "secret-key",
+}
+# Groups `add-worker` may create without a re-render: the certificate's SANs and the
+# pgBackRest stanzas cover this many beyond the spec's.
+ADDED_GROUPS_HEADROOM = 16
 
 # Exactly what patroni/dcs/kubernetes.py calls with use_endpoints: true (see the unit test that
 # re-derives it from Patroni's source): the pod/endpoint caches list+watch, touch_member patches
@@ -57,15 +80,28 @@ PATRONI_RBAC_RULES: list[Manifest] = [
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create"]},
 ]
 
+# The scheduled backup lists the members to find each group's leader and execs pgBackRest in
+# it. An exec over WebSocket (the Python client's) starts as a GET, which API servers before
+# 1.35 authorize as `get` on pods/exec; SPDY (kubectl) and 1.35+ ask for `create`: both.
+BACKUP_RBAC_RULES: list[Manifest] = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
+]
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def check_names(spec: ClusterSpec) -> None:
     if not _DNS_LABEL.match(spec.name):
         raise SpecError(f"name: {spec.name!r} is not a valid Kubernetes name (a-z, 0-9, '-')")
-    longest = f"{spec.name}-{spec.workers.groups + 16}-config"
+    longest = f"{spec.name}-{highest_group(spec)}-config"
     if len(longest) > 63:
         raise SpecError(f"name: {spec.name!r} is too long for Kubernetes object names")
+
+
+def highest_group(spec: ClusterSpec) -> int:
+    """The highest group id the rendered objects are ready for (add-worker's headroom)."""
+    return spec.workers.groups + ADDED_GROUPS_HEADROOM
 
 
 def group_name(spec: ClusterSpec, group: int) -> str:
@@ -97,6 +133,15 @@ def bootstrap_configmap_name(spec: ClusterSpec) -> str:
     return f"{spec.name}-patroni"
 
 
+def pgbackrest_configmap_name(spec: ClusterSpec) -> str:
+    return f"{spec.name}-pgbackrest"
+
+
+def backup_name(spec: ClusterSpec) -> str:
+    """The scheduled backup's CronJob, and its ServiceAccount, Role and RoleBinding."""
+    return f"{spec.name}-backup"
+
+
 def exporter_queries_name(spec: ClusterSpec) -> str:
     """The ConfigMap of the exporter sidecars' queries."""
     return f"{spec.name}-exporter-queries"
@@ -122,7 +167,7 @@ def tls_dns_names(spec: ClusterSpec, groups: int | None = None) -> list[str]:
 
     ``groups``: highest group id to cover (default: the spec's groups + 16 for add-worker).
     """
-    last = spec.workers.groups + 16 if groups is None else groups
+    last = highest_group(spec) if groups is None else groups
     ns = spec.kubernetes.namespace
     names = []
     for g in range(last + 1):
@@ -173,6 +218,12 @@ def selector_service_labels(spec: ClusterSpec, component: str, **more: str) -> d
     }
 
 
+def backup_labels(spec: ClusterSpec) -> dict[str, str]:
+    """The scheduled backup's objects and pod: without the ``application`` label, so neither
+    Patroni's pod selector nor the members' NetworkPolicies take its pod for a member."""
+    return selector_service_labels(spec, "backup")
+
+
 def object_meta(spec: ClusterSpec, name: str, labels: dict[str, str], **extra: Any) -> Manifest:
     meta: Manifest = {"name": name, "namespace": spec.kubernetes.namespace, "labels": dict(labels)}
     meta.update(extra)
@@ -180,8 +231,11 @@ def object_meta(spec: ClusterSpec, name: str, labels: dict[str, str], **extra: A
 
 
 __all__ = [
+    "ADDED_GROUPS_HEADROOM",
     "APP_LABEL",
     "APP_VALUE",
+    "BACKUP_RBAC_RULES",
+    "BACKUP_SCRIPT",
     "BOOTSTRAP_KEY",
     "BOOTSTRAP_MOUNT",
     "EXPORTER_PORT",
@@ -191,18 +245,27 @@ __all__ = [
     "GROUP_LABEL",
     "IMAGE_UID",
     "LEADER_LABEL_VALUE",
+    "PATRONI_CONTAINER",
     "PATRONI_RBAC_RULES",
+    "PGBACKREST_CONFIG",
+    "PGBACKREST_CONF_KEY",
+    "PGBACKREST_MOUNT",
+    "PGBACKREST_WORK_DIR",
     "PGDATA_DIR",
     "PGDATA_MOUNT",
     "POSTGRES_PORT",
     "RESTAPI_PORT",
     "ROLE_LABEL",
+    "S3_SECRET_KEYS",
     "SCOPE_LABEL",
     "SECRET_KEYS",
+    "SOCKET_DIR",
     "TLS_KEY_COPY",
     "TLS_MOUNT",
     "TYPE_LABEL",
     "Manifest",
+    "backup_labels",
+    "backup_name",
     "base_labels",
     "bootstrap_configmap_name",
     "check_names",
@@ -214,9 +277,11 @@ __all__ = [
     "group_name",
     "group_type",
     "headless_name",
+    "highest_group",
     "member_dns_name",
     "object_meta",
     "patroni_kubernetes_labels",
+    "pgbackrest_configmap_name",
     "selector_service_labels",
     "service_account_name",
     "sync_name",

@@ -1,5 +1,6 @@
-"""The objects the whole cluster shares: Namespace, RBAC for Patroni's Kubernetes DCS, the
-bootstrap ConfigMap, the two LoadBalancer Services and the NetworkPolicies."""
+"""The objects the whole cluster shares: Namespace, RBAC for Patroni's Kubernetes DCS and for
+the scheduled backup, the bootstrap ConfigMap, the two LoadBalancer Services and the
+NetworkPolicies."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ from ..spec import ClusterSpec
 from .names import (
     APP_LABEL,
     APP_VALUE,
+    BACKUP_RBAC_RULES,
     BOOTSTRAP_KEY,
     LEADER_LABEL_VALUE,
     PATRONI_RBAC_RULES,
     POSTGRES_PORT,
     RESTAPI_PORT,
     ROLE_LABEL,
+    SOCKET_DIR,
     TLS_KEY_COPY,
     TLS_MOUNT,
     TYPE_LABEL,
     Manifest,
+    backup_labels,
+    backup_name,
     base_labels,
     bootstrap_configmap_name,
     coordinator_lb_name,
@@ -39,35 +44,47 @@ def namespace_manifest(spec: ClusterSpec) -> Manifest:
     }
 
 
-def rbac_manifests(spec: ClusterSpec) -> list[Manifest]:
-    labels = base_labels(spec)
-    sa = service_account_name(spec)
+def _service_account_rbac(
+    spec: ClusterSpec, account: str, role: str, rules: list[Manifest], labels: dict[str, str]
+) -> list[Manifest]:
+    """A ServiceAccount, a namespaced Role with ``rules`` and the RoleBinding between them."""
     return [
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": object_meta(spec, sa, labels),
+            "metadata": object_meta(spec, account, labels),
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": object_meta(spec, f"{spec.name}-patroni", labels),
-            "rules": [dict(r, verbs=list(r["verbs"])) for r in PATRONI_RBAC_RULES],
+            "metadata": object_meta(spec, role, labels),
+            "rules": [dict(r, verbs=list(r["verbs"])) for r in rules],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": object_meta(spec, f"{spec.name}-patroni", labels),
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": f"{spec.name}-patroni",
-            },
+            "metadata": object_meta(spec, role, labels),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
             "subjects": [
-                {"kind": "ServiceAccount", "name": sa, "namespace": spec.kubernetes.namespace}
+                {"kind": "ServiceAccount", "name": account, "namespace": spec.kubernetes.namespace}
             ],
         },
     ]
+
+
+def rbac_manifests(spec: ClusterSpec) -> list[Manifest]:
+    """Patroni's (the members' ServiceAccount) and, with archiving, the scheduled backup's."""
+    out = _service_account_rbac(
+        spec,
+        service_account_name(spec),
+        f"{spec.name}-patroni",
+        PATRONI_RBAC_RULES,
+        base_labels(spec),
+    )
+    if spec.backup.archiving:
+        name = backup_name(spec)
+        out += _service_account_rbac(spec, name, name, BACKUP_RBAC_RULES, backup_labels(spec))
+    return out
 
 
 def k8s_postgres_parameters(spec: ClusterSpec) -> dict[str, Any]:
@@ -81,6 +98,17 @@ def k8s_postgres_parameters(spec: ClusterSpec) -> dict[str, Any]:
 def patroni_bootstrap_config(spec: ClusterSpec) -> dict[str, Any]:
     """patroni.yml fragment the entrypoint merges with the per-pod settings from the env."""
     repl = spec.credentials.replication_user
+    # Per member (patroni.yml, applied at every start, unlike the DCS's bootstrap copy).
+    local_parameters: dict[str, Any] = {
+        "ssl": "on",
+        "ssl_cert_file": f"{TLS_MOUNT}/tls.crt",
+        "ssl_key_file": TLS_KEY_COPY,
+        "ssl_ca_file": f"{TLS_MOUNT}/ca.crt",
+        "unix_socket_directories": SOCKET_DIR,
+    }
+    if spec.backup.archiving:
+        # archive_mode and archive_command come with the group's stanza (the entrypoint)
+        local_parameters["archive_timeout"] = spec.backup.archive_timeout
     return {
         "bootstrap": {
             # Only TLS + SCRAM from the network; the unix socket needs the password too.
@@ -104,12 +132,7 @@ def patroni_bootstrap_config(spec: ClusterSpec) -> dict[str, Any]:
         },
         "postgresql": {
             "use_unix_socket": True,
-            "parameters": {
-                "ssl": "on",
-                "ssl_cert_file": f"{TLS_MOUNT}/tls.crt",
-                "ssl_key_file": TLS_KEY_COPY,
-                "ssl_ca_file": f"{TLS_MOUNT}/ca.crt",
-            },
+            "parameters": local_parameters,
         },
     }
 
