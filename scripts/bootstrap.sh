@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything this project needs that a package manager can install:
-#   Debian's postgresql-15, etcd-server, chromium, prometheus and prometheus-postgres-exporter,
-#   uv, and the locked Python environment.
+#   Debian's postgresql-15, etcd-server, pgbackrest, chromium, prometheus and
+#   prometheus-postgres-exporter, uv, and the locked Python environment.
 # The citus extension is not packaged by Debian: where citus.so is missing for the PostgreSQL
 # found, this tries the Citus project's own package repository; where that fails it stops and
 # says what is missing (or, with --citus-optional, warns and goes on: the Citus tests then skip).
@@ -27,6 +27,8 @@ need=()
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 [ -x /usr/bin/python3.11 ] || need+=(python3.11)
+# WAL archiving, backups and point-in-time restore of every Citus group
+command -v pgbackrest >/dev/null || need+=(pgbackrest)
 command -v curl >/dev/null || need+=(curl ca-certificates gnupg)
 # the UI tests and `pipeline screenshots` drive Debian's Chromium (Playwright downloads none)
 [ -x /usr/bin/chromium ] || need+=(chromium)

@@ -289,7 +289,7 @@ def missing_wal(needed: list[str], archived: set[str]) -> str | None:
     return next((w for w in needed if w not in archived), None)
 
 
-_ARCHIVED = re.compile(r"^([0-9A-F]{24})-[0-9a-f]{40}")
+_ARCHIVED = re.compile(r"^([0-9A-F]{24})-[0-9a-f]{40}(\.(gz|lz4|zst|bz2))?$")
 
 
 def archived_names(listing: Iterable[str]) -> set[str]:

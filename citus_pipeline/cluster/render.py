@@ -93,8 +93,23 @@ def rich_tables(topo: ClusterTopology) -> Group:
     return Group(*parts)
 
 
+def down_lines(topo: ClusterTopology) -> list[str]:
+    """One line per group without a running leader: what each of its members is doing."""
+    lines = []
+    for g in topo.groups:
+        members = topo.members_of(g)
+        if any(m.role == "leader" and m.state == "running" for m in members):
+            continue
+        seen = ", ".join(f"{m.name} {m.state}" for m in members)
+        lines.append(f"group {g} is down: no running leader ({seen})")
+    return lines
+
+
 def print_topology(topo: ClusterTopology, console: Console | None = None) -> None:
-    (console or Console()).print(rich_tables(topo))
+    console = console or Console()
+    console.print(rich_tables(topo))
+    for line in down_lines(topo):
+        console.print(f"[bold red]{line}[/]", highlight=False)
 
 
 def markdown_tables(topo: ClusterTopology) -> str:
@@ -112,4 +127,4 @@ def markdown_tables(topo: ClusterTopology) -> str:
     )
 
 
-__all__ = ["markdown_tables", "print_targets", "print_topology", "rich_tables"]
+__all__ = ["down_lines", "markdown_tables", "print_targets", "print_topology", "rich_tables"]

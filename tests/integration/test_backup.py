@@ -18,6 +18,7 @@ from citus_pipeline.cluster import health
 from citus_pipeline.cluster.local import processes
 from citus_pipeline.cluster.local.recovery import LocalRecovery
 from citus_pipeline.cluster.pgbackrest import BackupError
+from citus_pipeline.cluster.render import down_lines
 from citus_pipeline.cluster.write_probe import WriteProbe
 from citus_pipeline.data import apply_monthly, load_price_paid
 from citus_pipeline.data.generate import generate_complete, generate_monthly
@@ -142,7 +143,7 @@ def test_a_point_taken_under_streaming_writes_keeps_every_acknowledged_write(clu
     assert spans[0][0] == 2  # the rows did span both worker groups
 
 
-def test_unknown_point_and_missing_wal_are_refused_and_change_nothing(cluster, recovery):
+def test_unknown_point_and_missing_wal_are_refused_and_change_nothing(cluster, recovery, tmp_path):
     before = state(cluster, "uk_price")
     leaders = {g: cluster.status(with_shards=False).leader(g).name for g in cluster.groups()}
     with pytest.raises(BackupError, match="unknown restore point 'nope'"):
@@ -152,16 +153,38 @@ def test_unknown_point_and_missing_wal_are_refused_and_change_nothing(cluster, r
     archive = Path(cluster.layout.repo_path()) / "archive" / cluster.backups.stanza(1)
     files = list(archive.rglob(f"{victim}-*"))
     assert files
-    hidden = [f.rename(f.with_name(f.name + ".hidden")) for f in files]
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    moved = {f: Path(shutil.move(f, aside / f.name)) for f in files}
     try:
         with pytest.raises(BackupError, match=f"^group 1: WAL file {victim} is missing"):
             recovery.restore(to="RP3")
     finally:
-        for f in hidden:
-            f.rename(f.with_name(f.name.removesuffix(".hidden")))
+        for back, f in moved.items():
+            shutil.move(f, back)
     assert state(cluster, "uk_price") == before
     after = cluster.status(with_shards=False)
     assert {g: after.leader(g).name for g in cluster.groups()} == leaders
+
+
+def test_a_restore_failing_half_way_puts_the_cluster_back_as_it_was(
+    cluster, recovery, tmp_path, monkeypatch
+):
+    before = state(cluster, "uk_price")
+    plan = recovery.plan(to="RP3")  # planned while every file is there...
+    victim = plan[2].wal_needed[-1]
+    archive = Path(cluster.layout.repo_path()) / "archive" / cluster.backups.stanza(2)
+    files = list(archive.rglob(f"{victim}-*"))
+    moved = {f: Path(shutil.move(f, tmp_path / f.name)) for f in files}
+    monkeypatch.setattr(recovery, "plan", lambda *a, **k: plan)
+    try:  # ...and gone when group 2's recovery asks for it
+        with pytest.raises(BackupError, match="^group 2: .* during the restore"):
+            recovery.restore(to="RP3", timeout=120)
+    finally:
+        for back, f in moved.items():
+            shutil.move(f, back)
+    assert state(cluster, "uk_price") == before
+    assert health.every_group_has_a_leader(cluster.status(with_shards=False)).holds
 
 
 def test_a_worker_group_lost_with_both_members_comes_back_by_restore(cluster, recovery):
@@ -172,8 +195,11 @@ def test_a_worker_group_lost_with_both_members_comes_back_by_restore(cluster, re
     for m in cluster.members([2]):
         processes.wait_gone({m.name: processes.read_pid(m.pidfile) or 0}, 10)
         shutil.rmtree(m.data_dir)
-    finding = health.every_group_has_a_leader(cluster.status(with_shards=False))
-    assert finding.problem == "no running leader in group(s) [2]"
+    topo = cluster.status(with_shards=False)
+    assert health.every_group_has_a_leader(topo).problem == "no running leader in group(s) [2]"
+    assert down_lines(topo) == [
+        "group 2 is down: no running leader (citusdemo-2-1 stopped, citusdemo-2-2 stopped)"
+    ]
     recovery.restore(to="RP4", backup_after=False)
     assert state(cluster, "uk_price") == at_point
 

@@ -112,6 +112,10 @@ def test_add_worker_then_remove_it_after_a_drain(cluster):
     assert 3 not in topo.groups
     assert all(n.groupid != 3 for n in topo.dist_nodes)
     assert len(_ids(dsn)) == count_before
+    # the number is given again: a new system, whose stanza must not meet the old archive
+    assert cluster.add_worker() == 3
+    assert [i.status for i in cluster.backups.info([3], lambda g: cluster.members([g]))] == ["ok"]
+    assert cluster.remove_worker(3) == 0
 
 
 def test_remove_worker_refuses_when_the_drain_fails(cluster):

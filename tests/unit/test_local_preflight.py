@@ -116,6 +116,41 @@ def test_patroni_config_has_citus_sync_and_own_address(tmp_path):
     assert "password" not in dsn
 
 
+def test_patroni_config_archives_through_pgbackrest_and_clones_from_the_repository(tmp_path):
+    c = LocalCluster(spec_from_mapping(SPEC), _state(tmp_path))
+    creds = {"superuser": "a", "replication": "b", "restapi": "c"}
+    m = c.member(1, 2)
+    pg = c.patroni_config(m, creds)["postgresql"]
+    conf = f"--config={m.pgbackrest_conf}"
+    assert pg["parameters"]["archive_mode"] == "on"
+    assert pg["parameters"]["archive_command"] == (
+        f"pgbackrest {conf} --stanza=citusdemo-g1 archive-push %p"
+    )
+    assert pg["parameters"]["unix_socket_directories"] == str(m.socket_dir)
+    assert pg["recovery_conf"]["restore_command"].endswith("archive-get %f %p")
+    assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]
+    assert pg["pgbackrest"]["command"].endswith("--delta --type=standby restore")
+    assert pg["use_unix_socket"] is True
+    # right after a restore the standbys clone from the restored leader only
+    assert (
+        "create_replica_methods"
+        not in c.patroni_config(m, creds, replica_from_repo=False)["postgresql"]
+    )
+    boot = c.patroni_config(m, creds, restore_bootstrap="pgbackrest --x restore")["bootstrap"]
+    assert boot["method"] == "pgbackrest"
+    assert boot["pgbackrest"]["keep_existing_recovery_conf"] is True
+    off = spec_from_mapping({**SPEC, "backup": {"archiving": False}})
+    pg = LocalCluster(off, _state(tmp_path)).patroni_config(m, creds)["postgresql"]
+    assert "archive_mode" not in pg["parameters"] and "recovery_conf" not in pg
+
+
+def test_a_state_dir_too_deep_for_a_unix_socket_is_named(tmp_path):
+    deep = _state(tmp_path).parent / ("d" * 90)
+    c = LocalCluster(spec_from_mapping(SPEC), deep)
+    with pytest.raises(ClusterError, match="longer than the 107 characters a unix socket"):
+        c.preflight(c.members([0]), check_ports=False)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands Patroni to the service user")
 def test_state_dir_the_service_user_cannot_reach_is_named(tmp_path):
     locked = Path(tempfile.mkdtemp(prefix="citus-pipeline-locked-"))

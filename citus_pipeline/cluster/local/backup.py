@@ -22,6 +22,7 @@ from .. import pgbackrest as pgbr
 from ..pgbackrest import BackupError, PgTarget, StanzaInfo
 from .credentials import write_private
 from .layout import Layout, Member
+from .patroni import S3_KEY_ENV_PREFIX
 
 
 class LocalBackups:
@@ -135,7 +136,7 @@ class LocalBackups:
             "PGPASSFILE": str(self.passfile),
             "HOME": str(self.layout.backup_dir),
         }
-        env.update({k: v for k, v in os.environ.items() if k.startswith("PGBACKREST_REPO1_S3")})
+        env.update({k: v for k, v in os.environ.items() if k.startswith(S3_KEY_ENV_PREFIX)})
         kwargs: dict = {}
         if self.run_as:
             kwargs = {"user": self.run_as.pw_uid, "group": self.run_as.pw_gid, "extra_groups": []}
@@ -160,13 +161,29 @@ class LocalBackups:
                 (x for x in (err + "".join(lines)).splitlines() if "ERROR" in x),
                 err.strip() or f"exit code {proc.returncode}",
             )
-            raise BackupError(f"pgbackrest {args[-1]} failed: {msg.strip()}", self.log_dir)
+            command = next(a for a in args if not a.startswith("--"))
+            stanza = next((a.split("=", 1)[1] for a in args if a.startswith("--stanza=")), "")
+            log = self.log_dir / f"{stanza}-{command}.log"
+            raise BackupError(
+                f"pgbackrest {command} failed: {msg.strip()}", log if log.exists() else None
+            )
         return "".join(lines)
 
     def stanza_create(self, group: int, members: list[Member]) -> None:
         """Create the group's stanza, or confirm it (a no-op when it exists and matches)."""
         conf = self.write_group_config(group, members)
         self.run(conf, [f"--stanza={self.stanza(group)}", "stanza-create"])
+
+    def stanza_delete(self, group: int, members: list[Member]) -> None:
+        """Delete a removed group's stanza and its backups: the group's number is given to
+        the next added group, whose new system must not meet this one's archive."""
+        conf = self.write_group_config(group, members)
+        st = f"--stanza={self.stanza(group)}"
+        self.run(conf, [st, "stop"])
+        try:
+            self.run(conf, [st, "--force", "stanza-delete"])
+        finally:
+            self.run(conf, [st, "start"])
 
     def backup(
         self,

@@ -434,6 +434,8 @@ class LocalCluster(ClusterBackend):
         state = self.state.read()
         state["worker_groups"] = [g for g in groups if g != group]
         self.state.save(state)
+        if self.backups.enabled:
+            self.backups.stanza_delete(group, members)
         for m in members:
             shutil.rmtree(m.dir, ignore_errors=True)
         if self.metrics_on():

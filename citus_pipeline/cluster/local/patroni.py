@@ -126,6 +126,9 @@ def patroni_config(
     return config
 
 
+S3_KEY_ENV_PREFIX = "PGBACKREST_REPO1_S3_KEY"
+
+
 def start(layout: Layout, m: Member, config: dict, owner: pwd.struct_passwd | None) -> None:
     """Write ``config`` to the member's patroni.yml and start Patroni on it, as ``owner``."""
     # explicit modes: under a restrictive umask the service user could not reach its config
@@ -145,6 +148,8 @@ def start(layout: Layout, m: Member, config: dict, owner: pwd.struct_passwd | No
         "HOME": str(m.dir),
         "PGPASSFILE": str(m.pgpass),
     }
+    # an S3 repository's keys reach archive-push through PostgreSQL's environment only
+    env.update({k: v for k, v in os.environ.items() if k.startswith(S3_KEY_ENV_PREFIX)})
     kwargs: dict = {}
     if owner:
         kwargs = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}

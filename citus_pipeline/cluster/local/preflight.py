@@ -57,6 +57,10 @@ def pg_lib_dir(spec: ClusterSpec) -> Path:
     return pg_bin_dir(spec).parent / "lib"
 
 
+# sun_path holds 108 bytes with the terminating NUL
+SOCKET_PATH_MAX = 107
+
+
 def check(
     layout: Layout,
     members: list[Member],
@@ -65,6 +69,13 @@ def check(
 ) -> None:
     """Everything a user can get wrong, checked before any process starts."""
     spec = layout.spec
+    for m in members:
+        socket = m.socket_dir / f".s.PGSQL.{m.pg_port}"
+        if len(str(socket)) > SOCKET_PATH_MAX:
+            raise ClusterError(
+                f"member {m.name}'s socket path {socket} is longer than the {SOCKET_PATH_MAX} "
+                f"characters a unix socket allows: use a shorter state directory ({STATE_ENV})"
+            )
     bindir = pg_bin_dir(spec)
     postgres = bindir / "postgres"
     if not postgres.exists():
@@ -88,6 +99,11 @@ def check(
     if not shutil.which("etcd"):
         raise ClusterError(
             "etcd not found on PATH: install Debian's etcd-server (scripts/bootstrap.sh)"
+        )
+    if spec.backup.archiving and not shutil.which("pgbackrest"):
+        raise ClusterError(
+            "pgbackrest not found on PATH: install Debian's pgbackrest (scripts/bootstrap.sh) "
+            "or set backup.archiving: false in the spec (no backups, no point-in-time restore)"
         )
     if run_as:
         for path in (

@@ -11,6 +11,7 @@ then points pg_dist_node at the restored leaders.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from datetime import datetime
@@ -170,6 +171,9 @@ class LocalRecovery:
                 self._bootstrap(plan, target, progress, timeout)
             except BaseException:
                 self._roll_back(members)
+                # the cluster as it was before the restore; the restore's error is the news
+                with contextlib.suppress(Exception):
+                    c._up_locked()
                 raise
         for m in members:
             shutil.rmtree(m.dir / ASIDE, ignore_errors=True)
@@ -190,12 +194,14 @@ class LocalRecovery:
             if m.data_dir.exists():
                 m.data_dir.rename(m.dir / ASIDE)
 
-    def _forget_groups(self) -> None:
+    def _forget_groups(self, paused: list[int] | None = None) -> None:
+        """Every group's keys out of the DCS. ``paused``: groups `up` must take out of
+        maintenance mode (a member's data directory caches the DCS config it last saw)."""
         c = self.cluster
         for g in c.groups():
             c.etcd.delete_prefix(f"/service/{c.spec.name}/{g}/")
         state = c.state.read()
-        state["paused"], state["stopped"] = [], {}
+        state["paused"], state["stopped"] = paused or [], {}
         c.state.save(state)
 
     def _bootstrap(
@@ -263,7 +269,8 @@ class LocalRecovery:
             if (m.dir / ASIDE).exists():
                 shutil.rmtree(m.data_dir, ignore_errors=True)
                 (m.dir / ASIDE).rename(m.data_dir)
-        self._forget_groups()
+        # the old data directories were set aside while `down` had the groups paused
+        self._forget_groups(paused=c.groups())
         c.etcd.stop()
 
 
