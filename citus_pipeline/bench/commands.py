@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import typer
 
+from .backup import backup_command
 from .cluster import cluster_command
 from .load import load_command
 from .queries import queries_command
 from .rebalance import rebalance_command
 
 app = typer.Typer(
-    help="Benchmarks: load, rebalance, queries (figures and ratios).", no_args_is_help=True
+    help="Benchmarks: load, rebalance, queries, cluster, backup (figures and ratios).",
+    no_args_is_help=True,
 )
 app.command("load")(load_command)
 app.command("rebalance")(rebalance_command)
 app.command("queries")(queries_command)
 app.command("cluster")(cluster_command)
+app.command("backup")(backup_command)
 
 __all__ = ["app"]
