@@ -112,7 +112,9 @@ def build_resources(
 
 with warnings.catch_warnings():  # source code references are beta in Dagster 1.13
     warnings.simplefilter("ignore", dg.BetaWarning)
-    linked_assets = dg.with_source_code_references([*assets, *backups.assets])  # the UI links each to its code
+    linked_assets = dg.with_source_code_references(
+        [*assets, *backups.assets]
+    )  # the UI links each to its code
 
 defs = dg.Definitions(
     assets=linked_assets,
