@@ -26,7 +26,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 def _recovery(spec, backend, command: str):
     from .local.recovery import LocalRecovery
 
-    hint = "run it in the leader's pod (`k8s` renders pgBackRest into every pod)"
+    hint = (
+        "the CronJob <scope>-backup takes the backups there; by hand: "
+        "`kubectl exec <group leader pod> -c patroni -- citus-backup backup`"
+    )
     return LocalRecovery(_local(command, spec, backend, hint))
 
 

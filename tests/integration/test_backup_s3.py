@@ -36,19 +36,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# moto's server on werkzeug, answering HTTP/1.0: werkzeug closes kept-alive TLS connections
-# without notice, which pgBackRest, reusing them, reads as a TLS error
+# moto's S3 server on plain HTTP, behind a small TLS proxy: pgBackRest speaks S3 over TLS
+# only, and werkzeug's own TLS drops kept-alive connections without a close_notify, which
+# pgBackRest reads as a TLS error. The proxy ends each side as the other ends.
 SERVER = """
-import sys
+import asyncio, ssl, sys, threading
 from moto.server import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import WSGIRequestHandler, run_simple
+from werkzeug.serving import make_server, make_ssl_devcert
 
-class OneRequestPerConnection(WSGIRequestHandler):
-    protocol_version = "HTTP/1.0"
+tls_port, cert_base = int(sys.argv[1]), sys.argv[2]
+http = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=True)
+threading.Thread(target=http.serve_forever, daemon=True).start()
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(*make_ssl_devcert(cert_base, host="127.0.0.1"))
 
-app = DomainDispatcherApplication(create_backend_app)
-run_simple("127.0.0.1", int(sys.argv[1]), app, threaded=True, ssl_context="adhoc",
-           request_handler=OneRequestPerConnection)
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+async def handle(client_r, client_w):
+    up_r, up_w = await asyncio.open_connection("127.0.0.1", http.server_port)
+    await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w), return_exceptions=True)
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", tls_port, ssl=ctx)
+    await server.serve_forever()
+
+asyncio.run(main())
 """
 
 
@@ -57,10 +75,11 @@ def s3_server(tmp_path_factory):
     if importlib.util.find_spec("moto") is None:
         pytest.skip("moto's S3 server is not installed (the dev dependency moto[server])")
     port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    work = tmp_path_factory.mktemp("moto")
+    log = work / "moto.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER, str(port)],
+            [sys.executable, "-c", SERVER, str(port), str(work / "cert")],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
