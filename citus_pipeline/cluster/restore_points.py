@@ -119,12 +119,26 @@ def create(
 
 def wait_archived(conn: psycopg.Connection, point: RestorePoint, timeout: float) -> None:
     """Until every group's archiver has taken the file holding the point."""
+    files = {g: pos.wal_file for g, pos in point.groups.items()}
+    wait_files_archived(conn, files, timeout, f"holding restore point {point.name!r}")
+
+
+def switch_and_wait(conn: psycopg.Connection, timeout: float) -> None:
+    """Switch every group's WAL and wait until the file just completed is archived: all the
+    WAL written so far is then in the repository."""
+    files = {g: result.split()[0] for g, result in _per_group(conn, SWITCH_SQL).items()}
+    wait_files_archived(conn, files, timeout, "just completed")
+
+
+def wait_files_archived(
+    conn: psycopg.Connection, files: dict[int, str], timeout: float, what: str
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         late = {}
         for g, result in _per_group(conn, ARCHIVED_SQL).items():
             last, failed = result.split()
-            want = point.groups[g].wal_file if g in point.groups else None
+            want = files.get(g)
             # a newer WAL file, or this one (not its .backup or .partial companions)
             if want and not (last == want or (len(last) >= 24 and last[:24] > want)):
                 late[g] = (want, failed)
@@ -134,8 +148,7 @@ def wait_archived(conn: psycopg.Connection, point: RestorePoint, timeout: float)
             g, (want, failed) = next(iter(late.items()))
             why = f"; the archiver last failed on {failed}" if failed != "-" else ""
             raise BackupError(
-                f"group {g}: WAL file {want} holding restore point {point.name!r} was not "
-                f"archived within {timeout:.0f} s{why}"
+                f"group {g}: WAL file {want} {what} was not archived within {timeout:.0f} s{why}"
             )
         time.sleep(0.2)
 
@@ -218,5 +231,7 @@ __all__ = [
     "dump",
     "find",
     "parse",
+    "switch_and_wait",
     "wait_archived",
+    "wait_files_archived",
 ]

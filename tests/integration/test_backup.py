@@ -171,7 +171,7 @@ def test_a_restore_failing_half_way_puts_the_cluster_back_as_it_was(
     cluster, recovery, tmp_path, monkeypatch
 ):
     before = state(cluster, "uk_price")
-    plan = recovery.plan(to="RP3")  # planned while every file is there...
+    plan = recovery.plan(to="RP1")  # planned while every file is there...
     victim = plan[2].wal_needed[-1]
     archive = Path(cluster.layout.repo_path()) / "archive" / cluster.backups.stanza(2)
     files = list(archive.rglob(f"{victim}-*"))
@@ -179,7 +179,7 @@ def test_a_restore_failing_half_way_puts_the_cluster_back_as_it_was(
     monkeypatch.setattr(recovery, "plan", lambda *a, **k: plan)
     try:  # ...and gone when group 2's recovery asks for it
         with pytest.raises(BackupError, match="^group 2: .* during the restore"):
-            recovery.restore(to="RP3", timeout=120)
+            recovery.restore(to="RP1", timeout=120)
     finally:
         for back, f in moved.items():
             shutil.move(f, back)

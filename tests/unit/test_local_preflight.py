@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from citus_pipeline.cluster.local import ClusterError, LocalCluster
+from citus_pipeline.cluster.local.cluster import HOLD_ARCHIVE, RestoreStart
 from citus_pipeline.cluster.spec import spec_from_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,12 +132,11 @@ def test_patroni_config_archives_through_pgbackrest_and_clones_from_the_reposito
     assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]
     assert pg["pgbackrest"]["command"].endswith("--delta --type=standby restore")
     assert pg["use_unix_socket"] is True
-    # right after a restore the standbys clone from the restored leader only
-    assert (
-        "create_replica_methods"
-        not in c.patroni_config(m, creds, replica_from_repo=False)["postgresql"]
-    )
-    boot = c.patroni_config(m, creds, restore_bootstrap="pgbackrest --x restore")["bootstrap"]
+    # inside a restore: clone from the restored leader only, and hold the WAL in pg_wal
+    during = c.patroni_config(m, creds, RestoreStart())["postgresql"]
+    assert "create_replica_methods" not in during
+    assert during["parameters"]["archive_command"] == HOLD_ARCHIVE
+    boot = c.patroni_config(m, creds, RestoreStart("pgbackrest --x restore"))["bootstrap"]
     assert boot["method"] == "pgbackrest"
     assert boot["pgbackrest"]["keep_existing_recovery_conf"] is True
     off = spec_from_mapping({**SPEC, "backup": {"archiving": False}})

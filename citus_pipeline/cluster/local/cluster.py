@@ -17,6 +17,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -39,6 +40,21 @@ from .layout import Layout, Member
 from .monitoring import Monitoring
 from .patroni import PatroniAPI
 from .state import ClusterState
+
+# `cluster restore` holds every member's WAL in pg_wal until each group is restored
+HOLD_ARCHIVE = "false"
+
+
+@dataclass(frozen=True)
+class RestoreStart:
+    """How a member starts inside `cluster restore`. ``bootstrap`` (member 1 of each group)
+    runs pgBackRest's restore. Every member clones from its restored leader only (the
+    repository's latest backup may be on a timeline the restore leaves), and keeps its WAL
+    in pg_wal instead of archiving it until every group is restored: a restore that fails
+    half-way leaves no new timeline in the repository for the rolled-back cluster to follow.
+    """
+
+    bootstrap: str | None = None
 
 
 class LocalCluster(ClusterBackend):
@@ -100,42 +116,34 @@ class LocalCluster(ClusterBackend):
         return credentials.member_dsn(self.layout, m, dbname)
 
     def patroni_config(
-        self,
-        m: Member,
-        creds: dict[str, str],
-        restore_bootstrap: str | None = None,
-        replica_from_repo: bool = True,
+        self, m: Member, creds: dict[str, str], restore: RestoreStart | None = None
     ) -> dict:
         archive = None
         b = self.backups
-        if b.enabled or restore_bootstrap:
+        if b.enabled or restore:
             archive = {"restore_command": b.restore_command(m)}
             if b.enabled:
-                archive["archive_command"] = b.archive_command(m)
-            if b.enabled and replica_from_repo:
+                archive["archive_command"] = HOLD_ARCHIVE if restore else b.archive_command(m)
+            if b.enabled and not restore:
                 archive["replica_command"] = b.restore_cmd(m, "--delta", "--type=standby")
-            if restore_bootstrap:
-                archive["restore_bootstrap"] = restore_bootstrap
+            if restore and restore.bootstrap:
+                archive["restore_bootstrap"] = restore.bootstrap
         return patroni.patroni_config(self.spec, m, creds, self.pg_bin_dir(), archive)
 
     def _start_member(
-        self,
-        m: Member,
-        creds: dict[str, str],
-        restore_bootstrap: str | None = None,
-        replica_from_repo: bool = True,
+        self, m: Member, creds: dict[str, str], restore: RestoreStart | None = None
     ) -> bool:
-        """Start m's Patroni unless it runs. ``restore_bootstrap``: the pgBackRest restore that
-        initializes its group (``cluster restore``); ``replica_from_repo`` off: clone from the
-        leader only (right after a restore the repository's latest backup may be on a
-        timeline the restored cluster left)."""
         if processes.member_pid(m):
             return False
-        if self.backups.enabled or restore_bootstrap:
+        if self.backups.enabled or restore:
             self.backups.write_member_config(m)
-        config = self.patroni_config(m, creds, restore_bootstrap, replica_from_repo)
-        patroni.start(self.layout, m, config, self._run_as)
+        patroni.start(self.layout, m, self.patroni_config(m, creds, restore), self._run_as)
         return True
+
+    def reload_member(self, m: Member, creds: dict[str, str]) -> None:
+        """Rewrite m's patroni.yml as `up` would and have Patroni apply it (SIGHUP)."""
+        patroni.write_config(m, self.patroni_config(m, creds), self._run_as)
+        processes.signal_member(m, signal.SIGHUP)
 
     def ensure_stanzas(self, groups: list[int]) -> None:
         """Create (or confirm) each group's pgBackRest stanza once its leader runs."""
@@ -443,4 +451,4 @@ class LocalCluster(ClusterBackend):
         return moved
 
 
-__all__ = ["LocalCluster", "Progress"]
+__all__ = ["HOLD_ARCHIVE", "LocalCluster", "Progress", "RestoreStart"]

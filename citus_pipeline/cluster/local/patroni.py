@@ -129,6 +129,10 @@ def patroni_config(
 S3_KEY_ENV_PREFIX = "PGBACKREST_REPO1_S3_KEY"
 
 
+def write_config(m: Member, config: dict, owner: pwd.struct_passwd | None) -> None:
+    write_private(m.config, yaml.safe_dump(config, sort_keys=False), owner)
+
+
 def start(layout: Layout, m: Member, config: dict, owner: pwd.struct_passwd | None) -> None:
     """Write ``config`` to the member's patroni.yml and start Patroni on it, as ``owner``."""
     # explicit modes: under a restrictive umask the service user could not reach its config
@@ -140,7 +144,7 @@ def start(layout: Layout, m: Member, config: dict, owner: pwd.struct_passwd | No
         os.chmod(d, 0o700)
         if owner:
             os.chown(d, owner.pw_uid, owner.pw_gid)
-    write_private(m.config, yaml.safe_dump(config, sort_keys=False), owner)
+    write_config(m, config, owner)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
@@ -252,4 +256,4 @@ class PatroniAPI:
         return httpx.request("POST", f"{m.api_url}{path}", json=body, timeout=60, auth=auth)
 
 
-__all__ = ["PatroniAPI", "patroni_config", "start"]
+__all__ = ["S3_KEY_ENV_PREFIX", "PatroniAPI", "patroni_config", "start", "write_config"]

@@ -11,18 +11,19 @@ then points pg_dist_node at the restored leaders.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import shutil
 import time
 from datetime import datetime
 
+from ...errors import UserError
 from .. import pgbackrest as pgbr
 from .. import restore_points
 from ..pgbackrest import BackupError, BackupInfo, GroupRestore, StanzaInfo
 from ..restore_points import RestorePoint, RestorePointFile, RestorePoints
 from ..topology import ClusterTopology, Progress
 from . import processes
-from .cluster import LocalCluster
+from .cluster import LocalCluster, RestoreStart
 from .layout import Member
 
 ASIDE = "data.before-restore"
@@ -169,11 +170,14 @@ class LocalRecovery:
             self._set_aside(members)
             try:
                 self._bootstrap(plan, target, progress, timeout)
-            except BaseException:
+            except BaseException as err:
                 self._roll_back(members)
-                # the cluster as it was before the restore; the restore's error is the news
-                with contextlib.suppress(Exception):
+                try:  # the cluster as it was before the restore
                     c._up_locked()
+                except UserError as up:
+                    raise BackupError(
+                        f"{err}; starting the cluster as it was failed: {up}"
+                    ) from err
                 raise
         for m in members:
             shutil.rmtree(m.dir / ASIDE, ignore_errors=True)
@@ -194,14 +198,12 @@ class LocalRecovery:
             if m.data_dir.exists():
                 m.data_dir.rename(m.dir / ASIDE)
 
-    def _forget_groups(self, paused: list[int] | None = None) -> None:
-        """Every group's keys out of the DCS. ``paused``: groups `up` must take out of
-        maintenance mode (a member's data directory caches the DCS config it last saw)."""
+    def _forget_groups(self) -> None:
         c = self.cluster
         for g in c.groups():
             c.etcd.delete_prefix(f"/service/{c.spec.name}/{g}/")
         state = c.state.read()
-        state["paused"], state["stopped"] = paused or [], {}
+        state["paused"], state["stopped"] = [], {}
         c.state.save(state)
 
     def _bootstrap(
@@ -222,15 +224,19 @@ class LocalRecovery:
                 "--target-action=promote",
                 f"--target-timeline={gr.timeline}",
             )
-            c._start_member(m, creds, restore_bootstrap=cmd)
+            c._start_member(m, creds, RestoreStart(bootstrap=cmd))
             leaders.append(m)
         self._wait_leaders(leaders, timeout)
         self._step(progress, "cloning the standbys from the restored leaders", 2)
         for m in c.members():
             if m not in leaders:
-                c._start_member(m, creds, replica_from_repo=False)
+                c._start_member(m, creds, RestoreStart())
         c.wait_ready(c.groups(), timeout)
-        self._step(progress, "restored", 3)
+        self._step(progress, "archiving the restored timelines", 3)
+        for m in c.members():
+            c.reload_member(m, creds)
+        with c._coordinator_conn() as conn:
+            restore_points.switch_and_wait(conn, timeout)
         c.ensure_stanzas(c.groups())
 
     def _wait_leaders(self, leaders: list[Member], timeout: float) -> None:
@@ -269,9 +275,23 @@ class LocalRecovery:
             if (m.dir / ASIDE).exists():
                 shutil.rmtree(m.data_dir, ignore_errors=True)
                 (m.dir / ASIDE).rename(m.data_dir)
-        # the old data directories were set aside while `down` had the groups paused
-        self._forget_groups(paused=c.groups())
+        for m in members:
+            _unpause_cached_config(m)
+        self._forget_groups()
         c.etcd.stop()
+
+
+def _unpause_cached_config(m: Member) -> None:
+    """Patroni keeps the DCS config it last saw in the data directory and, finding the DCS
+    empty, writes it back: the copy saved while `down` had the group paused would keep the
+    group in maintenance mode, with nothing in the DCS to resume."""
+    cache = m.data_dir / "patroni.dynamic.json"
+    try:
+        config = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return
+    if config.pop("pause", None) is not None:
+        cache.write_text(json.dumps(config))  # in place: its owner and mode stay
 
 
 __all__ = ["ASIDE", "LocalRecovery"]
