@@ -14,7 +14,6 @@ import os
 import pwd
 import shlex
 import subprocess
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -228,20 +227,23 @@ class LocalBackups:
             names |= pgbr.archived_names(json.loads(text or "{}").keys())
         return names
 
-    def history(self, group: int, timeline: int) -> str | None:
-        """The history file of ``timeline`` from the archive (None for timeline 1)."""
+    def history(self, group: int, archive_id: str, timeline: int) -> str | None:
+        """The history file of ``timeline`` from the archive (None for timeline 1).
+
+        Read with repo-get (history files are stored as they are, uncompressed): unlike
+        archive-get it needs no data directory, which a lost group no longer has."""
         if timeline == 1:
             return None
         name = f"{timeline:08X}.history"
-        with tempfile.TemporaryDirectory(dir=self.layout.backup_dir / "work") as tmp:
-            if self.run_as:
-                os.chown(tmp, self.run_as.pw_uid, self.run_as.pw_gid)
-            dest = Path(tmp) / name
-            conf = self.group_config(group)
-            self.run(conf, [f"--stanza={self.stanza(group)}", "archive-get", name, str(dest)])
-            if not dest.exists():
-                raise BackupError(f"group {group}: timeline history {name} is not in the archive")
-            return dest.read_text()
+        path = f"archive/{self.stanza(group)}/{archive_id}/{name}"
+        try:
+            return self.run(
+                self.group_config(group), [f"--stanza={self.stanza(group)}", "repo-get", path]
+            )
+        except BackupError:
+            raise BackupError(
+                f"group {group}: timeline history {name} is not in the repository"
+            ) from None
 
 
 __all__ = ["LocalBackups"]

@@ -128,7 +128,7 @@ class LocalRecovery:
         else:
             timeline, last = pgbr.parse_segment_name(info.wal_max)
             lsn, before = (last + 1) * pgbr.WAL_SEGMENT_SIZE, to_time
-        spans = pgbr.timeline_path(timeline, self.backups.history(g, timeline))
+        spans = pgbr.timeline_path(timeline, self.backups.history(g, info.archive_id, timeline))
         backup = pgbr.choose_backup(g, info.backups, spans, lsn, before)
         needed = pgbr.wal_needed(backup, spans, last)
         have = self.backups.archived(g, info.archive_id, {n[:16] for n in needed})
