@@ -174,7 +174,8 @@ class BackupInfo(BaseModel):
     started: datetime
     stopped: datetime
     size: int  # bytes of the database
-    repo_size: int  # bytes in the repository (compressed, deduplicated)
+    repo_size: int  # bytes in the repository of the whole backup (compressed)
+    repo_delta: int = 0  # bytes this backup stored itself (an incr or diff: the changed files)
     wal_start: str
     wal_stop: str
     lsn_start: str
@@ -227,6 +228,7 @@ def parse_info(group: int, entry: dict) -> StanzaInfo:
                 stopped=datetime.fromtimestamp(ts["stop"], UTC),
                 size=size.get("size", 0),
                 repo_size=(size.get("repository") or {}).get("size", 0),
+                repo_delta=(size.get("repository") or {}).get("delta", 0),
                 wal_start=arch.get("start", ""),
                 wal_stop=arch.get("stop", ""),
                 lsn_start=lsn.get("start", "0/0"),

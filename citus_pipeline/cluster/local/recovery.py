@@ -57,8 +57,7 @@ class LocalRecovery:
         self._require_archiving()
         c = self.cluster
         topo = c.status(with_shards=False)
-        groups = c.groups()
-        c.ensure_stanzas(groups)
+        groups = c.groups()  # their stanzas exist: `up` and `add-worker` create them
         for i, g in enumerate(groups):
             if topo.leader(g) is None:
                 raise BackupError(f"group {g} has no leader: no backup was taken of it")
