@@ -216,3 +216,13 @@ def test_a_new_standby_is_built_from_the_repository(cluster, recovery):
     assert "replica has been created using pgbackrest" in log
     me = next(x for x in cluster.status(with_shards=False).members if x.name == m.name)
     assert me.state == "streaming"
+
+
+def test_archiving_goes_on_from_the_new_leader_after_a_switchover(cluster, recovery):
+    before = recovery.restore_point("before-switchover").groups[1]
+    old = cluster.status(with_shards=False).leader(1).name
+    assert cluster.switchover(1) != old
+    # the point returns only once the file holding it is archived, in every group: in
+    # group 1 by the standby just promoted, on its new timeline
+    after = recovery.restore_point("after-switchover").groups[1]
+    assert after.timeline == before.timeline + 1

@@ -117,6 +117,13 @@ def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp
     assert not columns[0].constraints.nullable and columns[-1].constraints.nullable
     assert "dagster/column_schema" in raw
     assert any(k.startswith("bytes_group_") for k in up)
+    # the publish took a cluster-consistent restore point named after its run, before it
+    from citus_pipeline.cluster.local.recovery import LocalRecovery
+
+    point = up["restore_point"].value
+    assert point == f"{result.run_id[:8]}.uk_price.0"
+    taken = {p.name: p for p in LocalRecovery(citus_cluster).restore_points()}
+    assert taken[point].run_id == result.run_id and sorted(taken[point].groups) == [0, 1, 2]
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     # citus_cluster brings its health checks along (a cluster just started is healthy)
     from citus_pipeline.defs.citus.health import HEALTH_CHECKS
@@ -179,6 +186,27 @@ def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp
     assert not missing.success
     failure = next(e for e in missing.all_events if e.is_step_failure)
     assert "no update file for 2025-02" in failure.event_specific_data.error.message
+
+
+def test_cluster_backup_backs_up_every_group_then_takes_a_restore_point(
+    citus_cluster, tmp_path, instance
+):
+    from citus_pipeline.cluster.local.recovery import LocalRecovery
+
+    result = dg.materialize(
+        ALL,
+        instance=instance,
+        resources=_resources(citus_cluster, tmp_path),
+        selection=dg.AssetSelection.assets("cluster_backup"),
+    )
+    assert result.success
+    md = _md(result, "cluster_backup")
+    assert md["restore_point"].value == f"{result.run_id[:8]}.backup.0"
+    assert md["backup_mb"].value > 0
+    infos = LocalRecovery(citus_cluster).list()
+    assert [i.group for i in infos if i.backups] == [0, 1, 2]
+    labels = {b.label for i in infos for b in i.backups}
+    assert all(f"| {g} | " in md["backups"].value for g in (0, 1, 2)) and labels
 
 
 def test_failing_quality_check_blocks_downstream(citus_cluster, schema, tmp_path, instance):

@@ -188,3 +188,15 @@ def test_purge_deletes_only_what_the_cluster_owns(tmp_path):
     (state / "work").rmdir()
     LocalCluster(spec_from_mapping(SPEC), state).down(purge=True)
     assert not state.exists()
+
+
+def test_backup_commands_without_a_cluster_say_so_and_write_nothing(tmp_path):
+    from citus_pipeline.cluster.local.recovery import LocalRecovery
+    from citus_pipeline.cluster.pgbackrest import BackupError
+
+    state = _state(tmp_path)
+    r = LocalRecovery(LocalCluster(spec_from_mapping(SPEC), state))
+    for call in (r.list, r.restore_points, lambda: r.restore_point("x"), lambda: r.plan("x")):
+        with pytest.raises(BackupError, match="no local cluster in .*: run `citus-pipeline"):
+            call()
+    assert not state.exists()

@@ -42,6 +42,9 @@ class LocalRecovery:
         )
 
     def _require_archiving(self) -> None:
+        c = self.cluster
+        if not c.state.read():
+            raise BackupError(f"no local cluster in {c.state_dir}: run `citus-pipeline cluster up`")
         if not self.backups.enabled:
             raise BackupError(
                 "backup.archiving is off in the spec: this cluster archives no WAL and has no "
@@ -88,6 +91,7 @@ class LocalRecovery:
         return self.points.take(name, run_id)
 
     def restore_points(self) -> list[RestorePoint]:
+        self._require_archiving()
         return self.points.list()
 
     # ---- restore ------------------------------------------------------------------------
