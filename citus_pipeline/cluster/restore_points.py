@@ -82,11 +82,16 @@ def check_name(name: str, known: list[RestorePoint]) -> None:
         raise BackupError(f"restore point {name!r} exists already: choose another name")
 
 
+class GroupUnreachable(BackupError, ConnectionError):
+    """A group's leader did not answer (a leader change under way): worth another attempt."""
+
+
 def _per_group(conn: psycopg.Connection, sql: str) -> dict[int, str]:
     out = {}
     for group, ok, result in conn.execute(sql).fetchall():
         if not ok:
-            raise BackupError(f"group {group}: {result.strip().splitlines()[0]}")
+            line = f"group {group}: {(result.strip().splitlines() or ['failed'])[0]}"
+            raise (GroupUnreachable if "connect" in result.lower() else BackupError)(line)
         out[group] = result
     return out
 
@@ -222,6 +227,7 @@ def find(points: list[RestorePoint], name: str) -> RestorePoint:
 
 __all__ = [
     "GroupPosition",
+    "GroupUnreachable",
     "RestorePoint",
     "RestorePointFile",
     "RestorePointStore",

@@ -25,7 +25,14 @@ def restore_point_before(
     if citus.cluster is None:
         return {"restore_point": dg.MetadataValue.text("none (no cluster resource)")}
     name = f"{context.run_id[:8]}.{what}.{context.retry_number}"
-    point = citus.cluster.restore_point(name, context.run_id)
+    cluster = citus.cluster
+    # across a leader change, like every single step; a retry after a half-taken point adds
+    # a second record of the name, and recovery stops at the first: both precede the change
+    point = citus.retry_idempotent(
+        lambda: cluster.restore_point(name, context.run_id),
+        what=f"restore point before {what}",
+        log=context.log.warning,
+    )
     if point is None:
         return {"restore_point": dg.MetadataValue.text("none (backup.archiving is off)")}
     context.log.info(f"restore point {point.name} taken before {what}")
