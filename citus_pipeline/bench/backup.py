@@ -32,6 +32,7 @@ from .. import settings
 from ..cluster.local import LocalCluster
 from ..cluster.local.recovery import LocalRecovery
 from ..cluster.pgbackrest import parse_lsn
+from ..cluster.restore_points import switch_and_wait
 from ..data import apply_monthly, load_price_paid
 from ..data.generate import generate_monthly
 from .load import data_file
@@ -88,17 +89,11 @@ class ArchiveSampler(threading.Thread):
         }
 
 
-def wait_archived(dsn: str, timeout: float = 300) -> float:
-    """Seconds until every group's archive has caught up with its WAL (after a switch)."""
+def archive_catch_up(dsn: str, timeout: float = 300) -> float:
+    """Seconds until every group's WAL written so far is in the repository."""
     t0 = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT run_command_on_all_nodes('SELECT pg_switch_wal()')")
-        while time.monotonic() - t0 < timeout:
-            rows = [r.split() for (_, r) in conn.execute(WAL_SQL).fetchall()]
-            # caught up: the last archived file is the one before the current one
-            if all(len(r[2]) >= 24 and int(r[3][8:], 16) - int(r[2][8:24], 16) <= 1 for r in rows):
-                break
-            time.sleep(0.5)
+        switch_and_wait(conn, timeout)
     return time.monotonic() - t0
 
 
@@ -174,7 +169,7 @@ def backup_command(
         load_price_paid(path, dsn, target="uk_price", jobs=2)
         fig["load_seconds"] = time.monotonic() - t0
         fig.update(sampler.stop())
-        fig["archive_catch_up_seconds"] = wait_archived(dsn)
+        fig["archive_catch_up_seconds"] = archive_catch_up(dsn)
 
         topo = cluster.status(with_shards=False)
         standbys = [
