@@ -19,7 +19,7 @@ import httpx
 import yaml
 
 from ...errors import ClusterError
-from ..spec import ClusterSpec
+from ..spec import REPLICA_BASEBACKUP_OPTIONS, ClusterSpec
 from ..topology import MemberStatus
 from .credentials import write_private
 from .layout import Layout, Member
@@ -64,8 +64,7 @@ def patroni_config(
             # custom bootstrap (`cluster restore`) name the socket and the listen address, and
             # a TCP client here leaves from 127.0.0.1, not from the member's address
             "use_unix_socket": True,
-            # replicas clone at once instead of waiting for a spread checkpoint (~2 min)
-            "basebackup": [{"checkpoint": "fast"}],
+            "basebackup": list(REPLICA_BASEBACKUP_OPTIONS),
             "authentication": {
                 "superuser": {"username": c.superuser, "password": creds["superuser"]},
                 "replication": {

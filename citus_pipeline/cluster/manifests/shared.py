@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ..spec import ClusterSpec
+from ..spec import REPLICA_BASEBACKUP_OPTIONS, ClusterSpec
 from .names import (
     APP_LABEL,
     APP_VALUE,
@@ -132,6 +132,7 @@ def patroni_bootstrap_config(spec: ClusterSpec) -> dict[str, Any]:
         },
         "postgresql": {
             "use_unix_socket": True,
+            "basebackup": list(REPLICA_BASEBACKUP_OPTIONS),
             "parameters": local_parameters,
         },
     }

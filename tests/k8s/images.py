@@ -1,0 +1,77 @@
+"""What the pod runner runs for an image: the project's own images are read from their
+Dockerfiles (ENTRYPOINT, ENV, WORKDIR) and their files come from this checkout; third-party
+images map to the same program from Debian's packages. No image is pulled or built.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Image:
+    entrypoint: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/"
+    # host path -> container path: the image's own files, mounted read-only
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def _dockerfile(path: Path) -> tuple[list[str], dict[str, str], str]:
+    """ENTRYPOINT, ENV (with ARG defaults substituted) and WORKDIR of a Dockerfile."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    args: dict[str, str] = {}
+    env: dict[str, str] = {}
+    entry: list[str] = []
+    workdir = "/"
+    for line in text.splitlines():
+        word, _, rest = line.strip().partition(" ")
+        if word == "ARG" and "=" in rest:
+            k, v = rest.split("=", 1)
+            args[k.strip()] = v.strip()
+        elif word == "ENV":
+            for k, v in re.findall(r"(\w+)=(\S+)", rest):
+                env[k] = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), v)
+        elif word == "ENTRYPOINT":
+            entry = json.loads(rest)
+        elif word == "WORKDIR":
+            workdir = rest.strip()
+    return entry, env, workdir
+
+
+def patroni_citus(bin_dir: Path) -> Image:
+    """k8s/image: its entrypoint and citus-backup from this checkout, Patroni and the Python
+    packages from the project's environment at /opt/patroni, PostgreSQL 15, Citus and
+    pgBackRest from the machine."""
+    image_dir = REPO / "k8s" / "image"
+    entry, env, workdir = _dockerfile(image_dir / "Dockerfile")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, src in (("citus-entrypoint", "entrypoint.py"), ("citus-backup", "backup.py")):
+        link = bin_dir / name
+        if not link.is_symlink():
+            link.symlink_to(image_dir / src)
+    return Image(
+        entrypoint=entry,
+        env=env,
+        workdir=workdir,
+        files={str(REPO / ".venv"): "/opt/patroni", str(bin_dir): "/usr/local/bin"},
+    )
+
+
+def postgres_exporter() -> Image:
+    exe = shutil.which("prometheus-postgres-exporter") or "/usr/bin/prometheus-postgres-exporter"
+    return Image(entrypoint=[exe], env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
+
+
+def resolve(image: str, bin_dir: Path) -> Image:
+    if "patroni-citus" in image:
+        return patroni_citus(bin_dir)
+    if "postgres-exporter" in image:
+        return postgres_exporter()
+    raise KeyError(f"the pod runner has no stand-in for image {image!r}")
