@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from citus_pipeline.cluster import manifests as mf
@@ -68,19 +69,26 @@ def kube() -> Iterator[Kube]:
             cleanup_dir(workdir)
 
 
-def k8s_spec(**overrides) -> ClusterSpec:
-    """The default spec, sized for three test nodes sharing two cores, archiving off (no S3)."""
-    small = {"cpu": "200m", "memory": "1Gi", "memory_limit": "2Gi"}
-    data = {
-        "backup": {"archiving": False},
-        "kubernetes": {
-            "coordinator_resources": small,
-            "worker_resources": small,
-            "termination_grace_period_seconds": 30,
-        },
-    }
-    data.update(overrides)
-    return spec_from_mapping(data)
+SMALL = {"cpu": "200m", "memory": "1Gi", "memory_limit": "2Gi"}
+# The default spec, sized for three test nodes sharing two cores, archiving off (no S3 here).
+K8S_SPEC: dict[str, Any] = {
+    "backup": {"archiving": False},
+    "kubernetes": {
+        "coordinator_resources": SMALL,
+        "worker_resources": SMALL,
+        "termination_grace_period_seconds": 30,
+    },
+}
+
+
+def k8s_spec() -> ClusterSpec:
+    return spec_from_mapping(K8S_SPEC)
+
+
+def write_spec(path: Path) -> Path:
+    """The test spec as a file, for the CLI (``--spec``)."""
+    path.write_text(yaml.safe_dump(K8S_SPEC))
+    return path
 
 
 def prepare_namespace(kube: Kube, spec: ClusterSpec) -> dict[str, str]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from citus_pipeline.cluster import manifests as mf
 from citus_pipeline.cluster.kubernetes import KubernetesCluster
 
-from .conftest import k8s_spec, prepare_namespace, wait_registered
+from .conftest import k8s_spec, prepare_namespace, wait_registered, write_spec
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus]
 
@@ -59,3 +62,161 @@ def test_every_group_elects_a_leader_and_registers(cluster, spec):
     for n in topo.dist_nodes:
         # the stable headless-service name, never a pod IP that a rescheduled pod loses
         assert n.host.endswith(f".{mf.headless_name(spec, n.groupid)}.citus.svc"), n.host
+
+
+def _pods(kube, spec, group: int) -> list:
+    core = client.CoreV1Api(kube.api())
+    sel = f"{mf.GROUP_LABEL}={group},cluster-name={spec.name}"
+    return core.list_namespaced_pod(spec.kubernetes.namespace, label_selector=sel).items
+
+
+def _endpoint_ips(kube, spec, name: str) -> set[str]:
+    ep = client.CoreV1Api(kube.api()).read_namespaced_endpoints(name, spec.kubernetes.namespace)
+    return {a.ip for s in ep.subsets or [] for a in s.addresses or []}
+
+
+def _wait_ips(kube, spec, name: str, want: set[str], timeout: float = 60) -> set[str]:
+    deadline = time.monotonic() + timeout
+    got: set[str] = set()
+    while time.monotonic() < deadline:
+        got = _endpoint_ips(kube, spec, name)
+        if got == want:
+            break
+        time.sleep(1)
+    return got
+
+
+def test_services_select_exactly_the_current_leaders(kube, cluster, spec):
+    topo = cluster.status(with_shards=False)
+    leader_ip = {}
+    for g in range(spec.workers.groups + 1):
+        leader = topo.leader(g)
+        pod = next(p for p in _pods(kube, spec, g) if p.metadata.name == leader.name)
+        assert pod.metadata.labels.get("role") == "primary"
+        leader_ip[g] = pod.status.pod_ip
+        # the leader Endpoints Patroni maintains, and the Service in front of them
+        assert _endpoint_ips(kube, spec, mf.group_name(spec, g)) == {pod.status.pod_ip}
+    coordinator_lb = mf.coordinator_lb_name(spec)
+    assert _wait_ips(kube, spec, coordinator_lb, {leader_ip[0]}) == {leader_ip[0]}
+    workers = {leader_ip[g] for g in spec.worker_groups}
+    assert _wait_ips(kube, spec, mf.workers_lb_name(spec), workers) == workers
+
+
+def test_members_of_a_group_never_share_a_node_and_the_pdb_holds(kube, cluster, spec):
+    for g in range(spec.workers.groups + 1):
+        nodes = [p.spec.node_name for p in _pods(kube, spec, g)]
+        assert len(nodes) == len(set(nodes)), f"group {g}: {nodes}"
+    # one voluntary disruption of a worker group is allowed, a second one is refused
+    g = 1
+    leader = cluster.status(with_shards=False).leader(g).name
+    replica = next(p.metadata.name for p in _pods(kube, spec, g) if p.metadata.name != leader)
+    core = client.CoreV1Api(kube.api())
+    ns = spec.kubernetes.namespace
+
+    def evict(name: str) -> None:
+        core.create_namespaced_pod_eviction(name, ns, {"metadata": {"name": name, "namespace": ns}})
+
+    _wait_pdb(kube, spec, g, allowed=1)
+    evict(replica)
+    with pytest.raises(ApiException) as refused:
+        evict(leader)
+    assert refused.value.status == 429, refused.value
+    assert "disruption budget" in refused.value.body
+    # the StatefulSet brings the evicted member back and it streams again
+    wait_members_ready(kube, spec, g, timeout=240)
+
+
+def _wait_pdb(kube, spec, group: int, allowed: int, timeout: float = 120) -> None:
+    policy = client.PolicyV1Api(kube.api())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pdb = policy.read_namespaced_pod_disruption_budget(
+            mf.group_name(spec, group), spec.kubernetes.namespace
+        )
+        if (pdb.status.disruptions_allowed or 0) >= allowed:
+            return
+        time.sleep(1)
+    raise AssertionError(f"PDB of group {group} never allowed {allowed} disruption(s)")
+
+
+def wait_members_ready(kube, spec, group: int, timeout: float) -> None:
+    want = spec.coordinator.members if group == 0 else spec.workers.members
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pods = _pods(kube, spec, group)
+        ready = [
+            p
+            for p in pods
+            if p.metadata.deletion_timestamp is None
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        ]
+        if len(ready) == want:
+            return
+        time.sleep(2)
+    raise AssertionError(f"group {group}: not {want} ready members after {timeout:.0f}s")
+
+
+def test_status_command_prints_the_topology(kube, cluster, spec, tmp_path):
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kube.kubeconfig),
+        "CITUS_PIPELINE_BACKEND": "kubernetes",
+        "COLUMNS": "200",
+    }
+    spec_file = write_spec(tmp_path / "cluster.yaml")
+    out = subprocess.run(
+        [sys.executable, "-m", "citus_pipeline.cli", "cluster", "status", "--spec", str(spec_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert f"Citus cluster {spec.name} (kubernetes)" in out
+    topo = cluster.status(with_shards=False)
+    assert (
+        len(topo.members) == spec.coordinator.members + spec.workers.groups * spec.workers.members
+    )
+    for m in topo.members:
+        line = next((x for x in out.splitlines() if f" {m.name} " in x), "")
+        assert m.role in line, (m.name, out)
+    # pg_dist_node through the coordinator's load balancer, under the headless names
+    assert f"citusdemo-1-0.{mf.headless_name(spec, 1)}.citus.svc" in out or (
+        f"citusdemo-1-1.{mf.headless_name(spec, 1)}.citus.svc" in out
+    )
+
+
+def _token_client(kube, spec) -> client.CoreV1Api:
+    """The API as Patroni's ServiceAccount sees it: a bound token from the TokenRequest API."""
+    admin = client.CoreV1Api(kube.api())
+    sa = mf.service_account_name(spec)
+    token = admin.create_namespaced_service_account_token(
+        sa, spec.kubernetes.namespace, {"spec": {"expirationSeconds": 600}}
+    ).status.token
+    cfg = client.Configuration()
+    cfg.host = kube.plane.url
+    cfg.ssl_ca_cert = str(kube.plane.ca_file)
+    cfg.api_key = {"authorization": f"Bearer {token}"}
+    return client.CoreV1Api(client.ApiClient(cfg))
+
+
+def test_patroni_runs_with_exactly_the_rendered_role(kube, cluster, spec):
+    ns = spec.kubernetes.namespace
+    as_patroni = _token_client(kube, spec)
+    # what Patroni's Kubernetes DCS needs is granted ...
+    as_patroni.list_namespaced_pod(ns, label_selector=f"cluster-name={spec.name}")
+    as_patroni.list_namespaced_endpoints(ns)
+    # ... and nothing else: no Secrets, no deleting the leader Endpoints, no other namespace
+    for call in (
+        lambda: as_patroni.list_namespaced_secret(ns),
+        lambda: as_patroni.delete_namespaced_endpoints(mf.group_name(spec, 1), ns),
+        lambda: as_patroni.list_namespaced_pod("kube-system"),
+    ):
+        with pytest.raises(ApiException) as denied:
+            call()
+        assert denied.value.status == 403
+    # and no member was ever refused by the API while running the cluster
+    for g in range(spec.workers.groups + 1):
+        for p in _pods(kube, spec, g):
+            log = kube.runner.container_log(ns, p.metadata.name, "patroni")
+            assert "Forbidden" not in log and " 403" not in log, p.metadata.name
