@@ -8,6 +8,7 @@ whose commit was never confirmed can neither be counted nor collide with a later
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,8 @@ import psycopg
 class WriteProbe(threading.Thread):
     """Runs ``insert_sql`` with ``params(id)`` for id = start_id, start_id + 1, ... until stopped.
 
-    ``acked`` holds the ids whose insert returned; ``failed`` counts the inserts that raised
+    ``acked`` holds the ids whose insert returned (``acked_at`` when, monotonic seconds);
+    ``failed`` counts the inserts that raised
     (the connection is then dropped and opened again after ``error_pause``); ``errors``
     keeps the first ``keep_errors`` messages, one line each.
     """
@@ -41,6 +43,7 @@ class WriteProbe(threading.Thread):
         self.pause, self.error_pause = pause, error_pause
         self.connect_timeout, self.keep_errors = connect_timeout, keep_errors
         self.acked: list[int] = []
+        self.acked_at: list[float] = []
         self.failed = 0
         self.errors: list[str] = []
         self._halt = threading.Event()
@@ -56,6 +59,7 @@ class WriteProbe(threading.Thread):
                     )
                 conn.execute(self.insert_sql, self.params(row_id))
                 self.acked.append(row_id)
+                self.acked_at.append(time.monotonic())
             except psycopg.Error as err:
                 self.failed += 1
                 if len(self.errors) < self.keep_errors:
@@ -69,6 +73,12 @@ class WriteProbe(threading.Thread):
                 time.sleep(self.pause)
         if conn is not None:
             conn.close()
+
+    def longest_gap(self, since: float = 0.0) -> float:
+        """The longest time without an acknowledged write after ``since`` (monotonic), up to
+        the last acknowledgement: what a client saw of an outage."""
+        times = [since, *(t for t in self.acked_at if t >= since)] if since else self.acked_at
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def stop(self, timeout: float = 30.0) -> WriteProbe:
         """Stop after the insert in flight and wait for the thread; returns the probe."""

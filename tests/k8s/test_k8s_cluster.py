@@ -12,9 +12,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from citus_pipeline.cluster import manifests as mf
-from citus_pipeline.cluster.kubernetes import KubernetesCluster
 
-from .conftest import k8s_spec, prepare_namespace, wait_registered, write_spec
+from .conftest import k8s_spec, write_spec
+from .drills import bring_up, group_pods, wait_members_ready
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus]
 
@@ -26,19 +26,7 @@ def spec():
 
 @pytest.fixture(scope="module")
 def cluster(kube, spec, require_citus):
-    passwords = prepare_namespace(kube, spec)
-    # the backend takes the password from libpq's environment, as a user's shell gives it
-    os.environ["PGPASSWORD"] = passwords["superuser-password"]
-    core, apps, policy = (
-        client.CoreV1Api(kube.api()),
-        client.AppsV1Api(kube.api()),
-        client.PolicyV1Api(kube.api()),
-    )
-    c = KubernetesCluster(spec, core_api=core, apps_api=apps, policy_api=policy)
-    started = time.monotonic()
-    c.up(timeout=600)
-    wait_registered(c, range(spec.workers.groups + 1))
-    c.ready_seconds = time.monotonic() - started
+    c, c.ready_seconds = bring_up(kube, spec)
     yield c
     os.environ.pop("PGPASSWORD", None)
 
@@ -64,12 +52,6 @@ def test_every_group_elects_a_leader_and_registers(cluster, spec):
         assert n.host.endswith(f".{mf.headless_name(spec, n.groupid)}.citus.svc"), n.host
 
 
-def _pods(kube, spec, group: int) -> list:
-    core = client.CoreV1Api(kube.api())
-    sel = f"{mf.GROUP_LABEL}={group},cluster-name={spec.name}"
-    return core.list_namespaced_pod(spec.kubernetes.namespace, label_selector=sel).items
-
-
 def _endpoint_ips(kube, spec, name: str) -> set[str]:
     ep = client.CoreV1Api(kube.api()).read_namespaced_endpoints(name, spec.kubernetes.namespace)
     return {a.ip for s in ep.subsets or [] for a in s.addresses or []}
@@ -91,7 +73,7 @@ def test_services_select_exactly_the_current_leaders(kube, cluster, spec):
     leader_ip = {}
     for g in range(spec.workers.groups + 1):
         leader = topo.leader(g)
-        pod = next(p for p in _pods(kube, spec, g) if p.metadata.name == leader.name)
+        pod = next(p for p in group_pods(kube, spec, g) if p.metadata.name == leader.name)
         assert pod.metadata.labels.get("role") == "primary"
         leader_ip[g] = pod.status.pod_ip
         # the leader Endpoints Patroni maintains, and the Service in front of them
@@ -104,12 +86,12 @@ def test_services_select_exactly_the_current_leaders(kube, cluster, spec):
 
 def test_members_of_a_group_never_share_a_node_and_the_pdb_holds(kube, cluster, spec):
     for g in range(spec.workers.groups + 1):
-        nodes = [p.spec.node_name for p in _pods(kube, spec, g)]
+        nodes = [p.spec.node_name for p in group_pods(kube, spec, g)]
         assert len(nodes) == len(set(nodes)), f"group {g}: {nodes}"
     # one voluntary disruption of a worker group is allowed, a second one is refused
     g = 1
     leader = cluster.status(with_shards=False).leader(g).name
-    replica = next(p.metadata.name for p in _pods(kube, spec, g) if p.metadata.name != leader)
+    replica = next(p.metadata.name for p in group_pods(kube, spec, g) if p.metadata.name != leader)
     core = client.CoreV1Api(kube.api())
     ns = spec.kubernetes.namespace
 
@@ -137,23 +119,6 @@ def _wait_pdb(kube, spec, group: int, allowed: int, timeout: float = 120) -> Non
             return
         time.sleep(1)
     raise AssertionError(f"PDB of group {group} never allowed {allowed} disruption(s)")
-
-
-def wait_members_ready(kube, spec, group: int, timeout: float) -> None:
-    want = spec.coordinator.members if group == 0 else spec.workers.members
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pods = _pods(kube, spec, group)
-        ready = [
-            p
-            for p in pods
-            if p.metadata.deletion_timestamp is None
-            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-        ]
-        if len(ready) == want:
-            return
-        time.sleep(2)
-    raise AssertionError(f"group {group}: not {want} ready members after {timeout:.0f}s")
 
 
 def test_status_command_prints_the_topology(kube, cluster, spec, tmp_path):
@@ -217,6 +182,6 @@ def test_patroni_runs_with_exactly_the_rendered_role(kube, cluster, spec):
         assert denied.value.status == 403
     # and no member was ever refused by the API while running the cluster
     for g in range(spec.workers.groups + 1):
-        for p in _pods(kube, spec, g):
+        for p in group_pods(kube, spec, g):
             log = kube.runner.container_log(ns, p.metadata.name, "patroni")
             assert "Forbidden" not in log and " 403" not in log, p.metadata.name

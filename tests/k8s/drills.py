@@ -1,0 +1,119 @@
+"""Shared steps of the Kubernetes fault drills (tests and the bench): a cluster from the
+rendered manifests, a writer through the coordinator's load balancer, and the checks that a
+leader change happened and lost nothing acknowledged."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import psycopg
+from kubernetes import client
+
+from citus_pipeline.cluster import manifests as mf
+from citus_pipeline.cluster.kubernetes import KubernetesCluster
+from citus_pipeline.cluster.spec import ClusterSpec
+from citus_pipeline.cluster.write_probe import WriteProbe
+
+from .conftest import Kube, prepare_namespace, wait_registered
+
+PROBE_TABLE = "k8s_write_probe"
+
+
+def bring_up(
+    kube: Kube, spec: ClusterSpec, timeout: float = 600
+) -> tuple[KubernetesCluster, float]:
+    """Apply the rendered manifests; returns the backend and the seconds until every group
+    had a leader and was registered in pg_dist_node."""
+    passwords = prepare_namespace(kube, spec)
+    # the backend takes the password from libpq's environment, as a user's shell gives it
+    os.environ["PGPASSWORD"] = passwords["superuser-password"]
+    api = kube.api()
+    c = KubernetesCluster(
+        spec,
+        core_api=client.CoreV1Api(api),
+        apps_api=client.AppsV1Api(api),
+        policy_api=client.PolicyV1Api(api),
+    )
+    started = time.monotonic()
+    c.up(timeout=timeout)
+    wait_registered(c, range(spec.workers.groups + 1), timeout)
+    return c, time.monotonic() - started
+
+
+def start_writer(dsn: str) -> WriteProbe:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id bigint PRIMARY KEY)")
+        if not conn.execute(
+            "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass", (PROBE_TABLE,)
+        ).fetchone():
+            conn.execute("SELECT create_distributed_table(%s, 'id')", (PROBE_TABLE,))
+        start = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {PROBE_TABLE}").fetchone()[0]
+    probe = WriteProbe(
+        dsn, f"INSERT INTO {PROBE_TABLE} (id) VALUES (%s)", start_id=start, pause=0.02
+    )
+    probe.start()
+    return probe
+
+
+def lost_writes(dsn: str, probe: WriteProbe) -> int:
+    """Acknowledged ids the table does not hold (must be 0)."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        stored = {
+            r[0]
+            for r in conn.execute(
+                f"SELECT id FROM {PROBE_TABLE} WHERE id >= %s", (min(probe.acked, default=0),)
+            )
+        }
+    return len(set(probe.acked) - stored)
+
+
+@dataclass
+class LeaderChange:
+    old: str
+    new: str
+    seconds: float  # from the fault to a new leader registered in pg_dist_node
+
+
+def wait_leader_change(
+    c: KubernetesCluster, group: int, old: str, since: float, timeout: float = 180
+) -> LeaderChange:
+    """Wait until ``group`` has a running leader other than ``old`` and pg_dist_node names it."""
+    deadline = time.monotonic() + timeout
+    spec = c.spec
+    while time.monotonic() < deadline:
+        topo = c.status(with_shards=False)
+        leader = topo.leader(group)
+        if leader is not None and leader.name != old and leader.state == "running":
+            ordinal = int(leader.name.rsplit("-", 1)[1])
+            host = mf.member_dns_name(spec, group, ordinal)
+            if any(n.groupid == group and n.host == host for n in topo.dist_nodes):
+                return LeaderChange(old, leader.name, time.monotonic() - since)
+        time.sleep(0.5)
+    raise AssertionError(f"group {group}: no new leader registered {timeout:.0f}s after the fault")
+
+
+def group_pods(kube, spec, group: int) -> list:
+    """The pods of one Citus group."""
+    core = client.CoreV1Api(kube.api())
+    sel = f"{mf.GROUP_LABEL}={group},cluster-name={spec.name}"
+    return core.list_namespaced_pod(spec.kubernetes.namespace, label_selector=sel).items
+
+
+def wait_members_ready(kube, spec, group: int, timeout: float) -> None:
+    """Until every member of ``group`` is Ready (its pod's condition, from the probe)."""
+    want = spec.coordinator.members if group == 0 else spec.workers.members
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pods = group_pods(kube, spec, group)
+        ready = [
+            p
+            for p in pods
+            if p.metadata.deletion_timestamp is None
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        ]
+        if len(ready) == want:
+            return
+        time.sleep(2)
+    raise AssertionError(f"group {group}: not {want} ready members after {timeout:.0f}s")

@@ -1,0 +1,91 @@
+"""Failover on a real control plane under streaming single-row inserts through the
+coordinator's load balancer: a worker leader's pod deleted, then the node that holds the
+coordinator leader lost. Nothing acknowledged may be lost."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from kubernetes import client
+
+from .conftest import k8s_spec
+from .drills import (
+    bring_up,
+    lost_writes,
+    start_writer,
+    wait_leader_change,
+    wait_members_ready,
+)
+
+pytestmark = [pytest.mark.k8s, pytest.mark.citus, pytest.mark.destructive]
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return k8s_spec()
+
+
+@pytest.fixture(scope="module")
+def cluster(kube, spec, require_citus):
+    c, _ = bring_up(kube, spec)
+    yield c
+    os.environ.pop("PGPASSWORD", None)
+
+
+def _acked_after(probe, t: float, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe.acked_at and probe.acked_at[-1] > t:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no write acknowledged within {timeout:.0f}s after the leader change")
+
+
+def test_deleting_a_worker_leader_pod_fails_over_and_loses_nothing(kube, cluster, spec):
+    dsn = cluster.coordinator_dsn()
+    probe = start_writer(dsn)
+    time.sleep(3)
+    old = cluster.status(with_shards=False).leader(1).name
+    core = client.CoreV1Api(kube.api())
+    t0 = time.monotonic()
+    core.delete_namespaced_pod(old, spec.kubernetes.namespace)
+    change = wait_leader_change(cluster, 1, old, t0)
+    _acked_after(probe, time.monotonic())
+    # the StatefulSet recreates the pod on its volume and it rejoins as a replica
+    wait_members_ready(kube, spec, 1, timeout=240)
+    probe.stop()
+    assert lost_writes(dsn, probe) == 0
+    assert len(probe.acked) > 0
+    print(
+        f"worker leader pod deleted: {change.new} leads after {change.seconds:.1f}s, "
+        f"longest write gap {probe.longest_gap(t0):.1f}s, {probe.failed} failed inserts"
+    )
+
+
+def test_losing_the_coordinator_leaders_node_fails_over_and_loses_nothing(kube, cluster, spec):
+    dsn = cluster.coordinator_dsn()
+    probe = start_writer(dsn)
+    time.sleep(3)
+    topo = cluster.status(with_shards=False)
+    core = client.CoreV1Api(kube.api())
+    ns = spec.kubernetes.namespace
+    node = core.read_namespaced_pod(topo.leader(0).name, ns).spec.node_name
+    # every leader on that node goes with it (a worker group's too, as placement allows)
+    led = {
+        g: topo.leader(g).name
+        for g in range(spec.workers.groups + 1)
+        if core.read_namespaced_pod(topo.leader(g).name, ns).spec.node_name == node
+    }
+    t0 = time.monotonic()
+    gone = kube.runner.lose_node(node)
+    changes = {g: wait_leader_change(cluster, g, old, t0) for g, old in led.items()}
+    _acked_after(probe, time.monotonic())
+    probe.stop()
+    assert lost_writes(dsn, probe) == 0
+    print(
+        f"node {node} lost ({len(gone)} pods): "
+        + ", ".join(f"group {g} led by {c.new} after {c.seconds:.1f}s" for g, c in changes.items())
+        + f"; longest write gap {probe.longest_gap(t0):.1f}s, {probe.failed} failed inserts"
+    )
