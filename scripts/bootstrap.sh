@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything this project needs that a package manager can install:
 #   Debian's postgresql-15, etcd-server, pgbackrest, chromium, prometheus and
-#   prometheus-postgres-exporter, uv, and the locked Python environment.
+#   prometheus-postgres-exporter, iproute2, uv, the locked Python environment, and
+#   (where Go is installed) the pinned Kubernetes control plane of the k8s tests.
 # The citus extension is not packaged by Debian: where citus.so is missing for the PostgreSQL
 # found, this tries the Citus project's own package repository; where that fails it stops and
 # says what is missing (or, with --citus-optional, warns and goes on: the Citus tests then skip).
@@ -30,6 +31,8 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 # WAL archiving, backups and point-in-time restore of every Citus group
 command -v pgbackrest >/dev/null || need+=(pgbackrest)
 command -v curl >/dev/null || need+=(curl ca-certificates gnupg)
+# the k8s tests' pod runner: a network namespace per pod (ip), mount and PID namespaces (unshare)
+command -v ip >/dev/null || need+=(iproute2)
 # the UI tests and `pipeline screenshots` drive Debian's Chromium (Playwright downloads none)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # `cluster up --with-metrics`: an exporter per member and a Prometheus scraping them
@@ -83,4 +86,14 @@ if [ ! -e "$PKGLIB/citus.so" ]; then
   fi
 fi
 [ -e "$PKGLIB/citus.so" ] && say "citus extension: $PKGLIB/citus.so"
+
+# 4. A real Kubernetes control plane for the `k8s` tests ----------------------------------------
+# kube-apiserver/-controller-manager/-scheduler and etcd of one pinned release, built with Go
+# from the Go module proxy into ~/.cache (minutes the first time, then cached).
+if command -v go >/dev/null; then
+  say "Kubernetes control plane for the k8s tests: scripts/k8s-control-plane.sh"
+  scripts/k8s-control-plane.sh >/dev/null
+else
+  say "WARNING: Go is missing: the k8s tests will skip (install Go >= 1.25, then scripts/k8s-control-plane.sh)"
+fi
 say "ready: uv run citus-pipeline --help"

@@ -35,6 +35,9 @@ ORDER BY n.groupid
 
 DRAIN_SQL = "SELECT pg_catalog.citus_drain_node(%s, %s, shard_transfer_mode => %s::citus.shard_transfer_mode)"
 REMOVE_NODE_SQL = "SELECT pg_catalog.citus_remove_node(%s, %s)"
+# Marks a node that is gone as inactive without reaching it, so citus_remove_node then does
+# not try to either (it syncs the removal to every active node with metadata).
+DISABLE_NODE_SQL = "SELECT pg_catalog.citus_disable_node(%s, %s, synchronous => true)"
 SET_SHOULD_HAVE_SHARDS_SQL = (
     "SELECT pg_catalog.citus_set_node_property(%s, %s, 'shouldhaveshards', true)"
 )
@@ -141,14 +144,25 @@ def node_bytes(conn: psycopg.Connection) -> dict[int, dict[str, int]]:
     }
 
 
-def remove_group_nodes(conn: psycopg.Connection, group: int) -> list[DistNode]:
-    """Remove every pg_dist_node row of ``group`` (secondaries first). Call after a drain."""
+def remove_group_nodes(
+    conn: psycopg.Connection, group: int, *, gone: bool = False
+) -> list[DistNode]:
+    """Remove every pg_dist_node row of ``group`` (secondaries first). Call after a drain.
+
+    ``gone``: the group's servers no longer exist (their pods were deleted): each active row
+    is disabled first, which citus_remove_node otherwise needs to reach."""
     left = conn.execute(PLACEMENTS_IN_GROUP_SQL, (group,)).fetchone()[0]
     if left:
         raise DrainError(
             f"refusing to remove group {group}: it still holds {left} shard placements"
         )
     rows = [n for n in fetch_dist_nodes(conn) if n.groupid == group]
+    if gone:
+        # the primary first: disabling a secondary syncs metadata to every active node with
+        # metadata, which would still include the group's (unreachable) primary
+        for n in sorted(rows, key=lambda n: n.role != "primary"):
+            if n.active:
+                conn.execute(DISABLE_NODE_SQL, (n.host, n.port))
     for n in sorted(rows, key=lambda n: n.role == "primary"):
         conn.execute(REMOVE_NODE_SQL, (n.host, n.port))
     return rows

@@ -10,6 +10,7 @@ so tests pass fakes.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from ..errors import ClusterError
 from . import manifests as mf
 from .citus_meta import (
     DrainError,
+    cleanup_orphans,
     drain_group,
     fetch_dist_nodes,
     fetch_node_shards,
@@ -348,14 +350,46 @@ class KubernetesCluster(ClusterBackend):
         dsn = self.coordinator_dsn()
         with self._connect(dsn) as conn:
             moved = drain_group(conn, group, transfer_mode)  # raises DrainError: nothing below runs
+            cleanup_orphans(conn)
+        # A worker leader stopped gracefully asks the coordinator's Patroni to hold
+        # pg_dist_node for its successor (the "before_demote" of Patroni's Citus support); no
+        # successor ever comes, so citus_remove_node would wait on that lock for good (seen on
+        # a real control plane). Paused, Patroni exits without stopping PostgreSQL or telling
+        # the coordinator; the container's end stops PostgreSQL.
+        self._pause_group(group, timeout)
         self._delete_group_objects(group)
         self._wait_pods_gone(group, timeout)
         with self._connect(dsn) as conn:
-            remove_group_nodes(conn, group)
+            remove_group_nodes(conn, group, gone=True)
         self.core.delete_collection_namespaced_persistent_volume_claim(
             self.namespace, label_selector=self._group_selector(group)
         )
         return moved
+
+    def _pause_group(self, group: int, timeout: float) -> None:
+        """Patroni's maintenance mode for one group (its ``-config`` Endpoints), until every
+        member reports it."""
+        name = mf.config_name(self.spec, group)
+        ep = self.core.read_namespaced_endpoints(name, self.namespace)
+        raw = (ep.metadata.annotations or {}).get("config") or "{}"
+        config = {**json.loads(raw), "pause": True}
+        body = {"metadata": {"annotations": {"config": json.dumps(config, separators=(",", ":"))}}}
+        self.core.patch_namespaced_endpoints(name, self.namespace, body)
+        deadline = time.monotonic() + timeout
+        while True:
+            pods = self.core.list_namespaced_pod(
+                self.namespace, label_selector=self._group_selector(group)
+            ).items
+            statuses = [
+                json.loads((p.metadata.annotations or {}).get("status") or "{}") for p in pods
+            ]
+            if all(s.get("pause") for s in statuses):
+                return
+            if time.monotonic() > deadline:
+                raise KubernetesClusterError(
+                    f"group {group}: Patroni did not enter maintenance mode in {timeout:.0f}s"
+                )
+            self._sleep(1)
 
     def _wait_pods_gone(self, group: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

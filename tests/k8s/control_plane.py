@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -186,6 +187,30 @@ class ControlPlane:
         return self.workdir / "admin.kubeconfig"
 
     @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def requests_by_pod(self, since: float, until: float, namespace: str) -> dict[str, int]:
+        """Requests made with the tokens bound to each pod of ``namespace`` between two
+        wall-clock times (seconds since the epoch), from the audit log."""
+        counts: dict[str, int] = {}
+        prefix = f"system:serviceaccount:{namespace}:"
+        with open(self.audit_log) as f:
+            for line in f:
+                ev = json.loads(line)
+                user = ev.get("user") or {}
+                if not user.get("username", "").startswith(prefix):
+                    continue
+                t = dt.datetime.fromisoformat(ev["requestReceivedTimestamp"]).timestamp()
+                if since <= t < until:
+                    pod = (
+                        (user.get("extra") or {}).get("authentication.kubernetes.io/pod-name")
+                        or ["?"]
+                    )[0]
+                    counts[pod] = counts.get(pod, 0) + 1
+        return counts
+
+    @property
     def ca_file(self) -> Path:
         return self.workdir / "ca.crt"
 
@@ -257,6 +282,18 @@ class ControlPlane:
         cm_cfg = self._kubeconfig("controller-manager", "system:kube-controller-manager")
         sched_cfg = self._kubeconfig("scheduler", "system:kube-scheduler")
         w = self.workdir
+        # every request with who made it (for a pod's ServiceAccount token, which pod): the
+        # apiserver's own record of what each Patroni member costs it
+        (w / "audit-policy.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "audit.k8s.io/v1",
+                    "kind": "Policy",
+                    "omitStages": ["RequestReceived"],
+                    "rules": [{"level": "Metadata"}],
+                }
+            )
+        )
         etcd_port, etcd_peer = free_port(), free_port()
         self._spawn(
             "etcd",
@@ -291,6 +328,10 @@ class ControlPlane:
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
                 "--profiling=false",
+                f"--audit-policy-file={w / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-mode=batch",
+                "--audit-log-batch-max-wait=1s",
                 "--v=1",
             ],
         )

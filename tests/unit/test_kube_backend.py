@@ -141,10 +141,24 @@ class FakeCore:
     def create_namespaced_endpoints(self, namespace, body):
         self.log.append(("create", "Endpoints", body["metadata"]["name"], body))
 
+    def read_namespaced_endpoints(self, name, namespace):
+        for e in self.eps:
+            if e.metadata.name == name:
+                return e
+        return _Endpoints(metadata=V1ObjectMeta(name=name, annotations={}))
+
     def patch_namespaced_endpoints(self, name, namespace, body):
         self.log.append(("patch", "Endpoints", name, body))
         ann = body["metadata"]["annotations"]
         group = int(name.split("-")[1])
+        if name.endswith("-config") and json.loads(ann["config"]).get("pause"):
+            for p in self.pods:  # what Patroni would then do: every member reports the pause
+                if p.metadata.labels.get("citus-group") == str(group):
+                    status = json.loads((p.metadata.annotations or {}).get("status") or "{}")
+                    p.metadata.annotations = {
+                        **(p.metadata.annotations or {}),
+                        "status": json.dumps({**status, "pause": True}),
+                    }
         if name.endswith("-failover") and ann.get("member"):  # what Patroni would then do
             for e in self.eps:
                 if e.metadata.name == f"citusdemo-{group}":
@@ -250,9 +264,15 @@ class FakeCitus:
             group = next(g for g, r in self.nodes.items() if r[2] == params[0])
             self.placements[group] = 0
             return FakeCursor([])
+        if sql == citus_meta.DISABLE_NODE_SQL:
+            self.log.append(("sql", "disable_node", params[0]))
+            return FakeCursor([])
         if sql == citus_meta.REMOVE_NODE_SQL:
             self.log.append(("sql", "remove_node", params[0]))
             self.nodes = {g: r for g, r in self.nodes.items() if r[2] != params[0]}
+            return FakeCursor([])
+        if sql == citus_meta.CLEANUP_SQL or "recover_prepared_transactions" in sql:
+            self.log.append(("sql", "cleanup", None))
             return FakeCursor([])
         if "citus_set_node_property" in sql:  # drain_group restoring shouldhaveshards on failure
             self.log.append(("sql", "set_node_property", params[0]))
@@ -506,8 +526,14 @@ def test_remove_worker_drains_then_deletes_the_group_objects():
     } == deleted
     # nothing of another group was touched
     assert not [e for e in log if e[0] == "delete" and re.search(r"citusdemo-[01]\b", str(e[2]))]
-    # pg_dist_node rows go only after the pods are gone, so Patroni cannot re-register them
+    # pg_dist_node rows go only after the pods are gone, so Patroni cannot re-register them,
+    # and the group is paused first, so its leader's Patroni does not make the coordinator
+    # hold pg_dist_node for a successor on its way out
     order = [e[:2] for e in log]
+    pause = next(
+        i for i, e in enumerate(log) if e[:3] == ("patch", "Endpoints", "citusdemo-2-config")
+    )
+    assert pause < order.index(("delete", "StatefulSet"))
     assert order.index(("sql", "remove_node")) > order.index(("delete", "StatefulSet"))
     assert order.index(("delete", "PersistentVolumeClaim")) > order.index(("sql", "remove_node"))
 
