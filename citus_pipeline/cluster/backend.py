@@ -54,10 +54,11 @@ def restore_points_of(backend: ClusterBackend) -> RestorePoints:
         from .local.recovery import LocalRecovery
 
         return LocalRecovery(backend).points
+    from . import manifests as mf
     from .k8s_restore_points import ConfigMapRestorePoints
 
     store = ConfigMapRestorePoints(
-        backend.core, backend.namespace, f"{backend.spec.name}-restore-points"
+        backend.core, backend.namespace, mf.restore_points_name(backend.spec)
     )
     return RestorePoints(
         lambda: backend._connect(backend.coordinator_dsn()), store, archive_timeout

@@ -241,6 +241,11 @@ class KubernetesSpec(_Strict):
     dagster_namespace: Identifier = Field(
         "dagster", description="namespace whose Dagster pods may reach the coordinator on 5432"
     )
+    dagster_service_account: Identifier = Field(
+        "dagster",
+        description="ServiceAccount of Dagster's runs (the Helm release's): may read the "
+        "cluster's members and record restore points",
+    )
     # the release of Debian's prometheus-postgres-exporter, which the tests run with the same
     # arguments and queries as this sidecar
     exporter_image: str = "quay.io/prometheuscommunity/postgres-exporter:v0.11.1"
@@ -251,7 +256,13 @@ class KubernetesSpec(_Strict):
         False, description="render a PodMonitor (needs the Prometheus operator's CRDs)"
     )
 
-    @field_validator("namespace", "tls_secret", "dagster_namespace", "prometheus_namespace")
+    @field_validator(
+        "namespace",
+        "tls_secret",
+        "dagster_namespace",
+        "dagster_service_account",
+        "prometheus_namespace",
+    )
     @classmethod
     def _dns_label(cls, v: str) -> str:
         if "_" in v:

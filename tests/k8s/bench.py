@@ -26,9 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kubernetes import client
 
-from k8s.conftest import Kube, k8s_spec
 from k8s.control_plane import ControlPlane, missing_reason
-from k8s.drills import bring_up, lost_writes, start_writer, wait_leader_change
+from k8s.drills import Kube, bring_up, k8s_spec, lost_writes, start_writer, wait_leader_change
 from k8s.network import PodNetwork
 from k8s.pod_runner import PodRunner, cleanup_dir
 

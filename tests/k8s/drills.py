@@ -1,22 +1,123 @@
-"""Shared steps of the Kubernetes fault drills (tests and the bench): a cluster from the
-rendered manifests, a writer through the coordinator's load balancer, and the checks that a
-leader change happened and lost nothing acknowledged."""
+"""Shared steps of the `k8s` tests and their bench: the test spec, the namespace's Secrets
+and StorageClass, the cluster from the rendered manifests, a writer through the
+coordinator's load balancer, and the checks that a leader change happened and lost nothing
+acknowledged."""
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import psycopg
-from kubernetes import client
+import yaml
+from kubernetes import client, config
 
 from citus_pipeline.cluster import manifests as mf
 from citus_pipeline.cluster.kubernetes import KubernetesCluster
-from citus_pipeline.cluster.spec import ClusterSpec
+from citus_pipeline.cluster.spec import ClusterSpec, spec_from_mapping
 from citus_pipeline.cluster.write_probe import WriteProbe
 
-from .conftest import Kube, prepare_namespace, wait_registered
+from .control_plane import CA, ControlPlane
+from .network import PodNetwork
+from .pod_runner import PROVISIONER, PodRunner
+
+
+@dataclass
+class Kube:
+    plane: ControlPlane
+    runner: PodRunner
+    network: PodNetwork
+    workdir: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.plane.kubeconfig
+
+    def api(self) -> client.ApiClient:
+        return config.new_client_from_config(str(self.kubeconfig))
+
+
+SMALL = {"cpu": "200m", "memory": "1Gi", "memory_limit": "2Gi"}
+# The default spec, sized for three test nodes sharing two cores, archiving off (no S3 here).
+K8S_SPEC: dict[str, Any] = {
+    "backup": {"archiving": False},
+    "kubernetes": {
+        "coordinator_resources": SMALL,
+        "worker_resources": SMALL,
+        "termination_grace_period_seconds": 30,
+    },
+}
+
+
+def k8s_spec() -> ClusterSpec:
+    return spec_from_mapping(K8S_SPEC)
+
+
+def write_spec(path: Path) -> Path:
+    """The test spec as a file, for the CLI (``--spec``)."""
+    path.write_text(yaml.safe_dump(K8S_SPEC))
+    return path
+
+
+def prepare_namespace(kube: Kube, spec: ClusterSpec) -> dict[str, str]:
+    """What the README's steps 3 (Secrets) and the overlay's StorageClass provide; returns
+    the passwords."""
+    core = client.CoreV1Api(kube.api())
+    ns = spec.kubernetes.namespace
+    core.create_namespace({"metadata": {"name": ns}})
+    pw = {
+        k: base64.b64encode(os.urandom(18)).decode()
+        for k in ("superuser-password", "replication-password", "restapi-password")
+    }
+    core.create_namespaced_secret(
+        ns,
+        {
+            "metadata": {"name": spec.credentials.kubernetes_secret},
+            "stringData": pw,
+        },
+    )
+    ca = CA.create("citus-ca")
+    crt, key = ca.issue("citus", dns=tuple(mf.tls_dns_names(spec)), server=True)
+    core.create_namespaced_secret(
+        ns,
+        {
+            "metadata": {"name": spec.kubernetes.tls_secret},
+            "stringData": {
+                "tls.crt": crt.decode(),
+                "tls.key": key.decode(),
+                "ca.crt": ca.pem.decode(),
+            },
+        },
+    )
+    client.StorageV1Api(kube.api()).create_storage_class(
+        {
+            "metadata": {"name": spec.kubernetes.storage_class},
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer",
+        }
+    )
+    return pw
+
+
+def wait_registered(cluster: Any, groups: range, timeout: float = 300) -> Any:
+    """The topology once every group has a leader and an active primary in pg_dist_node
+    (reached through the coordinator's load balancer)."""
+    deadline = time.monotonic() + timeout
+    topo = None
+    while time.monotonic() < deadline:
+        topo = cluster.status(with_shards=False)
+        leaders = all(topo.leader(g) is not None for g in groups)
+        active = {n.groupid for n in topo.dist_nodes if n.active and n.role == "primary"}
+        if leaders and active >= set(groups):
+            return topo
+        time.sleep(2)
+    raise AssertionError(f"not every group registered after {timeout:.0f}s: {topo}")
+
 
 PROBE_TABLE = "k8s_write_probe"
 

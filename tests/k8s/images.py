@@ -60,7 +60,13 @@ def patroni_citus(bin_dir: Path) -> Image:
         entrypoint=entry,
         env=env,
         workdir=workdir,
-        files={str(REPO / ".venv"): "/opt/patroni", str(bin_dir): "/usr/local/bin"},
+        files={
+            str(REPO / ".venv"): "/opt/patroni",
+            str(bin_dir): "/usr/local/bin",
+            # the environment's scripts and the links above point into the checkout by its
+            # path, which the pod's own /tmp would hide when the checkout lives under /tmp
+            str(REPO): str(REPO),
+        },
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -12,23 +13,13 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from citus_pipeline.cluster import manifests as mf
+from citus_pipeline.cluster.k8s_restore_points import ConfigMapRestorePoints
+from citus_pipeline.cluster.kubernetes import KubernetesCluster
+from citus_pipeline.cluster.restore_points import GroupPosition, RestorePoint
 
-from .conftest import k8s_spec, write_spec
-from .drills import bring_up, group_pods, wait_members_ready
+from .drills import group_pods, wait_members_ready, write_spec
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus]
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return k8s_spec()
-
-
-@pytest.fixture(scope="module")
-def cluster(kube, spec, require_citus):
-    c, c.ready_seconds = bring_up(kube, spec)
-    yield c
-    os.environ.pop("PGPASSWORD", None)
 
 
 def test_nodes_are_labelled_like_the_node_group(kube):
@@ -38,6 +29,22 @@ def test_nodes_are_labelled_like_the_node_group(kube):
     for n in nodes:
         ready = {c.type: c.status for c in n.status.conditions}["Ready"]
         assert ready == "True", n.metadata.name
+
+
+def test_every_group_has_a_streaming_synchronous_standby(kube, cluster, spec):
+    for g in range(spec.workers.groups + 1):
+        wait_members_ready(kube, spec, g, timeout=240)
+    deadline = time.monotonic() + 120
+    while True:
+        topo = cluster.status(with_shards=False)
+        sync = {g: [m for m in topo.members_of(g) if m.role == "sync_standby"] for g in topo.groups}
+        if all(len(v) == 1 and v[0].state == "streaming" for v in sync.values()):
+            break
+        assert time.monotonic() < deadline, (
+            f"no streaming synchronous standby in every group: {sync}"
+        )
+        time.sleep(2)
+    assert sorted(sync) == list(range(spec.workers.groups + 1))
 
 
 def test_every_group_elects_a_leader_and_registers(cluster, spec):
@@ -151,18 +158,23 @@ def test_status_command_prints_the_topology(kube, cluster, spec, tmp_path):
     )
 
 
-def _token_client(kube, spec) -> client.CoreV1Api:
-    """The API as Patroni's ServiceAccount sees it: a bound token from the TokenRequest API."""
+def _token_api(kube, namespace: str, account: str) -> client.ApiClient:
+    """The API as a ServiceAccount sees it: a bound token from the TokenRequest API."""
     admin = client.CoreV1Api(kube.api())
-    sa = mf.service_account_name(spec)
     token = admin.create_namespaced_service_account_token(
-        sa, spec.kubernetes.namespace, {"spec": {"expirationSeconds": 600}}
+        account, namespace, {"spec": {"expirationSeconds": 600}}
     ).status.token
     cfg = client.Configuration()
     cfg.host = kube.plane.url
     cfg.ssl_ca_cert = str(kube.plane.ca_file)
     cfg.api_key = {"authorization": f"Bearer {token}"}
-    return client.CoreV1Api(client.ApiClient(cfg))
+    return client.ApiClient(cfg)
+
+
+def _token_client(kube, spec) -> client.CoreV1Api:
+    return client.CoreV1Api(
+        _token_api(kube, spec.kubernetes.namespace, mf.service_account_name(spec))
+    )
 
 
 def test_patroni_runs_with_exactly_the_rendered_role(kube, cluster, spec):
@@ -185,3 +197,48 @@ def test_patroni_runs_with_exactly_the_rendered_role(kube, cluster, spec):
         for p in group_pods(kube, spec, g):
             log = kube.runner.container_log(ns, p.metadata.name, "patroni")
             assert "Forbidden" not in log and " 403" not in log, p.metadata.name
+
+
+def test_dagster_runs_read_the_cluster_with_the_rendered_role(kube, cluster, spec):
+    k = spec.kubernetes
+    admin = client.CoreV1Api(kube.api())
+    # what the Dagster Helm release creates: its namespace and its runs' ServiceAccount
+    admin.create_namespace({"metadata": {"name": k.dagster_namespace}})
+    admin.create_namespaced_service_account(
+        k.dagster_namespace, {"metadata": {"name": k.dagster_service_account}}
+    )
+    api = _token_api(kube, k.dagster_namespace, k.dagster_service_account)
+    as_dagster = KubernetesCluster(
+        spec,
+        core_api=client.CoreV1Api(api),
+        apps_api=client.AppsV1Api(api),
+        policy_api=client.PolicyV1Api(api),
+    )
+    topo = as_dagster.status()
+    assert all(topo.leader(g) is not None for g in range(spec.workers.groups + 1))
+    assert topo.dist_nodes and topo.shards is not None
+    # the restore points' record (taking one needs archiving, off in this spec): created,
+    # read and replaced as the run's ServiceAccount
+    store = ConfigMapRestorePoints(client.CoreV1Api(api), k.namespace, mf.restore_points_name(spec))
+    for name in ("rbac-1", "rbac-2"):
+        store.add(
+            RestorePoint(
+                name=name,
+                created_at=dt.datetime.now(dt.UTC),
+                coordinator_lsn="0/0",
+                groups={0: GroupPosition(lsn="0/0", wal_file="0" * 24, system_id="0")},
+            )
+        )
+    assert [p.name for p in store.load()] == ["rbac-1", "rbac-2"]
+    core = client.CoreV1Api(api)
+    for call in (
+        lambda: core.list_namespaced_secret(k.namespace),
+        lambda: core.patch_namespaced_pod(
+            topo.leader(1).name, k.namespace, {"metadata": {"labels": {"x": "y"}}}
+        ),
+        lambda: core.delete_namespaced_endpoints(mf.group_name(spec, 1), k.namespace),
+        lambda: core.read_namespaced_config_map(mf.bootstrap_configmap_name(spec), k.namespace),
+    ):
+        with pytest.raises(ApiException) as denied:
+            call()
+        assert denied.value.status == 403

@@ -4,15 +4,12 @@ coordinator leader lost. Nothing acknowledged may be lost."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 from kubernetes import client
 
-from .conftest import k8s_spec
 from .drills import (
-    bring_up,
     lost_writes,
     start_writer,
     wait_leader_change,
@@ -20,18 +17,6 @@ from .drills import (
 )
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus, pytest.mark.destructive]
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return k8s_spec()
-
-
-@pytest.fixture(scope="module")
-def cluster(kube, spec, require_citus):
-    c, _ = bring_up(kube, spec)
-    yield c
-    os.environ.pop("PGPASSWORD", None)
 
 
 def _acked_after(probe, t: float, timeout: float = 60) -> None:

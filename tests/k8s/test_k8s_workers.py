@@ -5,8 +5,6 @@ with the group gone and not one row lost."""
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 import psycopg
 import pytest
@@ -18,27 +16,12 @@ from citus_pipeline.defs.citus.checks import QueryTimingSettings
 from citus_pipeline.defs.citus.resources import CitusResource, ClusterResource, PricePaidFiles
 from citus_pipeline.defs.citus.sensors import new_workers_sensor
 
-from .conftest import k8s_spec, write_spec
-from .drills import bring_up, group_pods
+from .drills import group_pods, write_spec
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus, pytest.mark.destructive]
 
 ALL = [*defs.assets, *defs.asset_checks]
 ROWS = 20000
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return k8s_spec()
-
-
-@pytest.fixture(scope="module")
-def cluster(kube, spec, require_citus):
-    c, _ = bring_up(kube, spec)
-    os.environ["KUBECONFIG"] = str(kube.kubeconfig)
-    yield c
-    os.environ.pop("PGPASSWORD", None)
-    os.environ.pop("KUBECONFIG", None)
 
 
 def _seed(dsn: str, rows: int) -> None:

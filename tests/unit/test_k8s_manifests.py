@@ -447,7 +447,7 @@ def test_cli_render_and_validate(tmp_path):
         k8s_app, ["validate", "--spec", str(REPO / "cluster.yaml"), "--dir", str(tmp_path)]
     )
     assert r.exit_code == 0, r.output
-    assert "36 objects valid" in r.output
+    assert "38 objects valid" in r.output
 
 
 def test_cli_validate_reports_an_invalid_file(tmp_path):
@@ -764,7 +764,7 @@ def test_no_backup_objects_without_archiving():
     objs = mf.cluster_manifests(off)
     assert not by_kind(objs, "CronJob")
     assert "citusdemo-pgbackrest" not in by_kind(objs, "ConfigMap")
-    assert set(by_kind(objs, "Role")) == {"citusdemo-patroni"}
+    assert set(by_kind(objs, "Role")) == {"citusdemo-patroni", "citusdemo-dagster"}
     assert set(by_kind(objs, "ServiceAccount")) == {"citusdemo"}
     for s in by_kind(objs, "StatefulSet").values():
         env = env_of(s)
@@ -787,3 +787,16 @@ def test_s3_secret_must_be_a_kubernetes_name():
     bad = spec_from_mapping({"backup": {"s3_secret": "backup_keys"}})
     with pytest.raises(SpecError, match="^backup.s3_secret: 'backup_keys' is not a valid"):
         mf.cluster_manifests(bad)
+
+
+def test_dagster_runs_may_read_the_cluster_and_record_restore_points_only(spec):
+    objs = mf.cluster_manifests(spec)
+    role = by_kind(objs, "Role")["citusdemo-dagster"]
+    verbs = {v for r in role["rules"] for v in r["verbs"]}
+    assert verbs == {"get", "list", "create", "update"}
+    writes = [r for r in role["rules"] if {"create", "update"} & set(r["verbs"])]
+    assert all(r["resources"] == ["configmaps"] for r in writes)
+    named = next(r for r in writes if "update" in r["verbs"])
+    assert named["resourceNames"] == [mf.restore_points_name(spec)]
+    (subject,) = by_kind(objs, "RoleBinding")["citusdemo-dagster"]["subjects"]
+    assert subject == {"kind": "ServiceAccount", "name": "dagster", "namespace": "dagster"}

@@ -137,6 +137,15 @@ def pgbackrest_configmap_name(spec: ClusterSpec) -> str:
     return f"{spec.name}-pgbackrest"
 
 
+def restore_points_name(spec: ClusterSpec) -> str:
+    """The ConfigMap the restore points taken on Kubernetes are recorded in."""
+    return f"{spec.name}-restore-points"
+
+
+def dagster_role_name(spec: ClusterSpec) -> str:
+    return f"{spec.name}-dagster"
+
+
 def backup_name(spec: ClusterSpec) -> str:
     """The scheduled backup's CronJob, and its ServiceAccount, Role and RoleBinding."""
     return f"{spec.name}-backup"
@@ -271,6 +280,7 @@ __all__ = [
     "check_names",
     "config_name",
     "coordinator_lb_name",
+    "dagster_role_name",
     "exporter_queries_name",
     "failover_name",
     "group_labels",
@@ -282,6 +292,7 @@ __all__ = [
     "object_meta",
     "patroni_kubernetes_labels",
     "pgbackrest_configmap_name",
+    "restore_points_name",
     "selector_service_labels",
     "service_account_name",
     "sync_name",

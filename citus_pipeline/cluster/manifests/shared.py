@@ -29,7 +29,9 @@ from .names import (
     base_labels,
     bootstrap_configmap_name,
     coordinator_lb_name,
+    dagster_role_name,
     object_meta,
+    restore_points_name,
     selector_service_labels,
     service_account_name,
     workers_lb_name,
@@ -72,8 +74,60 @@ def _service_account_rbac(
     ]
 
 
+def dagster_rbac_rules(spec: ClusterSpec) -> list[Manifest]:
+    """What Dagster's runs do through the Kubernetes backend: read the members (pods), the
+    leaders (Endpoints), the coordinator's load balancer and the StatefulSets, and record
+    restore points in their ConfigMap. Nothing that changes the cluster."""
+    return [
+        {
+            "apiGroups": [""],
+            "resources": ["pods", "endpoints", "services"],
+            "verbs": ["get", "list"],
+        },
+        {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list"]},
+        # create cannot be limited to a name; reading and replacing can
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [restore_points_name(spec)],
+            "verbs": ["get", "update"],
+        },
+    ]
+
+
+def dagster_rbac(spec: ClusterSpec) -> list[Manifest]:
+    """A Role in the cluster's namespace for the ServiceAccount Dagster's runs use in theirs
+    (the Helm release creates that account)."""
+    k = spec.kubernetes
+    role = dagster_role_name(spec)
+    labels = base_labels(spec)
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": object_meta(spec, role, labels),
+            "rules": dagster_rbac_rules(spec),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": object_meta(spec, role, labels),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [
+                {
+                    "kind": "ServiceAccount",
+                    "name": k.dagster_service_account,
+                    "namespace": k.dagster_namespace,
+                }
+            ],
+        },
+    ]
+
+
 def rbac_manifests(spec: ClusterSpec) -> list[Manifest]:
-    """Patroni's (the members' ServiceAccount) and, with archiving, the scheduled backup's."""
+    """Patroni's (the members' ServiceAccount), Dagster's runs' and, with archiving, the
+    scheduled backup's."""
     out = _service_account_rbac(
         spec,
         service_account_name(spec),
@@ -81,6 +135,7 @@ def rbac_manifests(spec: ClusterSpec) -> list[Manifest]:
         PATRONI_RBAC_RULES,
         base_labels(spec),
     )
+    out += dagster_rbac(spec)
     if spec.backup.archiving:
         name = backup_name(spec)
         out += _service_account_rbac(spec, name, name, BACKUP_RBAC_RULES, backup_labels(spec))
