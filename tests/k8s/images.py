@@ -52,6 +52,7 @@ def patroni_citus(bin_dir: Path) -> Image:
     image_dir = REPO / "k8s" / "image"
     entry, env, workdir = _dockerfile(image_dir / "Dockerfile")
     bin_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir.chmod(0o755)
     for name, src in (("citus-entrypoint", "entrypoint.py"), ("citus-backup", "backup.py")):
         link = bin_dir / name
         if not link.is_symlink():

@@ -117,7 +117,10 @@ class PodRunner:
 
     # ---- lifecycle --------------------------------------------------------------------------
     def start(self) -> PodRunner:
+        # explicit modes: under a restrictive umask the pods' user could not reach the image's
+        # files; what is private per pod gets its own mode below
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o755)
         for i, name in enumerate(self.node_names):
             self._register_node(name, ZONES[i % len(ZONES)])
         self.proxy.start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from typing import Any
 
@@ -78,6 +79,7 @@ class ServiceProxy:
         except FileNotFoundError:
             with open(path, "w") as f:
                 f.write(text)
+            os.chmod(path, 0o644)  # the pod's user reads it as /etc/hosts
 
     # ---- sync -------------------------------------------------------------------------------
     def _sync_loop(self) -> None:
