@@ -30,6 +30,9 @@ def _mountpoint(is_dir: bool, target: Path) -> None:
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
+    # a container's processes start with the usual umask, whatever the runner's is: mount
+    # points made here (parents included) must be reachable by the container's user
+    os.umask(0o022)
     # Parents before children; every source opened before the first mount, because a mount
     # over /tmp would hide sources that live under /tmp (the runner's work directory).
     mounts = sorted(spec["mounts"], key=lambda m: len(Path(m[1]).parts))
