@@ -41,7 +41,11 @@ def main() -> None:
         t = Path(target)
         _mountpoint(stat.S_ISDIR(os.fstat(fd).st_mode), t)
         source = f"/proc/self/fd/{fd}"
-        subprocess.run(["mount", "--bind", source, str(t)], check=True, pass_fds=(fd,))
+        # --no-canonicalize: mount(8) would otherwise resolve the fd's link to a path, which
+        # inside this namespace can name something else (the checkout's own mount point)
+        subprocess.run(
+            ["mount", "--no-canonicalize", "--bind", source, str(t)], check=True, pass_fds=(fd,)
+        )
         if readonly:
             subprocess.run(["mount", "-o", "remount,bind,ro", str(t)], check=True)
     for fd in fds:
