@@ -189,7 +189,11 @@ def wait_leader_change(
         if leader is not None and leader.name != old and leader.state == "running":
             ordinal = int(leader.name.rsplit("-", 1)[1])
             host = mf.member_dns_name(spec, group, ordinal)
-            if any(n.groupid == group and n.host == host for n in topo.dist_nodes):
+            # the primary row: Patroni registers standbys as secondaries under their own names
+            if any(
+                n.groupid == group and n.role == "primary" and n.host == host
+                for n in topo.dist_nodes
+            ):
                 return LeaderChange(old, leader.name, time.monotonic() - since)
         time.sleep(0.5)
     raise AssertionError(f"group {group}: no new leader registered {timeout:.0f}s after the fault")
