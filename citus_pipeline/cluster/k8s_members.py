@@ -42,6 +42,17 @@ def lsn(value: Any) -> int | None:
     return None
 
 
+def pod_status(pod: Any) -> dict[str, Any]:
+    """The member state Patroni's Kubernetes DCS keeps in the pod's ``status`` annotation
+    ({} where there is none or it is not a JSON object)."""
+    raw = (get_path(pod, "metadata", "annotations") or {}).get("status")
+    try:
+        status = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
 def member_statuses(spec: ClusterSpec, pods: list[Any], endpoints: list[Any]) -> list[MemberStatus]:
     """One row per pod that carries a group label, ordered by group and name."""
     annotations = {e.metadata.name: (e.metadata.annotations or {}) for e in endpoints}
@@ -51,14 +62,7 @@ def member_statuses(spec: ClusterSpec, pods: list[Any], endpoints: list[Any]) ->
         label = (pod.metadata.labels or {}).get(mf.GROUP_LABEL)
         if label is None or not label.isdigit():
             continue
-        raw = (pod.metadata.annotations or {}).get("status")
-        try:
-            status = json.loads(raw) if raw else {}
-        except ValueError:
-            status = {}
-        by_group.setdefault(int(label), []).append(
-            (pod, status if isinstance(status, dict) else {})
-        )
+        by_group.setdefault(int(label), []).append((pod, pod_status(pod)))
 
     for group, entries in sorted(by_group.items()):
         leader_ann = annotations.get(mf.group_name(spec, group), {})
@@ -139,4 +143,4 @@ def _member(
     )
 
 
-__all__ = ["get_path", "lsn", "member_statuses"]
+__all__ = ["get_path", "lsn", "member_statuses", "pod_status"]

@@ -30,7 +30,7 @@ from .citus_meta import (
     remove_group_nodes,
 )
 from .k8s_apply import apply_manifests
-from .k8s_members import get_path, member_statuses
+from .k8s_members import get_path, member_statuses, pod_status
 from .spec import ClusterSpec, load_spec
 from .topology import ClusterBackend, ClusterTopology, MemberStatus, Progress
 
@@ -380,10 +380,7 @@ class KubernetesCluster(ClusterBackend):
             pods = self.core.list_namespaced_pod(
                 self.namespace, label_selector=self._group_selector(group)
             ).items
-            statuses = [
-                json.loads((p.metadata.annotations or {}).get("status") or "{}") for p in pods
-            ]
-            if all(s.get("pause") for s in statuses):
+            if all(pod_status(p).get("pause") for p in pods):
                 return
             if time.monotonic() > deadline:
                 raise KubernetesClusterError(

@@ -46,16 +46,11 @@ def namespace_manifest(spec: ClusterSpec) -> Manifest:
     }
 
 
-def _service_account_rbac(
-    spec: ClusterSpec, account: str, role: str, rules: list[Manifest], labels: dict[str, str]
+def _role_and_binding(
+    spec: ClusterSpec, role: str, rules: list[Manifest], labels: dict[str, str], subject: Manifest
 ) -> list[Manifest]:
-    """A ServiceAccount, a namespaced Role with ``rules`` and the RoleBinding between them."""
+    """A namespaced Role with ``rules`` and its RoleBinding to ``subject``."""
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": object_meta(spec, account, labels),
-        },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
@@ -67,10 +62,23 @@ def _service_account_rbac(
             "kind": "RoleBinding",
             "metadata": object_meta(spec, role, labels),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
-            "subjects": [
-                {"kind": "ServiceAccount", "name": account, "namespace": spec.kubernetes.namespace}
-            ],
+            "subjects": [subject],
         },
+    ]
+
+
+def _service_account_rbac(
+    spec: ClusterSpec, account: str, role: str, rules: list[Manifest], labels: dict[str, str]
+) -> list[Manifest]:
+    """A ServiceAccount of the cluster's namespace, a Role with ``rules`` and the binding."""
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": spec.kubernetes.namespace}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": object_meta(spec, account, labels),
+        },
+        *_role_and_binding(spec, role, rules, labels, subject),
     ]
 
 
@@ -100,29 +108,14 @@ def dagster_rbac(spec: ClusterSpec) -> list[Manifest]:
     """A Role in the cluster's namespace for the ServiceAccount Dagster's runs use in theirs
     (the Helm release creates that account)."""
     k = spec.kubernetes
-    role = dagster_role_name(spec)
-    labels = base_labels(spec)
-    return [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": object_meta(spec, role, labels),
-            "rules": dagster_rbac_rules(spec),
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": object_meta(spec, role, labels),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
-            "subjects": [
-                {
-                    "kind": "ServiceAccount",
-                    "name": k.dagster_service_account,
-                    "namespace": k.dagster_namespace,
-                }
-            ],
-        },
-    ]
+    subject = {
+        "kind": "ServiceAccount",
+        "name": k.dagster_service_account,
+        "namespace": k.dagster_namespace,
+    }
+    return _role_and_binding(
+        spec, dagster_role_name(spec), dagster_rbac_rules(spec), base_labels(spec), subject
+    )
 
 
 def rbac_manifests(spec: ClusterSpec) -> list[Manifest]:
