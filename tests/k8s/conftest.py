@@ -53,7 +53,7 @@ def spec():
 def cluster(kube, spec, require_citus):
     """The cluster from the rendered manifests, every group led and registered; the password
     and kubeconfig in the environment, as a user's shell gives them to the CLI and Dagster."""
-    c, c.ready_seconds = bring_up(kube, spec)
+    c, _ = bring_up(kube, spec)
     os.environ["KUBECONFIG"] = str(kube.kubeconfig)
     yield c
     os.environ.pop("PGPASSWORD", None)

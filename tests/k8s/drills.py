@@ -122,6 +122,16 @@ def wait_registered(cluster: Any, groups: range, timeout: float = 300) -> Any:
 PROBE_TABLE = "k8s_write_probe"
 
 
+def backend_as(spec: ClusterSpec, api: client.ApiClient) -> KubernetesCluster:
+    """The Kubernetes backend talking to the API with ``api``'s credentials."""
+    return KubernetesCluster(
+        spec,
+        core_api=client.CoreV1Api(api),
+        apps_api=client.AppsV1Api(api),
+        policy_api=client.PolicyV1Api(api),
+    )
+
+
 def bring_up(
     kube: Kube, spec: ClusterSpec, timeout: float = 600
 ) -> tuple[KubernetesCluster, float]:
@@ -130,13 +140,7 @@ def bring_up(
     passwords = prepare_namespace(kube, spec)
     # the backend takes the password from libpq's environment, as a user's shell gives it
     os.environ["PGPASSWORD"] = passwords["superuser-password"]
-    api = kube.api()
-    c = KubernetesCluster(
-        spec,
-        core_api=client.CoreV1Api(api),
-        apps_api=client.AppsV1Api(api),
-        policy_api=client.PolicyV1Api(api),
-    )
+    c = backend_as(spec, kube.api())
     started = time.monotonic()
     c.up(timeout=timeout)
     wait_registered(c, range(spec.workers.groups + 1), timeout)

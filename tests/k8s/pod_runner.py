@@ -384,42 +384,38 @@ class PodRunner:
             return (getattr(pod.metadata, m.group(1)) or {}).get(m.group(2), "")
         raise KeyError(f"unsupported fieldRef {path}")
 
-    def _secret_value(self, ns: str, name: str, key: str, optional: bool) -> str | None:
+    def _data(self, kind: str, ns: str, name: str, optional: bool = False) -> dict[str, bytes]:
+        """The keys of a ConfigMap or Secret as bytes ({} for a missing optional one)."""
         try:
-            data = self.core.read_namespaced_secret(name, ns).data or {}
+            if kind == "secret":
+                obj = self.core.read_namespaced_secret(name, ns)
+                return {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
+            obj = self.core.read_namespaced_config_map(name, ns)
         except ApiException as e:
             if e.status == 404 and optional:
-                return None
+                return {}
             raise
-        if key not in data:
-            if optional:
-                return None
-            raise KeyError(f"secret {ns}/{name} has no key {key}")
-        return base64.b64decode(data[key]).decode()
+        data = {k: v.encode() for k, v in (obj.data or {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in (obj.binary_data or {}).items()})
+        return data
 
-    def _cm_value(self, ns: str, name: str, key: str, optional: bool) -> str | None:
-        try:
-            data = self.core.read_namespaced_config_map(name, ns).data or {}
-        except ApiException as e:
-            if e.status == 404 and optional:
+    def _key_value(self, kind: str, ns: str, ref: Any) -> str | None:
+        """One key of a ConfigMap or Secret, as an env var takes it (None: optional, absent)."""
+        data = self._data(kind, ns, ref.name, bool(ref.optional))
+        if ref.key not in data:
+            if ref.optional:
                 return None
-            raise
-        if key not in data and not optional:
-            raise KeyError(f"configmap {ns}/{name} has no key {key}")
-        return data.get(key)
+            raise KeyError(f"{kind} {ns}/{ref.name} has no key {ref.key}")
+        return data[ref.key].decode()
 
     def _env(self, pod: Any, running: RunningPod, c: Any, base: dict[str, str]) -> dict[str, str]:
         ns = pod.metadata.namespace
         out: dict[str, str] = {}
         for src in c.env_from or []:
-            if src.secret_ref:
-                data = self.core.read_namespaced_secret(src.secret_ref.name, ns).data or {}
-                out.update(
-                    {(src.prefix or "") + k: base64.b64decode(v).decode() for k, v in data.items()}
-                )
-            if src.config_map_ref:
-                data = self.core.read_namespaced_config_map(src.config_map_ref.name, ns).data or {}
-                out.update({(src.prefix or "") + k: v for k, v in data.items()})
+            for kind, ref in (("secret", src.secret_ref), ("configmap", src.config_map_ref)):
+                if ref:
+                    data = self._data(kind, ns, ref.name, bool(ref.optional))
+                    out.update({(src.prefix or "") + k: v.decode() for k, v in data.items()})
         for e in c.env or []:
             value: str | None
             vf = e.value_from
@@ -428,11 +424,9 @@ class PodRunner:
             elif vf.field_ref:
                 value = self._field(pod, running.ip, vf.field_ref.field_path)
             elif vf.secret_key_ref:
-                r = vf.secret_key_ref
-                value = self._secret_value(ns, r.name, r.key, bool(r.optional))
+                value = self._key_value("secret", ns, vf.secret_key_ref)
             elif vf.config_map_key_ref:
-                r = vf.config_map_key_ref
-                value = self._cm_value(ns, r.name, r.key, bool(r.optional))
+                value = self._key_value("configmap", ns, vf.config_map_key_ref)
             else:
                 value = None
             if value is not None:
@@ -477,17 +471,14 @@ class PodRunner:
         for v in pod.spec.volumes or []:
             target = pod_dir / "volumes" / v.name
             if v.config_map:
-                cm = self.core.read_namespaced_config_map(v.config_map.name, ns)
-                data = {k: s.encode() for k, s in (cm.data or {}).items()}
-                data.update({k: base64.b64decode(b) for k, b in (cm.binary_data or {}).items()})
+                data = self._data("configmap", ns, v.config_map.name)
                 self._write_files(
                     target,
                     self._select(data, v.config_map.items),
                     v.config_map.default_mode or 0o644,
                 )
             elif v.secret:
-                sec = self.core.read_namespaced_secret(v.secret.secret_name, ns)
-                data = {k: base64.b64decode(b) for k, b in (sec.data or {}).items()}
+                data = self._data("secret", ns, v.secret.secret_name)
                 self._write_files(
                     target, self._select(data, v.secret.items), v.secret.default_mode or 0o644
                 )
@@ -504,12 +495,10 @@ class PodRunner:
                         t = src.service_account_token
                         files[t.path] = self._token(pod, t.audience, t.expiration_seconds)
                     elif src.config_map:
-                        cm = self.core.read_namespaced_config_map(src.config_map.name, ns)
-                        data = {k: s.encode() for k, s in (cm.data or {}).items()}
+                        data = self._data("configmap", ns, src.config_map.name)
                         files.update(self._select(data, src.config_map.items))
                     elif src.secret:
-                        sec = self.core.read_namespaced_secret(src.secret.name, ns)
-                        data = {k: base64.b64decode(b) for k, b in (sec.data or {}).items()}
+                        data = self._data("secret", ns, src.secret.name)
                         files.update(self._select(data, src.secret.items))
                     elif src.downward_api:
                         for item in src.downward_api.items:

@@ -14,10 +14,9 @@ from kubernetes.client.rest import ApiException
 
 from citus_pipeline.cluster import manifests as mf
 from citus_pipeline.cluster.k8s_restore_points import ConfigMapRestorePoints
-from citus_pipeline.cluster.kubernetes import KubernetesCluster
 from citus_pipeline.cluster.restore_points import GroupPosition, RestorePoint
 
-from .drills import group_pods, wait_members_ready, write_spec
+from .drills import backend_as, group_pods, wait_members_ready, write_spec
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus]
 
@@ -208,12 +207,7 @@ def test_dagster_runs_read_the_cluster_with_the_rendered_role(kube, cluster, spe
         k.dagster_namespace, {"metadata": {"name": k.dagster_service_account}}
     )
     api = _token_api(kube, k.dagster_namespace, k.dagster_service_account)
-    as_dagster = KubernetesCluster(
-        spec,
-        core_api=client.CoreV1Api(api),
-        apps_api=client.AppsV1Api(api),
-        policy_api=client.PolicyV1Api(api),
-    )
+    as_dagster = backend_as(spec, api)
     topo = as_dagster.status()
     assert all(topo.leader(g) is not None for g in range(spec.workers.groups + 1))
     assert topo.dist_nodes and topo.shards is not None
