@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds a real Kubernetes control plane for the `k8s` tests: kube-apiserver,
-# kube-controller-manager and kube-scheduler of one pinned release, and the etcd that release
+# kube-controller-manager and kube-scheduler of one pinned release, its kubectl (kustomize of
+# the overlays, server-side apply; Debian's kubectl is 1.20), and the etcd that release
 # is built against (Debian's etcd is too old for it), all with `go build` from the Go module
 # proxy — the same modules a Kubernetes release is made of, nothing downloaded from elsewhere.
 #
@@ -14,7 +15,7 @@ K8S_RELEASE="${K8S_RELEASE:-1.35.4}"
 STAGING_VERSION="v0.${K8S_RELEASE#1.}"
 CACHE="${CITUS_PIPELINE_K8S_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/citus-pipeline/k8s-${K8S_RELEASE}}"
 BIN="$CACHE/bin"
-COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler etcd)
+COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
 say() { printf '\033[1m[k8s-control-plane]\033[0m %s\n' "$*" >&2; }
 
 stamp="$BIN/.pin"
@@ -55,6 +56,7 @@ go_line="$(awk '$1 == "go" {print $2; exit}' "$kmod")"
   echo "	k8s.io/kubernetes/cmd/kube-apiserver"
   echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
   echo "	k8s.io/kubernetes/cmd/kube-scheduler"
+  echo "	k8s.io/kubernetes/cmd/kubectl"
   echo "	go.etcd.io/etcd/server/v3"
   echo ")"
 } > go.mod
@@ -68,7 +70,7 @@ ldflags="-s -w"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitVersion=v$K8S_RELEASE -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
 done
-for c in kube-apiserver kube-controller-manager kube-scheduler; do
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   say "go build $c (several minutes on two cores)"
   CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BIN/$c" "k8s.io/kubernetes/cmd/$c"
 done

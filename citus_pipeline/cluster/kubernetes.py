@@ -51,6 +51,14 @@ def _status_of(err: Exception) -> int | None:
     return getattr(err, "status", None)
 
 
+def _refusal(err: Exception) -> str:
+    """The API server's own sentence for a refused request (it names the user and the verb)."""
+    try:
+        return json.loads(getattr(err, "body", "") or "{}").get("message") or str(err)
+    except ValueError:
+        return str(err)
+
+
 class KubernetesCluster(ClusterBackend):
     name = "kubernetes"
 
@@ -129,10 +137,22 @@ class KubernetesCluster(ClusterBackend):
         return out
 
     def member_statuses(self) -> list[MemberStatus]:
-        pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
-        endpoints = self.core.list_namespaced_endpoints(
-            self.namespace, label_selector=self.selector
-        ).items
+        try:
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
+            endpoints = self.core.list_namespaced_endpoints(
+                self.namespace, label_selector=self.selector
+            ).items
+        except Exception as e:  # the client's ApiException, or a fake's
+            if _status_of(e) == 403:
+                # most often Dagster's runs under a ServiceAccount the rendered Role is not
+                # bound to: say which binding reads the members
+                k = self.spec.kubernetes
+                raise KubernetesClusterError(
+                    f"{_refusal(e)}; the Role {mf.dagster_role_name(self.spec)} grants this to "
+                    f"ServiceAccount {k.dagster_namespace}/{k.dagster_service_account} "
+                    "(kubernetes.dagster_namespace/dagster_service_account in the spec)"
+                ) from None
+            raise
         return member_statuses(self.spec, pods, endpoints)
 
     def coordinator_dsn(self) -> str:

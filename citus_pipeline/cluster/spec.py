@@ -242,8 +242,9 @@ class KubernetesSpec(_Strict):
         "dagster", description="namespace whose Dagster pods may reach the coordinator on 5432"
     )
     dagster_service_account: Identifier = Field(
-        "dagster",
-        description="ServiceAccount of Dagster's runs (the Helm release's): may read the "
+        "dagster-user-deployments",
+        description="ServiceAccount of Dagster's runs: the code location's, which the Helm "
+        "chart puts on the runs it launches (`<release>-user-deployments`); may read the "
         "cluster's members and record restore points",
     )
     # the release of Debian's prometheus-postgres-exporter, which the tests run with the same

@@ -5,16 +5,11 @@ temporary directory; each failover symptom is produced for real: a refused conne
 read-only transaction (25006), an administrator shutdown of our backend (57P01).
 """
 
-import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
+from plain_pg import plain_postgres
 
 from citus_pipeline.cluster.failover import FailoverRetriesExhausted
 from citus_pipeline.cluster.failover import is_transient as is_failover_error
@@ -23,53 +18,10 @@ from citus_pipeline.defs.citus.resources import CitusResource
 PORT = 5510
 
 
-def _pg_bin() -> Path:
-    out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False)
-    return Path(out.stdout.strip()) if out.returncode == 0 else Path("/usr/lib/postgresql/15/bin")
-
-
 @pytest.fixture(scope="module")
 def plain_pg():
-    bindir = _pg_bin()
-    if not (bindir / "initdb").exists():
-        pytest.skip(f"no initdb in {bindir}")
-    try:
-        user = pwd.getpwnam("postgres")
-    except KeyError:
-        pytest.skip("no 'postgres' user to run a throwaway PostgreSQL")
-    base = Path(tempfile.mkdtemp(prefix="dagster-res-pg-", dir="/tmp"))
-    os.chown(base, user.pw_uid, user.pw_gid)
-    data = base / "data"
-
-    def as_pg(*cmd: str) -> subprocess.CompletedProcess:
-        pre = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        return subprocess.run(
-            [*pre, *cmd], capture_output=True, text=True, timeout=120, check=False
-        )
-
-    r = as_pg(
-        str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"
-    )
-    assert r.returncode == 0, r.stderr
-    r = as_pg(
-        str(bindir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-l",
-        str(base / "log"),
-        "-w",
-        "start",
-        "-o",
-        f"-c listen_addresses=127.0.0.1 -c port={PORT} -c unix_socket_directories={base}",
-    )
-    if r.returncode != 0:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"could not start PostgreSQL on {PORT}: {r.stderr.strip()[:200]}")
-    try:
-        yield f"host=127.0.0.1 port={PORT} user=postgres dbname=postgres connect_timeout=3"
-    finally:
-        as_pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(base, ignore_errors=True)
+    with plain_postgres(PORT) as pg:
+        yield pg.dsn()
 
 
 def _resource(dsn: str, **kw) -> CitusResource:

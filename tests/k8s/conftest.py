@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .control_plane import ControlPlane, missing_reason
+from .control_plane import ControlPlane, kubectl, missing_reason
 from .drills import Kube, bring_up, k8s_spec
 from .network import PodNetwork
 from .pod_runner import PodRunner, cleanup_dir
@@ -49,12 +49,25 @@ def spec():
     return k8s_spec()
 
 
-@pytest.fixture(scope="module")
-def cluster(kube, spec, require_citus):
-    """The cluster from the rendered manifests, every group led and registered; the password
-    and kubeconfig in the environment, as a user's shell gives them to the CLI and Dagster."""
-    c, _ = bring_up(kube, spec)
+def _cluster(kube, spec, overlay_dir=None):
+    c, _ = bring_up(kube, spec, overlay_dir=overlay_dir)
     os.environ["KUBECONFIG"] = str(kube.kubeconfig)
     yield c
     os.environ.pop("PGPASSWORD", None)
     os.environ.pop("KUBECONFIG", None)
+
+
+@pytest.fixture(scope="module")
+def cluster(kube, spec, require_citus):
+    """The cluster from the rendered manifests, every group led and registered; the password
+    and kubeconfig in the environment, as a user's shell gives them to the CLI and Dagster."""
+    yield from _cluster(kube, spec)
+
+
+@pytest.fixture(scope="module")
+def overlay_cluster(kube, spec, require_citus, tmp_path_factory):
+    """The same, deployed as README step 4 says for Yandex Cloud: `kubectl apply -k` of the
+    yandex-cloud overlay on the rendered base (the runner serves its CSI StorageClass)."""
+    if kubectl() is None:
+        pytest.skip("kubectl not built: run scripts/k8s-control-plane.sh")
+    yield from _cluster(kube, spec, tmp_path_factory.mktemp("overlay"))

@@ -53,6 +53,13 @@ def binaries_dir() -> Path | None:
     return None
 
 
+def kubectl() -> Path | None:
+    """The pinned release's kubectl (kustomize, apply), built by the same script."""
+    bin_dir = binaries_dir()
+    exe = bin_dir / "kubectl" if bin_dir else None
+    return exe if exe and os.access(exe, os.X_OK) else None
+
+
 def _pinned_release() -> str:
     for line in BUILD_SCRIPT.read_text().splitlines():
         if line.startswith('K8S_RELEASE="${K8S_RELEASE:-'):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +20,12 @@ from kubernetes import client, config
 
 from citus_pipeline.cluster import manifests as mf
 from citus_pipeline.cluster.kubernetes import KubernetesCluster
+from citus_pipeline.cluster.manifests.files import write_rendered
 from citus_pipeline.cluster.spec import ClusterSpec, spec_from_mapping
 from citus_pipeline.cluster.write_probe import WriteProbe
 
-from .control_plane import CA, ControlPlane
+from .control_plane import CA, ControlPlane, kubectl
+from .images import REPO
 from .network import PodNetwork
 from .pod_runner import PROVISIONER, PodRunner
 
@@ -63,9 +67,9 @@ def write_spec(path: Path) -> Path:
     return path
 
 
-def prepare_namespace(kube: Kube, spec: ClusterSpec) -> dict[str, str]:
-    """What the README's steps 3 (Secrets) and the overlay's StorageClass provide; returns
-    the passwords."""
+def prepare_namespace(kube: Kube, spec: ClusterSpec, storage_class: bool = True) -> dict[str, str]:
+    """What the README's step 3 (Secrets) provides, and the StorageClass the base names (the
+    overlay brings its own); returns the passwords."""
     core = client.CoreV1Api(kube.api())
     ns = spec.kubernetes.namespace
     core.create_namespace({"metadata": {"name": ns}})
@@ -93,6 +97,8 @@ def prepare_namespace(kube: Kube, spec: ClusterSpec) -> dict[str, str]:
             },
         },
     )
+    if not storage_class:
+        return pw
     client.StorageV1Api(kube.api()).create_storage_class(
         {
             "metadata": {"name": spec.kubernetes.storage_class},
@@ -132,17 +138,45 @@ def backend_as(spec: ClusterSpec, api: client.ApiClient) -> KubernetesCluster:
     )
 
 
+def apply_overlay(kube: Kube, spec: ClusterSpec, workdir: Path) -> list[dict[str, Any]]:
+    """README step 4 with the yandex-cloud overlay: the spec rendered as the base the overlay
+    points at (``../../base``), the overlay copied beside it unchanged, then ``kubectl apply
+    -k`` (client-side, as the README says). Returns what ``kubectl kustomize`` rendered."""
+    exe = kubectl()
+    if exe is None:
+        raise AssertionError("kubectl not built: run scripts/k8s-control-plane.sh")
+    root = workdir / "k8s"
+    write_rendered(spec, root / "base")
+    overlay = root / "overlays" / "yandex-cloud"
+    shutil.copytree(REPO / "k8s" / "overlays" / "yandex-cloud", overlay)
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig)}
+
+    def run(*args: str) -> str:
+        r = subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, check=False)
+        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr.strip()}"
+        return r.stdout
+
+    docs = [d for d in yaml.safe_load_all(run("kustomize", str(overlay))) if d]
+    run("apply", "-k", str(overlay))
+    return docs
+
+
 def bring_up(
-    kube: Kube, spec: ClusterSpec, timeout: float = 600
+    kube: Kube, spec: ClusterSpec, timeout: float = 600, overlay_dir: Path | None = None
 ) -> tuple[KubernetesCluster, float]:
-    """Apply the rendered manifests; returns the backend and the seconds until every group
-    had a leader and was registered in pg_dist_node."""
-    passwords = prepare_namespace(kube, spec)
+    """Apply the rendered manifests (``citus-pipeline k8s apply``, through the backend), or the
+    yandex-cloud overlay on them (``kubectl apply -k``) when ``overlay_dir`` is given; returns
+    the backend and the seconds until every group had a leader and was registered in
+    pg_dist_node."""
+    passwords = prepare_namespace(kube, spec, storage_class=overlay_dir is None)
     # the backend takes the password from libpq's environment, as a user's shell gives it
     os.environ["PGPASSWORD"] = passwords["superuser-password"]
     c = backend_as(spec, kube.api())
     started = time.monotonic()
-    c.up(timeout=timeout)
+    if overlay_dir is None:
+        c.up(timeout=timeout)
+    else:
+        apply_overlay(kube, spec, overlay_dir)
     wait_registered(c, range(spec.workers.groups + 1), timeout)
     return c, time.monotonic() - started
 

@@ -19,15 +19,27 @@ class Image:
     entrypoint: list[str]
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = "/"
-    # host path -> container path: the image's own files, mounted read-only
-    files: dict[str, str] = field(default_factory=dict)
+    # (host path, container path): the image's own files, mounted read-only
+    files: list[tuple[str, str]] = field(default_factory=list)
+    # directories the image creates for its user (writable, empty in a new container)
+    owned: list[str] = field(default_factory=list)
+
+
+# what a base image's PATH is before a Dockerfile's ENV extends it
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _dockerfile(path: Path) -> tuple[list[str], dict[str, str], str]:
-    """ENTRYPOINT, ENV (with ARG defaults substituted) and WORKDIR of a Dockerfile."""
+    """ENTRYPOINT, ENV (with ARG defaults and earlier variables substituted) and WORKDIR of a
+    Dockerfile."""
     text = re.sub(r"\\\n", " ", path.read_text())
     args: dict[str, str] = {}
     env: dict[str, str] = {}
+
+    def subst(value: str) -> str:
+        known = {"PATH": BASE_PATH, **args, **env}
+        return re.sub(r"\$\{?(\w+)\}?", lambda m: known.get(m.group(1), ""), value)
+
     entry: list[str] = []
     workdir = "/"
     for line in text.splitlines():
@@ -37,7 +49,7 @@ def _dockerfile(path: Path) -> tuple[list[str], dict[str, str], str]:
             args[k.strip()] = v.strip()
         elif word == "ENV":
             for k, v in re.findall(r"(\w+)=(\S+)", rest):
-                env[k] = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), v)
+                env[k] = subst(v)
         elif word == "ENTRYPOINT":
             entry = json.loads(rest)
         elif word == "WORKDIR":
@@ -61,13 +73,28 @@ def patroni_citus(bin_dir: Path) -> Image:
         entrypoint=entry,
         env=env,
         workdir=workdir,
-        files={
-            str(REPO / ".venv"): "/opt/patroni",
-            str(bin_dir): "/usr/local/bin",
+        files=[
+            (str(REPO / ".venv"), "/opt/patroni"),
+            (str(bin_dir), "/usr/local/bin"),
             # the environment's scripts and the links above point into the checkout by its
             # path, which the pod's own /tmp would hide when the checkout lives under /tmp
-            str(REPO): str(REPO),
-        },
+            (str(REPO), str(REPO)),
+        ],
+    )
+
+
+def dagster_user_code() -> Image:
+    """k8s/dagster: the checkout is the image's /opt/app (its pyproject, package, cluster.yaml
+    and .venv, which the Dockerfile copies and syncs); the directories the Dockerfile makes
+    for its user are empty and writable."""
+    _, env, workdir = _dockerfile(REPO / "k8s" / "dagster" / "Dockerfile")
+    owned = [env[k] for k in ("DAGSTER_HOME", "CITUS_PIPELINE_WORK_DIR") if k in env]
+    return Image(
+        entrypoint=[],
+        env=env,
+        workdir=workdir,
+        files=[(str(REPO), workdir), (str(REPO), str(REPO))],
+        owned=owned,
     )
 
 
@@ -79,6 +106,9 @@ def postgres_exporter() -> Image:
 def resolve(image: str, bin_dir: Path) -> Image:
     if "patroni-citus" in image:
         return patroni_citus(bin_dir)
+    if "citus-pipeline-dagster" in image or "dagster/dagster-celery-k8s" in image:
+        # the chart's own daemon image carries the same locked Dagster packages
+        return dagster_user_code()
     if "postgres-exporter" in image:
         return postgres_exporter()
     raise KeyError(f"the pod runner has no stand-in for image {image!r}")

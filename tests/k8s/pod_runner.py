@@ -47,6 +47,10 @@ from .service_proxy import ServiceProxy
 log = logging.getLogger("pod-runner")
 ZONES = ("ru-central1-a", "ru-central1-b", "ru-central1-d")
 PROVISIONER = "citus-pipeline.test/hostpath"
+# The yandex-cloud overlay's StorageClass names Yandex's disk CSI driver: the runner answers
+# for it too, as the stand-in it is.
+YANDEX_DISK_CSI = "disk-csi-driver.mks.ycloud.io"
+PROVISIONERS = {PROVISIONER, YANDEX_DISK_CSI}
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 POD_INIT = Path(__file__).with_name("pod_init.py")
 
@@ -71,6 +75,8 @@ class Container:
     failures: int = 0
     exit_code: int | None = None
     exited_at: float = 0.0
+    spec: dict = field(default_factory=dict)  # what pod_init ran: mounts, user, env
+    probing: bool = False  # an exec probe is running
 
 
 @dataclass
@@ -309,8 +315,13 @@ class PodRunner:
         env["KUBERNETES_SERVICE_PORT"] = "6443"
         env["KUBERNETES_SERVICE_PORT_HTTPS"] = "6443"
         env.update(self._env(pod, running, c, env))
-        mounts: list[list[Any]] = [[h, t, True] for h, t in image.files.items()]
+        mounts: list[list[Any]] = [[h, t, True] for h, t in image.files]
         private = running.dir / "containers" / c.name
+        for i, path in enumerate(image.owned):  # kept across restarts, like a writable layer
+            own = private / f"owned-{i}"
+            own.mkdir(parents=True, exist_ok=True)
+            os.chown(own, self.user.pw_uid, self.user.pw_gid)
+            mounts.append([str(own), path, False])
         mounts.append([str(running.dir / "hosts"), "/etc/hosts", True])
         for vm in c.volume_mounts or []:
             host = volumes[vm.name]
@@ -337,31 +348,51 @@ class PodRunner:
         spec_file.chmod(0o600)
         log_file = open(private / "log", "ab")  # noqa: SIM115 - the child holds it
         proc = subprocess.Popen(
-            [
-                "nsenter",
-                f"--net=/run/netns/{running.netns}",
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-                "--mount-proc",
-                "--kill-child",
-                sys.executable,
-                str(POD_INIT),
-                str(spec_file),
-            ],
+            self._in_pod(running, spec_file),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log_file.close()
         probe = c.readiness_probe.to_dict() if c.readiness_probe else None
-        cont = Container(c.name, proc, ready=probe is None, probe=probe)
+        cont = Container(c.name, proc, ready=probe is None, probe=probe, spec=spec)
         if probe:
             cont.next_probe = time.monotonic() + (probe.get("initial_delay_seconds") or 0)
         return cont
+
+    @staticmethod
+    def _in_pod(running: RunningPod, spec_file: Path) -> list[str]:
+        """The command that runs SPEC in the pod's network namespace, in mount and PID
+        namespaces of its own (PID 1: the container's command; when it dies, the rest do)."""
+        return [
+            "nsenter",
+            f"--net=/run/netns/{running.netns}",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            sys.executable,
+            str(POD_INIT),
+            str(spec_file),
+        ]
+
+    def _exec(self, running: RunningPod, cont: Container, argv: list[str], timeout: float) -> bool:
+        """An exec probe: the command with the container's mounts, user and environment, in
+        the pod's network (a process of its own, as a kubelet's exec is)."""
+        spec_file = running.dir / "containers" / cont.name / "probe.json"
+        spec_file.write_text(json.dumps({**cont.spec, "argv": argv}))
+        spec_file.chmod(0o600)
+        try:
+            r = subprocess.run(
+                self._in_pod(running, spec_file), check=False, capture_output=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            return False
+        return r.returncode == 0
 
     @staticmethod
     def _expand(value: str, env: dict[str, str]) -> str:
@@ -528,17 +559,19 @@ class PodRunner:
 
     def _volume_loop(self) -> None:
         """The provisioner: a hostPath PersistentVolume for each pending claim of a StorageClass
-        whose provisioner is the runner's (what Yandex's disk CSI driver does in production)."""
+        whose provisioner is the runner's or Yandex's disk CSI driver (which it stands in for),
+        kept or deleted with the claim as the class says."""
         classes = {
-            sc.metadata.name
+            sc.metadata.name: sc
             for sc in client.StorageV1Api(self.api).list_storage_class().items
-            if sc.provisioner == PROVISIONER
+            if sc.provisioner in PROVISIONERS
         }
         for pvc in self.core.list_persistent_volume_claim_for_all_namespaces().items:
             if pvc.status.phase != "Pending" or pvc.spec.volume_name:
                 continue
             if pvc.spec.storage_class_name not in classes:
                 continue
+            sc = classes[pvc.spec.storage_class_name]
             name = f"pv-{pvc.metadata.uid}"
             path = self.workdir / "disks" / name
             path.mkdir(parents=True, exist_ok=True)
@@ -547,12 +580,12 @@ class PodRunner:
             body = {
                 "metadata": {
                     "name": name,
-                    "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+                    "annotations": {"pv.kubernetes.io/provisioned-by": sc.provisioner},
                 },
                 "spec": {
                     "capacity": {"storage": pvc.spec.resources.requests["storage"]},
                     "accessModes": pvc.spec.access_modes,
-                    "persistentVolumeReclaimPolicy": "Delete",
+                    "persistentVolumeReclaimPolicy": sc.reclaim_policy or "Delete",
                     "storageClassName": pvc.spec.storage_class_name,
                     "hostPath": {"path": str(path), "type": "Directory"},
                     "claimRef": {
@@ -574,6 +607,12 @@ class PodRunner:
         if time.monotonic() < cont.next_probe:
             return
         cont.next_probe = time.monotonic() + (p.get("period_seconds") or 10)
+        if p.get("_exec"):
+            # a process per probe, seconds for a Python CLI: off the loop that tends every pod
+            if not cont.probing:
+                cont.probing = True
+                threading.Thread(target=self._exec_probe, args=(running, cont), daemon=True).start()
+            return
         get = p.get("http_get")
         ok = False
         if get:
@@ -586,6 +625,21 @@ class PodRunner:
                     ok = 200 <= r.status < 400
             except (OSError, ValueError):  # refused, timed out, HTTP 503 from a replica
                 ok = False
+        self._probed(cont, ok)
+
+    def _exec_probe(self, running: RunningPod, cont: Container) -> None:
+        p = cont.probe or {}
+        try:
+            self._probed(
+                cont,
+                self._exec(running, cont, p["_exec"]["command"], p.get("timeout_seconds") or 1),
+            )
+        finally:
+            cont.probing = False
+
+    @staticmethod
+    def _probed(cont: Container, ok: bool) -> None:
+        p = cont.probe or {}
         if ok:
             cont.failures = 0
             cont.ready = True
@@ -764,6 +818,11 @@ class PodRunner:
                 if p.namespace == namespace and p.name == name:
                     return p.ip
         return None
+
+    def pod_names(self) -> list[tuple[str, str]]:
+        """(namespace, name) of every pod the runner has started."""
+        with self.lock:
+            return [(p.namespace, p.name) for p in self.pods.values()]
 
     def container_log(self, namespace: str, name: str, container: str) -> str:
         with self.lock:

@@ -2,8 +2,10 @@
 the cloud's load balancer do in a real cluster.
 
 * Names: each pod's /etc/hosts lists every StatefulSet pod by ``pod.subdomain.ns.svc`` (the
-  headless-service names the members register) and every service by ``svc.ns.svc`` (its
-  cluster IP); rewritten in place when they change, so the pods' bind mounts see it.
+  headless-service names the members register) and every service by ``svc.ns.svc`` and
+  ``svc.ns`` (its cluster IP), and by ``svc`` alone for the pod's own namespace, which is what
+  cluster DNS with the pod's search path answers; rewritten in place when they change, so the
+  pods' bind mounts see it.
 * Traffic: a TCP listener on each service's cluster IP (added to the bridge) and, for
   ``type: LoadBalancer``, on an ingress address of its own that is written to the service's
   status like a cloud controller does; each connection goes to a ready address of the
@@ -35,8 +37,9 @@ class ServiceProxy:
         self.listeners: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self.backends: dict[tuple[str, int], list[tuple[str, int]]] = {}
         self.lb_addresses: dict[str, str] = {}  # ns/name -> ingress address
-        self.hosts_files: dict[str, tuple[str, str]] = {}  # path -> (pod ip, own names)
-        self.names: list[tuple[str, str]] = []
+        self.hosts_files: dict[str, tuple[str, str, str]] = {}  # path -> (ip, own names, ns)
+        # (address, names, namespace, name in that namespace alone)
+        self.names: list[tuple[str, str, str, str]] = []
         self._stop = threading.Event()
         self._sync = threading.Thread(target=self._sync_loop, daemon=True)
 
@@ -61,13 +64,17 @@ class ServiceProxy:
         if pod.spec.subdomain:
             fq = f"{own}.{pod.spec.subdomain}.{pod.metadata.namespace}.svc"
             own = f"{fq}.cluster.local {fq} {own}"
-        self.hosts_files[str(path)] = (ip, own)
+        self.hosts_files[str(path)] = (ip, own, pod.metadata.namespace)
         self._write(str(path))
 
     def _write(self, path: str) -> None:
-        ip, own = self.hosts_files[path]
+        ip, own, pod_ns = self.hosts_files[path]
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost", f"{ip}\t{own}"]
-        lines += [f"{addr}\t{names}" for addr, names in self.names if addr != ip]
+        lines += [
+            f"{addr}\t{names} {short}" if ns == pod_ns and short else f"{addr}\t{names}"
+            for addr, names, ns, short in self.names
+            if addr != ip
+        ]
         text = "\n".join(lines) + "\n"
         try:
             with open(path, "r+") as f:  # in place: a bind mount follows the inode
@@ -91,13 +98,13 @@ class ServiceProxy:
             self._stop.wait(0.5)
 
     def sync(self) -> None:
-        names: list[tuple[str, str]] = []
+        names: list[tuple[str, str, str, str]] = []
         for pod in self.core.list_pod_for_all_namespaces().items:
             ip = pod.status.pod_ip if pod.status else None
             if ip and pod.spec.subdomain and pod.metadata.deletion_timestamp is None:
                 h = pod.spec.hostname or pod.metadata.name
                 fq = f"{h}.{pod.spec.subdomain}.{pod.metadata.namespace}.svc"
-                names.append((ip, f"{fq}.cluster.local {fq}"))
+                names.append((ip, f"{fq}.cluster.local {fq}", pod.metadata.namespace, ""))
         wanted: dict[tuple[str, int], list[tuple[str, int]]] = {}
         endpoints = {
             (e.metadata.namespace, e.metadata.name): e
@@ -109,7 +116,7 @@ class ServiceProxy:
             cip = svc.spec.cluster_ip
             if cip and cip != "None":
                 fq = f"{name}.{ns}.svc"
-                names.append((cip, f"{fq}.cluster.local {fq}"))
+                names.append((cip, f"{fq}.cluster.local {fq} {name}.{ns}", ns, name))
             for port in svc.spec.ports or []:
                 backends = [(a, p) for a, pname, p in addrs if pname in (port.name, None)] or [
                     (a, p) for a, _pname, p in addrs if len({x[1] for x in addrs}) == 1

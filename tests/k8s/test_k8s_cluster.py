@@ -14,6 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from citus_pipeline.cluster import manifests as mf
 from citus_pipeline.cluster.k8s_restore_points import ConfigMapRestorePoints
+from citus_pipeline.cluster.kubernetes import KubernetesClusterError
 from citus_pipeline.cluster.restore_points import GroupPosition, RestorePoint
 
 from .drills import backend_as, group_pods, wait_members_ready, write_spec
@@ -236,3 +237,13 @@ def test_dagster_runs_read_the_cluster_with_the_rendered_role(kube, cluster, spe
         with pytest.raises(ApiException) as denied:
             call()
         assert denied.value.status == 403
+    # a ServiceAccount the Role is not bound to (the daemon's, which only launches Jobs): the
+    # backend says which binding reads the members instead of a bare 403
+    admin.create_namespaced_service_account(k.dagster_namespace, {"metadata": {"name": "dagster"}})
+    unbound = backend_as(spec, _token_api(kube, k.dagster_namespace, "dagster"))
+    with pytest.raises(KubernetesClusterError) as refused:
+        unbound.status()
+    message = str(refused.value)
+    assert 'cannot list resource "pods"' in message
+    assert f"{k.dagster_namespace}/{k.dagster_service_account}" in message
+    assert mf.dagster_role_name(spec) in message

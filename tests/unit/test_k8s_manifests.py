@@ -799,4 +799,9 @@ def test_dagster_runs_may_read_the_cluster_and_record_restore_points_only(spec):
     named = next(r for r in writes if "update" in r["verbs"])
     assert named["resourceNames"] == [mf.restore_points_name(spec)]
     (subject,) = by_kind(objs, "RoleBinding")["citusdemo-dagster"]["subjects"]
-    assert subject == {"kind": "ServiceAccount", "name": "dagster", "namespace": "dagster"}
+    # the code location's ServiceAccount: the chart puts it on the runs (includeConfigInLaunchedRuns)
+    assert subject == {
+        "kind": "ServiceAccount",
+        "name": "dagster-user-deployments",
+        "namespace": "dagster",
+    }

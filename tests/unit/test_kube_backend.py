@@ -673,3 +673,27 @@ def test_apply_is_server_side_and_never_overwrites_patronis_endpoints():
     assert ("PATCH", "/apis/apps/v1/namespaces/citus/statefulsets/citusdemo-2") in [
         c[:2] for c in patches
     ]
+
+
+class Forbidden(Exception):
+    status = 403
+    body = json.dumps(
+        {
+            "message": 'pods is forbidden: User "system:serviceaccount:dagster:dagster" cannot '
+            'list resource "pods" in API group "" in the namespace "citus"'
+        }
+    )
+
+
+def test_a_refused_read_names_the_binding_that_grants_it():
+    c, _log, core, *_ = make()
+
+    def refuse(*a, **kw):
+        raise Forbidden()
+
+    core.list_namespaced_pod = refuse
+    with pytest.raises(KubernetesClusterError) as err:
+        c.status()
+    message = str(err.value)
+    assert message.startswith('pods is forbidden: User "system:serviceaccount:dagster:dagster"')
+    assert "Role citusdemo-dagster" in message and "dagster/dagster-user-deployments" in message

@@ -1,0 +1,241 @@
+"""The Yandex Cloud deployment as the README gives it, on the real control plane: the cluster
+from `kubectl apply -k k8s/overlays/yandex-cloud`, and Dagster as `k8s/dagster/values.yaml`
+deploys it next to it: the code server
+and the daemon run as pods of the chart's Deployments, the instance lives in a PostgreSQL
+outside the cluster (as Yandex Managed PostgreSQL would be), and a run asked for through
+Dagster's GraphQL `launchRun` (what the UI's Materialize button sends) is queued, dequeued by
+the daemon's `K8sRunLauncher` into a Kubernetes Job under the code location's ServiceAccount,
+run by the Job's pod, and its materializations land in the instance.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+from kubernetes import client, utils
+from plain_pg import plain_postgres
+from psycopg import sql
+
+from citus_pipeline.cluster import manifests as mf
+
+from .control_plane import CA
+from .dagster_chart import DagsterRelease
+from .images import REPO
+from .pod_runner import YANDEX_DISK_CSI
+
+pytestmark = [pytest.mark.k8s, pytest.mark.citus]
+
+OVERLAY = REPO / "k8s" / "overlays" / "yandex-cloud"
+SAMPLE_ROWS = 2000
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message stack }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { invalidOutputName }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+
+def _dagster_database(pg, password: str) -> None:
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE dagster LOGIN PASSWORD {}").format(password))
+        conn.execute("CREATE DATABASE dagster OWNER dagster")
+
+
+def _secrets(core, release: DagsterRelease, spec, pg_password: str) -> None:
+    """README step 6: the namespace and the two Secrets the values file names."""
+    ns = release.namespace
+    core.create_namespace({"metadata": {"name": ns}})
+    core.create_namespaced_secret(
+        ns,
+        {
+            "metadata": {"name": release.postgres_secret},
+            "stringData": {"postgresql-password": pg_password},
+        },
+    )
+    creds = core.read_namespaced_secret(
+        spec.credentials.kubernetes_secret, spec.kubernetes.namespace
+    )
+    host = f"{mf.coordinator_lb_name(spec)}.{spec.kubernetes.namespace}.svc"
+    core.create_namespaced_secret(
+        ns,
+        {
+            "metadata": {"name": "citus-dsn"},
+            "stringData": {
+                "dsn": f"host={host} port=5432 dbname={spec.database} user=postgres sslmode=require",
+                "password": base64.b64decode(creds.data["superuser-password"]).decode(),
+            },
+        },
+    )
+
+
+def _wait_ready(apps, ns: str, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = apps.read_namespaced_deployment(name, ns)
+        if (d.status.ready_replicas or 0) >= 1:
+            return
+        time.sleep(2)
+    raise AssertionError(f"deployment {ns}/{name} not ready after {timeout:.0f}s")
+
+
+def _launch(instance, release: DagsterRelease, address: str, run_config: dict) -> str:
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import GrpcServerTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    d = release.deployments[0]
+    target = GrpcServerTarget(host=address, port=d["port"], location_name=d["name"], socket=None)
+    with WorkspaceProcessContext(instance, target) as workspace:
+        ctx = workspace.create_request_context()
+        error = ctx.get_code_location_error(d["name"])
+        assert error is None, error
+        params = {
+            "selector": {
+                "repositoryLocationName": d["name"],
+                "repositoryName": "__repository__",
+                "jobName": "__ASSET_JOB",
+                "assetSelection": [{"path": ["citus_cluster"]}, {"path": ["uk_price_raw"]}],
+            },
+            "runConfigData": run_config,
+            "executionMetadata": {"tags": [{"key": "test", "value": "k8s-run-launcher"}]},
+        }
+        result = execute_dagster_graphql(ctx, LAUNCH_RUN, variables={"params": params})
+    assert not result.errors, result.errors
+    out = result.data["launchRun"]
+    assert out["__typename"] == "LaunchRunSuccess", out
+    return out["run"]["runId"]
+
+
+def _wait_run(instance, run_id: str, timeout: float) -> dg.DagsterRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run.is_finished:
+            return run
+        time.sleep(3)
+    raise AssertionError(f"run {run_id} not finished after {timeout:.0f}s: {run.status}")
+
+
+def _explain(kube, instance, run_id: str) -> str:
+    """The run's errors and its pod's log, for the assertion message."""
+    lines = [
+        f"{e.dagster_event_type or e.level}: {e.message}"
+        for e in instance.all_logs(run_id)
+        if e.level >= 40 or (e.dagster_event and e.dagster_event.is_failure)
+    ]
+    for ns, name in kube.runner.pod_names():
+        if name.startswith(f"dagster-run-{run_id}"):
+            lines.append(kube.runner.container_log(ns, name, "dagster")[-4000:])
+    return "\n".join(lines)
+
+
+def test_yandex_cloud_overlay_applied_with_kubectl(kube, overlay_cluster, spec):
+    """README step 4 as written for Yandex Cloud: what the overlay changes is what runs."""
+    overlay = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
+    (image,) = overlay["images"]
+    (sc_doc,) = [d for d in yaml.safe_load_all((OVERLAY / "storage-class.yaml").read_text()) if d]
+    api = kube.api()
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    ns = spec.kubernetes.namespace
+    sc = client.StorageV1Api(api).read_storage_class(sc_doc["metadata"]["name"])
+    assert sc.provisioner == YANDEX_DISK_CSI and sc.reclaim_policy == sc_doc["reclaimPolicy"]
+    for g in range(spec.workers.groups + 1):
+        sts = apps.read_namespaced_stateful_set(mf.group_name(spec, g), ns)
+        assert sts.spec.volume_claim_templates[0].spec.storage_class_name == sc.metadata.name
+        postgres = sts.spec.template.spec.containers[0]
+        assert postgres.image == f"{image['newName']}:{image['newTag']}"
+    # every member's disk from the overlay's class, kept (Retain) if its claim goes
+    claims = core.list_namespaced_persistent_volume_claim(ns).items
+    assert len(claims) == spec.coordinator.members + spec.workers.groups * spec.workers.members
+    volumes = {v.metadata.name: v for v in core.list_persistent_volume().items}
+    for claim in claims:
+        assert claim.status.phase == "Bound"
+        assert volumes[claim.spec.volume_name].spec.persistent_volume_reclaim_policy == "Retain"
+    # the internal load balancers: annotated for Yandex's cloud controller, served here
+    for name in (mf.coordinator_lb_name(spec), mf.workers_lb_name(spec)):
+        svc = core.read_namespaced_service(name, ns)
+        assert svc.metadata.annotations["yandex.cloud/load-balancer-type"] == "internal"
+        assert svc.status.load_balancer.ingress
+    topo = overlay_cluster.status()
+    assert all(topo.leader(g) is not None for g in range(spec.workers.groups + 1))
+
+
+def test_k8s_run_launcher_runs_a_job(kube, overlay_cluster, spec, tmp_path, monkeypatch):
+    cluster = overlay_cluster
+    gateway = kube.network.gateway
+    # the values' database port; its host is the one address every pod reaches off-cluster
+    release = DagsterRelease.load(gateway)
+    pg_password = secrets.token_urlsafe(18)
+    ca = CA.create("dagster-pg-ca")
+    crt, key = ca.issue("dagster-pg", ips=(gateway,), server=True)
+    with plain_postgres(
+        release.postgres_port,
+        listen=f"{gateway},127.0.0.1",
+        settings={"ssl": "on", "ssl_cert_file": "server.crt", "ssl_key_file": "server.key"},
+        hba=[
+            f"hostssl {release.values['postgresql']['postgresqlDatabase']} dagster {gateway}/16 scram-sha-256"
+        ],
+        files={"server.crt": crt, "server.key": key},
+    ) as pg:
+        _dagster_database(pg, pg_password)
+        api = kube.api()
+        core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
+        _secrets(core, release, spec, pg_password)
+        for m in release.manifests():
+            utils.create_from_dict(api, m)
+        d = release.deployments[0]
+        _wait_ready(apps, release.namespace, f"{release.fullname}-{d['name']}", 300)
+
+        # the test plays the webserver: the chart's instance, the code server by its Service
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(yaml.safe_dump(release.instance()))
+        monkeypatch.setenv("DAGSTER_PG_PASSWORD", pg_password)
+        instance = dg.DagsterInstance.from_config(str(home))
+        address = core.read_namespaced_service(d["name"], release.namespace).spec.cluster_ip
+        # a small generated sample; run config replaces the resource's whole configuration,
+        # so the work directory is named again, from the image's variable
+        files = {"sample_rows": SAMPLE_ROWS, "work_dir": {"env": "CITUS_PIPELINE_WORK_DIR"}}
+        run_config = {"resources": {"files": {"config": files}}}
+        run_id = _launch(instance, release, address, run_config)
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.QUEUED
+
+        run = _wait_run(instance, run_id, 600)
+        assert run.status == dg.DagsterRunStatus.SUCCESS, _explain(kube, instance, run_id)
+
+        # the Job the daemon's launcher created, under the code location's identity and image
+        job = batch.read_namespaced_job(f"dagster-run-{run_id}", release.namespace)
+        assert job.status.succeeded == 1
+        pod_spec = job.spec.template.spec
+        assert pod_spec.service_account_name == release.user_deployments_service_account
+        container = pod_spec.containers[0]
+        assert container.image == release.image(d)
+        env = {e.name for e in container.env or []}
+        assert {"CITUS_PIPELINE_DSN", "CITUS_PIPELINE_SPEC", "DAGSTER_PG_PASSWORD"} <= env
+
+        # its result is in the instance, and its rows in the cluster
+        mats = {
+            key.to_user_string(): instance.get_latest_materialization_event(key)
+            for key in (dg.AssetKey("citus_cluster"), dg.AssetKey("uk_price_raw"))
+        }
+        assert all(e is not None and e.run_id == run_id for e in mats.values()), mats
+        md = mats["citus_cluster"].asset_materialization.metadata
+        assert md["backend"].value == "kubernetes"
+        assert md["worker_count"].value == spec.workers.groups
+        with psycopg.connect(cluster.coordinator_dsn(), autocommit=True) as conn:
+            rows = conn.execute("SELECT count(*) FROM uk_price_raw").fetchone()[0]
+        assert rows == SAMPLE_ROWS
+        instance.dispose()
