@@ -1,11 +1,11 @@
 """The Yandex Cloud deployment as the README gives it, on the real control plane: the cluster
-from `kubectl apply -k k8s/overlays/yandex-cloud`, and Dagster as `k8s/dagster/values.yaml`
-deploys it next to it: the code server
-and the daemon run as pods of the chart's Deployments, the instance lives in a PostgreSQL
-outside the cluster (as Yandex Managed PostgreSQL would be), and a run asked for through
-Dagster's GraphQL `launchRun` (what the UI's Materialize button sends) is queued, dequeued by
-the daemon's `K8sRunLauncher` into a Kubernetes Job under the code location's ServiceAccount,
-run by the Job's pod, and its materializations land in the instance.
+from `kubectl apply -k k8s/overlays/yandex-cloud`, and next to it Dagster as
+`k8s/dagster/values.yaml` deploys it. The code server and the daemon run as pods of the
+chart's Deployments, the instance lives in a PostgreSQL outside the cluster (as Yandex Managed
+PostgreSQL would), and a run asked for through Dagster's GraphQL `launchRun` (what the UI's
+Materialize button sends) is queued, launched by the daemon's `K8sRunLauncher` as a Kubernetes
+Job under the code location's ServiceAccount, run by the Job's pod, and its materializations
+land in the instance.
 """
 
 from __future__ import annotations
@@ -129,6 +129,17 @@ def _wait_run(instance, run_id: str, timeout: float) -> dg.DagsterRun:
     raise AssertionError(f"run {run_id} not finished after {timeout:.0f}s: {run.status}")
 
 
+def _wait_job(batch, ns: str, name: str, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = batch.read_namespaced_job(name, ns)
+        if job.status.succeeded == 1:
+            return job
+        assert not job.status.failed, job.status
+        time.sleep(2)
+    raise AssertionError(f"job {ns}/{name} not succeeded after {timeout:.0f}s: {job.status}")
+
+
 def _explain(kube, instance, run_id: str) -> str:
     """The run's errors and its pod's log, for the assertion message."""
     lines = [
@@ -206,10 +217,10 @@ def test_k8s_run_launcher_runs_a_job(kube, overlay_cluster, spec, tmp_path, monk
         monkeypatch.setenv("DAGSTER_PG_PASSWORD", pg_password)
         instance = dg.DagsterInstance.from_config(str(home))
         address = core.read_namespaced_service(d["name"], release.namespace).spec.cluster_ip
-        # a small generated sample; run config replaces the resource's whole configuration,
-        # so the work directory is named again, from the image's variable
-        files = {"sample_rows": SAMPLE_ROWS, "work_dir": {"env": "CITUS_PIPELINE_WORK_DIR"}}
-        run_config = {"resources": {"files": {"config": files}}}
+        # a small generated sample, as a user would ask for it in the launchpad (this config
+        # replaces the resource's whole configuration: the work directory comes from the
+        # image's variable all the same)
+        run_config = {"resources": {"files": {"config": {"sample_rows": SAMPLE_ROWS}}}}
         run_id = _launch(instance, release, address, run_config)
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.QUEUED
 
@@ -217,8 +228,8 @@ def test_k8s_run_launcher_runs_a_job(kube, overlay_cluster, spec, tmp_path, monk
         assert run.status == dg.DagsterRunStatus.SUCCESS, _explain(kube, instance, run_id)
 
         # the Job the daemon's launcher created, under the code location's identity and image
-        job = batch.read_namespaced_job(f"dagster-run-{run_id}", release.namespace)
-        assert job.status.succeeded == 1
+        # (the run is recorded as finished just before its process exits and the Job counts it)
+        job = _wait_job(batch, release.namespace, f"dagster-run-{run_id}", 120)
         pod_spec = job.spec.template.spec
         assert pod_spec.service_account_name == release.user_deployments_service_account
         container = pod_spec.containers[0]

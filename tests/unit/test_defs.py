@@ -189,3 +189,14 @@ def test_assets_carry_owners_tags_code_references_and_the_monthly_freshness():
     policy = graph.get(dg.AssetKey("uk_price_monthly")).freshness_policy
     assert policy.fail_window.to_timedelta() == timedelta(days=45)
     assert policy.warn_window.to_timedelta() == timedelta(days=35)
+
+
+def test_work_dir_from_the_environment_when_run_config_left_it_empty(tmp_path, monkeypatch):
+    # run config for `files` replaces its whole configuration; the Dagster image's work
+    # directory (its variable) must still win over the checkout's default
+    from citus_pipeline.defs.citus.resources import PricePaidFiles
+
+    monkeypatch.setenv("CITUS_PIPELINE_WORK_DIR", str(tmp_path / "w"))
+    assert PricePaidFiles(sample_rows=10).work_path() == tmp_path / "w"
+    assert (tmp_path / "w").is_dir()
+    assert PricePaidFiles(work_dir=str(tmp_path / "x")).work_path() == tmp_path / "x"

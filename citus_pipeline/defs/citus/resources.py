@@ -236,7 +236,10 @@ class PricePaidFiles(dg.ConfigurableResource):
     monthly_dir: str = ""
 
     def work_path(self) -> Path:
-        p = Path(self.work_dir) if self.work_dir else settings.DEFAULT_WORK_DIR
+        # The variable is read again here: run config for this resource (the launchpad's
+        # `sample_rows`, say) replaces the whole configuration, `work_dir` included, and the
+        # checkout's default is not writable in the Dagster image.
+        p = Path(self.work_dir or settings.WORK_DIR.get() or settings.DEFAULT_WORK_DIR)
         p.mkdir(parents=True, exist_ok=True)
         return p
 
