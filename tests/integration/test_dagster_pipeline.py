@@ -12,6 +12,7 @@ import dagster as dg
 import psycopg
 import pytest
 import yaml
+from seed_rows import seed_uk_price
 
 from citus_pipeline.definitions import defs
 from citus_pipeline.defs.citus.checks import QueryTimingSettings
@@ -239,26 +240,11 @@ def test_failing_quality_check_blocks_downstream(citus_cluster, schema, tmp_path
 
 
 # ---- the sensor and the rebalance on a fresh cluster ------------------------------------
-def _seed_uk_price(dsn: str, rows: int) -> None:
-    from citus_pipeline.data.schema import ensure_schema
-
-    ensure_schema(dsn)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO uk_price (transaction_id, price, date_of_transfer, property_type, old_new, "
-            "duration, ppd_category_type, town_city, district) "
-            "SELECT gen_random_uuid(), 50000 + (i %% 1000) * 300, DATE '1995-01-01' + (i %% 10000), "
-            "(ARRAY['D','S','T','F','O'])[1 + i %% 5]::\"char\", 'N', 'F', 'A', 'LONDON', 'D' || (i %% 40) "
-            "FROM generate_series(1, %s) i",
-            (rows,),
-        )
-
-
 @pytest.mark.destructive
 def test_sensor_requests_exactly_one_rebalance_per_new_worker(fresh_cluster, tmp_path, instance):
     c = fresh_cluster()
     dsn = c.coordinator_dsn()
-    _seed_uk_price(dsn, 30000)
+    seed_uk_price(dsn, 30000)
     res = _resources(c, tmp_path)
     ctx_kw = {"instance": instance, "resources": {"citus": res["citus"]}, "definitions": defs}
 

@@ -9,6 +9,7 @@ import dagster as dg
 import psycopg
 import pytest
 from kubernetes import client
+from seed_rows import seed_uk_price
 
 from citus_pipeline.cluster import manifests as mf
 from citus_pipeline.definitions import defs
@@ -24,21 +25,6 @@ ALL = [*defs.assets, *defs.asset_checks]
 ROWS = 20000
 
 
-def _seed(dsn: str, rows: int) -> None:
-    from citus_pipeline.data.schema import ensure_schema
-
-    ensure_schema(dsn)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO uk_price (transaction_id, price, date_of_transfer, property_type, "
-            "old_new, duration, ppd_category_type, town_city, district) "
-            "SELECT gen_random_uuid(), 50000 + (i %% 1000) * 300, DATE '1995-01-01' + (i %% 9000),"
-            " (ARRAY['D','S','T','F','O'])[1 + i %% 5]::\"char\", 'N', 'F', 'A', 'LONDON',"
-            " 'D' || (i %% 40) FROM generate_series(1, %s) i",
-            (rows,),
-        )
-
-
 def _count(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute("SELECT count(*) FROM uk_price").fetchone()[0]
@@ -46,7 +32,7 @@ def _count(dsn: str) -> int:
 
 def test_add_worker_sensor_rebalance_then_remove_worker(kube, cluster, spec, tmp_path):
     dsn = cluster.coordinator_dsn()
-    _seed(dsn, ROWS)
+    seed_uk_price(dsn, ROWS)
     backend = ClusterResource(backend="kubernetes", spec_path=str(write_spec(tmp_path / "c.yaml")))
     citus = CitusResource(dsn=dsn, cluster=backend, retry_base_seconds=0.5)
     resources = {

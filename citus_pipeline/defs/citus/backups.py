@@ -24,12 +24,13 @@ def restore_point_before(
     """
     if citus.cluster is None:
         return {"restore_point": dg.MetadataValue.text("none (no cluster resource)")}
-    name = f"{context.run_id[:8]}.{what}.{context.retry_number}"
+    run_id = context.run.run_id
+    name = f"{run_id[:8]}.{what}.{context.retry_number}"
     cluster = citus.cluster
     # across a leader change, like every single step; a retry after a half-taken point adds
     # a second record of the name, and recovery stops at the first: both precede the change
     point = citus.retry_idempotent(
-        lambda: cluster.restore_point(name, context.run_id),
+        lambda: cluster.restore_point(name, run_id),
         what=f"restore point before {what}",
         log=context.log.warning,
     )
@@ -57,9 +58,8 @@ def cluster_backup(
 ) -> dg.MaterializeResult:
     spec = cluster.spec()
     backups = cluster.backup(spec.backup.scheduled_type)
-    point = cluster.restore_point(
-        f"{context.run_id[:8]}.backup.{context.retry_number}", context.run_id
-    )
+    run_id = context.run.run_id
+    point = cluster.restore_point(f"{run_id[:8]}.backup.{context.retry_number}", run_id)
     rows = [
         [
             b.group,
