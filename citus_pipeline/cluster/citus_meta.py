@@ -68,9 +68,28 @@ def fetch_dist_nodes(conn: psycopg.Connection) -> list[DistNode]:
     ]
 
 
-def fetch_node_shards(conn: psycopg.Connection) -> list[NodeShards]:
-    rows = conn.execute(NODE_SHARDS_SQL).fetchall()
+# The shard sizes come from every worker: a frozen or cut-off worker would hold the query (and
+# `cluster status`) for as long as its socket stays open, which is without end while its
+# kernel still answers TCP. Status gives up on them after this long instead.
+SHARD_SIZES_TIMEOUT_MS = 3000
+
+
+def fetch_node_shards(
+    conn: psycopg.Connection, timeout_ms: int = SHARD_SIZES_TIMEOUT_MS
+) -> list[NodeShards]:
+    """Placements and bytes per primary; raises ``psycopg.errors.QueryCanceled`` when some
+    worker does not answer within ``timeout_ms``."""
+    with conn.transaction():
+        conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+        rows = conn.execute(NODE_SHARDS_SQL).fetchall()
     return [NodeShards(groupid=r[0], host=r[1], port=r[2], shards=r[3], bytes=r[4]) for r in rows]
+
+
+def unanswered(err: psycopg.Error) -> str:
+    """Why a status question got no answer, in one line."""
+    if isinstance(err, psycopg.errors.QueryCanceled):
+        return f"a worker did not answer within {SHARD_SIZES_TIMEOUT_MS / 1000:g} s"
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def drain_group(conn: psycopg.Connection, group: int, transfer_mode: str = "block_writes") -> int:

@@ -28,6 +28,7 @@ from .citus_meta import (
     fetch_dist_nodes,
     fetch_node_shards,
     remove_group_nodes,
+    unanswered,
 )
 from .k8s_apply import apply_manifests
 from .k8s_members import get_path, member_statuses, pod_status
@@ -207,7 +208,10 @@ class KubernetesCluster(ClusterBackend):
             with self._connect(dsn) as conn:
                 topo.dist_nodes = fetch_dist_nodes(conn)
                 if with_shards:
-                    topo.shards = fetch_node_shards(conn)
+                    try:
+                        topo.shards = fetch_node_shards(conn)
+                    except psycopg.Error as e:
+                        topo.shards_unanswered = unanswered(e)
         except psycopg.Error as e:
             log.warning("coordinator not reachable for Citus metadata: %s", e)
         return topo

@@ -82,7 +82,12 @@ def rich_tables(topo: ClusterTopology) -> Group:
     for title, header, rows in (
         (f"Citus cluster {topo.scope} ({topo.backend})", MEMBER_HEADER, member_rows(topo)),
         ("pg_dist_node", NODE_HEADER, node_rows(topo)),
-        ("Shards per node", SHARD_HEADER, shard_rows(topo)),
+        (
+            "Shards per node"
+            + (f" — not answered: {topo.shards_unanswered}" if topo.shards_unanswered else ""),
+            SHARD_HEADER,
+            shard_rows(topo),
+        ),
     ):
         t = Table(title=title, title_justify="left")
         for h in header:

@@ -73,6 +73,7 @@ class ClusterTopology(BaseModel):
     members: list[MemberStatus]
     dist_nodes: list[DistNode] = []
     shards: list[NodeShards] = []
+    shards_unanswered: str | None = None  # why shards per node are missing, when asked for
     coordinator_dsn: str | None = None  # never contains a password
 
     @property

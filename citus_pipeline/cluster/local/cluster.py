@@ -30,6 +30,7 @@ from ..citus_meta import (
     fetch_dist_nodes,
     fetch_node_shards,
     remove_group_nodes,
+    unanswered,
 )
 from ..spec import ClusterSpec
 from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress
@@ -180,8 +181,8 @@ class LocalCluster(ClusterBackend):
                 if with_shards:
                     try:
                         topo.shards = fetch_node_shards(conn)
-                    except psycopg.Error:
-                        topo.shards = []
+                    except psycopg.Error as e:
+                        topo.shards_unanswered = unanswered(e)
         except psycopg.Error:
             pass
         return topo
