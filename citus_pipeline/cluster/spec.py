@@ -55,6 +55,12 @@ class PatroniSpec(_Strict):
         0, ge=0, description="0: fail over as soon as a leader's postmaster crash is seen"
     )
     maximum_lag_on_failover: int = Field(1048576, ge=0)
+    failsafe_mode: bool = Field(
+        True,
+        description="Patroni's DCS failsafe mode: while the DCS (etcd, or the Kubernetes API) "
+        "is unreachable, a leader that still reaches every member of its group over the REST "
+        "API stays primary instead of demoting itself; applied when a cluster is created",
+    )
 
     @model_validator(mode="after")
     def _timing(self) -> PatroniSpec:
@@ -370,6 +376,7 @@ class ClusterSpec(_Strict):
             "synchronous_mode": p.synchronous_mode,
             "synchronous_mode_strict": p.synchronous_mode_strict,
             "primary_start_timeout": p.primary_start_timeout,
+            "failsafe_mode": p.failsafe_mode,
             "postgresql": {
                 "use_pg_rewind": True,
                 "use_slots": True,
