@@ -10,7 +10,7 @@ from __future__ import annotations
 import psycopg
 
 from ..errors import ClusterError
-from .topology import DistNode, NodeShards, active_worker_groups
+from .topology import ClusterTopology, DistNode, NodeShards, active_worker_groups
 
 DIST_NODES_SQL = """
 SELECT nodeid, groupid, nodename, nodeport, noderole::text, isactive, shouldhaveshards
@@ -85,11 +85,20 @@ def fetch_node_shards(
     return [NodeShards(groupid=r[0], host=r[1], port=r[2], shards=r[3], bytes=r[4]) for r in rows]
 
 
-def unanswered(err: psycopg.Error) -> str:
-    """Why a status question got no answer, in one line."""
-    if isinstance(err, psycopg.errors.QueryCanceled):
-        return f"a worker did not answer within {SHARD_SIZES_TIMEOUT_MS / 1000:g} s"
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+def read_metadata(conn: psycopg.Connection, topo: ClusterTopology, with_shards: bool) -> None:
+    """Fill ``topo`` from the coordinator: pg_dist_node, and (``with_shards``) the shards per
+    node, or why the workers left them unanswered. Both backends' ``status`` end here."""
+    topo.dist_nodes = fetch_dist_nodes(conn)
+    if not with_shards:
+        return
+    try:
+        topo.shards = fetch_node_shards(conn)
+    except psycopg.errors.QueryCanceled:
+        topo.shards_unanswered = (
+            f"a worker did not answer within {SHARD_SIZES_TIMEOUT_MS / 1000:g} s"
+        )
+    except psycopg.Error as err:
+        topo.shards_unanswered = str(err).strip().splitlines()[0] or type(err).__name__
 
 
 def drain_group(conn: psycopg.Connection, group: int, transfer_mode: str = "block_writes") -> int:
@@ -195,6 +204,7 @@ __all__ = [
     "fetch_dist_nodes",
     "fetch_node_shards",
     "node_bytes",
+    "read_metadata",
     "recover_prepared_transactions",
     "remove_group_nodes",
     "worker_groups_holding_shards",

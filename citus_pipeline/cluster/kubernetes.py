@@ -26,9 +26,8 @@ from .citus_meta import (
     cleanup_orphans,
     drain_group,
     fetch_dist_nodes,
-    fetch_node_shards,
+    read_metadata,
     remove_group_nodes,
-    unanswered,
 )
 from .k8s_apply import apply_manifests
 from .k8s_members import get_path, member_statuses, pod_status
@@ -206,12 +205,7 @@ class KubernetesCluster(ClusterBackend):
         topo.coordinator_dsn = dsn
         try:
             with self._connect(dsn) as conn:
-                topo.dist_nodes = fetch_dist_nodes(conn)
-                if with_shards:
-                    try:
-                        topo.shards = fetch_node_shards(conn)
-                    except psycopg.Error as e:
-                        topo.shards_unanswered = unanswered(e)
+                read_metadata(conn, topo, with_shards)
         except psycopg.Error as e:
             log.warning("coordinator not reachable for Citus metadata: %s", e)
         return topo

@@ -27,10 +27,8 @@ from ...settings import default_state_dir
 from ..citus_meta import (
     cleanup_orphans,
     drain_group,
-    fetch_dist_nodes,
-    fetch_node_shards,
+    read_metadata,
     remove_group_nodes,
-    unanswered,
 )
 from ..spec import ClusterSpec
 from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress
@@ -177,12 +175,7 @@ class LocalCluster(ClusterBackend):
             return topo
         try:
             with self._coordinator_conn(3) as conn:
-                topo.dist_nodes = fetch_dist_nodes(conn)
-                if with_shards:
-                    try:
-                        topo.shards = fetch_node_shards(conn)
-                    except psycopg.Error as e:
-                        topo.shards_unanswered = unanswered(e)
+                read_metadata(conn, topo, with_shards)
         except psycopg.Error:
             pass
         return topo
