@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
+from polling import wait_for
 from rich.console import Console
 
 from citus_pipeline.cluster.local.processes import member_pid, postmaster_pid
@@ -89,10 +89,5 @@ def test_status_answers_while_a_worker_leader_is_frozen(fresh_cluster):
         text = " ".join(console.export_text().split())  # the title wraps to the table's width
         assert "Shards per node — not answered: a worker did not answer within 3 s" in text
 
-    # thawed well within ttl: the same leader, and status whole again
-    deadline = time.monotonic() + 60
-    topo = c.status()
-    while (topo.shards_unanswered or not topo.shards) and time.monotonic() < deadline:
-        time.sleep(1)
-        topo = c.status()
-    assert topo.shards_unanswered is None and topo.shards
+    # thawed well within ttl: status whole again
+    wait_for(c.status, lambda t: t.shards_unanswered is None and bool(t.shards), timeout=60)

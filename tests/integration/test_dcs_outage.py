@@ -11,6 +11,7 @@ import time
 
 import psycopg
 import pytest
+from polling import wait_for
 
 from citus_pipeline.cluster.write_probe import WriteProbe
 
@@ -54,12 +55,7 @@ def test_writes_go_on_while_the_dcs_is_gone(fresh_cluster):
     late = [t for t in probe.acked_at if gone + ttl < t < back]
     assert late, f"no insert acknowledged in the outage's last {outage - ttl} s: {probe.errors}"
     # no leader changed, and every acknowledged insert is there exactly once
-    deadline = time.monotonic() + 60
-    after = _leaders(c)
-    while after != before and time.monotonic() < deadline:
-        time.sleep(1)
-        after = _leaders(c)
-    assert after == before
+    wait_for(lambda: _leaders(c), lambda after: after == before, timeout=60)
     with psycopg.connect(dsn, autocommit=True) as conn:
         stored = {r[0] for r in conn.execute("SELECT id FROM dcs_probe")}
     assert set(probe.acked) <= stored

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from .images import REPO
+
 VALUES = REPO / "k8s" / "dagster" / "values.yaml"
 
 # The chart's defaults for what values.yaml does not set (chart 1.13.x values.yaml).
@@ -77,8 +77,23 @@ class DagsterRelease:
         return f"{self.fullname}-instance"
 
     @property
+    def workspace_config_map(self) -> str:
+        return f"{self.fullname}-workspace-yaml"
+
+    def user_env_config_map(self, d: dict[str, Any]) -> str:
+        return f"{self.fullname}-{d['name']}-user-env"
+
+    @property
     def deployments(self) -> list[dict[str, Any]]:
         return self.values["dagster-user-deployments"]["deployments"]
+
+    @property
+    def postgres_user(self) -> str:
+        return self.values["postgresql"]["postgresqlUsername"]
+
+    @property
+    def postgres_database(self) -> str:
+        return self.values["postgresql"]["postgresqlDatabase"]
 
     @property
     def postgres_secret(self) -> str:
@@ -93,10 +108,10 @@ class DagsterRelease:
         pg = self.values["postgresql"]
         return {
             "postgres_db": {
-                "username": pg["postgresqlUsername"],
+                "username": self.postgres_user,
                 "password": {"env": "DAGSTER_PG_PASSWORD"},
                 "hostname": self.postgres_host,
-                "db_name": pg["postgresqlDatabase"],
+                "db_name": self.postgres_database,
                 "port": self.postgres_port,
                 "params": pg.get("postgresqlParams") or {},
                 **({"scheme": pg["postgresqlScheme"]} if pg.get("postgresqlScheme") else {}),
@@ -163,7 +178,7 @@ class DagsterRelease:
         """What a code server hands the runs it launches (`includeConfigInLaunchedRuns`)."""
         k8s: dict[str, Any] = {
             "image_pull_policy": d["image"]["pullPolicy"],
-            "env_config_maps": [f"{self.fullname}-{d['name']}-user-env"],
+            "env_config_maps": [self.user_env_config_map(d)],
             "namespace": self.namespace,
             "service_account_name": self.user_deployments_service_account,
         }
@@ -186,18 +201,35 @@ class DagsterRelease:
     def _config_map(self, name: str, data: dict[str, str]) -> Manifest:
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": self._meta(name), "data": data}
 
+    def _deployment(
+        self, name: str, labels: dict[str, str], pod: Manifest, **spec: Any
+    ) -> Manifest:
+        """One replica of ``pod``, selected by ``labels`` (the chart's Deployments)."""
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self._meta(name, **labels),
+            "spec": {
+                "replicas": 1,
+                **spec,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
+        }
+
+    def _pg_password_env(self) -> Manifest:
+        """DAGSTER_PG_PASSWORD from the Secret the values name, in every Dagster container."""
+        return {
+            "name": "DAGSTER_PG_PASSWORD",
+            "valueFrom": {
+                "secretKeyRef": {"name": self.postgres_secret, "key": "postgresql-password"}
+            },
+        }
+
     def _user_deployment(self, d: dict[str, Any]) -> list[Manifest]:
         labels = {"component": "user-deployments", "deployment": d["name"]}
         port = d["port"]
-        env = [
-            {"name": "DAGSTER_CURRENT_IMAGE", "value": self.image(d)},
-            {
-                "name": "DAGSTER_PG_PASSWORD",
-                "valueFrom": {
-                    "secretKeyRef": {"name": self.postgres_secret, "key": "postgresql-password"}
-                },
-            },
-        ]
+        env = [{"name": "DAGSTER_CURRENT_IMAGE", "value": self.image(d)}, self._pg_password_env()]
         if (d.get("includeConfigInLaunchedRuns") or {"enabled": True}).get("enabled"):
             env.append(
                 {
@@ -207,62 +239,43 @@ class DagsterRelease:
             )
         env += d.get("env") or []
         health = ["dagster", "api", "grpc-health-check", "-p", str(port)]
-        deployment = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": self._meta(f"{self.fullname}-{d['name']}", **labels),
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "serviceAccountName": self.user_deployments_service_account,
-                        "automountServiceAccountToken": True,
-                        "securityContext": d.get("podSecurityContext") or {},
-                        "containers": [
-                            {
-                                "name": "dagster-user-deployments",
-                                "image": self.image(d),
-                                "imagePullPolicy": d["image"]["pullPolicy"],
-                                "securityContext": d.get("securityContext") or {},
-                                "args": [
-                                    "dagster",
-                                    "code-server",
-                                    "start",
-                                    "-h",
-                                    "0.0.0.0",
-                                    "-p",
-                                    str(port),
-                                    *d["codeServerArgs"],
-                                ],
-                                "env": env,
-                                "envFrom": [
-                                    {
-                                        "configMapRef": {
-                                            "name": f"{self.fullname}-user-deployments-shared-env"
-                                        }
-                                    },
-                                    {
-                                        "configMapRef": {
-                                            "name": f"{self.fullname}-{d['name']}-user-env"
-                                        }
-                                    },
-                                ],
-                                "resources": d.get("resources") or {},
-                                "readinessProbe": {
-                                    "exec": {"command": health},
-                                    "periodSeconds": 20,
-                                    "timeoutSeconds": 10,
-                                    "successThreshold": 1,
-                                    "failureThreshold": 15,
-                                },
-                            }
-                        ],
+        pod = {
+            "serviceAccountName": self.user_deployments_service_account,
+            "automountServiceAccountToken": True,
+            "securityContext": d.get("podSecurityContext") or {},
+            "containers": [
+                {
+                    "name": "dagster-user-deployments",
+                    "image": self.image(d),
+                    "imagePullPolicy": d["image"]["pullPolicy"],
+                    "securityContext": d.get("securityContext") or {},
+                    "args": [
+                        "dagster",
+                        "code-server",
+                        "start",
+                        "-h",
+                        "0.0.0.0",
+                        "-p",
+                        str(port),
+                        *d["codeServerArgs"],
+                    ],
+                    "env": env,
+                    "envFrom": [
+                        {"configMapRef": {"name": f"{self.fullname}-user-deployments-shared-env"}},
+                        {"configMapRef": {"name": self.user_env_config_map(d)}},
+                    ],
+                    "resources": d.get("resources") or {},
+                    "readinessProbe": {
+                        "exec": {"command": health},
+                        "periodSeconds": 20,
+                        "timeoutSeconds": 10,
+                        "successThreshold": 1,
+                        "failureThreshold": 15,
                     },
-                },
-            },
+                }
+            ],
         }
+        deployment = self._deployment(f"{self.fullname}-{d['name']}", labels, pod)
         service = {
             "apiVersion": "v1",
             "kind": "Service",
@@ -276,71 +289,45 @@ class DagsterRelease:
         return [deployment, service]
 
     def _daemon(self) -> Manifest:
-        labels = {"component": "dagster-daemon", "deployment": "daemon"}
         home = CHART_DEFAULTS["dagster_home"]
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": self._meta(f"{self.fullname}-daemon", **labels),
-            "spec": {
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "serviceAccountName": self.service_account,
-                        "containers": [
-                            {
-                                "name": "dagster",
-                                "image": CHART_DEFAULTS["daemon_image"],
-                                "command": [
-                                    "/bin/bash",
-                                    "-c",
-                                    "dagster-daemon run -w /dagster-workspace/workspace.yaml",
-                                ],
-                                "env": [
-                                    {
-                                        "name": "DAGSTER_PG_PASSWORD",
-                                        "valueFrom": {
-                                            "secretKeyRef": {
-                                                "name": self.postgres_secret,
-                                                "key": "postgresql-password",
-                                            }
-                                        },
-                                    },
-                                    {"name": "DAGSTER_DAEMON_HEARTBEAT_TOLERANCE", "value": "1800"},
-                                ],
-                                "envFrom": [
-                                    {"configMapRef": {"name": f"{self.fullname}-daemon-env"}}
-                                ],
-                                "volumeMounts": [
-                                    {
-                                        "name": "dagster-instance",
-                                        "mountPath": f"{home}/dagster.yaml",
-                                        "subPath": "dagster.yaml",
-                                    },
-                                    {
-                                        "name": "dagster-workspace-yaml",
-                                        "mountPath": "/dagster-workspace/",
-                                    },
-                                ],
-                            }
-                        ],
-                        "volumes": [
-                            {
-                                "name": "dagster-instance",
-                                "configMap": {"name": self.instance_config_map},
-                            },
-                            {
-                                "name": "dagster-workspace-yaml",
-                                "configMap": {"name": f"{self.fullname}-workspace-yaml"},
-                            },
-                        ],
-                    },
+        pod = {
+            "serviceAccountName": self.service_account,
+            "containers": [
+                {
+                    "name": "dagster",
+                    "image": CHART_DEFAULTS["daemon_image"],
+                    "command": [
+                        "/bin/bash",
+                        "-c",
+                        "dagster-daemon run -w /dagster-workspace/workspace.yaml",
+                    ],
+                    "env": [
+                        self._pg_password_env(),
+                        {"name": "DAGSTER_DAEMON_HEARTBEAT_TOLERANCE", "value": "1800"},
+                    ],
+                    "envFrom": [{"configMapRef": {"name": f"{self.fullname}-daemon-env"}}],
+                    "volumeMounts": [
+                        {
+                            "name": "dagster-instance",
+                            "mountPath": f"{home}/dagster.yaml",
+                            "subPath": "dagster.yaml",
+                        },
+                        {"name": "dagster-workspace-yaml", "mountPath": "/dagster-workspace/"},
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "dagster-instance", "configMap": {"name": self.instance_config_map}},
+                {
+                    "name": "dagster-workspace-yaml",
+                    "configMap": {"name": self.workspace_config_map},
                 },
-            },
+            ],
         }
+        labels = {"component": "dagster-daemon", "deployment": "daemon"}
+        return self._deployment(
+            f"{self.fullname}-daemon", labels, pod, strategy={"type": "Recreate"}
+        )
 
     def workspace(self) -> dict[str, Any]:
         return {
@@ -396,8 +383,7 @@ class DagsterRelease:
                 self.instance_config_map, {"dagster.yaml": yaml.safe_dump(self.instance())}
             ),
             self._config_map(
-                f"{self.fullname}-workspace-yaml",
-                {"workspace.yaml": yaml.safe_dump(self.workspace())},
+                self.workspace_config_map, {"workspace.yaml": yaml.safe_dump(self.workspace())}
             ),
             self._config_map(f"{self.fullname}-daemon-env", {"DAGSTER_HOME": home}),
             self._config_map(f"{self.fullname}-pipeline-env", {"DAGSTER_HOME": home}),
@@ -406,9 +392,7 @@ class DagsterRelease:
         for d in self.deployments:
             env = d.get("env")
             out.append(
-                self._config_map(
-                    f"{self.fullname}-{d['name']}-user-env", env if isinstance(env, dict) else {}
-                )
+                self._config_map(self.user_env_config_map(d), env if isinstance(env, dict) else {})
             )
             out += self._user_deployment(d)
         if self.values.get("dagsterDaemon", {}).get("enabled", True):

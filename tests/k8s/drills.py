@@ -138,10 +138,10 @@ def backend_as(spec: ClusterSpec, api: client.ApiClient) -> KubernetesCluster:
     )
 
 
-def apply_overlay(kube: Kube, spec: ClusterSpec, workdir: Path) -> list[dict[str, Any]]:
+def apply_overlay(kube: Kube, spec: ClusterSpec, workdir: Path) -> None:
     """README step 4 with the yandex-cloud overlay: the spec rendered as the base the overlay
     points at (``../../base``), the overlay copied beside it unchanged, then ``kubectl apply
-    -k`` (client-side, as the README says). Returns what ``kubectl kustomize`` rendered."""
+    -k`` (client-side, as the README says)."""
     exe = kubectl()
     if exe is None:
         raise AssertionError("kubectl not built: run scripts/k8s-control-plane.sh")
@@ -149,16 +149,14 @@ def apply_overlay(kube: Kube, spec: ClusterSpec, workdir: Path) -> list[dict[str
     write_rendered(spec, root / "base")
     overlay = root / "overlays" / "yandex-cloud"
     shutil.copytree(REPO / "k8s" / "overlays" / "yandex-cloud", overlay)
-    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig)}
-
-    def run(*args: str) -> str:
-        r = subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, check=False)
-        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr.strip()}"
-        return r.stdout
-
-    docs = [d for d in yaml.safe_load_all(run("kustomize", str(overlay))) if d]
-    run("apply", "-k", str(overlay))
-    return docs
+    r = subprocess.run(
+        [str(exe), "apply", "-k", str(overlay)],
+        env={**os.environ, "KUBECONFIG": str(kube.kubeconfig)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, f"kubectl apply -k: {r.stderr.strip()}"
 
 
 def bring_up(

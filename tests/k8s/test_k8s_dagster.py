@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import time
 
 import dagster as dg
 import psycopg
@@ -20,6 +19,7 @@ import pytest
 import yaml
 from kubernetes import client, utils
 from plain_pg import plain_postgres
+from polling import wait_for
 from psycopg import sql
 
 from citus_pipeline.cluster import manifests as mf
@@ -48,10 +48,12 @@ mutation($params: ExecutionParams!) {
 """
 
 
-def _dagster_database(pg, password: str) -> None:
+def _dagster_database(pg, release: DagsterRelease, password: str) -> None:
+    """The role and database `postgresql.postgresqlUsername/Database` name."""
+    user, db = sql.Identifier(release.postgres_user), sql.Identifier(release.postgres_database)
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE dagster LOGIN PASSWORD {}").format(password))
-        conn.execute("CREATE DATABASE dagster OWNER dagster")
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(user, password))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(db, user))
 
 
 def _secrets(core, release: DagsterRelease, spec, pg_password: str) -> None:
@@ -81,16 +83,6 @@ def _secrets(core, release: DagsterRelease, spec, pg_password: str) -> None:
     )
 
 
-def _wait_ready(apps, ns: str, name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        d = apps.read_namespaced_deployment(name, ns)
-        if (d.status.ready_replicas or 0) >= 1:
-            return
-        time.sleep(2)
-    raise AssertionError(f"deployment {ns}/{name} not ready after {timeout:.0f}s")
-
-
 def _launch(instance, release: DagsterRelease, address: str, run_config: dict) -> str:
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import GrpcServerTarget
@@ -117,27 +109,6 @@ def _launch(instance, release: DagsterRelease, address: str, run_config: dict) -
     out = result.data["launchRun"]
     assert out["__typename"] == "LaunchRunSuccess", out
     return out["run"]["runId"]
-
-
-def _wait_run(instance, run_id: str, timeout: float) -> dg.DagsterRun:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = instance.get_run_by_id(run_id)
-        if run.is_finished:
-            return run
-        time.sleep(3)
-    raise AssertionError(f"run {run_id} not finished after {timeout:.0f}s: {run.status}")
-
-
-def _wait_job(batch, ns: str, name: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = batch.read_namespaced_job(name, ns)
-        if job.status.succeeded == 1:
-            return job
-        assert not job.status.failed, job.status
-        time.sleep(2)
-    raise AssertionError(f"job {ns}/{name} not succeeded after {timeout:.0f}s: {job.status}")
 
 
 def _explain(kube, instance, run_id: str) -> str:
@@ -184,69 +155,90 @@ def test_yandex_cloud_overlay_applied_with_kubectl(kube, overlay_cluster, spec):
     assert all(topo.leader(g) is not None for g in range(spec.workers.groups + 1))
 
 
+def _deploy(kube, release: DagsterRelease, spec, pg_password: str) -> None:
+    """README step 6 on the control plane: the Secrets, then what the chart renders, until the
+    code server is ready."""
+    api = kube.api()
+    _secrets(client.CoreV1Api(api), release, spec, pg_password)
+    for m in release.manifests():
+        utils.create_from_dict(api, m)
+    apps = client.AppsV1Api(api)
+    name = f"{release.fullname}-{release.deployments[0]['name']}"
+    wait_for(
+        lambda: apps.read_namespaced_deployment(name, release.namespace),
+        lambda dep: (dep.status.ready_replicas or 0) >= 1,
+        timeout=300,
+        every=2,
+    )
+
+
 def test_k8s_run_launcher_runs_a_job(kube, overlay_cluster, spec, tmp_path, monkeypatch):
-    cluster = overlay_cluster
     gateway = kube.network.gateway
     # the values' database port; its host is the one address every pod reaches off-cluster
     release = DagsterRelease.load(gateway)
+    ns, d = release.namespace, release.deployments[0]
     pg_password = secrets.token_urlsafe(18)
-    ca = CA.create("dagster-pg-ca")
-    crt, key = ca.issue("dagster-pg", ips=(gateway,), server=True)
+    crt, key = CA.create("dagster-pg-ca").issue("dagster-pg", ips=(gateway,), server=True)
+    hba = (
+        f"hostssl {release.postgres_database} {release.postgres_user} {kube.network.cidr} "
+        "scram-sha-256"
+    )
     with plain_postgres(
         release.postgres_port,
         listen=f"{gateway},127.0.0.1",
         settings={"ssl": "on", "ssl_cert_file": "server.crt", "ssl_key_file": "server.key"},
-        hba=[
-            f"hostssl {release.values['postgresql']['postgresqlDatabase']} dagster {gateway}/16 scram-sha-256"
-        ],
+        hba=[hba],
         files={"server.crt": crt, "server.key": key},
     ) as pg:
-        _dagster_database(pg, pg_password)
-        api = kube.api()
-        core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
-        _secrets(core, release, spec, pg_password)
-        for m in release.manifests():
-            utils.create_from_dict(api, m)
-        d = release.deployments[0]
-        _wait_ready(apps, release.namespace, f"{release.fullname}-{d['name']}", 300)
+        _dagster_database(pg, release, pg_password)
+        _deploy(kube, release, spec, pg_password)
+        core, batch = client.CoreV1Api(kube.api()), client.BatchV1Api(kube.api())
 
         # the test plays the webserver: the chart's instance, the code server by its Service
         home = tmp_path / "dagster_home"
         home.mkdir()
         (home / "dagster.yaml").write_text(yaml.safe_dump(release.instance()))
         monkeypatch.setenv("DAGSTER_PG_PASSWORD", pg_password)
-        instance = dg.DagsterInstance.from_config(str(home))
-        address = core.read_namespaced_service(d["name"], release.namespace).spec.cluster_ip
-        # a small generated sample, as a user would ask for it in the launchpad (this config
-        # replaces the resource's whole configuration: the work directory comes from the
-        # image's variable all the same)
-        run_config = {"resources": {"files": {"config": {"sample_rows": SAMPLE_ROWS}}}}
-        run_id = _launch(instance, release, address, run_config)
-        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.QUEUED
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            address = core.read_namespaced_service(d["name"], ns).spec.cluster_ip
+            # a small generated sample, as a user would ask for it in the launchpad (this
+            # config replaces the resource's whole configuration: the work directory comes
+            # from the image's variable all the same)
+            run_config = {"resources": {"files": {"config": {"sample_rows": SAMPLE_ROWS}}}}
+            run_id = _launch(instance, release, address, run_config)
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.QUEUED
 
-        run = _wait_run(instance, run_id, 600)
-        assert run.status == dg.DagsterRunStatus.SUCCESS, _explain(kube, instance, run_id)
+            run = wait_for(
+                lambda: instance.get_run_by_id(run_id), lambda r: r.is_finished, 600, every=3
+            )
+            assert run.status == dg.DagsterRunStatus.SUCCESS, _explain(kube, instance, run_id)
 
-        # the Job the daemon's launcher created, under the code location's identity and image
-        # (the run is recorded as finished just before its process exits and the Job counts it)
-        job = _wait_job(batch, release.namespace, f"dagster-run-{run_id}", 120)
-        pod_spec = job.spec.template.spec
-        assert pod_spec.service_account_name == release.user_deployments_service_account
-        container = pod_spec.containers[0]
-        assert container.image == release.image(d)
-        env = {e.name for e in container.env or []}
-        assert {"CITUS_PIPELINE_DSN", "CITUS_PIPELINE_SPEC", "DAGSTER_PG_PASSWORD"} <= env
+            # the Job the daemon's launcher created, under the code location's identity and
+            # image (the run is recorded as finished just before its process exits and the
+            # Job counts it)
+            job = wait_for(
+                lambda: batch.read_namespaced_job(f"dagster-run-{run_id}", ns),
+                lambda j: j.status.succeeded or j.status.failed,
+                timeout=120,
+                every=2,
+            )
+            assert job.status.succeeded == 1, job.status
+            pod_spec = job.spec.template.spec
+            assert pod_spec.service_account_name == release.user_deployments_service_account
+            container = pod_spec.containers[0]
+            assert container.image == release.image(d)
+            env = {e.name for e in container.env or []}
+            assert {"CITUS_PIPELINE_DSN", "CITUS_PIPELINE_SPEC", "DAGSTER_PG_PASSWORD"} <= env
 
-        # its result is in the instance, and its rows in the cluster
-        mats = {
-            key.to_user_string(): instance.get_latest_materialization_event(key)
-            for key in (dg.AssetKey("citus_cluster"), dg.AssetKey("uk_price_raw"))
-        }
-        assert all(e is not None and e.run_id == run_id for e in mats.values()), mats
-        md = mats["citus_cluster"].asset_materialization.metadata
-        assert md["backend"].value == "kubernetes"
-        assert md["worker_count"].value == spec.workers.groups
-        with psycopg.connect(cluster.coordinator_dsn(), autocommit=True) as conn:
-            rows = conn.execute("SELECT count(*) FROM uk_price_raw").fetchone()[0]
-        assert rows == SAMPLE_ROWS
-        instance.dispose()
+            # its result is in the instance, and its rows in the cluster
+            mats = {
+                key.to_user_string(): instance.get_latest_materialization_event(key)
+                for key in (dg.AssetKey("citus_cluster"), dg.AssetKey("uk_price_raw"))
+            }
+            assert all(e is not None and e.run_id == run_id for e in mats.values()), mats
+            md = mats["citus_cluster"].asset_materialization.metadata
+            assert md["backend"].value == "kubernetes"
+            assert md["worker_count"].value == spec.workers.groups
+    with psycopg.connect(overlay_cluster.coordinator_dsn(), autocommit=True) as conn:
+        rows = conn.execute("SELECT count(*) FROM uk_price_raw").fetchone()[0]
+    assert rows == SAMPLE_ROWS
