@@ -72,12 +72,30 @@ def every_sync_standby_streams(topo: ClusterTopology, spec: ClusterSpec) -> Find
     )
 
 
-def replication_lag_within_failover_limit(topo: ClusterTopology, spec: ClusterSpec) -> Finding:
+def replication_lag_within_failover_limit(
+    topo: ClusterTopology, spec: ClusterSpec, later: ClusterTopology | None = None
+) -> Finding:
     """Each standby's lag under Patroni's maximum_lag_on_failover: past it, Patroni would not
-    promote that standby, so the group's failover depends on the others."""
+    promote that standby, so the group's failover depends on the others.
+
+    Patroni reports the leader's and each standby's WAL position once per loop_wait, each on
+    its own cycle, so one read right after a burst of writes can show up to a cycle of WAL
+    that the standby already has. Given ``later``, a read at least one cycle after ``topo``,
+    a standby counts as behind only when it is behind in both (its lag from ``later``)."""
     limit = spec.patroni.maximum_lag_on_failover
-    lags = {m.name: m.lag_mb for m in topo.members if m.role != "leader" and m.lag_mb is not None}
-    behind = {name: mb for name, mb in lags.items() if mb * 1048576 > limit}
+
+    def over(t: ClusterTopology) -> dict[str, float]:
+        return {
+            m.name: m.lag_mb
+            for m in t.members
+            if m.role != "leader" and m.lag_mb is not None and m.lag_mb * 1048576 > limit
+        }
+
+    last = later or topo
+    lags = {m.name: m.lag_mb for m in last.members if m.role != "leader" and m.lag_mb is not None}
+    behind = over(last)
+    if later is not None:
+        behind = {name: mb for name, mb in behind.items() if name in over(topo)}
     worst = max(lags.values(), default=0.0)
     return Finding(
         not behind,

@@ -90,6 +90,18 @@ def test_a_standby_past_the_failover_lag_limit_is_named():
     assert f.seen["max_lag_mb"] == 3.5 and f.seen["limit_mb"] == 1.0
 
 
+def test_a_standby_behind_only_in_the_first_read_is_not_named():
+    first = _healthy()
+    first.members[2] = _member(0, 3, "replica", "streaming", 16.0)
+    first.members[1] = _member(0, 2, "sync_standby", "streaming", 2.0)
+    later = _healthy()  # a cycle later, member 3 has caught up; member 2 is still behind
+    later.members[1] = _member(0, 2, "sync_standby", "streaming", 4.0)
+    f = health.replication_lag_within_failover_limit(first, SPEC, later=later)
+    assert not f.holds and f.problem == "lag over maximum_lag_on_failover: citusdemo-0-2 4 MB"
+    assert f.seen["max_lag_mb"] == 4.0 and f.seen["standbys_behind"] == 1
+    assert health.replication_lag_within_failover_limit(first, SPEC, later=_healthy()).holds
+
+
 def test_pg_dist_node_pointing_at_a_member_that_is_not_the_leader_is_the_drift_named():
     topo = _healthy()
     # group 2's leader moved to member 2, pg_dist_node still names member 1
