@@ -17,7 +17,9 @@ from typing import Any
 import psycopg
 import yaml
 from kubernetes import client, config
+from polling import wait_for
 
+from citus_pipeline.cluster import health
 from citus_pipeline.cluster import manifests as mf
 from citus_pipeline.cluster.kubernetes import KubernetesCluster
 from citus_pipeline.cluster.manifests.files import write_rendered
@@ -123,6 +125,21 @@ def wait_registered(cluster: Any, groups: range, timeout: float = 300) -> Any:
             return topo
         time.sleep(2)
     raise AssertionError(f"not every group registered after {timeout:.0f}s: {topo}")
+
+
+def wait_ha(kube: Kube, cluster: KubernetesCluster, timeout: float = 240) -> Any:
+    """The topology once every member is Ready and every group streams to a synchronous
+    standby: until then a group whose leader goes has no standby Patroni may promote (in
+    synchronous mode only the /sync key's standby races), and roles still change."""
+    spec = cluster.spec
+    for g in range(spec.workers.groups + 1):
+        wait_members_ready(kube, spec, g, timeout)
+    return wait_for(
+        lambda: cluster.status(with_shards=False),
+        lambda topo: health.every_sync_standby_streams(topo, spec).holds,
+        timeout,
+        every=2,
+    )
 
 
 PROBE_TABLE = "k8s_write_probe"

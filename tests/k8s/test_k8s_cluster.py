@@ -17,7 +17,7 @@ from citus_pipeline.cluster.k8s_restore_points import ConfigMapRestorePoints
 from citus_pipeline.cluster.kubernetes import KubernetesClusterError
 from citus_pipeline.cluster.restore_points import GroupPosition, RestorePoint
 
-from .drills import backend_as, group_pods, wait_members_ready, write_spec
+from .drills import backend_as, group_pods, wait_ha, wait_members_ready, write_spec
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus]
 
@@ -32,19 +32,10 @@ def test_nodes_are_labelled_like_the_node_group(kube):
 
 
 def test_every_group_has_a_streaming_synchronous_standby(kube, cluster, spec):
-    for g in range(spec.workers.groups + 1):
-        wait_members_ready(kube, spec, g, timeout=240)
-    deadline = time.monotonic() + 120
-    while True:
-        topo = cluster.status(with_shards=False)
-        sync = {g: [m for m in topo.members_of(g) if m.role == "sync_standby"] for g in topo.groups}
-        if all(len(v) == 1 and v[0].state == "streaming" for v in sync.values()):
-            break
-        assert time.monotonic() < deadline, (
-            f"no streaming synchronous standby in every group: {sync}"
-        )
-        time.sleep(2)
+    topo = wait_ha(kube, cluster)
+    sync = {g: [m for m in topo.members_of(g) if m.role == "sync_standby"] for g in topo.groups}
     assert sorted(sync) == list(range(spec.workers.groups + 1))
+    assert all(len(v) == 1 and v[0].state == "streaming" for v in sync.values()), sync
 
 
 def test_every_group_elects_a_leader_and_registers(cluster, spec):
@@ -129,6 +120,7 @@ def _wait_pdb(kube, spec, group: int, allowed: int, timeout: float = 120) -> Non
 
 
 def test_status_command_prints_the_topology(kube, cluster, spec, tmp_path):
+    wait_ha(kube, cluster)  # roles settled: the CLI's read and the test's must agree
     env = {
         **os.environ,
         "KUBECONFIG": str(kube.kubeconfig),

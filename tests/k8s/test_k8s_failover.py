@@ -12,6 +12,7 @@ from kubernetes import client
 from .drills import (
     lost_writes,
     start_writer,
+    wait_ha,
     wait_leader_change,
     wait_members_ready,
 )
@@ -29,6 +30,7 @@ def _acked_after(probe, t: float, timeout: float = 60) -> None:
 
 
 def test_deleting_a_worker_leader_pod_fails_over_and_loses_nothing(kube, cluster, spec):
+    wait_ha(kube, cluster)
     dsn = cluster.coordinator_dsn()
     probe = start_writer(dsn)
     time.sleep(3)
@@ -50,6 +52,7 @@ def test_deleting_a_worker_leader_pod_fails_over_and_loses_nothing(kube, cluster
 
 
 def test_losing_the_coordinator_leaders_node_fails_over_and_loses_nothing(kube, cluster, spec):
+    wait_ha(kube, cluster)
     dsn = cluster.coordinator_dsn()
     probe = start_writer(dsn)
     time.sleep(3)
