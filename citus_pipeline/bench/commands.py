@@ -10,12 +10,13 @@ import typer
 
 from .backup import backup_command
 from .cluster import cluster_command
+from .faults import faults_command
 from .load import load_command
 from .queries import queries_command
 from .rebalance import rebalance_command
 
 app = typer.Typer(
-    help="Benchmarks: load, rebalance, queries, cluster, backup (figures and ratios).",
+    help="Benchmarks: load, rebalance, queries, cluster, backup, faults (figures and ratios).",
     no_args_is_help=True,
 )
 app.command("load")(load_command)
@@ -23,5 +24,6 @@ app.command("rebalance")(rebalance_command)
 app.command("queries")(queries_command)
 app.command("cluster")(cluster_command)
 app.command("backup")(backup_command)
+app.command("faults")(faults_command)
 
 __all__ = ["app"]

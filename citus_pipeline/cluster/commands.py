@@ -137,6 +137,48 @@ def status(
         print_topology(topo, out)
 
 
+@app.command()
+def restart(
+    spec: SpecOpt = None,
+    backend: BackendOpt = None,
+    rolling: Annotated[
+        bool,
+        typer.Option(
+            "--rolling/--all-at-once",
+            help="one member at a time, each group led throughout; or every member at "
+            "once (each group without a primary for the restart's seconds)",
+        ),
+    ] = True,
+    pending: Annotated[
+        bool,
+        typer.Option("--pending", help="only the members Patroni flags pending_restart"),
+    ] = False,
+    group: Annotated[
+        list[int] | None, typer.Option(help="only this group (repeatable); default every group")
+    ] = None,
+):
+    """Restart the members' PostgreSQL through Patroni, by default one at a time: in each
+    group the standbys, then a switchover to the synchronous standby, then the former leader;
+    workers before the coordinator. For a parameter that takes effect only at a restart."""
+    from .rolling import restart_all_at_once, rolling_restart
+
+    c = _local(
+        "restart",
+        spec,
+        backend,
+        "`kubectl exec <pod> -c patroni -- patronictl -c /tmp/patroni.yml restart --force "
+        "--group <g> <scope> <pod>` per member, standbys first, then `cluster switchover`",
+    )
+    if rolling:
+        with step_bar() as progress:
+            done = run(rolling_restart, c, group, pending, progress)
+    else:
+        with err.status("restarting every member at once"):
+            done = run(restart_all_at_once, c, group, pending)
+    out.print(f"restarted {len(done)} member(s): {', '.join(done) or 'none pending'}")
+    print_topology(run(c.status), out)
+
+
 @app.command("add-worker")
 def add_worker(spec: SpecOpt = None, backend: BackendOpt = None, context: ContextOpt = None):
     """Add the next worker group (members per the spec) and wait until Citus lists it."""

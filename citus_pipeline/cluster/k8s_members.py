@@ -140,6 +140,7 @@ def _member(
         else None,
         lag_mb=lag_mb,
         api_url=st.get("api_url"),
+        pending_restart=bool(st.get("pending_restart")),
     )
 
 

@@ -28,6 +28,8 @@ class MemberStatus(BaseModel):
     timeline: int | None = None
     lag_mb: float | None = None
     api_url: str | None = None
+    # a parameter changed that takes effect only at the next restart (Patroni's flag)
+    pending_restart: bool = False
 
 
 class DistNode(BaseModel):

@@ -5,54 +5,17 @@ not learn."""
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg
 import pytest
 from polling import wait_for
 from rich.console import Console
 
-from citus_pipeline.cluster.local.processes import member_pid, postmaster_pid
+from citus_pipeline.cluster.local.faults import frozen, member_processes
 from citus_pipeline.cluster.render import rich_tables
 
 pytestmark = [pytest.mark.destructive]
-
-
-def _processes(m) -> list[int]:
-    """The member's Patroni, its postmaster and the postmaster's children (Patroni detaches
-    the postmaster, so it is found by its pid file, not as Patroni's child)."""
-    patroni, postmaster = member_pid(m), postmaster_pid(m)
-    assert patroni and postmaster, f"{m.name} is not running"
-    pids = [patroni, postmaster]
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == postmaster:
-            pids.append(int(d.name))
-    return pids
-
-
-@contextmanager
-def frozen(pids: list[int]) -> Iterator[None]:
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
 
 
 def _status_in_thread(cluster, guard: float):
@@ -75,7 +38,7 @@ def test_status_answers_while_a_worker_leader_is_frozen(fresh_cluster):
     leader = before.leader(1)
     member = next(m for m in c.members([1]) if m.name == leader.name)
 
-    with frozen(_processes(member)):
+    with frozen(member_processes(member)):
         topo = _status_in_thread(c, guard=60)
         assert topo is not None, "cluster status did not come back with a worker leader frozen"
         # what only the frozen worker could say is missing, and status says why

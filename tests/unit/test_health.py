@@ -118,3 +118,10 @@ def test_pg_dist_node_pointing_at_a_member_that_is_not_the_leader_is_the_drift_n
         "group 1: leader citusdemo-1-1 has no primary row"
         in health.dist_nodes_follow_leaders(topo).problem
     )
+
+
+def test_a_rolling_restart_takes_the_workers_before_the_coordinator():
+    from citus_pipeline.cluster.rolling import restart_order
+
+    assert restart_order([0, 2, 1, 3]) == [1, 2, 3, 0]
+    assert restart_order([0]) == [0]

@@ -374,6 +374,20 @@ class LocalCluster(ClusterBackend):
     def switchover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
         return self._change_leader("switchover", group, candidate, timeout)
 
+    def restart_member(self, name: str, timeout: float = 120) -> None:
+        """Restart one member's PostgreSQL through its Patroni (a leader stays leader);
+        returns once its group is ready again. `rolling.rolling_restart` orders the calls."""
+        m = self.member_by_name(name)
+        status = next((s for s in self.member_statuses() if s.name == name), None)
+        if status is None or status.state not in ("running", "streaming"):
+            raise ClusterError(
+                f"member {name} is not running ({status.state if status else 'unknown'})", m.log
+            )
+        r = self.api.post(status, "/restart", {})
+        if r.status_code != 200:
+            raise ClusterError(f"restart of {name} refused by Patroni: {r.text.strip()}", m.log)
+        self.wait_ready([m.group], timeout)
+
     def failover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
         return self._change_leader("failover", group, candidate, timeout)
 

@@ -62,6 +62,7 @@ def member_statuses(layout: Layout, groups: list[int], api: PatroniAPI) -> list[
                     timeline=pm.get("timeline"),
                     lag_mb=round(lag / 1048576, 1) if isinstance(lag, int) else None,
                     api_url=m.api_url,
+                    pending_restart=bool(pm.get("pending_restart")),
                 )
             )
     return out

@@ -196,17 +196,27 @@ class PatroniAPI:
                 continue
         return None
 
-    def _set_pause(self, m: Member, pause: bool) -> bool:
-        """Patroni's maintenance mode on or off for m's group, through m; True if accepted.
+    def patch_config(self, m: Member, patch: dict) -> bool:
+        """PATCH m's group's dynamic configuration (Patroni merges it); True if accepted.
 
-        The setting lives in the DCS, so one member that answers is enough for its group."""
+        The configuration lives in the DCS, so one member that answers is enough for its group."""
         try:
-            r = httpx.patch(
-                f"{m.api_url}/config", json={"pause": pause}, auth=self._auth(), timeout=2
-            )
+            r = httpx.patch(f"{m.api_url}/config", json=patch, auth=self._auth(), timeout=2)
         except httpx.HTTPError:
             return False
         return r.status_code == 200
+
+    def set_group_config(self, group: int, patch: dict) -> None:
+        """PATCH one group's dynamic configuration through the first member that accepts it."""
+        if not any(self.patch_config(m, patch) for m in self.layout.members([group])):
+            raise ClusterError(
+                f"no member of group {group} accepted the configuration change {patch}",
+                self.layout.member(group, 1).log,
+            )
+
+    def _set_pause(self, m: Member, pause: bool) -> bool:
+        """Patroni's maintenance mode on or off for m's group, through m; True if accepted."""
+        return self.patch_config(m, {"pause": pause})
 
     def pause_groups(self, groups: list[int], timeout: float = 5) -> list[int]:
         """Patroni maintenance mode for every group that answers; returns the paused groups.

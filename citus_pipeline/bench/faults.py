@@ -1,0 +1,452 @@
+"""`citus-pipeline bench faults`: the fault matrix on the local backend, under writes.
+
+Each scenario breaks one thing while a writer inserts single rows with increasing ids through
+the coordinator (`WriteProbe`), ends the fault (a killed member started again, a frozen one
+thawed, the DCS back), waits until the cluster is whole again, then checks that every
+acknowledged id is stored exactly once. Per scenario it reports:
+
+* ``lost``: acknowledged ids the table does not hold (must be 0), ``duplicated`` likewise;
+* ``max_gap_s``: the longest time without an acknowledged write after the fault began,
+  which is what a client saw of the outage;
+* ``failover_s``: from the fault to Patroni's new leader of the group running, and
+  ``registered_s`` to pg_dist_node naming it (none where no leader change is expected);
+* ``recovery_s``: from the fault's end to the cluster whole again (every member running or
+  streaming, every group led, each synchronous standby streaming, pg_dist_node following
+  Patroni's leaders).
+
+The integration tests run the same scenarios and assert what each must guarantee; this
+command prints the figures (and ``--json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, TypeVar
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..cluster import health
+from ..cluster.local import LocalCluster
+from ..cluster.local.faults import frozen, member_processes
+from ..cluster.render import down_lines
+from ..cluster.rolling import rolling_restart
+from ..cluster.topology import ClusterTopology
+from ..cluster.write_probe import WriteProbe
+from ..errors import ClusterError
+
+console = Console(width=160)
+T = TypeVar("T")
+
+PROBE_TABLE = "fault_probe"
+INSERT = f"INSERT INTO {PROBE_TABLE} (id) VALUES (%s)"
+DCS_OUTAGE_S = 30
+
+
+@dataclass
+class FaultRun:
+    """What a scenario did, in the probe's clock (monotonic seconds)."""
+
+    started: float  # the fault began
+    ended: float  # the fault was over (member back, thawed, DCS back)
+    detail: str  # one line: what happened to whom
+    failover_s: float | None = None  # Patroni's new leader running
+    registered_s: float | None = None  # ... and named by pg_dist_node
+
+
+@dataclass
+class Outcome:
+    name: str
+    acked: int
+    lost: int
+    duplicated: int
+    failed: int
+    max_gap_s: float
+    failover_s: float | None
+    registered_s: float | None
+    recovery_s: float
+    fault_s: float  # how long the fault lasted
+    detail: str
+    errors: list[str] = field(default_factory=list)
+    # (seconds after the fault began) of every acknowledged insert: what the tests look at
+    acked_after_s: list[float] = field(default_factory=list, repr=False)
+
+
+def until(read: Callable[[], T], done: Callable[[T], bool], timeout: float, what: str) -> T:
+    """``read()`` every half second until ``done`` holds; a ClusterError naming ``what`` after
+    ``timeout`` s. A read that raises counts as not done (the cluster is mid-fault)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            value = read()
+        except (ClusterError, psycopg.Error) as err:
+            last = err
+        else:
+            if done(value):
+                return value
+            last = value
+        time.sleep(0.5)
+    raise ClusterError(f"{what}: not after {timeout:.0f} s (last seen: {last})")
+
+
+def is_whole(topo: ClusterTopology, c: LocalCluster) -> bool:
+    """Every member running or streaming, every group led, each synchronous standby
+    streaming, pg_dist_node following Patroni's leaders."""
+    want = len(c.members())
+    return (
+        len(topo.members) == want
+        and all(m.state in ("running", "streaming") for m in topo.members)
+        and health.every_group_has_a_leader(topo).holds
+        and health.every_sync_standby_streams(topo, c.spec).holds
+        and health.dist_nodes_follow_leaders(topo).holds
+    )
+
+
+def wait_whole(c: LocalCluster, timeout: float = 180) -> ClusterTopology:
+    return until(lambda: c.status(with_shards=False), lambda t: is_whole(t, c), timeout, "whole")
+
+
+def wait_new_leader(c: LocalCluster, group: int, old: str, timeout: float = 120) -> str:
+    """Until Patroni reports a running leader of ``group`` other than ``old``."""
+
+    def led(topo: ClusterTopology) -> bool:
+        leader = topo.leader(group)
+        return leader is not None and leader.name != old and leader.state == "running"
+
+    topo = until(lambda: c.status(with_shards=False), led, timeout, f"group {group}: a new leader")
+    return topo.leader(group).name
+
+
+def wait_registered(c: LocalCluster, group: int, leader: str, timeout: float = 120) -> None:
+    """Until pg_dist_node's primary row of ``group`` names ``leader`` (Patroni's Citus
+    support updates it on the coordinator)."""
+    host = c.member_by_name(leader).address
+    until(
+        lambda: c.status(with_shards=False).dist_nodes,
+        lambda nodes: any(
+            n.groupid == group and n.role == "primary" and n.host == host for n in nodes
+        ),
+        timeout,
+        f"group {group}: {leader} in pg_dist_node",
+    )
+
+
+def primaries(c: LocalCluster, group: int) -> list[str]:
+    """Members of ``group`` whose PostgreSQL is out of recovery right now (split brain if >1)."""
+    found = []
+    for m in c.members([group]):
+        try:
+            with psycopg.connect(c.member_dsn(m), autocommit=True, connect_timeout=3) as conn:
+                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    found.append(m.name)
+        except psycopg.Error:
+            continue
+    return found
+
+
+# ---- the scenarios ------------------------------------------------------------------------
+def _leader(c: LocalCluster, group: int) -> str:
+    leader = c.status(with_shards=False).leader(group)
+    if leader is None:
+        raise ClusterError(f"group {group} has no leader to break")
+    return leader.name
+
+
+def _kill_leader(c: LocalCluster, group: int) -> FaultRun:
+    """kill -9 of the leader's Patroni and postmaster (its backends go with the postmaster);
+    started again once the group has a new registered leader, as a supervisor would."""
+    old = _leader(c, group)
+    t0 = time.monotonic()
+    c.stop_member(old, kill=True)
+    new = wait_new_leader(c, group, old)
+    failover = time.monotonic() - t0
+    wait_registered(c, group, new)
+    registered = time.monotonic() - t0
+    c.start_member(old)
+    return FaultRun(t0, time.monotonic(), f"{old} killed, {new} leads", failover, registered)
+
+
+def kill_worker_leader(c: LocalCluster) -> FaultRun:
+    return _kill_leader(c, 1)
+
+
+def kill_coordinator_leader(c: LocalCluster) -> FaultRun:
+    return _kill_leader(c, 0)
+
+
+def kill_sync_standby(c: LocalCluster) -> FaultRun:
+    """kill -9 of group 1's synchronous standby: Patroni drops the group to asynchronous
+    (or picks another standby) and commits go on; started again after a ttl."""
+    topo = c.status(with_shards=False)
+    standby = next((m.name for m in topo.members_of(1) if m.role in health.SYNC_ROLES), None)
+    if standby is None:
+        raise ClusterError("group 1 has no synchronous standby to kill")
+    t0 = time.monotonic()
+    c.stop_member(standby, kill=True)
+    time.sleep(c.spec.patroni.ttl)
+    c.start_member(standby)
+    return FaultRun(t0, time.monotonic(), f"{standby} killed for {c.spec.patroni.ttl} s")
+
+
+def _freeze_leader(c: LocalCluster, group: int) -> FaultRun:
+    """SIGSTOP of every process of the leader for 2 x ttl (a paused VM, a long stall), then
+    SIGCONT: Patroni promotes the synchronous standby meanwhile; the old leader, thawed, finds
+    its lock gone and rejoins as a replica (pg_rewind where its timeline diverged)."""
+    old = _leader(c, group)
+    member = c.member_by_name(old)
+    hold = 2 * c.spec.patroni.ttl
+    new, failover, registered = None, None, None
+    t0 = time.monotonic()
+    with frozen(member_processes(member)):
+        try:
+            new = wait_new_leader(c, group, old, timeout=hold)
+            failover = time.monotonic() - t0
+            wait_registered(c, group, new, timeout=max(1.0, t0 + hold - time.monotonic()))
+            registered = time.monotonic() - t0
+        except ClusterError:
+            pass  # said in the detail: no leader change, or not registered, while frozen
+        time.sleep(max(0.0, t0 + hold - time.monotonic()))
+    thawed = time.monotonic()
+    if new is None:
+        detail = f"{old} frozen {hold} s, no new leader meanwhile"
+    else:
+        if registered is None:
+            wait_registered(c, group, new)
+        detail = f"{old} frozen {hold} s, {new} leads" + (
+            "" if registered is not None else "; in pg_dist_node only after the thaw"
+        )
+        registered = registered or time.monotonic() - t0
+    return FaultRun(t0, thawed, detail, failover, registered)
+
+
+def freeze_worker_leader(c: LocalCluster) -> FaultRun:
+    return _freeze_leader(c, 1)
+
+
+def freeze_coordinator_leader(c: LocalCluster) -> FaultRun:
+    return _freeze_leader(c, 0)
+
+
+def dcs_outage(c: LocalCluster) -> FaultRun:
+    """The embedded default's one etcd frozen for 30 s (longer than ttl): with failsafe mode
+    each leader stays primary while it reaches the members of its group."""
+    etcd = c.etcd.pid()
+    if not etcd:
+        raise ClusterError("etcd is not running")
+    t0 = time.monotonic()
+    os.kill(etcd, signal.SIGSTOP)
+    try:
+        time.sleep(DCS_OUTAGE_S)
+    finally:
+        os.kill(etcd, signal.SIGCONT)
+    return FaultRun(t0, time.monotonic(), f"etcd frozen {DCS_OUTAGE_S} s")
+
+
+def lose_worker_group(c: LocalCluster) -> FaultRun:
+    """kill -9 of both members of group 2 for one ttl, then `up`: the writes whose shard is on
+    group 2 fail meanwhile, the others go on; status says the group is down in one line."""
+    names = [m.name for m in c.members([2])]
+    t0 = time.monotonic()
+    for name in names:
+        c.stop_member(name, kill=True)
+    topo = until(
+        lambda: c.status(with_shards=False),
+        lambda t: any(line.startswith("group 2 ") for line in down_lines(t)),
+        60,
+        "status reporting group 2 down",
+    )
+    line = next(x for x in down_lines(topo) if x.startswith("group 2 "))
+    time.sleep(max(0.0, t0 + c.spec.patroni.ttl - time.monotonic()))
+    c.up()
+    return FaultRun(t0, time.monotonic(), f"status said: {line}")
+
+
+RESTART_PARAMETER = "max_connections"  # takes effect only at a restart
+
+
+def rolling_restart_scenario(c: LocalCluster) -> FaultRun:
+    """`cluster restart --rolling --pending` after a change of max_connections in every
+    group: each member restarted once, every group led throughout."""
+    current = int(c.spec.postgresql.parameters.get(RESTART_PARAMETER, 100))
+    with psycopg.connect(c.coordinator_dsn(), autocommit=True) as conn:
+        now = int(conn.execute(f"SHOW {RESTART_PARAMETER}").fetchone()[0])
+    target = current + 10 if now == current else current  # alternate, so reruns change it
+    t0 = time.monotonic()
+    for g in c.groups():
+        c.api.set_group_config(g, {"postgresql": {"parameters": {RESTART_PARAMETER: target}}})
+    until(
+        lambda: c.status(with_shards=False),
+        lambda t: all(m.pending_restart for m in t.members),
+        60,
+        f"every member pending a restart for {RESTART_PARAMETER}",
+    )
+    done = rolling_restart(c, pending_only=True)
+    return FaultRun(
+        t0, time.monotonic(), f"{RESTART_PARAMETER} {now} -> {target}: {len(done)} restarted"
+    )
+
+
+# name -> (what is done, the function that does it and ends it)
+SCENARIOS: dict[str, tuple[str, Callable[[LocalCluster], FaultRun]]] = {
+    "kill-worker-leader": (
+        "kill -9 of group 1's leader (Patroni and PostgreSQL), started again after failover",
+        kill_worker_leader,
+    ),
+    "kill-coordinator-leader": (
+        "kill -9 of the coordinator's leader, started again after failover",
+        kill_coordinator_leader,
+    ),
+    "kill-sync-standby": (
+        "kill -9 of group 1's synchronous standby for one ttl",
+        kill_sync_standby,
+    ),
+    "freeze-worker-leader": (
+        "every process of group 1's leader stopped (SIGSTOP) for 2 x ttl, then thawed",
+        freeze_worker_leader,
+    ),
+    "freeze-coordinator-leader": (
+        "every process of the coordinator's leader stopped for 2 x ttl, then thawed",
+        freeze_coordinator_leader,
+    ),
+    "dcs-outage": (f"the one etcd frozen for {DCS_OUTAGE_S} s (past ttl)", dcs_outage),
+    "lose-worker-group": (
+        "kill -9 of both members of group 2 for one ttl, then `up`",
+        lose_worker_group,
+    ),
+    "rolling-restart": (
+        f"{RESTART_PARAMETER} changed in every group, then `cluster restart --rolling --pending`",
+        rolling_restart_scenario,
+    ),
+}
+
+
+# ---- one run: writer, fault, heal, check -------------------------------------------------
+def prepare(dsn: str) -> int:
+    """The probe table (distributed on id); returns the first id this run will use."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id bigint PRIMARY KEY)")
+        if not conn.execute(
+            "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass", (PROBE_TABLE,)
+        ).fetchone():
+            conn.execute("SELECT create_distributed_table(%s, 'id')", (PROBE_TABLE,))
+        return conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {PROBE_TABLE}").fetchone()[0]
+
+
+def stored(dsn: str, first: int) -> tuple[set[int], int]:
+    """The ids from ``first`` on, and how many rows carry them (more rows than ids: duplicates)."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        rows = [
+            r[0] for r in conn.execute(f"SELECT id FROM {PROBE_TABLE} WHERE id >= %s", (first,))
+        ]
+    return set(rows), len(rows)
+
+
+def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
+    """Run ``name`` under writes on a whole cluster; leaves the cluster whole again."""
+    _, fault = SCENARIOS[name]
+    wait_whole(c)
+    dsn = c.coordinator_dsn()
+    first = prepare(dsn)
+    probe = WriteProbe(dsn, INSERT, start_id=first, pause=0.02)
+    probe.start()
+    try:
+        time.sleep(settle)
+        run = fault(c)
+        wait_whole(c)
+        recovered = time.monotonic()
+        time.sleep(settle)  # writes after the recovery, so the last gap is closed
+    finally:
+        probe.stop()
+    ids, rows = stored(dsn, first)
+    return Outcome(
+        name=name,
+        acked=len(probe.acked),
+        lost=len(set(probe.acked) - ids),
+        duplicated=rows - len(ids),
+        failed=probe.failed,
+        max_gap_s=round(probe.longest_gap(run.started), 1),
+        failover_s=None if run.failover_s is None else round(run.failover_s, 1),
+        registered_s=None if run.registered_s is None else round(run.registered_s, 1),
+        recovery_s=round(recovered - run.ended, 1),
+        fault_s=round(run.ended - run.started, 1),
+        detail=run.detail,
+        errors=probe.errors,
+        acked_after_s=[t - run.started for t in probe.acked_at if t >= run.started],
+    )
+
+
+# ---- the command -------------------------------------------------------------------------
+def print_outcomes(outcomes: list[Outcome], ttl: int, loop_wait: int) -> None:
+    t = Table(title=f"Faults under single-row writes (ttl {ttl} s, loop_wait {loop_wait} s)")
+    cols = ("scenario", "lost", "max gap", "failover", "registered", "recovery", "failed", "what")
+    for col in cols:
+        t.add_column(col)
+    for o in outcomes:
+        t.add_row(
+            o.name,
+            f"{o.lost}/{o.acked}" + (f" (+{o.duplicated} dup)" if o.duplicated else ""),
+            f"{o.max_gap_s:.1f} s",
+            "-" if o.failover_s is None else f"{o.failover_s:.1f} s",
+            "-" if o.registered_s is None else f"{o.registered_s:.1f} s",
+            f"{o.recovery_s:.1f} s",
+            str(o.failed),
+            o.detail,
+        )
+    console.print(t)
+    for o in outcomes:
+        if o.errors:
+            console.print(f"{o.name}: first errors: " + " | ".join(o.errors))
+
+
+def faults_command(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help=f"scenario to run (repeatable; default all): {', '.join(SCENARIOS)}"),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    keep: Annotated[bool, typer.Option(help="leave the bench cluster running")] = False,
+    spec: Annotated[
+        str | None, typer.Option(help="base spec (addresses/ports are moved to the bench block)")
+    ] = None,
+) -> None:
+    """Kill and freeze members and the DCS under writes: lost writes, gaps, recovery."""
+    from .rebalance import BENCH_STATE, bench_cluster
+
+    names = scenario or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise typer.BadParameter(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
+    cluster = bench_cluster(BENCH_STATE, spec)
+    outcomes = []
+    try:
+        for name in names:
+            if not json_out:
+                console.print(f"[bold]{name}[/]: {SCENARIOS[name][0]}")
+            outcomes.append(run_scenario(cluster, name))
+    finally:
+        if not keep:
+            cluster.down(purge=True)
+    p = cluster.spec.patroni
+    if json_out:
+        figures = [{k: v for k, v in asdict(o).items() if k != "acked_after_s"} for o in outcomes]
+        print(json.dumps({"ttl": p.ttl, "loop_wait": p.loop_wait, "scenarios": figures}, indent=2))
+    else:
+        print_outcomes(outcomes, p.ttl, p.loop_wait)
+
+
+__all__ = [
+    "SCENARIOS",
+    "Outcome",
+    "faults_command",
+    "primaries",
+    "run_scenario",
+    "wait_whole",
+]

@@ -1,0 +1,113 @@
+"""The fault matrix on one cluster, each scenario under single-row writes through the
+coordinator (`citus-pipeline bench faults` runs the same and prints the figures).
+
+Every scenario ends with the cluster whole again and the checker's verdict: every
+acknowledged id stored exactly once. Each test then asserts what that fault must not cost.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from citus_pipeline.bench.faults import primaries, run_scenario
+
+pytestmark = [pytest.mark.destructive]
+
+
+@pytest.fixture(scope="module")
+def cluster(fresh_cluster_module):
+    return fresh_cluster_module()
+
+
+def _leaders(c) -> dict[int, str]:
+    topo = c.status(with_shards=False)
+    return {g: topo.leader(g).name for g in topo.groups}
+
+
+def _nothing_lost(o) -> None:
+    assert o.acked > 0, o
+    assert (o.lost, o.duplicated) == (0, 0), o
+
+
+def _one_primary_per_group(c) -> None:
+    leaders = _leaders(c)
+    for g in c.groups():
+        assert primaries(c, g) == [leaders[g]], f"group {g}"
+
+
+@pytest.mark.parametrize(
+    "scenario,group", [("kill-worker-leader", 1), ("kill-coordinator-leader", 0)]
+)
+def test_a_killed_leader_is_replaced_and_rejoins(cluster, scenario, group):
+    before = _leaders(cluster)
+    o = run_scenario(cluster, scenario)
+    _nothing_lost(o)
+    assert o.failover_s is not None, o.detail
+    assert _leaders(cluster)[group] != before[group]
+    # writes went on through the new leader, before the old one was back
+    assert any(o.failover_s < t < o.fault_s for t in o.acked_after_s), o
+    _one_primary_per_group(cluster)
+
+
+def test_writes_go_on_while_a_synchronous_standby_is_down(cluster):
+    before = _leaders(cluster)
+    o = run_scenario(cluster, "kill-sync-standby")
+    _nothing_lost(o)
+    # Patroni drops the group to asynchronous: commits are acknowledged in the fault's
+    # second half, with the standby still down
+    assert any(o.fault_s / 2 < t < o.fault_s for t in o.acked_after_s), o
+    assert _leaders(cluster) == before
+
+
+@pytest.mark.parametrize(
+    "scenario,group", [("freeze-worker-leader", 1), ("freeze-coordinator-leader", 0)]
+)
+def test_a_frozen_leader_is_replaced_and_rejoins_as_a_replica_once_thawed(cluster, scenario, group):
+    before = _leaders(cluster)
+    o = run_scenario(cluster, scenario)
+    _nothing_lost(o)
+    assert o.failover_s is not None, o.detail
+    after = _leaders(cluster)
+    assert after[group] != before[group]
+    # the thawed old leader found its lock gone and follows (run_scenario waited for it to
+    # stream); no group ever has two primaries
+    _one_primary_per_group(cluster)
+
+
+def test_writes_go_on_while_the_dcs_is_gone(cluster):
+    before = _leaders(cluster)
+    o = run_scenario(cluster, "dcs-outage")
+    _nothing_lost(o)
+    ttl = cluster.spec.patroni.ttl
+    # acknowledged after the leaders' lock expired in the frozen DCS: failsafe mode held them
+    assert any(ttl < t < o.fault_s for t in o.acked_after_s), o
+    assert _leaders(cluster) == before
+
+
+def test_a_lost_worker_group_is_named_and_costs_the_other_groups_nothing(cluster):
+    o = run_scenario(cluster, "lose-worker-group")
+    _nothing_lost(o)
+    assert o.detail == (
+        "status said: group 2 is down: no running leader "
+        "(citusdemo-2-1 stopped, citusdemo-2-2 stopped)"
+    )
+    # the inserts whose shard is on group 2 failed; those on group 1 were acknowledged
+    assert o.failed > 0
+    assert any(2 < t < o.fault_s for t in o.acked_after_s), o
+
+
+def test_a_rolling_restart_applies_a_parameter_with_every_group_led(cluster):
+    o = run_scenario(cluster, "rolling-restart")
+    _nothing_lost(o)
+    members = cluster.members()
+    assert o.detail.endswith(f": {len(members)} restarted"), o.detail
+    target = int(o.detail.split(" -> ")[1].split(":")[0])
+    for m in members:
+        with psycopg.connect(cluster.member_dsn(m), autocommit=True) as conn:
+            assert int(conn.execute("SHOW max_connections").fetchone()[0]) == target, m.name
+    topo = cluster.status(with_shards=False)
+    assert not any(m.pending_restart for m in topo.members)
+    # one switchover per group, never an outage: the writes went on during the restarts
+    assert any(0 < t < o.fault_s for t in o.acked_after_s), o
+    _one_primary_per_group(cluster)
