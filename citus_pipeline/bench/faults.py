@@ -26,6 +26,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import psycopg
@@ -41,6 +42,7 @@ from ..cluster.rolling import rolling_restart
 from ..cluster.topology import ClusterTopology
 from ..cluster.write_probe import WriteProbe
 from ..errors import ClusterError
+from .backup import RESULTS
 
 console = Console(width=160)
 T = TypeVar("T")
@@ -294,6 +296,117 @@ def rolling_restart_scenario(c: LocalCluster) -> FaultRun:
     )
 
 
+MOVES_TABLE = "fault_moves"
+MOVES_ROWS = 400_000  # ~60 MB over 32 shards: each move copies for a few seconds
+RUNNING_MOVE_SQL = """
+SELECT t.task_id, t.command FROM pg_catalog.pg_dist_background_task t
+WHERE t.job_id = %s AND t.status = 'running' ORDER BY t.task_id LIMIT 1
+"""
+PLACEMENT_CHECK_SQL = """
+SELECT count(*) FILTER (WHERE n <> 1) FROM (
+  SELECT s.shardid, count(p.placementid) AS n FROM pg_catalog.pg_dist_shard s
+  LEFT JOIN pg_catalog.pg_dist_placement p USING (shardid)
+  WHERE s.logicalrelid = %s::regclass GROUP BY s.shardid) x
+"""
+
+
+def _seed_moves(dsn: str) -> None:
+    """``fault_moves`` with MOVES_ROWS rows, distributed like the probe (the two move together)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {MOVES_TABLE} (id bigint PRIMARY KEY, payload text)"
+        )
+        if not conn.execute(
+            "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass", (MOVES_TABLE,)
+        ).fetchone():
+            conn.execute("SELECT create_distributed_table(%s, 'id')", (MOVES_TABLE,))
+        conn.execute(
+            f"INSERT INTO {MOVES_TABLE} SELECT i, repeat(md5(i::text), 4) "
+            "FROM generate_series(1, %s) i ON CONFLICT (id) DO NOTHING",
+            (MOVES_ROWS,),
+        )
+
+
+def _move_source_group(conn: psycopg.Connection, command: str) -> int:
+    """The group a running ``citus_move_shard_placement(shard, source nodeid, target nodeid,
+    mode)`` task copies from."""
+    args = command.split("(", 1)[1].split(",")
+    source = int(args[1])
+    return conn.execute(
+        "SELECT groupid FROM pg_catalog.pg_dist_node WHERE nodeid = %s", (source,)
+    ).fetchone()[0]
+
+
+def _rebalance_interrupted(c: LocalCluster, victim: str) -> FaultRun:
+    """A worker group added, Citus's background rebalance started, and kill -9 of the
+    coordinator's leader (``victim`` "coordinator") or of the leader of the group a move is
+    copying from ("source") while it copies; then what an operator does: the old member
+    started again, the rebalance run again (joined while Citus still runs the job) until it
+    finishes, and no slot, publication, subscription or cleanup record of the interrupted
+    move left on any node."""
+    from ..cluster.rebalance import REBALANCE_START_SQL, RebalanceFailed, run_background_rebalance
+
+    dsn = c.coordinator_dsn()
+    _seed_moves(dsn)
+    added = c.add_worker()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (job,) = conn.execute(REBALANCE_START_SQL, ("force_logical", True)).fetchone()
+        if job is None:
+            raise ClusterError(f"group {added} added, but Citus planned no move")
+        task, command = until(
+            lambda: conn.execute(RUNNING_MOVE_SQL, (job,)).fetchone(),
+            bool,
+            120,
+            f"a running move of rebalance job {job}",
+        )
+        group = 0 if victim == "coordinator" else _move_source_group(conn, command)
+    time.sleep(1.0)  # into the copy
+    old = _leader(c, group)
+    t0 = time.monotonic()
+    c.stop_member(old, kill=True)
+    new = wait_new_leader(c, group, old)
+    failover = time.monotonic() - t0
+    wait_registered(c, group, new)
+    registered = time.monotonic() - t0
+    c.start_member(old)
+    ended = time.monotonic()
+    runs = 0
+    while True:  # the rerun: join the job Citus still runs, or start the rest again
+        runs += 1
+        try:
+            with psycopg.connect(c.coordinator_dsn(), autocommit=True) as conn:
+                outcome = run_background_rebalance(conn, log=lambda _: None, timeout_seconds=600)
+            break
+        except (RebalanceFailed, psycopg.OperationalError):
+            if runs >= 3:
+                raise
+    with psycopg.connect(c.coordinator_dsn(), autocommit=True) as conn:
+        clean = until(
+            lambda: health.no_shard_move_leftovers(conn),
+            lambda f: f.holds,
+            180,
+            "no shard-move leftovers",
+        )
+        rows = conn.execute(f"SELECT count(*) FROM {MOVES_TABLE}").fetchone()[0]
+        misplaced = conn.execute(PLACEMENT_CHECK_SQL, (MOVES_TABLE,)).fetchone()[0]
+        on_new = outcome.after.get(added, {}).get("shards", 0)
+    detail = (
+        f"{old} killed moving task {task} of job {job}; {runs} rerun(s), "
+        f"group {added} holds {on_new} placements, {rows} of {MOVES_ROWS} rows, "
+        f"{misplaced} shards without exactly one placement, leftovers: "
+        + ("none" if clean.holds else str(clean.problem))
+    )
+    return FaultRun(t0, ended, detail, failover, registered)
+
+
+def kill_coordinator_mid_rebalance(c: LocalCluster) -> FaultRun:
+    return _rebalance_interrupted(c, "coordinator")
+
+
+def kill_source_mid_rebalance(c: LocalCluster) -> FaultRun:
+    return _rebalance_interrupted(c, "source")
+
+
 # name -> (what is done, the function that does it and ends it)
 SCENARIOS: dict[str, tuple[str, Callable[[LocalCluster], FaultRun]]] = {
     "kill-worker-leader": (
@@ -324,6 +437,14 @@ SCENARIOS: dict[str, tuple[str, Callable[[LocalCluster], FaultRun]]] = {
     "rolling-restart": (
         f"{RESTART_PARAMETER} changed in every group, then `cluster restart --rolling --pending`",
         rolling_restart_scenario,
+    ),
+    "kill-coordinator-mid-rebalance": (
+        "a group added, background rebalance, kill -9 of the coordinator's leader mid-move",
+        kill_coordinator_mid_rebalance,
+    ),
+    "kill-source-mid-rebalance": (
+        "a group added, background rebalance, kill -9 of the moving shard's source leader",
+        kill_source_mid_rebalance,
     ),
 }
 
@@ -406,6 +527,38 @@ def print_outcomes(outcomes: list[Outcome], ttl: int, loop_wait: int) -> None:
             console.print(f"{o.name}: first errors: " + " | ".join(o.errors))
 
 
+def write_plot(outcomes: list[Outcome], path: Path) -> None:
+    """Acknowledged writes per second around each fault: the gap a client saw, the fault's
+    span shaded, Patroni's new leader and its registration in pg_dist_node marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = (len(outcomes) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 2.6 * rows), squeeze=False)
+    for ax, o in zip(axes.flat, outcomes, strict=False):
+        end = max([o.fault_s + o.recovery_s, *o.acked_after_s], default=1.0)
+        bins = [i * 0.5 for i in range(int(end / 0.5) + 2)]
+        ax.hist(o.acked_after_s, bins=bins, weights=[2.0] * len(o.acked_after_s), color="C0")
+        ax.axvspan(0, o.fault_s, color="C3", alpha=0.12, label="fault")
+        for x, label, style in (
+            (o.failover_s, "new leader", "--"),
+            (o.registered_s, "in pg_dist_node", ":"),
+        ):
+            if x is not None:
+                ax.axvline(x, color="k", linestyle=style, linewidth=1, label=label)
+        ax.set_title(f"{o.name}: gap {o.max_gap_s:.1f} s, lost {o.lost}/{o.acked}", fontsize=9)
+        ax.set_xlabel("seconds after the fault began", fontsize=8)
+        ax.set_ylabel("acked writes/s", fontsize=8)
+        ax.legend(fontsize=7, loc="upper right")
+    for ax in list(axes.flat)[len(outcomes) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def faults_command(
     scenario: Annotated[
         list[str] | None,
@@ -435,11 +588,21 @@ def faults_command(
         if not keep:
             cluster.down(purge=True)
     p = cluster.spec.patroni
+    figures = {
+        "ttl": p.ttl,
+        "loop_wait": p.loop_wait,
+        "scenarios": [
+            {k: v for k, v in asdict(o).items() if k != "acked_after_s"} for o in outcomes
+        ],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "faults.json").write_text(json.dumps(figures, indent=2))
+    write_plot(outcomes, RESULTS / "faults.png")
     if json_out:
-        figures = [{k: v for k, v in asdict(o).items() if k != "acked_after_s"} for o in outcomes]
-        print(json.dumps({"ttl": p.ttl, "loop_wait": p.loop_wait, "scenarios": figures}, indent=2))
+        print(json.dumps(figures, indent=2))
     else:
         print_outcomes(outcomes, p.ttl, p.loop_wait)
+        console.print(f"figures: {RESULTS / 'faults.json'}, plot: {RESULTS / 'faults.png'}")
 
 
 __all__ = [

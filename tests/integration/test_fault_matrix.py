@@ -111,3 +111,19 @@ def test_a_rolling_restart_applies_a_parameter_with_every_group_led(cluster):
     # one switchover per group, never an outage: the writes went on during the restarts
     assert any(0 < t < o.fault_s for t in o.acked_after_s), o
     _one_primary_per_group(cluster)
+
+
+@pytest.mark.parametrize(
+    "scenario", ["kill-coordinator-mid-rebalance", "kill-source-mid-rebalance"]
+)
+def test_a_rebalance_interrupted_by_a_killed_leader_finishes_on_a_rerun(cluster, scenario):
+    o = run_scenario(cluster, scenario)
+    _nothing_lost(o)
+    assert o.failover_s is not None, o.detail
+    # every row there, every shard in one place, the added group holds shards, and the
+    # interrupted move left no slot, publication, subscription or cleanup record
+    assert "400000 of 400000 rows, 0 shards without exactly one placement, leftovers: none" in (
+        o.detail
+    ), o.detail
+    assert " holds 0 placements" not in o.detail, o.detail
+    _one_primary_per_group(cluster)
