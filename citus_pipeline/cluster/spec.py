@@ -117,6 +117,8 @@ class CredentialsSpec(_Strict):
     superuser_password_env: str = "CITUS_SUPERUSER_PASSWORD"
     replication_password_env: str = "CITUS_REPLICATION_PASSWORD"
     restapi_password_env: str = "PATRONI_RESTAPI_PASSWORD"
+    # local etcd: Patroni's user may read and write its namespace only; root only administers
+    etcd_user: Identifier = "patroni"
     kubernetes_secret: Identifier = "citus-credentials"
 
 

@@ -103,7 +103,7 @@ def test_status_of_a_cluster_that_is_not_running(tmp_path):
 
 def test_patroni_config_has_citus_sync_and_own_address(tmp_path):
     c = LocalCluster(spec_from_mapping(SPEC), _state(tmp_path))
-    creds = {"superuser": "a", "replication": "b", "restapi": "c"}
+    creds = {"superuser": "a", "replication": "b", "restapi": "c", "etcd": "d", "etcd_root": "e"}
     m = c.member(2, 1)
     cfg = c.patroni_config(m, creds)
     assert cfg["citus"] == {"group": 2, "database": "citus"}
@@ -111,7 +111,8 @@ def test_patroni_config_has_citus_sync_and_own_address(tmp_path):
     assert cfg["restapi"]["listen"] == "127.0.242.1:9008"
     assert cfg["bootstrap"]["dcs"]["synchronous_mode"] is True
     assert cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]["citus.shard_count"] == 32
-    assert cfg["etcd3"]["hosts"] == ["127.0.240.254:2379"]
+    # Patroni authenticates to etcd as its own user (the root password is not in its file)
+    assert cfg["etcd3"] == {"hosts": ["127.0.240.254:2379"], "username": "patroni", "password": "d"}
     dsn = c.coordinator_dsn()
     assert "127.0.240.1,127.0.240.2,127.0.240.3" in dsn and "target_session_attrs=read-write" in dsn
     assert "password" not in dsn
@@ -119,7 +120,7 @@ def test_patroni_config_has_citus_sync_and_own_address(tmp_path):
 
 def test_patroni_config_archives_through_pgbackrest_and_clones_from_the_repository(tmp_path):
     c = LocalCluster(spec_from_mapping(SPEC), _state(tmp_path))
-    creds = {"superuser": "a", "replication": "b", "restapi": "c"}
+    creds = {"superuser": "a", "replication": "b", "restapi": "c", "etcd": "d", "etcd_root": "e"}
     m = c.member(1, 2)
     pg = c.patroni_config(m, creds)["postgresql"]
     conf = f"--config={m.pgbackrest_conf}"

@@ -34,7 +34,7 @@ from ..spec import ClusterSpec
 from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress
 from . import credentials, observe, patroni, preflight, processes
 from .backup import LocalBackups
-from .etcd import Etcd
+from .etcd import DCS_NAMESPACE, Etcd
 from .layout import Layout, Member
 from .monitoring import Monitoring
 from .patroni import PatroniAPI
@@ -66,7 +66,7 @@ class LocalCluster(ClusterBackend):
         self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir()
         self.layout = Layout(spec, self.state_dir)
         self.state = ClusterState(self.layout)
-        self.etcd = Etcd(self.layout)
+        self.etcd = Etcd(self.layout, self.credentials)
         self.api = PatroniAPI(self.layout, lambda: self.credentials()["restapi"])
         self._run_as = preflight.service_user(spec) if os.geteuid() == 0 else None
         self.monitoring = Monitoring(self.layout, self._run_as)
@@ -267,6 +267,9 @@ class LocalCluster(ClusterBackend):
             if progress:
                 progress("starting etcd", 0, 1)
             started_etcd = self.etcd.start()
+            if not any(processes.member_pid(m) for m in members):
+                # no Patroni runs without etcd credentials that this could lock out
+                self.etcd.enable_auth()
             # coordinator first: its Patroni registers the workers as they come up
             for m in members:
                 if self._start_member(m, creds):
@@ -444,7 +447,7 @@ class LocalCluster(ClusterBackend):
             # coordinator's Patroni hold pg_dist_node for a promotion that never comes.
             pids = {m.name: p for m in members if (p := processes.signal_member(m, signal.SIGKILL))}
             processes.wait_gone(pids, 10)
-            self.etcd.delete_prefix(f"/service/{self.spec.name}/{group}/")
+            self.etcd.delete_prefix(f"{DCS_NAMESPACE}{self.spec.name}/{group}/")
             remove_group_nodes(conn, group)
             processes.stop_members(members)  # the now unmanaged postmasters
         state = self.state.read()

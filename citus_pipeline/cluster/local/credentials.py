@@ -17,10 +17,15 @@ import psycopg
 from ...errors import ClusterError
 from .layout import Layout, Member
 
+# The embedded etcd exists only locally: its passwords are generated in either mode.
+ETCD_SECRETS = ("etcd", "etcd_root")
+
 
 def load(layout: Layout) -> dict[str, str]:
-    """The superuser, replication and REST API passwords (generated on first use)."""
+    """The superuser, replication and REST API passwords (generated on first use, or from the
+    environment), and the etcd users' passwords (always generated)."""
     c = layout.spec.credentials
+    stored = _stored(layout)
     if c.source == "env":
         missing = [
             v
@@ -37,15 +42,21 @@ def load(layout: Layout) -> dict[str, str]:
             "superuser": os.environ[c.superuser_password_env],
             "replication": os.environ[c.replication_password_env],
             "restapi": os.environ[c.restapi_password_env],
+            **{k: stored[k] for k in ETCD_SECRETS},
         }
-    secrets_file = layout.secrets_file
-    if secrets_file.exists():
-        return json.loads(secrets_file.read_text())
-    creds = {k: secrets.token_urlsafe(24) for k in ("superuser", "replication", "restapi")}
-    secrets_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(creds, f)
+    return stored
+
+
+def _stored(layout: Layout) -> dict[str, str]:
+    """secrets.json, created (mode 0600) or completed with what an older version lacked."""
+    f = layout.secrets_file
+    creds = json.loads(f.read_text()) if f.exists() else {}
+    wanted = ("superuser", "replication", "restapi", *ETCD_SECRETS)
+    if all(k in creds for k in wanted):
+        return creds
+    creds.update({k: secrets.token_urlsafe(24) for k in wanted if k not in creds})
+    f.parent.mkdir(parents=True, exist_ok=True)
+    write_private(f, json.dumps(creds), None)
     return creds
 
 

@@ -1,4 +1,11 @@
-"""The one etcd of a local cluster: Patroni's DCS, started, probed and stopped as a process."""
+"""The one etcd of a local cluster: Patroni's DCS, started, probed and stopped as a process.
+
+Its authentication is on: without it any local process could rewrite the leader keys. Two
+users: ``root``, which etcd requires before authentication can be enabled and which only
+administers, and Patroni's user (``credentials.etcd_user``), whose role may read and write
+Patroni's namespace and nothing else. Both passwords live in the state directory's
+secrets.json (mode 0600).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import signal
 import subprocess
 import time
 from base64 import b64encode
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,13 +23,30 @@ from ...errors import ClusterError
 from .layout import Layout
 from .processes import pid_alive, port_free, read_pid, wait_gone
 
+DCS_NAMESPACE = "/service/"  # Patroni's keys: /service/<scope>/<citus group>/...
+PATRONI_ROLE = "patroni-namespace"
+
+
+def _b64(text: str | bytes) -> str:
+    return b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+def _prefix_end(prefix: str) -> bytes:
+    """The range end that makes ``prefix`` a prefix range (etcd's convention)."""
+    key = prefix.encode()
+    return key[:-1] + bytes([key[-1] + 1])
+
 
 class Etcd:
-    """A single-node etcd on the spec's etcd address, its data and log under the state dir."""
+    """A single-node etcd on the spec's etcd address, its data and log under the state dir.
 
-    def __init__(self, layout: Layout) -> None:
+    ``credentials`` returns the cluster's passwords (keys ``etcd`` and ``etcd_root``); it is
+    called only when etcd is talked to, so a missing password fails that call."""
+
+    def __init__(self, layout: Layout, credentials: Callable[[], dict[str, str]]) -> None:
         self.spec = layout.spec
         self.dir = layout.etcd_dir
+        self.credentials = credentials
 
     @property
     def url(self) -> str:
@@ -107,16 +132,74 @@ class Etcd:
             if wait_gone({"etcd": pid}, 5):
                 os.kill(pid, signal.SIGKILL)
 
-    def delete_prefix(self, prefix: str) -> None:
-        """Delete every key under ``prefix`` (v3 API over HTTP: a removed group's Patroni keys)."""
-        key = prefix.encode()
-        end = key[:-1] + bytes([key[-1] + 1])
-        r = httpx.post(
-            f"{self.url}/v3/kv/deleterange",
-            json={"key": b64encode(key).decode(), "range_end": b64encode(end).decode()},
-            timeout=5,
+    def _call(self, path: str, body: dict, token: str | None = None) -> dict:
+        """One v3 API call over HTTP; a ClusterError with etcd's own message if refused."""
+        headers = {"Authorization": token} if token else {}
+        try:
+            r = httpx.post(f"{self.url}/v3/{path}", json=body, headers=headers, timeout=5)
+        except httpx.HTTPError as err:
+            raise ClusterError(f"etcd at {self.url} did not answer /v3/{path}: {err}") from err
+        data = r.json() if r.content else {}
+        if r.status_code != 200:
+            raise ClusterError(
+                f"etcd refused /v3/{path}: {data.get('error') or data.get('message') or r.text}",
+                self.log,
+            )
+        return data
+
+    def token(self, user: str, password: str) -> str:
+        return self._call("auth/authenticate", {"name": user, "password": password})["token"]
+
+    def auth_enabled(self) -> bool:
+        try:
+            self.token("root", self.credentials()["etcd_root"])
+        except ClusterError as err:
+            if "authentication is not enabled" in str(err):
+                return False
+            raise
+        return True
+
+    def enable_auth(self) -> None:
+        """Create root and Patroni's user and role, then turn authentication on. Call only
+        while no Patroni runs without credentials (it would lose the DCS); idempotent."""
+        if self.auth_enabled():
+            return
+        creds, user = self.credentials(), self.spec.credentials.etcd_user
+
+        def ensure(path: str, body: dict) -> None:
+            try:
+                self._call(path, body)
+            except ClusterError as err:
+                if "already" not in str(err):  # an earlier, interrupted call made it
+                    raise
+
+        ensure("auth/role/add", {"name": "root"})
+        ensure("auth/user/add", {"name": "root", "password": creds["etcd_root"]})
+        ensure("auth/user/grant", {"user": "root", "role": "root"})
+        ensure("auth/role/add", {"name": PATRONI_ROLE})
+        self._call(
+            "auth/role/grant",
+            {
+                "name": PATRONI_ROLE,
+                "perm": {
+                    "permType": "READWRITE",
+                    "key": _b64(DCS_NAMESPACE),
+                    "range_end": _b64(_prefix_end(DCS_NAMESPACE)),
+                },
+            },
         )
-        r.raise_for_status()
+        ensure("auth/user/add", {"name": user, "password": creds["etcd"]})
+        ensure("auth/user/grant", {"user": user, "role": PATRONI_ROLE})
+        self._call("auth/enable", {})
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every key under ``prefix`` (a removed group's Patroni keys), as Patroni's user."""
+        token = None
+        if self.auth_enabled():
+            token = self.token(self.spec.credentials.etcd_user, self.credentials()["etcd"])
+        self._call(
+            "kv/deleterange", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}, token
+        )
 
 
-__all__ = ["Etcd"]
+__all__ = ["DCS_NAMESPACE", "Etcd"]

@@ -22,6 +22,7 @@ from ...errors import ClusterError
 from ..spec import REPLICA_BASEBACKUP_OPTIONS, ClusterSpec
 from ..topology import MemberStatus
 from .credentials import write_private
+from .etcd import DCS_NAMESPACE
 from .layout import Layout, Member
 from .processes import member_pid
 
@@ -40,7 +41,7 @@ def patroni_config(
     c = s.credentials
     config = {
         "scope": s.name,
-        "namespace": "/service/",
+        "namespace": DCS_NAMESPACE,
         "name": m.name,
         "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
         "restapi": {
@@ -48,7 +49,11 @@ def patroni_config(
             "connect_address": f"{m.address}:{m.api_port}",
             "authentication": {"username": c.restapi_user, "password": creds["restapi"]},
         },
-        "etcd3": {"hosts": [f"{s.etcd_address}:{s.local.etcd_client_port}"]},
+        "etcd3": {
+            "hosts": [f"{s.etcd_address}:{s.local.etcd_client_port}"],
+            "username": c.etcd_user,
+            "password": creds["etcd"],
+        },
         "citus": {"group": m.group, "database": s.database},
         "bootstrap": {
             "dcs": s.patroni_dcs({**s.postgresql.parameters, "citus.shard_count": s.shard_count}),

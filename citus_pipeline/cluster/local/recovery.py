@@ -24,6 +24,7 @@ from ..restore_points import RestorePoint, RestorePointFile, RestorePoints
 from ..topology import ClusterTopology, Progress
 from . import processes
 from .cluster import LocalCluster, RestoreStart
+from .etcd import DCS_NAMESPACE
 from .layout import Member
 
 ASIDE = "data.before-restore"
@@ -204,7 +205,7 @@ class LocalRecovery:
     def _forget_groups(self) -> None:
         c = self.cluster
         for g in c.groups():
-            c.etcd.delete_prefix(f"/service/{c.spec.name}/{g}/")
+            c.etcd.delete_prefix(f"{DCS_NAMESPACE}{c.spec.name}/{g}/")
         state = c.state.read()
         state["paused"], state["stopped"] = [], {}
         c.state.save(state)
