@@ -7,7 +7,9 @@ acknowledged id is stored exactly once. Per scenario it reports:
 
 * ``lost``: acknowledged ids the table does not hold (must be 0), ``duplicated`` likewise;
 * ``max_gap_s``: the longest time without an acknowledged write after the fault began,
-  which is what a client saw of the outage;
+  which is what a client saw of the outage; ``failing_s``: from the first to the last failed
+  insert (the writer goes on with the next id, so where only one group's shards refuse, the
+  gap stays short and this says how long some writes failed);
 * ``failover_s``: from the fault to Patroni's new leader of the group running, and
   ``registered_s`` to pg_dist_node naming it (none where no leader change is expected);
 * ``recovery_s``: from the fault's end to the cluster whole again (every member running or
@@ -71,6 +73,7 @@ class Outcome:
     duplicated: int
     failed: int
     max_gap_s: float
+    failing_s: float
     failover_s: float | None
     registered_s: float | None
     recovery_s: float
@@ -391,7 +394,7 @@ def _rebalance_interrupted(c: LocalCluster, victim: str) -> FaultRun:
         misplaced = conn.execute(PLACEMENT_CHECK_SQL, (MOVES_TABLE,)).fetchone()[0]
         on_new = outcome.after.get(added, {}).get("shards", 0)
     detail = (
-        f"{old} killed moving task {task} of job {job}; {runs} rerun(s), "
+        f"{old} killed moving task {task} of job {job}; {runs} run(s) after, "
         f"group {added} holds {on_new} placements, {rows} of {MOVES_ROWS} rows, "
         f"{misplaced} shards without exactly one placement, leftovers: "
         + ("none" if clean.holds else str(clean.problem))
@@ -487,6 +490,7 @@ def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
     finally:
         probe.stop()
     ids, rows = stored(dsn, first)
+    fails = [t for t in probe.failed_at if t >= run.started]
     return Outcome(
         name=name,
         acked=len(probe.acked),
@@ -494,6 +498,7 @@ def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
         duplicated=rows - len(ids),
         failed=probe.failed,
         max_gap_s=round(probe.longest_gap(run.started), 1),
+        failing_s=round(max(fails) - min(fails), 1) if fails else 0.0,
         failover_s=None if run.failover_s is None else round(run.failover_s, 1),
         registered_s=None if run.registered_s is None else round(run.registered_s, 1),
         recovery_s=round(recovered - run.ended, 1),
@@ -507,7 +512,8 @@ def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
 # ---- the command -------------------------------------------------------------------------
 def print_outcomes(outcomes: list[Outcome], ttl: int, loop_wait: int) -> None:
     t = Table(title=f"Faults under single-row writes (ttl {ttl} s, loop_wait {loop_wait} s)")
-    cols = ("scenario", "lost", "max gap", "failover", "registered", "recovery", "failed", "what")
+    cols = ("scenario", "lost", "max gap", "failing", "failover", "registered", "recovery")
+    cols = (*cols, "failed", "what")
     for col in cols:
         t.add_column(col)
     for o in outcomes:
@@ -515,6 +521,7 @@ def print_outcomes(outcomes: list[Outcome], ttl: int, loop_wait: int) -> None:
             o.name,
             f"{o.lost}/{o.acked}" + (f" (+{o.duplicated} dup)" if o.duplicated else ""),
             f"{o.max_gap_s:.1f} s",
+            f"{o.failing_s:.1f} s",
             "-" if o.failover_s is None else f"{o.failover_s:.1f} s",
             "-" if o.registered_s is None else f"{o.registered_s:.1f} s",
             f"{o.recovery_s:.1f} s",

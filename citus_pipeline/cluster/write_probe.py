@@ -20,7 +20,7 @@ class WriteProbe(threading.Thread):
     """Runs ``insert_sql`` with ``params(id)`` for id = start_id, start_id + 1, ... until stopped.
 
     ``acked`` holds the ids whose insert returned (``acked_at`` when, monotonic seconds);
-    ``failed`` counts the inserts that raised
+    ``failed`` counts the inserts that raised (``failed_at`` when)
     (the connection is then dropped and opened again after ``error_pause``); ``errors``
     keeps the first ``keep_errors`` messages, one line each.
     """
@@ -45,6 +45,7 @@ class WriteProbe(threading.Thread):
         self.acked: list[int] = []
         self.acked_at: list[float] = []
         self.failed = 0
+        self.failed_at: list[float] = []
         self.errors: list[str] = []
         self._halt = threading.Event()
 
@@ -62,6 +63,7 @@ class WriteProbe(threading.Thread):
                 self.acked_at.append(time.monotonic())
             except psycopg.Error as err:
                 self.failed += 1
+                self.failed_at.append(time.monotonic())
                 if len(self.errors) < self.keep_errors:
                     text = str(err).strip().splitlines()
                     self.errors.append((text[0] if text else type(err).__name__)[:160])
