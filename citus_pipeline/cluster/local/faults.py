@@ -46,13 +46,21 @@ def member_processes(m: Member) -> list[int]:
 
 @contextmanager
 def frozen(pids: list[int]) -> Iterator[None]:
-    """SIGSTOP every pid for the block, SIGCONT on the way out (whatever happened inside)."""
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    """SIGSTOP every pid for the block, SIGCONT on the way out (whatever happened inside).
+
+    A backend that exits between being listed and being stopped is skipped: there is
+    nothing left of it to freeze."""
+    stopped = []
     try:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            stopped.append(pid)
         yield
     finally:
-        for pid in pids:
+        for pid in stopped:
             try:
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
