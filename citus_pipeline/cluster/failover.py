@@ -35,6 +35,9 @@ TRANSIENT_SQLSTATES = frozenset(
 )
 # Class 08: connection exceptions, whatever the detail.
 TRANSIENT_CLASSES = ("08",)
+# A node Citus reached turned standby under it (a worker's leader changed): WAL functions
+# refuse with 55000 "recovery is in progress". 55000 with any other message is a real error.
+IN_RECOVERY = ("55000", "recovery is in progress")
 # Citus reports a lost worker connection as XX000 with the worker's message; client-side
 # errors carry no SQLSTATE. Either counts only when its message says a connection went away.
 TRANSIENT_MESSAGES = (
@@ -62,6 +65,8 @@ def is_transient(err: BaseException) -> bool:
         state = err.sqlstate
         if state:
             if state in TRANSIENT_SQLSTATES or state.startswith(TRANSIENT_CLASSES):
+                return True
+            if state == IN_RECOVERY[0] and IN_RECOVERY[1] in str(err).lower():
                 return True
             if not state.startswith(("XX", "57")):
                 return False  # syntax, constraint, privilege ...: a real error, never retried

@@ -44,6 +44,18 @@ def test_read_only_transaction_is_a_failover_error(plain_pg):
     assert err.value.sqlstate == "25006" and is_failover_error(err.value)
 
 
+def test_a_node_that_turned_standby_is_a_failover_error_and_only_that(plain_pg):
+    # what Citus relays when a WAL function reaches a worker's former leader, now a standby
+    raise_as = "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = %s; END $$"
+    with psycopg.connect(plain_pg, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as standby:
+            conn.execute(raise_as.replace("%s", "'recovery is in progress'"))
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as other:
+            conn.execute(raise_as.replace("%s", "'cannot do that now'"))
+    assert is_failover_error(standby.value)
+    assert not is_failover_error(other.value)
+
+
 def test_admin_shutdown_is_a_failover_error(plain_pg):
     victim = psycopg.connect(plain_pg, autocommit=True)
     pid = victim.info.backend_pid
