@@ -37,12 +37,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ..cluster import health
+from ..cluster.failover import is_transient
 from ..cluster.local import LocalCluster
 from ..cluster.local.faults import frozen, member_processes
 from ..cluster.render import down_lines
 from ..cluster.rolling import rolling_restart
 from ..cluster.topology import ClusterTopology
-from ..cluster.write_probe import WriteProbe
+from ..cluster.write_probe import WriteProbe, probe_table
 from ..errors import ClusterError
 from .backup import RESULTS
 
@@ -364,15 +365,7 @@ def _rebalance_interrupted(c: LocalCluster, victim: str) -> FaultRun:
         )
         group = 0 if victim == "coordinator" else _move_source_group(conn, command)
     time.sleep(1.0)  # into the copy
-    old = _leader(c, group)
-    t0 = time.monotonic()
-    c.stop_member(old, kill=True)
-    new = wait_new_leader(c, group, old)
-    failover = time.monotonic() - t0
-    wait_registered(c, group, new)
-    registered = time.monotonic() - t0
-    c.start_member(old)
-    ended = time.monotonic()
+    killed = _kill_leader(c, group)
     runs = 0
     while True:  # the rerun: join the job Citus still runs, or start the rest again
         runs += 1
@@ -380,9 +373,10 @@ def _rebalance_interrupted(c: LocalCluster, victim: str) -> FaultRun:
             with psycopg.connect(c.coordinator_dsn(), autocommit=True) as conn:
                 outcome = run_background_rebalance(conn, log=lambda _: None, timeout_seconds=600)
             break
-        except (RebalanceFailed, psycopg.OperationalError):
-            if runs >= 3:
+        except Exception as err:  # a failed job, or the failover still showing
+            if runs >= 3 or not (isinstance(err, RebalanceFailed) or is_transient(err)):
                 raise
+            time.sleep(2)
     with psycopg.connect(c.coordinator_dsn(), autocommit=True) as conn:
         clean = until(
             lambda: health.no_shard_move_leftovers(conn),
@@ -394,12 +388,12 @@ def _rebalance_interrupted(c: LocalCluster, victim: str) -> FaultRun:
         misplaced = conn.execute(PLACEMENT_CHECK_SQL, (MOVES_TABLE,)).fetchone()[0]
         on_new = outcome.after.get(added, {}).get("shards", 0)
     detail = (
-        f"{old} killed moving task {task} of job {job}; {runs} run(s) after, "
+        f"{killed.detail} while it moved task {task} of job {job}; {runs} run(s) after, "
         f"group {added} holds {on_new} placements, {rows} of {MOVES_ROWS} rows, "
         f"{misplaced} shards without exactly one placement, leftovers: "
         + ("none" if clean.holds else str(clean.problem))
     )
-    return FaultRun(t0, ended, detail, failover, registered)
+    return FaultRun(killed.started, killed.ended, detail, killed.failover_s, killed.registered_s)
 
 
 def kill_coordinator_mid_rebalance(c: LocalCluster) -> FaultRun:
@@ -453,17 +447,6 @@ SCENARIOS: dict[str, tuple[str, Callable[[LocalCluster], FaultRun]]] = {
 
 
 # ---- one run: writer, fault, heal, check -------------------------------------------------
-def prepare(dsn: str) -> int:
-    """The probe table (distributed on id); returns the first id this run will use."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id bigint PRIMARY KEY)")
-        if not conn.execute(
-            "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass", (PROBE_TABLE,)
-        ).fetchone():
-            conn.execute("SELECT create_distributed_table(%s, 'id')", (PROBE_TABLE,))
-        return conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {PROBE_TABLE}").fetchone()[0]
-
-
 def stored(dsn: str, first: int) -> tuple[set[int], int]:
     """The ids from ``first`` on, and how many rows carry them (more rows than ids: duplicates)."""
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
@@ -478,7 +461,7 @@ def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
     _, fault = SCENARIOS[name]
     wait_whole(c)
     dsn = c.coordinator_dsn()
-    first = prepare(dsn)
+    first = probe_table(dsn, PROBE_TABLE)
     probe = WriteProbe(dsn, INSERT, start_id=first, pause=0.02)
     probe.start()
     try:

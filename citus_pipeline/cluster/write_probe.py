@@ -14,6 +14,23 @@ import time
 from collections.abc import Callable, Sequence
 
 import psycopg
+import psycopg.sql
+
+
+def probe_table(dsn: str, table: str) -> int:
+    """``table`` (id bigint primary key) created and distributed on id unless it is; returns
+    the first id a new probe should use (after every id stored)."""
+    ident = psycopg.sql.Identifier(table)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigint PRIMARY KEY)").format(ident)
+        )
+        if not conn.execute(
+            "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass", (table,)
+        ).fetchone():
+            conn.execute("SELECT create_distributed_table(%s, 'id')", (table,))
+        query = psycopg.sql.SQL("SELECT coalesce(max(id), 0) + 1 FROM {}").format(ident)
+        return conn.execute(query).fetchone()[0]
 
 
 class WriteProbe(threading.Thread):
@@ -89,4 +106,4 @@ class WriteProbe(threading.Thread):
         return self
 
 
-__all__ = ["WriteProbe"]
+__all__ = ["WriteProbe", "probe_table"]

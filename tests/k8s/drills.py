@@ -24,7 +24,7 @@ from citus_pipeline.cluster import manifests as mf
 from citus_pipeline.cluster.kubernetes import KubernetesCluster
 from citus_pipeline.cluster.manifests.files import write_rendered
 from citus_pipeline.cluster.spec import ClusterSpec, spec_from_mapping
-from citus_pipeline.cluster.write_probe import WriteProbe
+from citus_pipeline.cluster.write_probe import WriteProbe, probe_table
 
 from .control_plane import CA, ControlPlane, kubectl
 from .images import REPO
@@ -197,13 +197,7 @@ def bring_up(
 
 
 def start_writer(dsn: str) -> WriteProbe:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id bigint PRIMARY KEY)")
-        if not conn.execute(
-            "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass", (PROBE_TABLE,)
-        ).fetchone():
-            conn.execute("SELECT create_distributed_table(%s, 'id')", (PROBE_TABLE,))
-        start = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {PROBE_TABLE}").fetchone()[0]
+    start = probe_table(dsn, PROBE_TABLE)
     probe = WriteProbe(
         dsn, f"INSERT INTO {PROBE_TABLE} (id) VALUES (%s)", start_id=start, pause=0.02
     )
