@@ -147,17 +147,17 @@ class Etcd:
             )
         return data
 
-    def token(self, user: str, password: str) -> str:
-        return self._call("auth/authenticate", {"name": user, "password": password})["token"]
-
-    def auth_enabled(self) -> bool:
+    def token(self, user: str, password: str) -> str | None:
+        """An auth token for ``user``; None while etcd's authentication is off."""
         try:
-            self.token("root", self.credentials()["etcd_root"])
+            return self._call("auth/authenticate", {"name": user, "password": password})["token"]
         except ClusterError as err:
             if "authentication is not enabled" in str(err):
-                return False
+                return None
             raise
-        return True
+
+    def auth_enabled(self) -> bool:
+        return self.token("root", self.credentials()["etcd_root"]) is not None
 
     def enable_auth(self) -> None:
         """Create root and Patroni's user and role, then turn authentication on. Call only
@@ -194,9 +194,7 @@ class Etcd:
 
     def delete_prefix(self, prefix: str) -> None:
         """Delete every key under ``prefix`` (a removed group's Patroni keys), as Patroni's user."""
-        token = None
-        if self.auth_enabled():
-            token = self.token(self.spec.credentials.etcd_user, self.credentials()["etcd"])
+        token = self.token(self.spec.credentials.etcd_user, self.credentials()["etcd"])
         self._call(
             "kv/deleterange", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}, token
         )
