@@ -291,7 +291,14 @@ def load_price_paid(
     report = LoadReport(source=str(source), target=target, jobs=jobs)
     threading.Thread(target=warm_up, daemon=True).start()
     if ensure:
-        sch.ensure_schema(dsn, shard_count, schema=schema)
+        # DDL reaches every worker group: a group failing over must cost a wait, not the load.
+        failover.retry(
+            lambda: sch.ensure_schema(dsn, shard_count, schema=schema),
+            what="ensure schema",
+            attempts=retries + 1,
+            base_seconds=retry_wait,
+            max_seconds=10.0,
+        )
     inputs = resolve(source)
     for inp in inputs:
         check_layout(inp)
