@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,14 +38,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cluster import health
+from ..cluster import failover, health
+from ..cluster.citus_meta import ensure_distributed, recover_prepared_transactions
 from ..cluster.failover import is_transient
 from ..cluster.local import LocalCluster
-from ..cluster.local.faults import frozen, member_processes
+from ..cluster.local.faults import back_on_disk, fill, frozen, member_processes, own_filesystem
 from ..cluster.render import down_lines
 from ..cluster.rolling import rolling_restart
 from ..cluster.topology import ClusterTopology
 from ..cluster.write_probe import WriteProbe, probe_table
+from ..data import schema as sch
 from ..errors import ClusterError
 from .backup import RESULTS
 
@@ -64,6 +68,8 @@ class FaultRun:
     detail: str  # one line: what happened to whom
     failover_s: float | None = None  # Patroni's new leader running
     registered_s: float | None = None  # ... and named by pg_dist_node
+    # undoes the scenario's setup once the writer has stopped (not part of the fault)
+    cleanup: Callable[[], None] | None = None
 
 
 @dataclass
@@ -275,6 +281,98 @@ def lose_worker_group(c: LocalCluster) -> FaultRun:
     return FaultRun(t0, time.monotonic(), f"status said: {line}")
 
 
+DISK_FULL_S = 20
+DISK_ROOM_MB = 256  # room above the member directory's size: WAL segments come and go
+FILL_TABLE = "fault_fill"
+FILL_ROWS = 100_000  # ~25 MB over the shards: every group's pages must grow
+FILL_SQL = (
+    f"INSERT INTO {FILL_TABLE} SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, %s) i"
+)
+
+
+def _fill_table(dsn: str) -> None:
+    """An empty distributed ``fault_fill`` (created before the disk fills: DDL needs room)."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        ensure_distributed(conn, FILL_TABLE, "id bigint PRIMARY KEY, payload text")
+        conn.execute(f"TRUNCATE {FILL_TABLE}")
+
+
+def _bulk_insert(dsn: str) -> str:
+    """``FILL_ROWS`` rows into ``fault_fill`` in one statement: "ok" or the error's line."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        try:
+            conn.execute(FILL_SQL, (FILL_ROWS,))
+        except psycopg.Error as err:  # the loader's retry would wait on a failover error
+            retried = "a failover error" if is_transient(err) else "not a failover error"
+            return f"{failover.one_line(err)} ({retried})"
+        return "ok"
+
+
+def disk_full_worker_leader(c: LocalCluster) -> FaultRun:
+    """Group 1's leader on a filesystem of its own (its synchronous standby stopped, its
+    directory moved onto a tmpfs, started, then switched over to), the filesystem filled for
+    20 s, then the room given back. A bulk insert meanwhile needs new pages there and fails
+    whole with PostgreSQL's "No space left on device" (not retried: it is no failover); the
+    probe's single rows, which fit in pages already there, go on; the bulk insert run again
+    once the room is back stores every row; the group keeps its leader (Patroni does not fail
+    over for a full disk)."""
+    topo = c.status(with_shards=False)
+    old = _leader(c, 1)
+    standby = next((m.name for m in topo.members_of(1) if m.role in health.SYNC_ROLES), None)
+    if standby is None:
+        raise ClusterError("group 1 has no synchronous standby to move onto its own disk")
+    member = c.member_by_name(standby)
+
+    def back() -> None:
+        """The old leader leads again and the moved member's directory goes back on disk."""
+        wait_whole(c)
+        if _leader(c, 1) != old:
+            c.switchover(1, old)
+            wait_whole(c)
+        c.stop_member(standby)
+        try:
+            back_on_disk(member)
+        finally:
+            c.start_member(standby)
+
+    c.stop_member(standby)
+    try:
+        own_filesystem(member, DISK_ROOM_MB)
+    finally:
+        c.start_member(standby)
+    try:
+        wait_whole(c)
+        c.switchover(1, standby)
+        wait_registered(c, 1, standby)
+        wait_whole(c)
+        _fill_table(c.coordinator_dsn())
+        t0 = time.monotonic()
+        ballast = fill(member.dir)
+        try:
+            during = _bulk_insert(c.coordinator_dsn())
+            time.sleep(max(0.0, t0 + DISK_FULL_S - time.monotonic()))
+        finally:
+            ballast.unlink()
+        ended = time.monotonic()
+        after = _bulk_insert(c.coordinator_dsn())
+        with psycopg.connect(c.coordinator_dsn(), autocommit=True) as conn:
+            rows = conn.execute(f"SELECT count(*) FROM {FILL_TABLE}").fetchone()[0]
+        leader = until(
+            lambda: c.status(with_shards=False).leader(1),
+            lambda m: m is not None,
+            60,
+            "group 1's leader after the disk full",
+        ).name
+    except BaseException:
+        back()  # never leave a member on a tmpfs (the cluster's purge could not remove it)
+        raise
+    detail = (
+        f"{standby}'s filesystem full {DISK_FULL_S} s; a bulk insert meanwhile: {during}; "
+        f"after: {after}, {rows} of {FILL_ROWS} rows; {leader} leads group 1"
+    )
+    return FaultRun(t0, ended, detail, cleanup=back)
+
+
 RESTART_PARAMETER = "max_connections"  # takes effect only at a restart
 
 
@@ -317,13 +415,7 @@ SELECT count(*) FILTER (WHERE n <> 1) FROM (
 def _seed_moves(dsn: str) -> None:
     """``fault_moves`` with MOVES_ROWS rows, distributed like the probe (the two move together)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {MOVES_TABLE} (id bigint PRIMARY KEY, payload text)"
-        )
-        if not conn.execute(
-            "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass", (MOVES_TABLE,)
-        ).fetchone():
-            conn.execute("SELECT create_distributed_table(%s, 'id')", (MOVES_TABLE,))
+        ensure_distributed(conn, MOVES_TABLE, "id bigint PRIMARY KEY, payload text")
         conn.execute(
             f"INSERT INTO {MOVES_TABLE} SELECT i, repeat(md5(i::text), 4) "
             "FROM generate_series(1, %s) i ON CONFLICT (id) DO NOTHING",
@@ -404,6 +496,115 @@ def kill_source_mid_rebalance(c: LocalCluster) -> FaultRun:
     return _rebalance_interrupted(c, "source")
 
 
+MONTHLY_SCHEMA = "fault_monthly"
+MONTHLY_BASE_ROWS = 200_000
+MONTHLY_ROWS = 60_000  # A/C/D records: the apply's statements run for a few seconds
+# The apply's first A/C/D statement, waiting for the lock the scenario holds on uk_price.
+APPLYING_SQL = """
+SELECT left(query, 60) FROM pg_catalog.pg_stat_activity
+WHERE state = 'active' AND wait_event_type = 'Lock' AND query ~ %s
+"""
+
+
+def _seed_monthly(dsn: str, work: Path) -> tuple[Path, tuple[int, int], tuple[int, int]]:
+    """A base table and a monthly file, and the checksums of ``uk_price`` before and after
+    the file (the latter from the next complete file, loaded into a schema of its own)."""
+    from ..data import drop_all, load_price_paid
+    from ..data.generate import generate_complete, generate_monthly
+
+    base, month, nxt = work / "base.csv", work / "pp-2025-01.csv", work / "next.csv"
+    generate_complete(base, MONTHLY_BASE_ROWS, seed=41)
+    generate_monthly(month, base, MONTHLY_ROWS, seed=42, unknown=5, expected_out=nxt)
+    sums = []
+    for schema, source in ((MONTHLY_SCHEMA + "_next", nxt), (MONTHLY_SCHEMA, base)):
+        drop_all(dsn, schema=schema)
+        load_price_paid(source, dsn, schema=schema, target="uk_price")
+        with psycopg.connect(dsn) as conn:
+            sums.append(sch.checksum(conn, schema))
+    drop_all(dsn, schema=MONTHLY_SCHEMA + "_next")
+    return month, sums[1], sums[0]
+
+
+def _monthly_interrupted(c: LocalCluster, group: int) -> FaultRun:
+    """A monthly file applied while kill -9 takes ``group``'s leader in the middle of the
+    apply: its stage copied and its outcomes read, its first A/C/D statement under way
+    (held there by a SHARE lock on uk_price, so the kill always lands at that point); then
+    what an operator does: the same file applied again. The table must hold none of the file
+    after the kill (never a part), and exactly the next complete file after the rerun."""
+    from ..data import apply_monthly
+
+    dsn = c.coordinator_dsn()
+    with tempfile.TemporaryDirectory(prefix="citus-pipeline-faults-") as tmp:
+        month, before, after = _seed_monthly(dsn, Path(tmp))
+        first: dict[str, object] = {}
+
+        def apply() -> None:
+            try:
+                first["report"] = apply_monthly(month, dsn, schema=MONTHLY_SCHEMA)
+            except Exception as err:  # noqa: BLE001 - reported, then the file is applied again
+                first["error"] = err
+
+        holder = psycopg.connect(dsn)
+        holder.execute(sch.q("LOCK TABLE {schema}.uk_price IN SHARE MODE", MONTHLY_SCHEMA))
+        applier = threading.Thread(target=apply, daemon=True)
+        applier.start()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            pattern = rf'^\s*(DELETE FROM|UPDATE|INSERT INTO) "{MONTHLY_SCHEMA}"\.uk_price\M'
+            statement = until(
+                lambda: conn.execute(APPLYING_SQL, (pattern,)).fetchone(),
+                bool,
+                120,
+                "the monthly apply's first A/C/D statement",
+            )[0]
+        try:
+            killed = _kill_leader(c, group)
+        finally:
+            try:
+                holder.close()  # the lock goes with the session (or went with the coordinator)
+            except psycopg.Error:
+                pass
+        applier.join(300)
+        with psycopg.connect(c.coordinator_dsn(), autocommit=True) as conn:
+            recover_prepared_transactions(conn)
+            between = sch.checksum(conn, MONTHLY_SCHEMA)
+        rerun = failover.retry(
+            lambda: apply_monthly(month, c.coordinator_dsn(), schema=MONTHLY_SCHEMA),
+            what="the monthly apply's rerun",
+            attempts=10,
+            base_seconds=2.0,
+        )
+        with psycopg.connect(c.coordinator_dsn(), autocommit=True) as conn:
+            final = sch.checksum(conn, MONTHLY_SCHEMA)
+            logged = conn.execute(
+                sch.q("SELECT count(*) FROM {schema}.uk_price_monthly_log", MONTHLY_SCHEMA)
+            ).fetchone()[0]
+    state = {before: "none", after: "all"}.get(between, "a part")
+    outcome = (
+        (
+            failover.one_line(first["error"])
+            if "error" in first
+            else f"finished in {first['report'].seconds:.1f} s"
+        )
+        if first
+        else "still running"
+    )
+    detail = (
+        f"{killed.detail} during `{' '.join(statement.split())}`...; first apply: {outcome}; "
+        f"then {state} of the file applied; rerun applied {rerun.applied} "
+        f"({rerun.files_already_applied} file already logged), {logged} records logged; "
+        f"uk_price {'equals' if final == after else 'DIFFERS FROM'} the next complete file"
+    )
+    return FaultRun(killed.started, killed.ended, detail, killed.failover_s, killed.registered_s)
+
+
+def kill_coordinator_mid_monthly(c: LocalCluster) -> FaultRun:
+    return _monthly_interrupted(c, 0)
+
+
+def kill_worker_mid_monthly(c: LocalCluster) -> FaultRun:
+    return _monthly_interrupted(c, 1)
+
+
 # name -> (what is done, the function that does it and ends it)
 SCENARIOS: dict[str, tuple[str, Callable[[LocalCluster], FaultRun]]] = {
     "kill-worker-leader": (
@@ -427,6 +628,10 @@ SCENARIOS: dict[str, tuple[str, Callable[[LocalCluster], FaultRun]]] = {
         freeze_coordinator_leader,
     ),
     "dcs-outage": (f"the one etcd frozen for {DCS_OUTAGE_S} s (past ttl)", dcs_outage),
+    "disk-full-worker-leader": (
+        f"group 1's leader on a tmpfs of its own, filled for {DISK_FULL_S} s, then emptied",
+        disk_full_worker_leader,
+    ),
     "lose-worker-group": (
         "kill -9 of both members of group 2 for one ttl, then `up`",
         lose_worker_group,
@@ -442,6 +647,14 @@ SCENARIOS: dict[str, tuple[str, Callable[[LocalCluster], FaultRun]]] = {
     "kill-source-mid-rebalance": (
         "a group added, background rebalance, kill -9 of the moving shard's source leader",
         kill_source_mid_rebalance,
+    ),
+    "kill-coordinator-mid-monthly": (
+        "a monthly file applied, kill -9 of the coordinator's leader mid-apply, applied again",
+        kill_coordinator_mid_monthly,
+    ),
+    "kill-worker-mid-monthly": (
+        "a monthly file applied, kill -9 of group 1's leader mid-apply, applied again",
+        kill_worker_mid_monthly,
     ),
 }
 
@@ -472,6 +685,9 @@ def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
         time.sleep(settle)  # writes after the recovery, so the last gap is closed
     finally:
         probe.stop()
+    if run.cleanup:
+        run.cleanup()
+        wait_whole(c)
     ids, rows = stored(dsn, first)
     fails = [t for t in probe.failed_at if t >= run.started]
     return Outcome(
@@ -479,7 +695,7 @@ def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
         acked=len(probe.acked),
         lost=len(set(probe.acked) - ids),
         duplicated=rows - len(ids),
-        failed=probe.failed,
+        failed=len(fails),  # from the fault on: a setup's switchover is not the fault's
         max_gap_s=round(probe.longest_gap(run.started), 1),
         failing_s=round(max(fails) - min(fails), 1) if fails else 0.0,
         failover_s=None if run.failover_s is None else round(run.failover_s, 1),
@@ -487,7 +703,7 @@ def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
         recovery_s=round(recovered - run.ended, 1),
         fault_s=round(run.ended - run.started, 1),
         detail=run.detail,
-        errors=probe.errors,
+        errors=probe.distinct_errors(run.started),
         acked_after_s=[t - run.started for t in probe.acked_at if t >= run.started],
     )
 

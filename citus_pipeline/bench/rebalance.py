@@ -283,7 +283,7 @@ def print_runs(runs: list[RebalanceRun], rows: int) -> None:
     console.print(t)
     for r in runs:
         console.print(f"{r.label}: {r.settings}")
-        for e in r.writer.errors:
+        for e in r.writer.distinct_errors():
             console.print(f"   writer error: {e}")
     if len(runs) == 2 and runs[1].seconds:
         console.print(

@@ -8,6 +8,7 @@ reads that metadata and does what Patroni does not: draining a group before it g
 from __future__ import annotations
 
 import psycopg
+from psycopg import sql
 
 from ..errors import ClusterError
 from .topology import ClusterTopology, DistNode, NodeShards, active_worker_groups
@@ -139,6 +140,17 @@ def cleanup_orphans(conn: psycopg.Connection) -> None:
     recover_prepared_transactions(conn)
 
 
+def ensure_distributed(conn: psycopg.Connection, table: str, columns: str) -> None:
+    """``table`` created with ``columns`` (SQL, the first being ``id bigint PRIMARY KEY``)
+    and distributed on id, unless it already is (the drills' and benches' own tables)."""
+    ident = sql.Identifier(table)
+    conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ident, sql.SQL(columns)))
+    if not conn.execute(
+        "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass", (table,)
+    ).fetchone():
+        conn.execute("SELECT create_distributed_table(%s, 'id')", (table,))
+
+
 def recover_prepared_transactions(conn: psycopg.Connection) -> None:
     """Finish two-phase commits a failover interrupted.
 
@@ -200,6 +212,7 @@ __all__ = [
     "DrainError",
     "cleanup_orphans",
     "drain_group",
+    "ensure_distributed",
     "fetch_active_worker_groups",
     "fetch_dist_nodes",
     "fetch_node_shards",

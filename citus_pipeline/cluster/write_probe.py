@@ -16,19 +16,15 @@ from collections.abc import Callable, Sequence
 import psycopg
 import psycopg.sql
 
+from .citus_meta import ensure_distributed
+
 
 def probe_table(dsn: str, table: str) -> int:
     """``table`` (id bigint primary key) created and distributed on id unless it is; returns
     the first id a new probe should use (after every id stored)."""
     ident = psycopg.sql.Identifier(table)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigint PRIMARY KEY)").format(ident)
-        )
-        if not conn.execute(
-            "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass", (table,)
-        ).fetchone():
-            conn.execute("SELECT create_distributed_table(%s, 'id')", (table,))
+        ensure_distributed(conn, table, "id bigint PRIMARY KEY")
         query = psycopg.sql.SQL("SELECT coalesce(max(id), 0) + 1 FROM {}").format(ident)
         return conn.execute(query).fetchone()[0]
 
@@ -38,8 +34,8 @@ class WriteProbe(threading.Thread):
 
     ``acked`` holds the ids whose insert returned (``acked_at`` when, monotonic seconds);
     ``failed`` counts the inserts that raised (``failed_at`` when)
-    (the connection is then dropped and opened again after ``error_pause``); ``errors``
-    keeps the first ``keep_errors`` messages, one line each.
+    (the connection is then dropped and opened again after ``error_pause``); ``error_log``
+    keeps (when, first line) of the first ``keep_errors`` failures, ``errors`` their text.
     """
 
     def __init__(
@@ -52,7 +48,7 @@ class WriteProbe(threading.Thread):
         pause: float = 0.0,
         error_pause: float = 0.2,
         connect_timeout: int = 2,
-        keep_errors: int = 5,
+        keep_errors: int = 1000,
     ) -> None:
         super().__init__(daemon=True, name="write-probe")
         self.dsn, self.insert_sql, self.params = dsn, insert_sql, params
@@ -63,7 +59,7 @@ class WriteProbe(threading.Thread):
         self.acked_at: list[float] = []
         self.failed = 0
         self.failed_at: list[float] = []
-        self.errors: list[str] = []
+        self.error_log: list[tuple[float, str]] = []
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -81,9 +77,10 @@ class WriteProbe(threading.Thread):
             except psycopg.Error as err:
                 self.failed += 1
                 self.failed_at.append(time.monotonic())
-                if len(self.errors) < self.keep_errors:
+                if len(self.error_log) < self.keep_errors:
                     text = str(err).strip().splitlines()
-                    self.errors.append((text[0] if text else type(err).__name__)[:160])
+                    line = (text[0] if text else type(err).__name__)[:160]
+                    self.error_log.append((self.failed_at[-1], line))
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -92,6 +89,18 @@ class WriteProbe(threading.Thread):
                 time.sleep(self.pause)
         if conn is not None:
             conn.close()
+
+    @property
+    def errors(self) -> list[str]:
+        return [line for _, line in self.error_log]
+
+    def distinct_errors(self, since: float = 0.0, keep: int = 5) -> list[str]:
+        """The first ``keep`` different messages of failures from ``since`` (monotonic) on."""
+        seen: dict[str, None] = {}
+        for at, line in self.error_log:
+            if at >= since and len(seen) < keep:
+                seen.setdefault(line, None)
+        return list(seen)
 
     def longest_gap(self, since: float = 0.0) -> float:
         """The longest time without an acknowledged write after ``since`` (monotonic), up to

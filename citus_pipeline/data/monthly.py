@@ -30,6 +30,7 @@ import pyarrow.csv as pcsv
 from psycopg import sql
 from pydantic import BaseModel, computed_field
 
+from ..cluster.citus_meta import recover_prepared_transactions
 from . import schema as sch
 from .layout import check_layout
 from .parse import parse_chunk, typed_csv
@@ -267,6 +268,10 @@ def apply_monthly(
     if ensure:
         sch.ensure_schema(dsn, shard_count, schema=schema)
     sch.ensure_monthly_stage(dsn, schema=schema)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # A file whose commit a failover interrupted is in the log (a table on the
+        # coordinator) but may still sit prepared on a worker: finish it before skipping it.
+        recover_prepared_transactions(conn)
     inputs = resolve(source)
     for inp in inputs:
         check_layout(inp)

@@ -229,6 +229,18 @@ def ensure_monthly_stage(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> None:
             )
 
 
+CHECKSUM = (
+    "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0) "
+    "FROM {table} t"
+)
+
+
+def checksum(conn: psycopg.Connection, schema: str, name: str = TYPED) -> tuple[int, int]:
+    """(rows, a sum of row hashes) of a table: equal for equal contents, in any order."""
+    rows, total = conn.execute(sql.SQL(CHECKSUM).format(table=table(schema, name))).fetchone()
+    return int(rows), int(total)
+
+
 def drop_all(dsn: str, *, schema: str = DEFAULT_SCHEMA) -> None:
     """Drop every table of the data path in `schema` (and the schema unless it is public)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -249,6 +261,7 @@ __all__ = [
     "REJECTS",
     "TYPED",
     "TYPED_COLUMNS",
+    "checksum",
     "drop_all",
     "ensure_monthly_stage",
     "ensure_schema",

@@ -7,6 +7,8 @@ acknowledged id stored exactly once. Each test then asserts what that fault must
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 import pytest
 
@@ -120,4 +122,37 @@ def test_a_rebalance_interrupted_by_a_killed_leader_finishes_on_a_rerun(cluster,
         o.detail
     ), o.detail
     assert " holds 0 placements" not in o.detail, o.detail
+    _one_primary_per_group(cluster)
+
+
+@pytest.mark.parametrize("scenario", ["kill-coordinator-mid-monthly", "kill-worker-mid-monthly"])
+def test_a_monthly_apply_interrupted_by_a_killed_leader_is_all_or_nothing(cluster, scenario):
+    o = run_scenario(cluster, scenario)
+    _nothing_lost(o)
+    assert o.failover_s is not None, o.detail
+    # killed inside the apply's one transaction: nothing of the file is applied, and the
+    # rerun applies all of it exactly once
+    assert "then none of the file applied" in o.detail, o.detail
+    assert "(0 file already logged)" in o.detail, o.detail
+    assert o.detail.endswith("uk_price equals the next complete file"), o.detail
+    _one_primary_per_group(cluster)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a member's own filesystem needs root (mount)")
+def test_a_full_disk_fails_what_needs_room_clearly_and_loses_nothing(cluster):
+    before = _leaders(cluster)
+    o = run_scenario(cluster, "disk-full-worker-leader")
+    _nothing_lost(o)
+    # the bulk insert that needed room failed whole, with PostgreSQL's reason relayed by
+    # Citus, and stored every row when run again; the single rows went on throughout
+    during = o.detail.split("meanwhile: ")[1].split("; after")[0]
+    assert "No space left on device" in during, o.detail
+    assert during.endswith("(not a failover error)"), o.detail  # failed at once, not retried
+    assert "; after: ok, 100000 of 100000 rows; " in o.detail, o.detail
+    assert any(0 < t < o.fault_s for t in o.acked_after_s), o
+    assert any(t > o.fault_s for t in o.acked_after_s), o
+    full, after = o.detail.split("'s filesystem full")[0], o.detail.split("; ")[-1]
+    assert after == f"{full} leads group 1", o.detail
+    assert _leaders(cluster) == before  # the cleanup switched back and left the disk as it was
+    assert not any(os.path.ismount(m.dir) for m in cluster.members())
     _one_primary_per_group(cluster)

@@ -1,5 +1,12 @@
 """Faults a local cluster can be given on purpose, for the fault drills and `bench faults`.
 
+A full disk is a member's directory on a filesystem of its own (a tmpfs sized to the
+directory plus some room), filled with a ballast file that can be removed again: the member
+runs on it like on any disk, and root can take the room away and give it back at will. The
+whole member directory moves, not only its data: pgBackRest's spool hands WAL to pg_wal by
+rename, which fails across filesystems (a constraint for any deployment that gives pg_wal a
+volume of its own).
+
 A frozen member is what a paused VM or a long stall leaves: every process of it stopped
 (SIGSTOP) while the kernel keeps its sockets open, so nothing asked of it fails, it only
 never answers. Patroni detaches the postmaster, so a member's processes are its Patroni, the
@@ -9,7 +16,9 @@ postmaster found by its pid file, and the postmaster's children.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,4 +76,64 @@ def frozen(pids: list[int]) -> Iterator[None]:
                 pass
 
 
-__all__ = ["children", "frozen", "member_processes"]
+def _run(*argv: str) -> None:
+    done = subprocess.run(argv, check=False, capture_output=True, text=True)
+    if done.returncode:
+        raise ClusterError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.returncode}")
+
+
+def _disk_copy(m: Member) -> Path:
+    return m.dir.with_name(f".{m.dir.name}.disk")
+
+
+def own_filesystem(m: Member, room_mb: int) -> None:
+    """Move the stopped member's directory onto a tmpfs of its size plus ``room_mb``.
+
+    Needs root (mount). The directory on disk is kept aside until :func:`back_on_disk`."""
+    if os.geteuid() != 0:
+        raise ClusterError("a member's own filesystem needs root (mount)")
+    home, aside = m.dir, _disk_copy(m)
+    if os.path.ismount(home):
+        raise ClusterError(f"{home} is already a mount point")
+    st = home.stat()
+    used = sum(f.stat().st_size for f in home.rglob("*") if f.is_file() and not f.is_symlink())
+    size_mb = used // (1 << 20) + room_mb
+    home.rename(aside)
+    home.mkdir(mode=0o700)
+    opts = f"size={size_mb}m,mode=0700,uid={st.st_uid},gid={st.st_gid}"
+    _run("mount", "-t", "tmpfs", "-o", opts, f"citus-pipeline-{m.name}", str(home))
+    _run("cp", "-a", f"{aside}/.", f"{home}/")
+
+
+def back_on_disk(m: Member) -> None:
+    """Copy the stopped member's directory from its tmpfs back to disk and unmount it."""
+    home, aside = m.dir, _disk_copy(m)
+    if not os.path.ismount(home):
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir(mode=0o700)
+    st = home.stat()
+    os.chown(aside, st.st_uid, st.st_gid)
+    _run("cp", "-a", f"{home}/.", f"{aside}/")
+    _run("umount", str(home))
+    home.rmdir()
+    aside.rename(home)
+
+
+def fill(directory: Path) -> Path:
+    """Take every free byte of ``directory``'s filesystem with a ballast file; returns it."""
+    ballast = directory / "citus-pipeline-ballast"
+    fs = os.statvfs(directory)
+    with open(ballast, "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, fs.f_bavail * fs.f_frsize)
+    return ballast
+
+
+__all__ = [
+    "back_on_disk",
+    "children",
+    "fill",
+    "frozen",
+    "member_processes",
+    "own_filesystem",
+]
