@@ -44,6 +44,37 @@ SET_SHOULD_HAVE_SHARDS_SQL = (
 )
 CLEANUP_SQL = "CALL pg_catalog.citus_cleanup_orphaned_resources()"
 RECOVER_SQL = "SELECT pg_catalog.recover_prepared_transactions()"
+# A shard transfer in progress anywhere: a background task of a job, or a blocking call.
+TRANSFER_RUNNING_SQL = r"""
+SELECT (SELECT count(*) FROM pg_catalog.pg_dist_background_task
+        WHERE status IN ('running', 'runnable', 'blocked', 'cancelling'))
+     + (SELECT count(*) FROM pg_catalog.pg_stat_activity
+        WHERE pid <> pg_backend_pid() AND state <> 'idle' AND query ~* '(citus_move_shard_placement|citus_copy_shard_placement|rebalance_table_shards|citus_drain_node|split_shard|isolate_tenant_to_new_shard|create_distributed_table_concurrently)')
+"""
+# Shard-move replication objects on a node, dropped: Citus creates a move's subscription on
+# the target before it writes the cleanup record, so a coordinator killed in between leaves
+# one that no pg_dist_cleanup row names (its slot may be gone with the source's leader).
+DROP_MOVE_LEFTOVERS_ON_EACH_NODE_SQL = r"""
+SELECT n.groupid, r.success, r.result
+FROM pg_catalog.run_command_on_all_nodes($cmd$
+DO $do$
+DECLARE s text;
+BEGIN
+  FOR s IN SELECT subname FROM pg_catalog.pg_subscription WHERE subname LIKE 'citus\_shard\_%' LOOP
+    EXECUTE format('ALTER SUBSCRIPTION %I DISABLE', s);
+    EXECUTE format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', s);
+    EXECUTE format('DROP SUBSCRIPTION %I', s);
+  END LOOP;
+  FOR s IN SELECT pubname FROM pg_catalog.pg_publication WHERE pubname LIKE 'citus\_shard\_%' LOOP
+    EXECUTE format('DROP PUBLICATION %I', s);
+  END LOOP;
+  PERFORM pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots
+  WHERE slot_name LIKE 'citus\_shard\_%' AND NOT active;
+END $do$
+$cmd$) r
+JOIN pg_catalog.pg_dist_node n USING (nodeid)
+WHERE n.noderole = 'primary'
+"""
 # Groups holding at least one placement: a catalog read on the coordinator, no worker asked.
 PLACEMENT_GROUPS_SQL = "SELECT DISTINCT groupid FROM pg_catalog.pg_dist_placement"
 PLACEMENTS_IN_GROUP_SQL = "SELECT count(*) FROM pg_catalog.pg_dist_placement WHERE groupid = %s"
@@ -138,6 +169,17 @@ def cleanup_orphans(conn: psycopg.Connection) -> None:
     """
     conn.execute(CLEANUP_SQL)
     recover_prepared_transactions(conn)
+    drop_move_leftovers(conn)
+
+
+def drop_move_leftovers(conn: psycopg.Connection) -> None:
+    """Drop every shard-move subscription, publication and inactive slot on every node, when
+    no shard transfer runs: what an interrupted move left without a cleanup record (with
+    one, ``citus_cleanup_orphaned_resources`` has dropped it already). A node that does not
+    answer is left for the next call."""
+    if conn.execute(TRANSFER_RUNNING_SQL).fetchone()[0]:
+        return
+    conn.execute(DROP_MOVE_LEFTOVERS_ON_EACH_NODE_SQL).fetchall()
 
 
 def ensure_distributed(conn: psycopg.Connection, table: str, columns: str) -> None:
@@ -212,6 +254,7 @@ __all__ = [
     "DrainError",
     "cleanup_orphans",
     "drain_group",
+    "drop_move_leftovers",
     "ensure_distributed",
     "fetch_active_worker_groups",
     "fetch_dist_nodes",

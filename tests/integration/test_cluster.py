@@ -90,3 +90,33 @@ def test_up_again_is_idempotent(citus_cluster):
     assert "coordinator DSN" in r.stdout
     after = {m.name: citus_cluster.member_pid(m) for m in citus_cluster.members()}
     assert before == after
+
+
+def test_cleanup_drops_shard_move_objects_no_cleanup_record_names(citus_cluster):
+    """What a coordinator killed between a move's CREATE SUBSCRIPTION and its cleanup record
+    leaves on the target (and its publication and slot on the source): no pg_dist_cleanup
+    row names them, so only the project's sweep drops them."""
+    from citus_pipeline.cluster import health
+    from citus_pipeline.cluster.citus_meta import cleanup_orphans
+
+    leader = citus_cluster.member_by_name(citus_cluster.status().leader(1).name)
+    with psycopg.connect(citus_cluster.member_dsn(leader), autocommit=True) as conn:
+        conn.execute("SET citus.enable_ddl_propagation TO off")  # as Citus's moves do
+        conn.execute("CREATE PUBLICATION citus_shard_move_publication_test")
+        conn.execute(
+            "SELECT pg_create_logical_replication_slot('citus_shard_move_slot_test', 'pgoutput')"
+        )
+        conn.execute(
+            "CREATE SUBSCRIPTION citus_shard_move_subscription_test CONNECTION 'dbname=none' "
+            "PUBLICATION citus_shard_move_publication_test "
+            "WITH (connect = false, slot_name = 'citus_shard_move_slot_test')"
+        )
+    with psycopg.connect(citus_cluster.coordinator_dsn(), autocommit=True) as conn:
+        left = health.no_shard_move_leftovers(conn)
+        assert (left.seen["slots"], left.seen["publications"], left.seen["subscriptions"]) == (
+            1,
+            1,
+            1,
+        ), left
+        cleanup_orphans(conn)
+        assert health.no_shard_move_leftovers(conn).holds
