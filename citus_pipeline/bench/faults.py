@@ -784,12 +784,17 @@ def faults_command(
     if unknown:
         raise typer.BadParameter(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
     cluster = bench_cluster(BENCH_STATE, spec)
-    outcomes = []
+    outcomes, broken = [], []
     try:
         for name in names:
             if not json_out:
                 console.print(f"[bold]{name}[/]: {SCENARIOS[name][0]}")
-            outcomes.append(run_scenario(cluster, name))
+            try:
+                outcomes.append(run_scenario(cluster, name))
+            except Exception as err:  # noqa: BLE001 - said, kept with the others' figures
+                broken.append(f"{name}: {failover.one_line(err)}")
+                console.print(f"[red]{broken[-1]}[/]")
+                wait_whole(cluster)  # the next scenario needs a whole cluster, or stop here
     finally:
         if not keep:
             cluster.down(purge=True)
@@ -797,6 +802,7 @@ def faults_command(
     figures = {
         "ttl": p.ttl,
         "loop_wait": p.loop_wait,
+        "failed_scenarios": broken,
         "scenarios": [
             {k: v for k, v in asdict(o).items() if k != "acked_after_s"} for o in outcomes
         ],
@@ -809,6 +815,8 @@ def faults_command(
     else:
         print_outcomes(outcomes, p.ttl, p.loop_wait)
         console.print(f"figures: {RESULTS / 'faults.json'}, plot: {RESULTS / 'faults.png'}")
+    if broken:
+        raise ClusterError("scenarios that did not complete: " + "; ".join(broken))
 
 
 __all__ = [
