@@ -279,6 +279,11 @@ class FakeCitus:
         if sql == citus_meta.CLEANUP_SQL or "recover_prepared_transactions" in sql:
             self.log.append(("sql", "cleanup", None))
             return FakeCursor([])
+        if sql == citus_meta.TRANSFER_RUNNING_SQL:  # the sweep of shard-move leftovers
+            return FakeCursor([(0,)])
+        if sql == citus_meta.DROP_MOVE_LEFTOVERS_ON_EACH_NODE_SQL:
+            self.log.append(("sql", "drop_move_leftovers", None))
+            return FakeCursor([])
         if "citus_set_node_property" in sql:  # drain_group restoring shouldhaveshards on failure
             self.log.append(("sql", "set_node_property", params[0]))
             return FakeCursor([])
