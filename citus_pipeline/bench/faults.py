@@ -172,6 +172,10 @@ def _leader(c: LocalCluster, group: int) -> str:
     return leader.name
 
 
+def _sync_standby(topo: ClusterTopology, group: int) -> str | None:
+    return next((m.name for m in topo.members_of(group) if m.role in health.SYNC_ROLES), None)
+
+
 def _kill_leader(c: LocalCluster, group: int) -> FaultRun:
     """kill -9 of the leader's Patroni and postmaster (its backends go with the postmaster);
     started again once the group has a new registered leader, as a supervisor would."""
@@ -198,7 +202,7 @@ def kill_sync_standby(c: LocalCluster) -> FaultRun:
     """kill -9 of group 1's synchronous standby: Patroni drops the group to asynchronous
     (or picks another standby) and commits go on; started again after a ttl."""
     topo = c.status(with_shards=False)
-    standby = next((m.name for m in topo.members_of(1) if m.role in health.SYNC_ROLES), None)
+    standby = _sync_standby(topo, 1)
     if standby is None:
         raise ClusterError("group 1 has no synchronous standby to kill")
     t0 = time.monotonic()
@@ -318,7 +322,7 @@ def disk_full_worker_leader(c: LocalCluster) -> FaultRun:
     over for a full disk)."""
     topo = c.status(with_shards=False)
     old = _leader(c, 1)
-    standby = next((m.name for m in topo.members_of(1) if m.role in health.SYNC_ROLES), None)
+    standby = _sync_standby(topo, 1)
     if standby is None:
         raise ClusterError("group 1 has no synchronous standby to move onto its own disk")
     member = c.member_by_name(standby)
