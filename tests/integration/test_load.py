@@ -18,12 +18,12 @@ import psycopg
 import pytest
 
 from citus_pipeline.data import drop_all, load_price_paid, publish_uk_price
+from citus_pipeline.data import schema as sch
 from citus_pipeline.data.generate import generate_complete
 from citus_pipeline.data.load import LayoutError
 
 pytestmark = pytest.mark.citus
 SAMPLE = Path(__file__).parents[1] / "data" / "pp-sample-1995.csv"
-CHECKSUM = "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0) FROM {}.{} t"
 
 
 @pytest.fixture
@@ -39,7 +39,8 @@ def one(dsn, query, *args):
 
 
 def checksum(dsn, schema, table="uk_price"):
-    return one(dsn, CHECKSUM.format(schema, table))[0]
+    with psycopg.connect(dsn) as conn:
+        return sch.checksum(conn, schema, table)
 
 
 def test_real_sample_loads_exactly(citus_dsn, schema):
