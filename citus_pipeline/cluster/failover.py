@@ -50,7 +50,19 @@ TRANSIENT_MESSAGES = (
     "could not connect",
     "failed to connect",
     "consuming input failed",
+    "shutting down",  # the database system is shutting down / starting up (57P03 as text)
+    "starting up",
+    # run_command_on_all_nodes's own words for a node whose connection broke mid-command
+    "result unavailable",
+    "failed to send query",
 )
+
+
+def message_is_transient(text: str) -> bool:
+    """True when an error's text (all a Citus per-node result carries) says a connection went
+    away or a node is mid leader change."""
+    text = text.lower()
+    return any(m in text for m in TRANSIENT_MESSAGES)
 
 
 class FailoverRetriesExhausted(UserError):
@@ -72,9 +84,9 @@ def is_transient(err: BaseException) -> bool:
                 return False  # syntax, constraint, privilege ...: a real error, never retried
         elif isinstance(err, psycopg.InterfaceError):
             return True  # the client's connection object is closed or broken
-        return isinstance(err, psycopg.OperationalError | psycopg.InternalError) and any(
-            m in str(err).lower() for m in TRANSIENT_MESSAGES
-        )
+        return isinstance(
+            err, psycopg.OperationalError | psycopg.InternalError
+        ) and message_is_transient(str(err))
     if isinstance(err, ConnectionError | TimeoutError):
         return True
     # Data-path code may wrap the psycopg error; follow the chain.

@@ -21,6 +21,7 @@ from typing import Protocol
 import psycopg
 from pydantic import BaseModel
 
+from .failover import message_is_transient
 from .pgbackrest import BackupError
 
 # PostgreSQL keeps a restore point's name in MAXFNAMELEN (64) bytes, the last one NUL
@@ -91,7 +92,7 @@ def _per_group(conn: psycopg.Connection, sql: str) -> dict[int, str]:
     for group, ok, result in conn.execute(sql).fetchall():
         if not ok:
             line = f"group {group}: {(result.strip().splitlines() or ['failed'])[0]}"
-            raise (GroupUnreachable if "connect" in result.lower() else BackupError)(line)
+            raise (GroupUnreachable if message_is_transient(result) else BackupError)(line)
         out[group] = result
     return out
 

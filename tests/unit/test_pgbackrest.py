@@ -179,3 +179,49 @@ def test_restore_point_names_are_checked_and_unique():
     assert find([p], "RP1") is p
     with pytest.raises(BackupError, match="unknown restore point 'RP9' \\(latest: RP1\\)"):
         find([p], "RP9")
+
+
+class _Rows:
+    """What a coordinator returns for one run_command_on_all_nodes statement."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def execute(self, sql):
+        return self
+
+    def fetchall(self):
+        return self.rows
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        "failed to connect to citus-w1:5432",  # Citus's own words (citus_tools.c)
+        "query result unavailable",  # the connection broke mid-command: a CI failure once
+        "connection lost",
+        "failed to send query to citus-w1:5432",
+        "FATAL:  terminating connection due to administrator command",
+        "FATAL:  the database system is shutting down",
+        "server closed the connection unexpectedly",
+    ],
+)
+def test_a_group_lost_mid_leader_change_is_worth_another_attempt(result):
+    from citus_pipeline.cluster import failover
+    from citus_pipeline.cluster.restore_points import ARCHIVED_SQL, GroupUnreachable, _per_group
+
+    with pytest.raises(GroupUnreachable, match="^group 1: ") as err:
+        _per_group(_Rows([(0, True, "a -"), (1, False, result)]), ARCHIVED_SQL)
+    assert failover.is_transient(err.value)
+
+
+def test_a_real_error_on_a_group_is_not_retried():
+    from citus_pipeline.cluster import failover
+    from citus_pipeline.cluster.restore_points import SWITCH_SQL, _per_group
+
+    with pytest.raises(BackupError, match="group 2: ERROR:  permission denied") as err:
+        _per_group(
+            _Rows([(2, False, "ERROR:  permission denied for function pg_switch_wal")]),
+            SWITCH_SQL,
+        )
+    assert not failover.is_transient(err.value)
