@@ -70,14 +70,19 @@ class _Slot:
     def base_address(self) -> str:
         return f"127.0.{40 + 20 * self.n}.0"
 
+    @property
+    def netns_base_address(self) -> str:
+        """The slot's private /16 for a cluster on its own network (local.network: netns)."""
+        return f"10.{200 + self.n}.0.0"
+
     def release(self) -> None:
         self._f.close()
 
 
 def make_spec(slot: _Slot, **overrides) -> ClusterSpec:
-    data: dict = {
-        "local": {"base_address": slot.base_address, "postgres_port": 6432, "restapi_port": 9008}
-    }
+    netns = overrides.get("local", {}).get("network") == "netns"
+    base = slot.netns_base_address if netns else slot.base_address
+    data: dict = {"local": {"base_address": base, "postgres_port": 6432, "restapi_port": 9008}}
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}

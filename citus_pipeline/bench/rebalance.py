@@ -51,14 +51,17 @@ VALUES (%s, 250000, DATE '2025-01-15', 'S', 'N', 'F', 'A', %s, 'BENCH', 'BENCH',
 """
 
 
-def bench_spec(spec_path: str | None = None):
-    """The project spec moved to its own loopback block and ports, 2 worker groups."""
+def bench_spec(spec_path: str | None = None, network: str = "loopback"):
+    """The project spec moved to its own address block and ports, 2 worker groups (on
+    loopback, or with ``network="netns"`` on a network of its own)."""
     from ..cluster.spec import load_spec, spec_from_mapping
 
     data = load_spec(spec_path).model_dump(mode="json")
     data["workers"]["groups"] = 2
     data["local"].update(
-        base_address="127.0.232.0",
+        network=network,
+        base_address="10.232.0.0" if network == "netns" else "127.0.232.0",
+        prometheus_address=None,
         postgres_port=7432,
         restapi_port=11008,
         etcd_client_port=12379,
@@ -68,13 +71,15 @@ def bench_spec(spec_path: str | None = None):
     return spec_from_mapping(data, "<bench spec>")
 
 
-def bench_cluster(state_dir: Path = BENCH_STATE, spec_path: str | None = None):
+def bench_cluster(
+    state_dir: Path = BENCH_STATE, spec_path: str | None = None, network: str = "loopback"
+):
     """A dedicated LocalCluster with exactly 2 worker groups, started (reused if running)."""
     from ..cluster.local import LocalCluster
 
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)
-    cluster = LocalCluster(bench_spec(spec_path), state_dir)
+    cluster = LocalCluster(bench_spec(spec_path, network), state_dir)
     cluster.up()
     for g in [g for g in cluster.worker_groups() if g > 2]:
         console.print(f"removing worker group {g} left by an earlier bench run")

@@ -37,6 +37,7 @@ from .backup import LocalBackups
 from .etcd import DCS_NAMESPACE, Etcd
 from .layout import Layout, Member
 from .monitoring import Monitoring
+from .netns import MemberNetwork
 from .patroni import PatroniAPI
 from .state import ClusterState
 
@@ -69,7 +70,8 @@ class LocalCluster(ClusterBackend):
         self.etcd = Etcd(self.layout, self.credentials)
         self.api = PatroniAPI(self.layout, lambda: self.credentials()["restapi"])
         self._run_as = preflight.service_user(spec) if os.geteuid() == 0 else None
-        self.monitoring = Monitoring(self.layout, self._run_as)
+        self.network = MemberNetwork(self.layout)
+        self.monitoring = Monitoring(self.layout, self._run_as, self.network)
         self.backups = LocalBackups(self.layout, self._run_as)
 
     def worker_groups(self) -> list[int]:
@@ -102,7 +104,10 @@ class LocalCluster(ClusterBackend):
 
     def preflight(self, members: list[Member], check_ports: bool = True) -> None:
         """Everything a user can get wrong, checked before any process starts."""
-        preflight.check(self.layout, members, self._run_as, check_ports)
+        self.network.check(as_root=os.geteuid() == 0)
+        # in its own namespace a member's ports are its own: nothing else can hold them
+        ports = check_ports and not self.network.enabled
+        preflight.check(self.layout, members, self._run_as, ports)
 
     def credentials(self) -> dict[str, str]:
         return credentials.load(self.layout)
@@ -136,7 +141,9 @@ class LocalCluster(ClusterBackend):
             return False
         if self.backups.enabled or restore:
             self.backups.write_member_config(m)
-        patroni.start(self.layout, m, self.patroni_config(m, creds, restore), self._run_as)
+        self.network.ensure_member(m)
+        config = self.patroni_config(m, creds, restore)
+        patroni.start(self.layout, m, config, self._run_as, self.network)
         return True
 
     def reload_member(self, m: Member, creds: dict[str, str]) -> None:
@@ -266,6 +273,7 @@ class LocalCluster(ClusterBackend):
         try:
             if progress:
                 progress("starting etcd", 0, 1)
+            self.network.ensure_bridge()  # etcd listens on it
             started_etcd = self.etcd.start()
             if not any(processes.member_pid(m) for m in members):
                 # no Patroni runs without etcd credentials that this could lock out
@@ -302,6 +310,7 @@ class LocalCluster(ClusterBackend):
                 self.state.save(state)
         processes.stop_members(members, timeout=12)
         self.etcd.stop()
+        self.network.remove(members)
         if purge:
             self.purge()
 
@@ -450,6 +459,7 @@ class LocalCluster(ClusterBackend):
             self.etcd.delete_prefix(f"{DCS_NAMESPACE}{self.spec.name}/{group}/")
             remove_group_nodes(conn, group)
             processes.stop_members(members)  # the now unmanaged postmasters
+            self.network.remove_members(members)
         state = self.state.read()
         state["worker_groups"] = [g for g in groups if g != group]
         self.state.save(state)

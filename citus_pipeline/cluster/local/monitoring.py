@@ -27,6 +27,7 @@ from ...errors import ClusterError
 from ..metrics import EXPORTER_ARGS, alert_rules, exporter_queries_yaml
 from .credentials import write_private
 from .layout import Layout, Member
+from .netns import MemberNetwork
 from .processes import pid_alive, port_free, read_pid, wait_gone
 
 EXPORTER = "prometheus-postgres-exporter"
@@ -41,10 +42,13 @@ def missing_tools() -> list[str]:
 class Monitoring:
     """The exporters and the Prometheus of one state directory."""
 
-    def __init__(self, layout: Layout, owner: pwd.struct_passwd | None) -> None:
+    def __init__(
+        self, layout: Layout, owner: pwd.struct_passwd | None, network: MemberNetwork
+    ) -> None:
         self.layout = layout
         self.spec = layout.spec
         self.owner = owner
+        self.network = network
         self.dir = layout.state_dir / "metrics"
 
     # ---- where things are -------------------------------------------------------------
@@ -149,9 +153,14 @@ class Monitoring:
             self._write(self.dir / "targets" / f"{job}.json", json.dumps(groups, indent=2))
 
     # ---- processes --------------------------------------------------------------------
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, cmd: list[str], env: dict[str, str], member: Member | None = None
+    ) -> subprocess.Popen:
         kwargs: dict[str, Any] = {}
-        if self.owner:
+        argv = cmd
+        if member is not None:  # a member's exporter listens on the member's address
+            cmd, kwargs = self.network.command(member, cmd, self.owner)
+        elif self.owner:
             kwargs = {"user": self.owner.pw_uid, "group": self.owner.pw_gid, "extra_groups": []}
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.dir)}
         with open(self.log(name), "ab") as log:  # the child keeps its own copy
@@ -165,6 +174,8 @@ class Monitoring:
                 env={**base, **env},
                 **kwargs,
             )
+        if member is not None:
+            self.network.wait_exec(proc, argv)
         self._pidfile(name).write_text(str(proc.pid))
         return proc
 
@@ -181,7 +192,8 @@ class Monitoring:
         if self.exporter_pid(m):
             return False
         listen = self.exporter_address(m)
-        self._check_port(listen, f"exporter of {m.name}", "local.exporter_port")
+        if not self.network.enabled:  # in its own namespace the port is the member's alone
+            self._check_port(listen, f"exporter of {m.name}", "local.exporter_port")
         dsn = (
             f"postgresql://{self.spec.credentials.superuser}@{m.address}:{m.pg_port}/"
             f"{self.spec.database}?sslmode=disable&connect_timeout=3"
@@ -195,6 +207,7 @@ class Monitoring:
                 *EXPORTER_ARGS,
             ],
             {"DATA_SOURCE_NAME": dsn, "PGPASSFILE": str(self.dir / "pgpass")},
+            member=m,
         )
         return True
 

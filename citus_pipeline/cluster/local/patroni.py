@@ -19,11 +19,12 @@ import httpx
 import yaml
 
 from ...errors import ClusterError
-from ..spec import REPLICA_BASEBACKUP_OPTIONS, ClusterSpec
+from ..spec import REPLICA_BASEBACKUP_OPTIONS, ClusterSpec, with_tcp_timeouts
 from ..topology import MemberStatus
 from .credentials import write_private
 from .etcd import DCS_NAMESPACE
 from .layout import Layout, Member
+from .netns import PREFIX_LEN, MemberNetwork
 from .processes import member_pid
 
 
@@ -56,7 +57,7 @@ def patroni_config(
         },
         "citus": {"group": m.group, "database": s.database},
         "bootstrap": {
-            "dcs": s.patroni_dcs({**s.postgresql.parameters, "citus.shard_count": s.shard_count}),
+            "dcs": s.patroni_dcs(_parameters(s)),
             "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
         },
         "postgresql": {
@@ -85,10 +86,14 @@ def patroni_config(
                 "password_encryption": "scram-sha-256",
                 "cluster_name": m.name,
             },
-            "pg_hba": [
-                f"local all {c.superuser} scram-sha-256",
-                f"host replication {c.replication_user} 127.0.0.0/8 scram-sha-256",
-                "host all all 127.0.0.0/8 scram-sha-256",
+            "pg_hba": [f"local all {c.superuser} scram-sha-256"]
+            + [
+                rule
+                for net in _client_networks(s)
+                for rule in (
+                    f"host replication {c.replication_user} {net} scram-sha-256",
+                    f"host all all {net} scram-sha-256",
+                )
             ],
         },
         "tags": {
@@ -133,12 +138,35 @@ def patroni_config(
 S3_KEY_ENV_PREFIX = "PGBACKREST_REPO1_S3_KEY"
 
 
+def _parameters(spec: ClusterSpec) -> dict:
+    params = {**spec.postgresql.parameters, "citus.shard_count": spec.shard_count}
+    params["citus.node_conninfo"] = with_tcp_timeouts(
+        str(params.get("citus.node_conninfo", "sslmode=disable"))
+    )
+    return params
+
+
+def _client_networks(spec: ClusterSpec) -> list[str]:
+    """Where the members' clients connect from: loopback, and the cluster's own /16."""
+    nets = ["127.0.0.0/8"]
+    if spec.local.network == "netns":
+        nets.append(f"{spec.local.base_address}/{PREFIX_LEN}")
+    return nets
+
+
 def write_config(m: Member, config: dict, owner: pwd.struct_passwd | None) -> None:
     write_private(m.config, yaml.safe_dump(config, sort_keys=False), owner)
 
 
-def start(layout: Layout, m: Member, config: dict, owner: pwd.struct_passwd | None) -> None:
-    """Write ``config`` to the member's patroni.yml and start Patroni on it, as ``owner``."""
+def start(
+    layout: Layout,
+    m: Member,
+    config: dict,
+    owner: pwd.struct_passwd | None,
+    network: MemberNetwork,
+) -> None:
+    """Write ``config`` to the member's patroni.yml and start Patroni on it, as ``owner``
+    (in the member's own network namespace where the cluster has them)."""
     # explicit modes: under a restrictive umask the service user could not reach its config
     for d in (layout.state_dir, m.dir.parent):
         d.mkdir(parents=True, exist_ok=True)
@@ -158,12 +186,11 @@ def start(layout: Layout, m: Member, config: dict, owner: pwd.struct_passwd | No
     }
     # an S3 repository's keys reach archive-push through PostgreSQL's environment only
     env.update({k: v for k, v in os.environ.items() if k.startswith(S3_KEY_ENV_PREFIX)})
-    kwargs: dict = {}
-    if owner:
-        kwargs = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+    argv = [sys.executable, "-m", "patroni", str(m.config)]
+    cmd, kwargs = network.command(m, argv, owner)
     with open(m.log, "ab") as log:  # the child keeps its own copy
         proc = subprocess.Popen(
-            [sys.executable, "-m", "patroni", str(m.config)],
+            cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -173,6 +200,7 @@ def start(layout: Layout, m: Member, config: dict, owner: pwd.struct_passwd | No
             umask=0o077,
             **kwargs,
         )
+    network.wait_exec(proc, argv)
     m.pidfile.write_text(str(proc.pid))
 
 
