@@ -31,7 +31,7 @@ from .citus_meta import (
 )
 from .k8s_apply import apply_manifests
 from .k8s_members import get_path, member_statuses, pod_status
-from .spec import ClusterSpec, load_spec
+from .spec import TCP_TIMEOUTS, ClusterSpec, load_spec
 from .topology import ClusterBackend, ClusterTopology, MemberStatus, Progress
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,8 @@ class KubernetesCluster(ClusterBackend):
             )
         return (
             f"host={addr} port={mf.POSTGRES_PORT} dbname={self.spec.database} "
-            f"user={self.spec.credentials.superuser} sslmode=require connect_timeout=10"
+            f"user={self.spec.credentials.superuser} sslmode=require connect_timeout=10 "
+            + TCP_TIMEOUTS
         )
 
     def status(self, with_shards: bool = True) -> ClusterTopology:

@@ -72,6 +72,25 @@ class PatroniSpec(_Strict):
         return self
 
 
+# TCP timeouts for every connection to a node: the coordinator's to the workers (in
+# citus.node_conninfo) and the clients' to the coordinator (in the DSNs the project hands out).
+# A node cut off by the network, or paused, never closes its sockets: without these a
+# statement waits for the kernel's retransmissions (about 15 min), holding the shard locks
+# Patroni's citus_update_node needs to put the new leader into pg_dist_node. Sent data
+# unacknowledged for 10 s, or an idle connection silent for 10 + 2 x 5 s, closes it.
+TCP_TIMEOUTS = (
+    "keepalives=1 keepalives_idle=10 keepalives_interval=5 keepalives_count=2 "
+    "tcp_user_timeout=10000"
+)
+
+
+def with_tcp_timeouts(conninfo: str) -> str:
+    """``conninfo`` with :data:`TCP_TIMEOUTS`, unless it sets TCP timeouts of its own."""
+    if "keepalives" in conninfo or "tcp_user_timeout" in conninfo:
+        return conninfo
+    return f"{conninfo} {TCP_TIMEOUTS}".strip()
+
+
 class PostgresSpec(_Strict):
     version: Literal[15] = 15
     parameters: dict[str, str | int | float | bool] = Field(
@@ -86,7 +105,8 @@ class PostgresSpec(_Strict):
             "max_replication_slots": 20,
             "max_wal_senders": 20,
             "wal_retrieve_retry_interval": "250ms",
-            "citus.node_conninfo": "sslmode=disable",  # local loopback; k8s renders verify-full
+            # local loopback; k8s renders verify-full; both add TCP_TIMEOUTS
+            "citus.node_conninfo": "sslmode=disable",
             "citus.max_cached_conns_per_worker": 4,
             "citus.max_background_task_executors_per_node": 4,
         }
@@ -127,9 +147,16 @@ class LocalSpec(_Strict):
 
     Group g, member m (1-based) listens on ``base_address + 256*g + m``: with the default
     127.0.10.0 the coordinator members are 127.0.10.1-3, group 1 is 127.0.11.x, ...
+    With ``network: netns`` every member has a network namespace of its own on a private
+    /16 (default 10.213.0.0), so faults can cut members off from each other (root only).
     """
 
-    base_address: ipaddress.IPv4Address = ipaddress.IPv4Address("127.0.10.0")
+    network: Literal["loopback", "netns"] = Field(
+        "loopback",
+        description="loopback: every member an address of the host's loopback; netns: every "
+        "member in its own network namespace behind a bridge, so partitions are real (root)",
+    )
+    base_address: ipaddress.IPv4Address  # default 127.0.10.0, or 10.213.0.0 with netns
     postgres_port: Port = 5432
     restapi_port: Port = 8008
     etcd_address: ipaddress.IPv4Address | None = None  # default: base_address + 254
@@ -144,21 +171,43 @@ class LocalSpec(_Strict):
     prometheus_port: Port = 19090
     prometheus_retention: str = Field("7d", pattern=r"^[0-9]+[hdwy]$")
 
-    @field_validator("base_address")
+    @model_validator(mode="before")
     @classmethod
-    def _loopback(cls, v: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
-        if not v.is_loopback:
-            raise ValueError(f"{v} is not a loopback address (127.0.0.0/8)")
-        if int(v) & 0xFF:
-            raise ValueError(f"{v} must end in .0 (member m of group g is base + 256*g + m)")
-        return v
+    def _default_base(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("base_address") is None:
+            netns = data.get("network") == "netns"
+            data = {**data, "base_address": "10.213.0.0" if netns else "127.0.10.0"}
+        return data
 
-    @field_validator("etcd_address", "prometheus_address")
-    @classmethod
-    def _etcd_loopback(cls, v: ipaddress.IPv4Address | None) -> ipaddress.IPv4Address | None:
-        if v is not None and not v.is_loopback:
-            raise ValueError(f"{v} is not a loopback address (127.0.0.0/8)")
-        return v
+    @model_validator(mode="after")
+    def _addresses(self) -> LocalSpec:
+        v = self.base_address
+        if self.network == "loopback":
+            if not v.is_loopback:
+                raise ValueError(f"local.base_address {v} is not a loopback address (127/8)")
+            if int(v) & 0xFF:
+                raise ValueError(
+                    f"local.base_address {v} must end in .0 (member m of group g is "
+                    "base + 256*g + m)"
+                )
+            for name in ("etcd_address", "prometheus_address"):
+                a = getattr(self, name)
+                if a is not None and not a.is_loopback:
+                    raise ValueError(f"local.{name} {a} is not a loopback address (127/8)")
+        else:
+            # the whole cluster in one private /16; etcd and Prometheus on the host's bridge
+            if not v.is_private or v.is_loopback or int(v) & 0xFFFF:
+                raise ValueError(
+                    f"local.base_address {v}: with network netns, a private /16 that ends in "
+                    ".0.0 (10.213.0.0 by default)"
+                )
+            for name in ("etcd_address", "prometheus_address"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"local.{name}: with network netns it is the bridge's, base + 254 "
+                        "(etcd) or + 253 (Prometheus); leave it unset"
+                    )
+        return self
 
 
 class MetricsSpec(_Strict):

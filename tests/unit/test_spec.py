@@ -66,6 +66,16 @@ def test_default_file_is_the_reference_topology():
             "set by the backend",
         ),
         ("- just\n- a list\n", "", "must be a mapping"),
+        (
+            "local:\n  network: netns\n  base_address: 127.0.10.0\n",
+            "local",
+            "a private /16 that ends in .0.0",
+        ),
+        (
+            "local:\n  network: netns\n  etcd_address: 127.0.10.254\n",
+            "local",
+            "it is the bridge's",
+        ),
     ],
 )
 def test_bad_specs_name_field_and_reason(tmp_path, text, field, reason):
@@ -113,3 +123,31 @@ def test_cli_refuses_bad_spec_before_starting_anything(tmp_path):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "workers.groups" in lines[0], r.stderr
     assert not state.exists()
+
+
+def test_netns_puts_the_cluster_on_a_private_16_with_etcd_on_the_bridge():
+    spec = spec_from_mapping({"local": {"network": "netns"}})
+    assert str(spec.member_address(0, 1)) == "10.213.0.1"
+    assert str(spec.member_address(2, 2)) == "10.213.2.2"
+    assert (str(spec.etcd_address), str(spec.prometheus_address)) == (
+        "10.213.0.254",
+        "10.213.0.253",
+    )
+    assert str(ClusterSpec().local.base_address) == "127.0.10.0"  # loopback stays the default
+
+
+def test_every_node_connection_gets_tcp_timeouts_unless_the_spec_sets_its_own():
+    from citus_pipeline.cluster.local.layout import Layout
+    from citus_pipeline.cluster.local.patroni import patroni_config
+    from citus_pipeline.cluster.spec import TCP_TIMEOUTS
+
+    def conninfo(spec):
+        m = Layout(spec, Path("/x")).member(1, 1)
+        creds = dict.fromkeys(("superuser", "replication", "restapi", "etcd"), "pw")
+        cfg = patroni_config(spec, m, creds, Path("/usr/lib/postgresql/15/bin"))
+        return cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]["citus.node_conninfo"]
+
+    assert conninfo(load_spec(DEFAULT_SPEC_PATH)) == f"sslmode=disable {TCP_TIMEOUTS}"
+    own = "sslmode=disable keepalives=0"
+    params = {**ClusterSpec().postgresql.parameters, "citus.node_conninfo": own}
+    assert conninfo(spec_from_mapping({"postgresql": {"parameters": params}})) == own

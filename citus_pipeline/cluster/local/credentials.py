@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 
 from ...errors import ClusterError
+from ..spec import TCP_TIMEOUTS
 from .layout import Layout, Member
 
 # The embedded etcd exists only locally: its passwords are generated in either mode.
@@ -85,7 +86,7 @@ def coordinator_dsn(layout: Layout) -> str:
     return (
         f"host={hosts} port={ports} dbname={layout.spec.database} "
         f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
-        f"target_session_attrs=read-write connect_timeout=5"
+        f"target_session_attrs=read-write connect_timeout=5 {TCP_TIMEOUTS}"
     )
 
 
@@ -93,7 +94,7 @@ def member_dsn(layout: Layout, m: Member, dbname: str | None = None) -> str:
     return (
         f"host={m.address} port={m.pg_port} dbname={dbname or layout.spec.database} "
         f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
-        f"connect_timeout=3"
+        f"connect_timeout=3 {TCP_TIMEOUTS}"
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ..spec import REPLICA_BASEBACKUP_OPTIONS, ClusterSpec
+from ..spec import REPLICA_BASEBACKUP_OPTIONS, TCP_TIMEOUTS, ClusterSpec
 from .names import (
     APP_LABEL,
     APP_VALUE,
@@ -139,7 +139,9 @@ def k8s_postgres_parameters(spec: ClusterSpec) -> dict[str, Any]:
     """Spec parameters plus what the Kubernetes deployment enforces (SCRAM, TLS verify-full)."""
     params = dict(spec.postgresql.parameters)
     params["password_encryption"] = "scram-sha-256"
-    params["citus.node_conninfo"] = f"sslmode=verify-full sslrootcert={TLS_MOUNT}/ca.crt"
+    params["citus.node_conninfo"] = (
+        f"sslmode=verify-full sslrootcert={TLS_MOUNT}/ca.crt {TCP_TIMEOUTS}"
+    )
     return params
 
 
