@@ -70,6 +70,8 @@ class FaultRun:
     registered_s: float | None = None  # ... and named by pg_dist_node
     # undoes the scenario's setup once the writer has stopped (not part of the fault)
     cleanup: Callable[[], None] | None = None
+    # the most members of the broken group seen out of recovery at once (2: split brain)
+    max_primaries: int | None = None
 
 
 @dataclass
@@ -87,6 +89,7 @@ class Outcome:
     fault_s: float  # how long the fault lasted
     detail: str
     errors: list[str] = field(default_factory=list)
+    max_primaries: int | None = None  # partitions: members out of recovery at once
     # (seconds after the fault began) of every acknowledged insert: what the tests look at
     acked_after_s: list[float] = field(default_factory=list, repr=False)
 
@@ -264,6 +267,80 @@ def dcs_outage(c: LocalCluster) -> FaultRun:
     finally:
         os.kill(etcd, signal.SIGCONT)
     return FaultRun(t0, time.monotonic(), f"etcd frozen {DCS_OUTAGE_S} s")
+
+
+class PrimaryWatch(threading.Thread):
+    """Counts, twice a second, the members of a group out of recovery: more than one at a
+    time is a split brain."""
+
+    def __init__(self, c: LocalCluster, group: int) -> None:
+        super().__init__(daemon=True)
+        self.c, self.group, self.most = c, group, 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.most = max(self.most, len(primaries(self.c, self.group)))
+            self._done.wait(0.5)
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return self.most
+
+
+def _partition_leader(c: LocalCluster, group: int, whole: bool) -> FaultRun:
+    """The leader of ``group`` cut off for 2 x ttl, then healed: from etcd and from its
+    group's other members only (``whole`` False: the coordinator still reaches it, the case
+    that could split the brain), or from everything (``whole``: its link down)."""
+    old = _leader(c, group)
+    member = c.member_by_name(old)
+    hold = 2 * c.spec.patroni.ttl
+    peers = [str(c.spec.etcd_address), *(m.address for m in c.members([group]) if m != member)]
+    new, failover, registered = None, None, None
+    watch = PrimaryWatch(c, group)
+    watch.start()
+    t0 = time.monotonic()
+    if whole:
+        c.network.isolate(member)
+    else:
+        c.network.cut(member, peers)
+    try:
+        try:
+            new = wait_new_leader(c, group, old, timeout=hold)
+            failover = time.monotonic() - t0
+            wait_registered(c, group, new, timeout=max(1.0, t0 + hold - time.monotonic()))
+            registered = time.monotonic() - t0
+        except ClusterError:
+            pass  # said in the detail
+        time.sleep(max(0.0, t0 + hold - time.monotonic()))
+    finally:
+        c.network.heal(member)
+    healed = time.monotonic()
+    most = watch.stop()
+    what = "cut off from everything" if whole else "cut off from etcd and its group"
+    detail = f"{old} {what} for {hold} s"
+    if new is None:
+        detail += ", no new leader meanwhile"
+    else:
+        if registered is None:
+            wait_registered(c, group, new)
+            detail += "; in pg_dist_node only after the heal"
+            registered = time.monotonic() - t0
+        detail = detail.replace(f" for {hold} s", f" for {hold} s, {new} leads", 1)
+    return FaultRun(t0, healed, detail, failover, registered, max_primaries=most)
+
+
+def partition_worker_leader(c: LocalCluster) -> FaultRun:
+    return _partition_leader(c, 1, whole=False)
+
+
+def isolate_worker_leader(c: LocalCluster) -> FaultRun:
+    return _partition_leader(c, 1, whole=True)
+
+
+def isolate_coordinator_leader(c: LocalCluster) -> FaultRun:
+    return _partition_leader(c, 0, whole=True)
 
 
 def lose_worker_group(c: LocalCluster) -> FaultRun:
@@ -631,6 +708,18 @@ SCENARIOS: dict[str, tuple[str, Callable[[LocalCluster], FaultRun]]] = {
         "every process of the coordinator's leader stopped for 2 x ttl, then thawed",
         freeze_coordinator_leader,
     ),
+    "partition-worker-leader": (
+        "group 1's leader cut off from etcd and its standby for 2 x ttl (netns), then healed",
+        partition_worker_leader,
+    ),
+    "isolate-worker-leader": (
+        "group 1's leader cut off from everything for 2 x ttl (netns), then healed",
+        isolate_worker_leader,
+    ),
+    "isolate-coordinator-leader": (
+        "the coordinator's leader cut off from everything for 2 x ttl (netns), then healed",
+        isolate_coordinator_leader,
+    ),
     "dcs-outage": (f"the one etcd frozen for {DCS_OUTAGE_S} s (past ttl)", dcs_outage),
     "disk-full-worker-leader": (
         f"group 1's leader on a tmpfs of its own, filled for {DISK_FULL_S} s, then emptied",
@@ -661,6 +750,9 @@ SCENARIOS: dict[str, tuple[str, Callable[[LocalCluster], FaultRun]]] = {
         kill_worker_mid_monthly,
     ),
 }
+
+
+NETNS_SCENARIOS = ("partition-worker-leader", "isolate-worker-leader", "isolate-coordinator-leader")
 
 
 # ---- one run: writer, fault, heal, check -------------------------------------------------
@@ -708,6 +800,7 @@ def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
         fault_s=round(run.ended - run.started, 1),
         detail=run.detail,
         errors=probe.distinct_errors(run.started),
+        max_primaries=run.max_primaries,
         acked_after_s=[t - run.started for t in probe.acked_at if t >= run.started],
     )
 
@@ -783,11 +876,15 @@ def faults_command(
     """Kill and freeze members and the DCS under writes: lost writes, gaps, recovery."""
     from .rebalance import BENCH_STATE, bench_cluster
 
-    names = scenario or list(SCENARIOS)
+    # partitions need the cluster's own network namespaces, which need root
+    netns = os.geteuid() == 0
+    names = scenario or [n for n in SCENARIOS if netns or n not in NETNS_SCENARIOS]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise typer.BadParameter(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
-    cluster = bench_cluster(BENCH_STATE, spec)
+    if not netns and not json_out:
+        console.print(f"not root: no network namespaces, so not {', '.join(NETNS_SCENARIOS)}")
+    cluster = bench_cluster(BENCH_STATE, spec, "netns" if netns else "loopback")
     outcomes, broken = [], []
     try:
         for name in names:

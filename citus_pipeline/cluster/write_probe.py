@@ -61,6 +61,7 @@ class WriteProbe(threading.Thread):
         self.failed_at: list[float] = []
         self.error_log: list[tuple[float, str]] = []
         self._halt = threading.Event()
+        self.stopped_at: float | None = None
 
     def run(self) -> None:
         conn = None
@@ -106,10 +107,14 @@ class WriteProbe(threading.Thread):
         """The longest time without an acknowledged write after ``since`` (monotonic), up to
         the last acknowledgement: what a client saw of an outage."""
         times = [since, *(t for t in self.acked_at if t >= since)] if since else self.acked_at
+        if since and self.stopped_at is not None:
+            # a writer that never got through again saw an outage until it stopped
+            times.append(self.stopped_at)
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def stop(self, timeout: float = 30.0) -> WriteProbe:
         """Stop after the insert in flight and wait for the thread; returns the probe."""
+        self.stopped_at = time.monotonic()
         self._halt.set()
         self.join(timeout=timeout)
         return self
