@@ -40,6 +40,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from citus_pipeline.cluster.local.faults import children
+
 from . import images
 from .network import PodNetwork
 from .service_proxy import ServiceProxy
@@ -77,6 +79,11 @@ class Container:
     exited_at: float = 0.0
     spec: dict = field(default_factory=dict)  # what pod_init ran: mounts, user, env
     probing: bool = False  # an exec probe is running
+    liveness: dict | None = None
+    next_live: float = 0.0
+    live_failures: int = 0
+    probing_live: bool = False
+    killing: bool = False  # failed its liveness probe: being stopped, then started again
 
 
 @dataclass
@@ -358,6 +365,9 @@ class PodRunner:
         cont = Container(c.name, proc, ready=probe is None, probe=probe, spec=spec)
         if probe:
             cont.next_probe = time.monotonic() + (probe.get("initial_delay_seconds") or 0)
+        if c.liveness_probe:
+            cont.liveness = c.liveness_probe.to_dict()
+            cont.next_live = time.monotonic() + (cont.liveness.get("initial_delay_seconds") or 0)
         return cont
 
     @staticmethod
@@ -613,19 +623,59 @@ class PodRunner:
                 cont.probing = True
                 threading.Thread(target=self._exec_probe, args=(running, cont), daemon=True).start()
             return
+        self._probed(cont, self._http_ok(running, pod, p))
+
+    def _http_ok(self, running: RunningPod, pod: Any, p: dict) -> bool:
         get = p.get("http_get")
-        ok = False
-        if get:
-            port = get["port"]
-            if not str(port).isdigit():
-                port = self._named_port(pod, port)
-            url = f"http://{running.ip}:{port}{get.get('path') or '/'}"
+        if not get:
+            return False
+        port = get["port"]
+        if not str(port).isdigit():
+            port = self._named_port(pod, port)
+        url = f"http://{running.ip}:{port}{get.get('path') or '/'}"
+        try:
+            with urllib.request.urlopen(url, timeout=p.get("timeout_seconds") or 1) as r:
+                return 200 <= r.status < 400
+        except (OSError, ValueError):  # refused, timed out, HTTP 503 from a replica
+            return False
+
+    def _live(self, running: RunningPod, cont: Container, pod: Any) -> None:
+        """The kubelet's liveness probe: failureThreshold failures in a row and the container
+        is stopped (SIGTERM, then SIGKILL after the probe's own grace period, else the
+        pod's) and started again by the restart policy. Off the loop: probes time out."""
+        p = cont.liveness or {}
+        if cont.probing_live or cont.killing or time.monotonic() < cont.next_live:
+            return
+        cont.next_live = time.monotonic() + (p.get("period_seconds") or 10)
+        cont.probing_live = True
+
+        def probe() -> None:
             try:
-                with urllib.request.urlopen(url, timeout=p.get("timeout_seconds") or 1) as r:
-                    ok = 200 <= r.status < 400
-            except (OSError, ValueError):  # refused, timed out, HTTP 503 from a replica
-                ok = False
-        self._probed(cont, ok)
+                if self._http_ok(running, pod, p):
+                    cont.live_failures = 0
+                    return
+                cont.live_failures += 1
+                if cont.live_failures < (p.get("failure_threshold") or 3):
+                    return
+                cont.killing = True
+                grace = p.get("termination_grace_period_seconds")
+                if grace is None:
+                    grace = pod.spec.termination_grace_period_seconds or 30
+                log.info(
+                    "%s/%s: %s failed its liveness probe, killed",
+                    running.namespace,
+                    running.name,
+                    cont.name,
+                )
+                self._signal(cont, signal.SIGTERM)
+                try:
+                    cont.proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    self._signal(cont, signal.SIGKILL)
+            finally:
+                cont.probing_live = False
+
+        threading.Thread(target=probe, daemon=True).start()
 
     def _exec_probe(self, running: RunningPod, cont: Container) -> None:
         p = cont.probe or {}
@@ -680,6 +730,8 @@ class PodRunner:
                 continue
             if cont.probe:
                 self._probe(running, cont, pod)
+            if cont.liveness:
+                self._live(running, cont, pod)
         if policy != "Always" and all(
             cont.proc.poll() is not None for cont in running.containers.values()
         ):
@@ -812,6 +864,22 @@ class PodRunner:
                 raise
 
     # ---- for tests ----------------------------------------------------------------------------
+    def pod_processes(self, namespace: str, name: str) -> list[int]:
+        """Every process of the pod's containers (the container's command and all below it):
+        what a paused VM or a hung storage stack would stop."""
+        with self.lock:
+            running = next(
+                (p for p in self.pods.values() if (p.namespace, p.name) == (namespace, name)),
+                None,
+            )
+            roots = [c.proc.pid for c in running.containers.values()] if running else []
+        found, todo = [], list(roots)
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo += children(pid)
+        return found
+
     def pod_ip(self, namespace: str, name: str) -> str | None:
         with self.lock:
             for p in self.pods.values():

@@ -9,6 +9,8 @@ import time
 import pytest
 from kubernetes import client
 
+from citus_pipeline.cluster.local.faults import frozen
+
 from .drills import (
     lost_writes,
     start_writer,
@@ -47,6 +49,42 @@ def test_deleting_a_worker_leader_pod_fails_over_and_loses_nothing(kube, cluster
     assert len(probe.acked) > 0
     print(
         f"worker leader pod deleted: {change.new} leads after {change.seconds:.1f}s, "
+        f"longest write gap {probe.longest_gap(t0):.1f}s, {probe.failed} failed inserts"
+    )
+
+
+def test_a_frozen_worker_leader_is_killed_by_its_liveness_probe_before_it_thaws(
+    kube, cluster, spec
+):
+    """Every process of group 1's leader pod stopped for 3 x ttl: its kernel still answers
+    the coordinator's TCP, so only the liveness probe's kill frees the writes on group 1.
+    (3 x ttl, not 2: the kill, the promotion and the registration take about 2 x ttl on
+    these 2 cores, and the test is about the order, not the seconds.)"""
+    wait_ha(kube, cluster)
+    dsn = cluster.coordinator_dsn()
+    probe = start_writer(dsn)
+    time.sleep(3)
+    ns = spec.kubernetes.namespace
+    old = cluster.status(with_shards=False).leader(1).name
+    core = client.CoreV1Api(kube.api())
+    restarts = core.read_namespaced_pod(old, ns).status.container_statuses[0].restart_count
+    hold = 3 * spec.patroni.ttl
+    t0 = time.monotonic()
+    with frozen(kube.runner.pod_processes(ns, old)):
+        change = wait_leader_change(cluster, 1, old, t0, timeout=hold)
+        # writes on group 1's shards go through the new leader while the old one is frozen
+        _acked_after(probe, time.monotonic(), timeout=max(1.0, t0 + hold - time.monotonic()))
+        acked_while_frozen = time.monotonic() - t0 < hold
+        time.sleep(max(0.0, t0 + hold - time.monotonic()))
+    wait_members_ready(kube, spec, 1, timeout=240)
+    probe.stop()
+    assert acked_while_frozen
+    assert lost_writes(dsn, probe) == 0
+    # the kubelet (the pod runner) killed the container, which started again as a replica
+    status = core.read_namespaced_pod(old, ns).status.container_statuses[0]
+    assert status.restart_count > restarts
+    print(
+        f"worker leader frozen {hold}s: {change.new} leads after {change.seconds:.1f}s, "
         f"longest write gap {probe.longest_gap(t0):.1f}s, {probe.failed} failed inserts"
     )
 

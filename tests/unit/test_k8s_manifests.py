@@ -193,6 +193,13 @@ def test_storage_probes_resources_and_grace(spec, objs):
         c = pod["containers"][0]
         assert c["readinessProbe"]["httpGet"]["path"] == "/readiness"
         assert c["readinessProbe"]["httpGet"]["port"] == "patroni"
+        # a member that stops answering is killed within about ttl, with a short grace of
+        # its own instead of the pod's (the grace that lets a leader hand over)
+        live = c["livenessProbe"]
+        assert live["httpGet"]["path"] == "/liveness"
+        stall = live["failureThreshold"] * live["periodSeconds"] + live["timeoutSeconds"]
+        assert stall + live["terminationGracePeriodSeconds"] <= spec.patroni.ttl + 10
+        assert live["terminationGracePeriodSeconds"] < pod["terminationGracePeriodSeconds"]
         assert {"name": "patroni", "containerPort": 8008, "protocol": "TCP"} in c["ports"]
         want = k.coordinator_resources if name.endswith("-0") else k.worker_resources
         assert c["resources"]["requests"] == {"cpu": want.cpu, "memory": want.memory}
@@ -268,6 +275,8 @@ def test_bootstrap_config_scram_and_tls(spec, objs):
     params = dcs["postgresql"]["parameters"]
     assert params["password_encryption"] == "scram-sha-256"
     assert params["citus.node_conninfo"].startswith("sslmode=verify-full ")
+    # a worker cut off or paused must not hold the coordinator's statements for minutes
+    assert "tcp_user_timeout=10000" in params["citus.node_conninfo"]
     for line in dcs["postgresql"]["pg_hba"]:
         assert line.split()[-1] == "scram-sha-256", line
         assert line.startswith(("local", "hostssl")), line

@@ -151,11 +151,19 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
             "failureThreshold": 3,
             **probe_common,
         },
+        # A member that stops answering (a paused VM, storage that hangs the processes) keeps
+        # its sockets open, and its kernel still acknowledges what the coordinator sends:
+        # statements on it wait, holding the shard locks Patroni needs to put the standby it
+        # promotes into pg_dist_node. Killing the container closes those sockets. About ttl
+        # after the stall (3 probes 5 s apart, each given 5 s, then 5 s of grace, not the
+        # pod's long one: a member that does not answer its liveness probe cannot shut down).
         "livenessProbe": {
             "httpGet": {"path": "/liveness", "port": "patroni", "scheme": "HTTP"},
             "initialDelaySeconds": 30,
-            "failureThreshold": 6,
-            **probe_common,
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+            "terminationGracePeriodSeconds": 5,
         },
         "securityContext": {
             "allowPrivilegeEscalation": False,
