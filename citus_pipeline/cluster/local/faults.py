@@ -15,6 +15,7 @@ postmaster found by its pid file, and the postmaster's children.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -121,11 +122,24 @@ def back_on_disk(m: Member) -> None:
 
 
 def fill(directory: Path) -> Path:
-    """Take every free byte of ``directory``'s filesystem with a ballast file; returns it."""
+    """Take every free byte of ``directory``'s filesystem with a ballast file; returns it.
+
+    The member writes WAL meanwhile, so the room shrinks while the ballast grows: the bulk
+    of it in one call, then MiB and page steps until nothing more fits."""
     ballast = directory / "citus-pipeline-ballast"
     fs = os.statvfs(directory)
+    size = max(0, fs.f_bavail * fs.f_frsize - (8 << 20))
     with open(ballast, "wb") as f:
-        os.posix_fallocate(f.fileno(), 0, fs.f_bavail * fs.f_frsize)
+        for step in (size, 1 << 20, 1 << 12):
+            while step:
+                try:
+                    os.posix_fallocate(f.fileno(), f.seek(0, os.SEEK_END), step)
+                except OSError as err:
+                    if err.errno != errno.ENOSPC:
+                        raise
+                    break
+                if step == size:
+                    break  # the bulk goes once
     return ballast
 
 
