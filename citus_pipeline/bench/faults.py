@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -215,35 +216,51 @@ def kill_sync_standby(c: LocalCluster) -> FaultRun:
     return FaultRun(t0, time.monotonic(), f"{standby} killed for {c.spec.patroni.ttl} s")
 
 
-def _freeze_leader(c: LocalCluster, group: int) -> FaultRun:
-    """SIGSTOP of every process of the leader for 2 x ttl (a paused VM, a long stall), then
-    SIGCONT: Patroni promotes the synchronous standby meanwhile; the old leader, thawed, finds
-    its lock gone and rejoins as a replica (pg_rewind where its timeline diverged)."""
-    old = _leader(c, group)
-    member = c.member_by_name(old)
-    hold = 2 * c.spec.patroni.ttl
+def _leader_lost_for(
+    c: LocalCluster,
+    group: int,
+    old: str,
+    hold: float,
+    fault: AbstractContextManager,
+    what: str,
+    end: str,
+) -> FaultRun:
+    """``fault`` (entered now, left after ``hold`` s) takes ``old``, the leader of ``group``;
+    meanwhile Patroni's new leader and its registration in pg_dist_node are awaited. Where the
+    registration comes only once the fault is over, the detail says so, in the fault's own
+    words: ``what`` it is (``"frozen 40 s"``) and its ``end`` (``"thaw"``)."""
     new, failover, registered = None, None, None
     t0 = time.monotonic()
-    with frozen(member_processes(member)):
+    with fault:
         try:
             new = wait_new_leader(c, group, old, timeout=hold)
             failover = time.monotonic() - t0
             wait_registered(c, group, new, timeout=max(1.0, t0 + hold - time.monotonic()))
             registered = time.monotonic() - t0
         except ClusterError:
-            pass  # said in the detail: no leader change, or not registered, while frozen
+            pass  # said in the detail: no leader change, or not registered, meanwhile
         time.sleep(max(0.0, t0 + hold - time.monotonic()))
-    thawed = time.monotonic()
+    ended = time.monotonic()
+    detail = f"{old} {what}"
     if new is None:
-        detail = f"{old} frozen {hold} s, no new leader meanwhile"
+        detail += ", no new leader meanwhile"
     else:
+        detail += f", {new} leads"
         if registered is None:
             wait_registered(c, group, new)
-        detail = f"{old} frozen {hold} s, {new} leads" + (
-            "" if registered is not None else "; in pg_dist_node only after the thaw"
-        )
-        registered = registered or time.monotonic() - t0
-    return FaultRun(t0, thawed, detail, failover, registered)
+            detail += f"; in pg_dist_node only after the {end}"
+            registered = time.monotonic() - t0
+    return FaultRun(t0, ended, detail, failover, registered)
+
+
+def _freeze_leader(c: LocalCluster, group: int) -> FaultRun:
+    """SIGSTOP of every process of the leader for 2 x ttl (a paused VM, a long stall), then
+    SIGCONT: Patroni promotes the synchronous standby meanwhile; the old leader, thawed, finds
+    its lock gone and rejoins as a replica (pg_rewind where its timeline diverged)."""
+    old = _leader(c, group)
+    hold = 2 * c.spec.patroni.ttl
+    processes = member_processes(c.member_by_name(old))
+    return _leader_lost_for(c, group, old, hold, frozen(processes), f"frozen {hold} s", "thaw")
 
 
 def freeze_worker_leader(c: LocalCluster) -> FaultRun:
@@ -297,38 +314,16 @@ def _partition_leader(c: LocalCluster, group: int, whole: bool) -> FaultRun:
     member = c.member_by_name(old)
     hold = 2 * c.spec.patroni.ttl
     peers = [str(c.spec.etcd_address), *(m.address for m in c.members([group]) if m != member)]
-    new, failover, registered = None, None, None
+    cut = c.network.cut_off(member, None if whole else peers)
+    what = "cut off from everything" if whole else "cut off from etcd and its group"
     watch = PrimaryWatch(c, group)
     watch.start()
-    t0 = time.monotonic()
-    if whole:
-        c.network.isolate(member)
-    else:
-        c.network.cut(member, peers)
     try:
-        try:
-            new = wait_new_leader(c, group, old, timeout=hold)
-            failover = time.monotonic() - t0
-            wait_registered(c, group, new, timeout=max(1.0, t0 + hold - time.monotonic()))
-            registered = time.monotonic() - t0
-        except ClusterError:
-            pass  # said in the detail
-        time.sleep(max(0.0, t0 + hold - time.monotonic()))
+        run = _leader_lost_for(c, group, old, hold, cut, f"{what} for {hold} s", "heal")
     finally:
-        c.network.heal(member)
-    healed = time.monotonic()
-    most = watch.stop()
-    what = "cut off from everything" if whole else "cut off from etcd and its group"
-    detail = f"{old} {what} for {hold} s"
-    if new is None:
-        detail += ", no new leader meanwhile"
-    else:
-        if registered is None:
-            wait_registered(c, group, new)
-            detail += "; in pg_dist_node only after the heal"
-            registered = time.monotonic() - t0
-        detail = detail.replace(f" for {hold} s", f" for {hold} s, {new} leads", 1)
-    return FaultRun(t0, healed, detail, failover, registered, max_primaries=most)
+        most = watch.stop()
+    run.max_primaries = most
+    return run
 
 
 def partition_worker_leader(c: LocalCluster) -> FaultRun:

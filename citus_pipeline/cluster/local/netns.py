@@ -23,7 +23,8 @@ import pwd
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ...errors import ClusterError
@@ -172,6 +173,21 @@ class MemberNetwork:
         sends fail at once and nothing reaches it."""
         self._require()
         _ip("-n", self.namespace(m), "link", "set", "eth0", "down")
+
+    @contextmanager
+    def cut_off(
+        self, m: Member, addresses: Iterable[str | ipaddress.IPv4Address] | None
+    ) -> Iterator[None]:
+        """m cut off from ``addresses`` (None: from everything) for the block, healed after
+        it whatever happened inside."""
+        if addresses is None:
+            self.isolate(m)
+        else:
+            self.cut(m, addresses)
+        try:
+            yield
+        finally:
+            self.heal(m)
 
     def heal(self, m: Member) -> None:
         """Undo every cut of m."""
