@@ -130,12 +130,21 @@ def wait_whole(c: LocalCluster, timeout: float = 180) -> ClusterTopology:
     return until(lambda: c.status(with_shards=False), lambda t: is_whole(t, c), timeout, "whole")
 
 
-def wait_new_leader(c: LocalCluster, group: int, old: str, timeout: float = 120) -> str:
-    """Until Patroni reports a running leader of ``group`` other than ``old``."""
+def wait_new_leader(
+    c: LocalCluster, group: int, old: str, timeout: float = 120, old_pid: int | None = None
+) -> str:
+    """Until Patroni reports a running leader of ``group`` other than ``old`` or, given
+    ``old_pid``, ``old`` itself under another Patroni (killed, started again, leading)."""
+
+    def restarted() -> bool:
+        pid = c.member_pid(c.member_by_name(old))
+        return old_pid is not None and pid is not None and pid != old_pid
 
     def led(topo: ClusterTopology) -> bool:
         leader = topo.leader(group)
-        return leader is not None and leader.name != old and leader.state == "running"
+        if leader is None or leader.state != "running":
+            return False
+        return leader.name != old or restarted()
 
     topo = until(lambda: c.status(with_shards=False), led, timeout, f"group {group}: a new leader")
     return topo.leader(group).name
@@ -224,16 +233,18 @@ def _leader_lost_for(
     fault: AbstractContextManager,
     what: str,
     end: str,
+    old_pid: int | None = None,
 ) -> FaultRun:
     """``fault`` (entered now, left after ``hold`` s) takes ``old``, the leader of ``group``;
-    meanwhile Patroni's new leader and its registration in pg_dist_node are awaited. Where the
+    meanwhile Patroni's new leader and its registration in pg_dist_node are awaited (with
+    ``old_pid``, ``old`` leading again under a new Patroni counts too). Where the
     registration comes only once the fault is over, the detail says so, in the fault's own
     words: ``what`` it is (``"frozen 40 s"``) and its ``end`` (``"thaw"``)."""
     new, failover, registered = None, None, None
     t0 = time.monotonic()
     with fault:
         try:
-            new = wait_new_leader(c, group, old, timeout=hold)
+            new = wait_new_leader(c, group, old, timeout=hold, old_pid=old_pid)
             failover = time.monotonic() - t0
             wait_registered(c, group, new, timeout=max(1.0, t0 + hold - time.monotonic()))
             registered = time.monotonic() - t0
@@ -245,7 +256,7 @@ def _leader_lost_for(
     if new is None:
         detail += ", no new leader meanwhile"
     else:
-        detail += f", {new} leads"
+        detail += f", {new} leads" + (" again" if new == old else "")
         if registered is None:
             wait_registered(c, group, new)
             detail += f"; in pg_dist_node only after the {end}"
@@ -255,12 +266,24 @@ def _leader_lost_for(
 
 def _freeze_leader(c: LocalCluster, group: int) -> FaultRun:
     """SIGSTOP of every process of the leader for 2 x ttl (a paused VM, a long stall), then
-    SIGCONT: Patroni promotes the synchronous standby meanwhile; the old leader, thawed, finds
-    its lock gone and rejoins as a replica (pg_rewind where its timeline diverged)."""
+    SIGCONT. The supervisor finds the member hung about ttl into the stall, kills it and
+    starts it again: before the thaw the group leads again, through the standby Patroni
+    promotes or through the old leader back while its lock stands; the rest rejoins as a
+    replica (pg_rewind where its timeline diverged). Without the supervisor
+    (``local.supervisor: false``) the standby leads, but the frozen member's connections
+    keep its successor out of pg_dist_node until the thaw."""
     old = _leader(c, group)
+    m = c.member_by_name(old)
     hold = 2 * c.spec.patroni.ttl
-    processes = member_processes(c.member_by_name(old))
-    return _leader_lost_for(c, group, old, hold, frozen(processes), f"frozen {hold} s", "thaw")
+    old_pid, seen = c.member_pid(m), len(c.supervisor.interventions())
+    at = time.time()
+    run = _leader_lost_for(
+        c, group, old, hold, frozen(member_processes(m)), f"frozen {hold} s", "thaw", old_pid
+    )
+    kills = [e for e in c.supervisor.interventions()[seen:] if e["member"] == old]
+    if kills:
+        run.detail += f"; the supervisor killed it {kills[0]['at'] - at:.1f} s in"
+    return run
 
 
 def freeze_worker_leader(c: LocalCluster) -> FaultRun:

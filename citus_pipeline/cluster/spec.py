@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -84,6 +85,22 @@ TCP_TIMEOUTS = (
 )
 
 
+@dataclass(frozen=True)
+class LivenessProbe:
+    """How often a member's Patroni is asked ``/liveness``, and when it counts as hung."""
+
+    initial_delay_s: int
+    period_s: int
+    timeout_s: int
+    failure_threshold: int
+
+
+# One probe for both backends: the kubelet's on Kubernetes, the supervisor's locally. A member
+# that stops answering is killed about ttl after the stall (3 probes 5 s apart, each given
+# 5 s); a Patroni that only starts gets 30 s first.
+LIVENESS = LivenessProbe(initial_delay_s=30, period_s=5, timeout_s=5, failure_threshold=3)
+
+
 def with_tcp_timeouts(conninfo: str) -> str:
     """``conninfo`` with :data:`TCP_TIMEOUTS`, unless it sets TCP timeouts of its own."""
     if "keepalives" in conninfo or "tcp_user_timeout" in conninfo:
@@ -157,6 +174,11 @@ class LocalSpec(_Strict):
         "member in its own network namespace behind a bridge, so partitions are real (root)",
     )
     base_address: ipaddress.IPv4Address  # default 127.0.10.0, or 10.213.0.0 with netns
+    supervisor: bool = Field(
+        True,
+        description="a process that probes every member's Patroni /liveness and kills and "
+        "restarts a member that stops answering (a kubelet's liveness probe, locally)",
+    )
     postgres_port: Port = 5432
     restapi_port: Port = 8008
     etcd_address: ipaddress.IPv4Address | None = None  # default: base_address + 254

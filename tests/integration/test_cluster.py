@@ -85,11 +85,14 @@ def test_distributed_table_query_touches_both_workers(citus_dsn):
 
 def test_up_again_is_idempotent(citus_cluster):
     before = {m.name: citus_cluster.member_pid(m) for m in citus_cluster.members()}
+    supervisor = citus_cluster.supervisor.pid()
+    assert supervisor, "up started no supervisor"
     r = _cli(citus_cluster, "up")
     assert r.returncode == 0, r.stderr
     assert "coordinator DSN" in r.stdout
     after = {m.name: citus_cluster.member_pid(m) for m in citus_cluster.members()}
     assert before == after
+    assert citus_cluster.supervisor.pid() == supervisor
 
 
 def test_cleanup_drops_shard_move_objects_no_cleanup_record_names(citus_cluster):

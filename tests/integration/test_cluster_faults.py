@@ -154,6 +154,7 @@ def test_remove_worker_refuses_when_the_drain_fails(cluster):
 
 def test_down_leaves_no_process(cluster):
     state = str(cluster.state_dir)
+    assert cluster.supervisor.pid(), "up started no supervisor"  # down must stop it too
     t0 = time.monotonic()
     cluster.down()
     assert time.monotonic() - t0 < 60

@@ -40,7 +40,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from citus_pipeline.cluster.local.faults import children
+from citus_pipeline.cluster.local.processes import children
 
 from . import images
 from .network import PodNetwork

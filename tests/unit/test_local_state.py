@@ -43,3 +43,12 @@ def test_a_field_added_to_the_spec_since_is_no_change(tmp_path):
     made.check_same_topology()
     with pytest.raises(ClusterError, match="field 'local' changed"):
         _state(tmp_path, local={"postgres_port": 6543}).check_same_topology()
+
+
+def test_the_supervisor_may_be_turned_on_and_off(tmp_path):
+    made = _state(tmp_path)
+    state = made.read()
+    made.record_spec(state)
+    made.save(state)
+    assert "supervisor" not in made.read()["spec"]["local"]
+    _state(tmp_path, local={"supervisor": False}).check_same_topology()

@@ -40,6 +40,7 @@ from .monitoring import Monitoring
 from .netns import MemberNetwork
 from .patroni import PatroniAPI
 from .state import ClusterState
+from .supervisor import Supervisor
 
 # `cluster restore` holds every member's WAL in pg_wal until each group is restored
 HOLD_ARCHIVE = "false"
@@ -73,6 +74,7 @@ class LocalCluster(ClusterBackend):
         self.network = MemberNetwork(self.layout)
         self.monitoring = Monitoring(self.layout, self._run_as, self.network)
         self.backups = LocalBackups(self.layout, self._run_as)
+        self.supervisor = Supervisor(self.layout)
 
     def worker_groups(self) -> list[int]:
         """Worker groups of this cluster: the spec's, plus any added with add-worker."""
@@ -145,6 +147,13 @@ class LocalCluster(ClusterBackend):
         config = self.patroni_config(m, creds, restore)
         patroni.start(self.layout, m, config, self._run_as, self.network)
         return True
+
+    def kill_and_start(self, m: Member) -> list[int]:
+        """SIGKILL every process of m and start its Patroni again, without waiting for it:
+        the supervisor's remedy for a member that stopped answering. Returns the pids killed."""
+        killed = processes.kill_member(m)
+        self._start_member(m, self.credentials())
+        return killed
 
     def reload_member(self, m: Member, creds: dict[str, str]) -> None:
         """Rewrite m's patroni.yml as `up` would and have Patroni apply it (SIGHUP)."""
@@ -288,6 +297,10 @@ class LocalCluster(ClusterBackend):
                 self.state.save(state)
             self.wait_ready(self.groups(), timeout, progress)
             self.ensure_stanzas(self.groups())
+            if self.spec.local.supervisor:
+                self.supervisor.start()
+            else:
+                self.supervisor.stop()
         except BaseException:
             processes.stop_members(started, timeout=10)
             if started_etcd:
@@ -301,7 +314,8 @@ class LocalCluster(ClusterBackend):
 
     def _down_locked(self, purge: bool = False) -> None:
         members = self.members()
-        self.monitoring.stop()  # first: exporters would only log the members going away
+        self.supervisor.stop()  # first: it would take members stopping for hung ones
+        self.monitoring.stop()  # exporters would only log the members going away
         if any(processes.member_pid(m) for m in members):
             paused = self.api.pause_groups(self.groups())
             state = self.state.read()

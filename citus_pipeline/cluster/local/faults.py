@@ -26,22 +26,7 @@ from pathlib import Path
 
 from ...errors import ClusterError
 from .layout import Member
-from .processes import member_pid, postmaster_pid
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from /proc, so it works for any user's)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            found.append(int(d.name))
-    return found
+from .processes import children, member_pid, postmaster_pid
 
 
 def member_processes(m: Member) -> list[int]:
@@ -145,7 +130,6 @@ def fill(directory: Path) -> Path:
 
 __all__ = [
     "back_on_disk",
-    "children",
     "fill",
     "frozen",
     "member_processes",

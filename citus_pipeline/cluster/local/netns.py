@@ -17,8 +17,10 @@ and util-linux's ``nsenter`` starts the members' processes inside.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import ipaddress
+import os
 import pwd
 import shutil
 import subprocess
@@ -31,6 +33,14 @@ from ...errors import ClusterError
 from .layout import Layout, Member
 
 PREFIX_LEN = 16  # base + 256*g + m for every group: one /16 holds the whole cluster
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    # Python 3.11 has no os.setns; libc's moves only the calling thread
+    if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise ClusterError(f"setns into a member's network namespace: {os.strerror(err)}")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -146,6 +156,23 @@ class MemberNetwork:
         if owner:  # --setgid drops the supplementary groups too
             prefix += [f"--setgid={owner.pw_gid}", f"--setuid={owner.pw_uid}"]
         return [*prefix, "--", *cmd], {}
+
+    @contextmanager
+    def entered(self, m: Member) -> Iterator[None]:
+        """The calling thread inside m's namespace for the block: what it connects to, it
+        reaches as m's own host does, whatever cuts m from the rest. Needs root."""
+        if not self.enabled:
+            yield
+            return
+        with (
+            open("/proc/thread-self/ns/net") as home,
+            open(f"/run/netns/{self.namespace(m)}") as inside,
+        ):
+            _setns(inside.fileno())
+            try:
+                yield
+            finally:
+                _setns(home.fileno())
 
     def wait_exec(self, proc: subprocess.Popen, cmd: list[str], timeout: float = 5) -> None:
         """Until ``proc`` runs ``cmd`` itself, past nsenter's exec: the pid checks match a

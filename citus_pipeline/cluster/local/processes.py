@@ -44,6 +44,16 @@ def pid_alive(pid: int, needle: str | None = None) -> bool:
     return needle in cmdline
 
 
+def process_age(pid: int) -> float | None:
+    """Seconds since ``pid`` started (from /proc), None if it is gone."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
+
+
 def read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
@@ -109,6 +119,33 @@ def signal_member(m: Member, sig: int) -> int | None:
     return pid
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc, so it works for any user's)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found.append(int(d.name))
+    return found
+
+
+def kill_member(m: Member, timeout: float = 10) -> list[int]:
+    """SIGKILL every process of m at once: Patroni, the postmaster and its backends, stopped
+    (SIGSTOP) or not. The backends go with the rest: one left behind would keep the shared
+    memory the next postmaster needs. Returns the pids killed, once they are gone."""
+    pm = postmaster_pid(m)
+    pids = [p for p in (member_pid(m), pm) if p] + (children(pm) if pm else [])
+    for pid in pids:
+        _send(pid, signal.SIGKILL)
+    wait_gone({str(p): p for p in pids}, timeout)
+    return pids
+
+
 def stop_members(members: list[Member], timeout: float = 20) -> None:
     """SIGTERM every listed Patroni, SIGKILL what lingers, then stop the postmasters left."""
     pids = {m.name: p for m in members if (p := signal_member(m, signal.SIGTERM))}
@@ -129,10 +166,13 @@ def stop_postmasters(members: list[Member], timeout: float = 15) -> None:
 
 
 __all__ = [
+    "children",
+    "kill_member",
     "member_pid",
     "pid_alive",
     "port_free",
     "postmaster_pid",
+    "process_age",
     "read_pid",
     "signal_member",
     "stop_members",

@@ -16,17 +16,39 @@ from collections.abc import Iterator
 
 from ...errors import ClusterError
 from ...settings import STATE_DIR
+from ..spec import ClusterSpec
 from .layout import Layout
 
 STATE_ENV = STATE_DIR.name
 
 # the spec fields a cluster's processes and data are made from; the rest may change freely
 TOPOLOGY_FIELDS = {"name", "database", "coordinator", "workers", "local"}
+# ... but not these of `local`: `up` starts or stops the supervisor as the spec now says
+NOT_TOPOLOGY = {"local": {"supervisor"}}
+
+
+def _topology(spec: ClusterSpec) -> dict:
+    dumped = spec.model_dump(mode="json", include=TOPOLOGY_FIELDS)
+    for section, keys in NOT_TOPOLOGY.items():
+        for key in keys:
+            dumped[section].pop(key, None)
+    return dumped
+
 
 # what `down --purge` deletes: only what this cluster wrote (other tools keep their own
 # files, even other clusters' state directories, under the same directory); "backup" holds
 # the default pgBackRest repository: a purged cluster's backups cannot serve a new one
-OWNED = ("members", "etcd", "metrics", "backup", "cluster.json", "secrets.json", "pgpass", ".lock")
+OWNED = (
+    "members",
+    "etcd",
+    "metrics",
+    "backup",
+    "supervisor",
+    "cluster.json",
+    "secrets.json",
+    "pgpass",
+    ".lock",
+)
 
 
 def _known_part(recorded: object, current: object) -> object:
@@ -85,13 +107,13 @@ class ClusterState:
 
     def record_spec(self, state: dict) -> None:
         """Put the spec this directory's cluster is made from into ``state`` (not yet saved)."""
-        state["spec"] = self.layout.spec.model_dump(mode="json", include=TOPOLOGY_FIELDS)
+        state["spec"] = _topology(self.layout.spec)
 
     def check_same_topology(self) -> None:
         recorded = self.read().get("spec")
         if not recorded:
             return
-        current = self.layout.spec.model_dump(mode="json", include=TOPOLOGY_FIELDS)
+        current = _topology(self.layout.spec)
         for key in current:
             if _known_part(recorded.get(key), current[key]) != recorded.get(key):
                 raise ClusterError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ..spec import ClusterSpec, ResourcesSpec, SpecError
+from ..spec import LIVENESS, ClusterSpec, ResourcesSpec, SpecError
 from .backup import backup_manifests, pgbackrest_env, pgbackrest_mount, pgbackrest_volume
 from .monitoring import (
     exporter_container,
@@ -159,10 +159,10 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
         # pod's long one: a member that does not answer its liveness probe cannot shut down).
         "livenessProbe": {
             "httpGet": {"path": "/liveness", "port": "patroni", "scheme": "HTTP"},
-            "initialDelaySeconds": 30,
-            "periodSeconds": 5,
-            "timeoutSeconds": 5,
-            "failureThreshold": 3,
+            "initialDelaySeconds": LIVENESS.initial_delay_s,
+            "periodSeconds": LIVENESS.period_s,
+            "timeoutSeconds": LIVENESS.timeout_s,
+            "failureThreshold": LIVENESS.failure_threshold,
             "terminationGracePeriodSeconds": 5,
         },
         "securityContext": {

@@ -1,0 +1,171 @@
+"""The local cluster's supervisor: what a kubelet's liveness probe does for a pod.
+
+A member that stops answering (a paused VM, processes stopped by a signal, storage that
+hangs them) keeps its sockets open and its kernel acknowledges what the coordinator sends:
+statements on it wait, holding the shard locks Patroni needs to put the promoted standby
+into pg_dist_node, so its group's writes stall until it answers again. Killing it closes
+those sockets. On Kubernetes the kubelet does that; locally this process does, one per
+cluster, started by `up` and stopped by `down`.
+
+Every :data:`LIVENESS` period it asks each member's Patroni ``/liveness`` (from inside the
+member's network namespace where it has one, as a kubelet probes from the pod's node, so a
+partition is not taken for a hang). A member that accepts the connection and then does not
+answer in time, or answers that its loop is stuck (503), ``failure_threshold`` times in a
+row is killed (SIGKILL of Patroni, the postmaster and its backends) and started again.
+Patroni does the rest: the old leader comes back as a replica, or as leader while its lock
+still stands. A member that refuses connections is starting, stopping or gone: exited
+members stay down as before (`cluster start-member`), and members stopped on purpose are
+left alone. Interventions take the state directory's lock without waiting, so `up`, `down`,
+`add-worker`, `remove-worker` and `restore` never have it acting under them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from ..spec import LIVENESS, LivenessProbe
+from .layout import Layout
+from .processes import pid_alive, read_pid, wait_gone
+
+Answer = Literal["ok", "refused", "hung", "stuck"]
+FAILED: dict[str, str] = {
+    "hung": "no answer to /liveness",
+    "stuck": "/liveness says its loop is stuck",
+}
+
+
+def probe(url: str, timeout: float) -> Answer:
+    """One ``/liveness`` call: ``ok``, ``refused`` (nothing listens), ``hung`` (no answer in
+    time) or ``stuck`` (Patroni answers that its loop has not run for too long)."""
+    try:
+        r = httpx.get(f"{url}/liveness", timeout=timeout)
+    except httpx.ConnectError:
+        return "refused"
+    except httpx.HTTPError:
+        return "hung"
+    return "ok" if r.status_code == 200 else "stuck"
+
+
+@dataclass
+class HangCounter:
+    """Consecutive hung answers per member process, and since when it has not answered. A
+    Patroni younger than the probe's initial delay may be only starting: not counted."""
+
+    probe: LivenessProbe = LIVENESS
+    _hung: dict[int, int] = field(default_factory=dict)
+    _since: dict[int, float] = field(default_factory=dict)
+    _last: dict[int, Answer] = field(default_factory=dict)
+
+    def observe(self, pid: int, age_s: float, answer: Answer, now: float) -> bool:
+        """Record ``answer`` of Patroni ``pid`` (``age_s`` old), probed until ``now``; True
+        when it is to be killed."""
+        if answer == "ok":
+            self.forget(pid)
+            return False
+        if answer == "refused" or age_s < self.probe.initial_delay_s:
+            return False
+        self._since.setdefault(pid, now - self.probe.timeout_s)
+        self._last[pid] = answer
+        self._hung[pid] = self._hung.get(pid, 0) + 1
+        return self._hung[pid] >= self.probe.failure_threshold
+
+    def hung_for(self, pid: int, now: float) -> float:
+        """Seconds since ``pid``'s first failed probe of its current run of them."""
+        return now - self._since.get(pid, now)
+
+    def last_failure(self, pid: int) -> Answer | None:
+        return self._last.get(pid)
+
+    def forget(self, pid: int) -> None:
+        for d in (self._hung, self._since, self._last):
+            d.pop(pid, None)
+
+    def forget_except(self, pids: set[int]) -> None:
+        """Drop what is known about processes no longer probed."""
+        for d in (self._hung, self._since, self._last):
+            for pid in set(d) - pids:
+                del d[pid]
+
+
+class Supervisor:
+    """The supervisor process of one local cluster: its files under ``supervisor/`` in the
+    state directory (the full spec it runs with, pid, log, and the interventions as JSON
+    lines), starting and stopping it."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.dir = layout.state_dir / "supervisor"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "supervisor.log"
+
+    @property
+    def events_file(self) -> Path:
+        return self.dir / "interventions.jsonl"
+
+    @property
+    def spec_file(self) -> Path:
+        return self.dir / "spec.json"
+
+    def pid(self) -> int | None:
+        pid = read_pid(self.dir / "supervisor.pid")
+        return pid if pid and pid_alive(pid, str(self.layout.state_dir)) else None
+
+    def start(self) -> bool:
+        """Start the supervisor unless it runs (or the spec turns it off); True if started."""
+        if not self.layout.spec.local.supervisor or self.pid():
+            return False
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # the whole spec, not only cluster.json's part of it: a member starts again exactly
+        # as `up` started it
+        self.spec_file.write_text(json.dumps(self.layout.spec.model_dump(mode="json")))
+        # -c, not -m: the package imports the module before runpy would run it as __main__
+        entry = (
+            "import sys; from citus_pipeline.cluster.local.supervise import main; sys.exit(main())"
+        )
+        argv = [sys.executable, "-c", entry, str(self.layout.state_dir)]
+        with open(self.log, "ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.dir,
+            )
+        (self.dir / "supervisor.pid").write_text(str(proc.pid))
+        return True
+
+    def stop(self, timeout: float = 10) -> None:
+        pid = self.pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            if wait_gone({"supervisor": pid}, timeout):
+                os.kill(pid, signal.SIGKILL)
+
+    def interventions(self) -> list[dict]:
+        """Every member killed and started again, oldest first: ``at`` (Unix time),
+        ``member``, ``why`` (no answer, or a stuck loop), ``hung_s`` (since the first failed
+        probe) and ``pids``."""
+        try:
+            lines = self.events_file.read_text().splitlines()
+        except OSError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def record(self, event: dict) -> None:
+        with open(self.events_file, "a") as f:
+            f.write(json.dumps(event) + "\n")
+
+
+__all__ = ["FAILED", "Answer", "HangCounter", "Supervisor", "probe"]
