@@ -156,19 +156,16 @@ def restart(
     group: Annotated[
         list[int] | None, typer.Option(help="only this group (repeatable); default every group")
     ] = None,
+    context: ContextOpt = None,
 ):
-    """Restart the members' PostgreSQL through Patroni, by default one at a time: in each
-    group the standbys, then a switchover to the synchronous standby, then the former leader;
-    workers before the coordinator. For a parameter that takes effect only at a restart."""
+    """Restart the members' PostgreSQL, by default one at a time: in each group the
+    standbys, then a switchover to the synchronous standby, then the former leader; workers
+    before the coordinator. For a parameter that takes effect only at a restart. Locally
+    through Patroni's REST API; on Kubernetes by deleting each member's pod, which its
+    StatefulSet recreates."""
     from .rolling import restart_all_at_once, rolling_restart
 
-    c = _local(
-        "restart",
-        spec,
-        backend,
-        "`kubectl exec <pod> -c patroni -- patronictl -c /tmp/patroni.yml restart --force "
-        "--group <g> <scope> <pod>` per member, standbys first, then `cluster switchover`",
-    )
+    c = _backend(spec, backend, context)
     if rolling:
         with step_bar() as progress:
             done = run(rolling_restart, c, group, pending, progress)

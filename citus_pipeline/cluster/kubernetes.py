@@ -59,6 +59,18 @@ def _refusal(err: Exception) -> str:
         return str(err)
 
 
+def _merged(config: dict, patch: dict) -> dict:
+    out = dict(config)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merged(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
 class KubernetesCluster(ClusterBackend):
     name = "kubernetes"
 
@@ -385,15 +397,24 @@ class KubernetesCluster(ClusterBackend):
         )
         return moved
 
+    def set_group_config(self, group: int, patch: dict) -> None:
+        """Merge ``patch`` into one group's dynamic configuration, as Patroni's ``PATCH
+        /config`` does (nested keys merged, a None value removes its key). On Kubernetes it
+        is the ``config`` annotation of the group's ``-config`` Endpoints, which every member
+        watches; the write carries the version read, so a concurrent change is not lost."""
+        name = mf.config_name(self.spec, group)
+        ep = self.core.read_namespaced_endpoints(name, self.namespace)
+        config = _merged(json.loads((ep.metadata.annotations or {}).get("config") or "{}"), patch)
+        meta: dict = {"annotations": {"config": json.dumps(config, separators=(",", ":"))}}
+        if ep.metadata.resource_version:
+            meta["resourceVersion"] = ep.metadata.resource_version
+        body = {"metadata": meta}
+        self.core.patch_namespaced_endpoints(name, self.namespace, body)
+
     def _pause_group(self, group: int, timeout: float) -> None:
         """Patroni's maintenance mode for one group (its ``-config`` Endpoints), until every
         member reports it."""
-        name = mf.config_name(self.spec, group)
-        ep = self.core.read_namespaced_endpoints(name, self.namespace)
-        raw = (ep.metadata.annotations or {}).get("config") or "{}"
-        config = {**json.loads(raw), "pause": True}
-        body = {"metadata": {"annotations": {"config": json.dumps(config, separators=(",", ":"))}}}
-        self.core.patch_namespaced_endpoints(name, self.namespace, body)
+        self.set_group_config(group, {"pause": True})
         deadline = time.monotonic() + timeout
         while True:
             pods = self.core.list_namespaced_pod(
@@ -417,6 +438,53 @@ class KubernetesCluster(ClusterBackend):
                     f"pods of group {group} still exist after {timeout:.0f}s"
                 )
             self._sleep(2)
+
+    # ---- restarts (`cluster restart`): a member's pod deleted, its StatefulSet recreates it ---
+    def restart_member(self, name: str, timeout: float = 300) -> None:
+        """Restart one member by deleting its pod (gracefully: Patroni stops PostgreSQL on
+        SIGTERM); its StatefulSet recreates it on the same volume, and PostgreSQL starts with
+        the DCS's parameters. Returns once the member, in its new pod, runs (or streams) with
+        no restart pending and its group has a leader. `rolling.rolling_restart` orders the
+        calls (standbys, a switchover, the former leader).
+
+        Not Patroni's REST restart, as on the local backend: from outside the cluster its
+        password does not get through the apiserver's pod proxy (which drops the
+        Authorization header), and a new pod is what a Kubernetes rolling update does anyway
+        (it also takes a changed image or resources)."""
+        ns = self.namespace
+        try:
+            old = self.core.read_namespaced_pod(name, ns).metadata.uid
+        except Exception as e:  # the client's ApiException, or a fake's
+            if _status_of(e) == 404:
+                raise KubernetesClusterError(f"no pod {name} in namespace {ns}") from None
+            raise
+        self.core.delete_namespaced_pod(name, ns)
+        deadline = time.monotonic() + timeout
+        seen = "its pod not yet recreated"
+        while True:
+            self._sleep(2)
+            try:
+                uid = self.core.read_namespaced_pod(name, ns).metadata.uid
+            except Exception as e:  # the client's ApiException, or a fake's
+                if _status_of(e) != 404:
+                    raise
+                uid = None
+            if uid is not None and uid != old:
+                topo = self.status(with_shards=False)
+                me = next((m for m in topo.members if m.name == name), None)
+                seen = f"{me.role} {me.state}" if me else "not reported by Patroni"
+                if (
+                    me is not None
+                    and me.state in ("running", "streaming")
+                    and not me.pending_restart
+                    and topo.leader(me.group) is not None
+                ):
+                    return
+            if time.monotonic() > deadline:
+                raise KubernetesClusterError(
+                    f"{name} not running again {timeout:.0f}s after its pod was deleted "
+                    f"({seen}; kubectl -n {ns} describe pod {name})"
+                )
 
     # ---- switchover / failover through Patroni's failover Endpoints ---------------------------
     def _request_failover(self, group: int, leader: str | None, candidate: str | None) -> None:

@@ -21,8 +21,8 @@ from .topology import ClusterTopology, Progress
 
 
 class Restartable(Protocol):
-    """A backend that can restart one member through its Patroni (the local one; on
-    Kubernetes Patroni's REST API is not reachable from outside the cluster)."""
+    """A backend that can restart one member: through its Patroni's REST API (local), or by
+    deleting its pod for its StatefulSet to recreate (Kubernetes)."""
 
     def status(self, with_shards: bool = True) -> ClusterTopology: ...
     def switchover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str: ...

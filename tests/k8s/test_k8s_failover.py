@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 from kubernetes import client
 
 from citus_pipeline.cluster.local.faults import frozen
+from citus_pipeline.cluster.rolling import rolling_restart
 
 from .drills import (
     lost_writes,
@@ -86,6 +88,45 @@ def test_a_frozen_worker_leader_is_killed_by_its_liveness_probe_before_it_thaws(
     print(
         f"worker leader frozen {hold}s: {change.new} leads after {change.seconds:.1f}s, "
         f"longest write gap {probe.longest_gap(t0):.1f}s, {probe.failed} failed inserts"
+    )
+
+
+def test_a_rolling_restart_applies_a_parameter_through_new_pods_with_every_group_led(
+    kube, cluster, spec
+):
+    """`cluster restart --rolling --pending` on Kubernetes under writes through the LB:
+    max_connections raised in every group's dynamic configuration, then each member's pod
+    deleted and recreated in the rolling order (standbys, a switchover, the former leader)."""
+    wait_ha(kube, cluster)
+    dsn = cluster.coordinator_dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        target = int(conn.execute("SHOW max_connections").fetchone()[0]) + 10
+    topo = cluster.status(with_shards=False)
+    for g in topo.groups:
+        cluster.set_group_config(g, {"postgresql": {"parameters": {"max_connections": target}}})
+    deadline = time.monotonic() + 120
+    while not all(m.pending_restart for m in cluster.status(with_shards=False).members):
+        assert time.monotonic() < deadline, "Patroni flagged no restart pending"
+        time.sleep(2)
+    probe = start_writer(dsn)
+    time.sleep(3)
+    t0 = time.monotonic()
+    done = rolling_restart(cluster, pending_only=True)
+    took = time.monotonic() - t0
+    wait_ha(kube, cluster)
+    probe.stop()
+    assert sorted(done) == sorted(m.name for m in topo.members)
+    assert not any(m.pending_restart for m in cluster.status(with_shards=False).members)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        shown = conn.execute(
+            "SELECT result FROM run_command_on_all_nodes('SHOW max_connections')"
+        ).fetchall()
+    assert {int(v) for (v,) in shown} == {target}
+    assert lost_writes(dsn, probe) == 0
+    assert len(probe.acked) > 0
+    print(
+        f"rolling restart of {len(done)} members through new pods: {took:.0f}s, longest "
+        f"write gap {probe.longest_gap(t0):.1f}s, {probe.failed} failed inserts"
     )
 
 
