@@ -65,27 +65,38 @@ def _intervene(
     return True
 
 
+def _round(cluster: LocalCluster, sup: Supervisor, counter: HangCounter) -> None:
+    """Probe every member once, and replace those hung for the threshold."""
+    stopped = cluster.state.stopped()
+    watched = [
+        (m, pid) for m in cluster.members() if not stopped.get(m.name) and (pid := member_pid(m))
+    ]
+    answers = _probe_all(cluster, [m for m, _ in watched])
+    now = time.monotonic()
+    for (m, pid), answer in zip(watched, answers, strict=True):
+        age = process_age(pid)
+        if age is not None and counter.observe(pid, age, answer, now):
+            why = FAILED[counter.last_failure(pid) or "hung"]
+            _intervene(cluster, sup, m, pid, counter.hung_for(pid, now), why)
+    counter.forget_except({pid for _, pid in watched})
+
+
 def run(cluster: LocalCluster, stop: threading.Event) -> None:
-    """Probe every member each period and replace the hung ones, until ``stop`` is set."""
+    """A round every probe period until ``stop`` is set or the cluster is purged. A round
+    that fails is logged and the next one tried: a supervisor that died would leave hung
+    members to stall their groups."""
     sup = Supervisor(cluster.layout)
     counter = HangCounter()
     _say(f"supervising {cluster.spec.name} in {cluster.state_dir} (pid {os.getpid()})")
     while not stop.is_set():
         started = time.monotonic()
-        stopped = cluster.state.stopped()
-        watched = [
-            (m, pid)
-            for m in cluster.members()
-            if not stopped.get(m.name) and (pid := member_pid(m))
-        ]
-        answers = _probe_all(cluster, [m for m, _ in watched])
-        now = time.monotonic()
-        for (m, pid), answer in zip(watched, answers, strict=True):
-            age = process_age(pid)
-            if age is not None and counter.observe(pid, age, answer, now):
-                why = FAILED[counter.last_failure(pid) or "hung"]
-                _intervene(cluster, sup, m, pid, counter.hung_for(pid, now), why)
-        counter.forget_except({pid for _, pid in watched})
+        if not cluster.layout.state_file.exists():
+            _say("the state directory holds no cluster any more")
+            break
+        try:
+            _round(cluster, sup, counter)
+        except Exception as err:  # noqa: BLE001 - logged, then the next round
+            _say(f"round failed: {err!r}")
         stop.wait(max(0.0, started + LIVENESS.period_s - time.monotonic()))
     _say("stopped")
 
@@ -103,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         run(LocalCluster(spec, state_dir), stop)
-    except Exception as err:  # said in the log, which `cluster status` points to
+    except Exception as err:  # said in its log before the traceback
         _say(f"supervisor failed: {err!r}")
         raise
     return 0
