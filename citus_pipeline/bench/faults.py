@@ -14,7 +14,9 @@ acknowledged id is stored exactly once. Per scenario it reports:
   ``registered_s`` to pg_dist_node naming it (none where no leader change is expected);
 * ``recovery_s``: from the fault's end to the cluster whole again (every member running or
   streaming, every group led, each synchronous standby streaming, pg_dist_node following
-  Patroni's leaders).
+  Patroni's leaders);
+* ``max_status_s``: the slowest `cluster status` asked throughout, from the fault to the
+  cluster whole again.
 
 The integration tests run the same scenarios and assert what each must guarantee; this
 command prints the figures (and ``--json``).
@@ -91,6 +93,7 @@ class Outcome:
     detail: str
     errors: list[str] = field(default_factory=list)
     max_primaries: int | None = None  # partitions: members out of recovery at once
+    max_status_s: float = 0.0  # the slowest `cluster status` from the fault to whole again
     # (seconds after the fault began) of every acknowledged insert: what the tests look at
     acked_after_s: list[float] = field(default_factory=list, repr=False)
 
@@ -327,6 +330,37 @@ class PrimaryWatch(threading.Thread):
         self._done.set()
         self.join()
         return self.most
+
+
+class StatusWatch(threading.Thread):
+    """`cluster status` (with the shards, as the command prints it) asked again a second
+    after each answer, for the whole scenario: the slowest answer. A call still out when
+    the scenario ends counts for as long as it has been out."""
+
+    def __init__(self, c: LocalCluster) -> None:
+        super().__init__(daemon=True)
+        self.c, self.slowest = c, 0.0
+        self._asked: float | None = None
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self._asked = asked = time.monotonic()
+            try:
+                self.c.status()
+            except (ClusterError, psycopg.Error):
+                pass  # an error is an answer too
+            self.slowest = max(self.slowest, time.monotonic() - asked)
+            self._asked = None
+            self._done.wait(1.0)
+
+    def stop(self) -> float:
+        self._done.set()
+        asked = self._asked
+        if asked is not None:
+            self.slowest = max(self.slowest, time.monotonic() - asked)
+        self.join(timeout=30)
+        return self.slowest
 
 
 def _partition_leader(c: LocalCluster, group: int, whole: bool) -> FaultRun:
@@ -791,14 +825,17 @@ def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
     first = probe_table(dsn, PROBE_TABLE)
     probe = WriteProbe(dsn, INSERT, start_id=first, pause=0.02)
     probe.start()
+    watch = StatusWatch(c)
     try:
         time.sleep(settle)
+        watch.start()
         run = fault(c)
         wait_whole(c)
         recovered = time.monotonic()
         time.sleep(settle)  # writes after the recovery, so the last gap is closed
     finally:
         probe.stop()
+        slowest_status = watch.stop()
     if run.cleanup:
         run.cleanup()
         wait_whole(c)
@@ -819,6 +856,7 @@ def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
         detail=run.detail,
         errors=probe.distinct_errors(run.started),
         max_primaries=run.max_primaries,
+        max_status_s=round(slowest_status, 1),
         acked_after_s=[t - run.started for t in probe.acked_at if t >= run.started],
     )
 
@@ -827,7 +865,7 @@ def run_scenario(c: LocalCluster, name: str, settle: float = 2.0) -> Outcome:
 def print_outcomes(outcomes: list[Outcome], ttl: int, loop_wait: int) -> None:
     t = Table(title=f"Faults under single-row writes (ttl {ttl} s, loop_wait {loop_wait} s)")
     cols = ("scenario", "lost", "max gap", "failing", "failover", "registered", "recovery")
-    cols = (*cols, "failed", "what")
+    cols = (*cols, "failed", "status", "what")
     for col in cols:
         t.add_column(col)
     for o in outcomes:
@@ -840,6 +878,7 @@ def print_outcomes(outcomes: list[Outcome], ttl: int, loop_wait: int) -> None:
             "-" if o.registered_s is None else f"{o.registered_s:.1f} s",
             f"{o.recovery_s:.1f} s",
             str(o.failed),
+            f"{o.max_status_s:.1f} s",
             o.detail,
         )
     console.print(t)

@@ -29,6 +29,7 @@ from .citus_meta import (
     read_metadata,
     remove_group_nodes,
 )
+from .health import SYNC_ROLES
 from .k8s_apply import apply_manifests
 from .k8s_members import get_path, member_statuses, pod_status
 from .spec import TCP_TIMEOUTS, ClusterSpec, load_spec
@@ -477,7 +478,7 @@ class KubernetesCluster(ClusterBackend):
                     me is not None
                     and me.state in ("running", "streaming")
                     and not me.pending_restart
-                    and topo.leader(me.group) is not None
+                    and self._group_ready(topo, me.group)
                 ):
                     return
             if time.monotonic() > deadline:
@@ -485,6 +486,16 @@ class KubernetesCluster(ClusterBackend):
                     f"{name} not running again {timeout:.0f}s after its pod was deleted "
                     f"({seen}; kubectl -n {ns} describe pod {name})"
                 )
+
+    def _group_ready(self, topo: ClusterTopology, group: int) -> bool:
+        """The group led, and in synchronous mode with a synchronous standby streaming: what
+        the next step of a rolling restart (a switchover to that standby) needs."""
+        members = topo.members_of(group)
+        if topo.leader(group) is None:
+            return False
+        if not self.spec.patroni.synchronous_mode or len(members) < 2:
+            return True
+        return any(m.role in SYNC_ROLES and m.state == "streaming" for m in members)
 
     # ---- switchover / failover through Patroni's failover Endpoints ---------------------------
     def _request_failover(self, group: int, leader: str | None, candidate: str | None) -> None:

@@ -135,6 +135,14 @@ class FakeCore:
             if p.metadata.name == name:
                 status = json.loads(p.metadata.annotations["status"])
                 status.pop("pending_restart", None)
+                group = name.split("-")[1]
+                leader = next(
+                    e.metadata.annotations["leader"]
+                    for e in self.eps
+                    if e.metadata.name == f"citusdemo-{group}"
+                )
+                if name != leader:  # a former leader comes back as a standby
+                    status.update(role="replica", replication_state="streaming")
                 again = pod(*map(int, name.split("-")[1:]), status)
                 again.metadata.uid = f"{name}-{len(self.log)}"
                 self.pods[i] = again
@@ -180,7 +188,11 @@ class FakeCore:
         if name.endswith("-failover") and ann.get("member"):  # what Patroni would then do
             for e in self.eps:
                 if e.metadata.name == f"citusdemo-{group}":
+                    old = e.metadata.annotations["leader"]
                     e.metadata.annotations = {**e.metadata.annotations, "leader": ann["member"]}
+            for e in self.eps:  # the former leader, a standby now, is the synchronous one
+                if e.metadata.name == f"citusdemo-{group}-sync":
+                    e.metadata.annotations = {"leader": ann["member"], "sync_standby": old}
 
     def delete_namespaced_service(self, name, namespace):
         self.log.append(("delete", "Service", name))
