@@ -591,7 +591,7 @@ def _rebalance_interrupted(c: LocalCluster, victim: str) -> FaultRun:
         group = 0 if victim == "coordinator" else _move_source_group(conn, command)
     time.sleep(1.0)  # into the copy
     killed = _kill_leader(c, group)
-    runs = 0
+    runs, give_up = 0, time.monotonic() + 120
     while True:  # the rerun: join the job Citus still runs, or start the rest again
         runs += 1
         try:
@@ -599,9 +599,10 @@ def _rebalance_interrupted(c: LocalCluster, victim: str) -> FaultRun:
                 outcome = run_background_rebalance(conn, log=lambda _: None, timeout_seconds=600)
             break
         except Exception as err:  # a failed job, or the failover still showing
-            if runs >= 3 or not (isinstance(err, RebalanceFailed) or is_transient(err)):
+            retry = isinstance(err, RebalanceFailed) or is_transient(err)
+            if not retry or time.monotonic() > give_up:
                 raise
-            time.sleep(2)
+            time.sleep(5)
     with psycopg.connect(c.coordinator_dsn(), autocommit=True) as conn:
         clean = until(
             lambda: health.no_shard_move_leftovers(conn),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,6 +45,14 @@ from .supervisor import Supervisor
 
 # `cluster restore` holds every member's WAL in pg_wal until each group is restored
 HOLD_ARCHIVE = "false"
+# `cluster status` answers within this, whatever the members do (frozen, cut off, the DCS
+# gone): Patroni's views take at most 1.5 s, the coordinator's part what is left
+STATUS_BUDGET_S = 4.5
+
+
+def _secs(left: float) -> int:
+    """libpq's connect_timeout: whole seconds, at least 2 (1 is taken as 2 anyway)."""
+    return max(2, int(left))
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,10 @@ class LocalCluster(ClusterBackend):
         return credentials.connect_coordinator(self.layout, timeout)
 
     def status(self, with_shards: bool = True) -> ClusterTopology:
+        """Patroni's view of every member, and the coordinator's pg_dist_node and shards,
+        within :data:`STATUS_BUDGET_S` whatever the members do: what did not answer in time
+        is left out, and said (``shards_unanswered``)."""
+        started = time.monotonic()
         if not self.state_dir.exists() or not self.state.read():
             raise ClusterError(
                 f"no local cluster in {self.state_dir}: run `citus-pipeline cluster up`"
@@ -187,14 +200,38 @@ class LocalCluster(ClusterBackend):
             members=members,
             coordinator_dsn=self.coordinator_dsn(),
         )
-        if topo.leader(0) is None:
+        leader = topo.leader(0)
+        if leader is None:
             return topo
+        # The coordinator's part runs against what is left of the budget: a statement on a
+        # frozen node can outlast its own timeout (Citus cancels it with a blocking call), so
+        # the reading thread is left behind rather than waited for.
+        left = STATUS_BUDGET_S - (time.monotonic() - started)
+        found = topo.model_copy(deep=True)
+        reader = threading.Thread(
+            target=self._read_metadata, args=(leader, found, with_shards, left), daemon=True
+        )
+        reader.start()
+        reader.join(max(0.0, left))
+        if reader.is_alive():
+            topo.shards_unanswered = (
+                f"the coordinator leader {leader.name} did not answer within "
+                f"{STATUS_BUDGET_S:g} s of asking"
+            )
+            return topo
+        return found
+
+    def _read_metadata(
+        self, leader: MemberStatus, topo: ClusterTopology, with_shards: bool, left: float
+    ) -> None:
+        """pg_dist_node (and the shards) from the coordinator leader Patroni names."""
+        m = self.member_by_name(leader.name)
+        dsn = self.member_dsn(m).replace("connect_timeout=3", f"connect_timeout={_secs(left)}")
         try:
-            with self._coordinator_conn(3) as conn:
+            with psycopg.connect(dsn, autocommit=True) as conn:
                 read_metadata(conn, topo, with_shards)
         except psycopg.Error:
             pass
-        return topo
 
     def is_running(self) -> bool:
         return bool(self.etcd.pid()) or any(processes.member_pid(m) for m in self.members())

@@ -7,6 +7,7 @@ about members Patroni does not list; readiness adds the coordinator's pg_dist_no
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
@@ -22,10 +23,13 @@ SYNC_ROLES = ("sync_standby", "quorum_standby")
 
 
 def member_statuses(layout: Layout, groups: list[int], api: PatroniAPI) -> list[MemberStatus]:
-    """Every member of ``groups`` as Patroni lists it, else as its pidfile says."""
+    """Every member of ``groups`` as Patroni lists it, else as its pidfile says. The groups
+    are asked at once, so a DCS that hangs every Patroni costs one timeout in all."""
+    with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
+        views = list(pool.map(api.group_cluster, groups))
     out: list[MemberStatus] = []
-    for g in groups:
-        view = api.group_cluster(g) or {"members": []}
+    for g, view in zip(groups, views, strict=True):
+        view = view or {"members": []}
         seen = {}
         for pm in view.get("members", []):
             seen[pm["name"]] = pm

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import httpx
@@ -204,6 +205,14 @@ def start(
     m.pidfile.write_text(str(proc.pid))
 
 
+def _cluster_view(m: Member, timeout: float) -> dict | None:
+    try:
+        r = httpx.get(f"{m.api_url}/cluster", timeout=timeout)
+        return r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 class PatroniAPI:
     """The REST calls made to the members' Patroni: the /cluster view, pause, leader changes.
 
@@ -218,16 +227,20 @@ class PatroniAPI:
     def _auth(self) -> tuple[str, str]:
         return (self.layout.spec.credentials.restapi_user, self.password())
 
-    def group_cluster(self, group: int) -> dict | None:
-        """Patroni's /cluster view of one group, from the first member that answers."""
-        for m in self.layout.members([group]):
-            try:
-                r = httpx.get(f"{m.api_url}/cluster", timeout=1.5)
-                if r.status_code == 200:
-                    return r.json()
-            except httpx.HTTPError:
-                continue
-        return None
+    def group_cluster(self, group: int, timeout: float = 1.5) -> dict | None:
+        """Patroni's /cluster view of one group, from the first member that answers. Every
+        member is asked at once: a frozen one (or all of them waiting on a frozen DCS) costs
+        ``timeout`` once, not once per member."""
+        members = self.layout.members([group])
+        pool = ThreadPoolExecutor(max_workers=len(members))
+        try:
+            asked = [pool.submit(_cluster_view, m, timeout) for m in members]
+            for done in as_completed(asked):
+                if (view := done.result()) is not None:
+                    return view
+            return None
+        finally:
+            pool.shutdown(wait=False)  # a member still out answers into the void
 
     def patch_config(self, m: Member, patch: dict) -> bool:
         """PATCH m's group's dynamic configuration (Patroni merges it); True if accepted.
