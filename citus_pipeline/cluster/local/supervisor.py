@@ -56,44 +56,47 @@ def probe(url: str, timeout: float) -> Answer:
 
 
 @dataclass
+class _FailedRun:
+    """A process's current run of failed probes: how many, since when, the last answer."""
+
+    count: int
+    since: float
+    last: Answer
+
+
+@dataclass
 class HangCounter:
-    """Consecutive hung answers per member process, and since when it has not answered. A
-    Patroni younger than the probe's initial delay may be only starting: not counted."""
+    """Consecutive failed probes per member process, and since when. A Patroni younger than
+    the probe's initial delay may be only starting: not counted."""
 
     probe: LivenessProbe = LIVENESS
-    _hung: dict[int, int] = field(default_factory=dict)
-    _since: dict[int, float] = field(default_factory=dict)
-    _last: dict[int, Answer] = field(default_factory=dict)
+    _runs: dict[int, _FailedRun] = field(default_factory=dict)
 
     def observe(self, pid: int, age_s: float, answer: Answer, now: float) -> bool:
         """Record ``answer`` of Patroni ``pid`` (``age_s`` old), probed until ``now``; True
         when it is to be killed."""
         if answer == "ok":
-            self.forget(pid)
+            self._runs.pop(pid, None)
             return False
         if answer == "refused" or age_s < self.probe.initial_delay_s:
             return False
-        self._since.setdefault(pid, now - self.probe.timeout_s)
-        self._last[pid] = answer
-        self._hung[pid] = self._hung.get(pid, 0) + 1
-        return self._hung[pid] >= self.probe.failure_threshold
+        run = self._runs.setdefault(pid, _FailedRun(0, now - self.probe.timeout_s, answer))
+        run.count, run.last = run.count + 1, answer
+        return run.count >= self.probe.failure_threshold
 
     def hung_for(self, pid: int, now: float) -> float:
         """Seconds since ``pid``'s first failed probe of its current run of them."""
-        return now - self._since.get(pid, now)
+        run = self._runs.get(pid)
+        return now - run.since if run else 0.0
 
     def last_failure(self, pid: int) -> Answer | None:
-        return self._last.get(pid)
-
-    def forget(self, pid: int) -> None:
-        for d in (self._hung, self._since, self._last):
-            d.pop(pid, None)
+        run = self._runs.get(pid)
+        return run.last if run else None
 
     def forget_except(self, pids: set[int]) -> None:
         """Drop what is known about processes no longer probed."""
-        for d in (self._hung, self._since, self._last):
-            for pid in set(d) - pids:
-                del d[pid]
+        for pid in set(self._runs) - pids:
+            del self._runs[pid]
 
 
 class Supervisor:
