@@ -25,18 +25,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ...errors import ClusterError
+from . import processes
 from .layout import Member
-from .processes import children, member_pid, postmaster_pid
+from .processes import member_pid, postmaster_pid
 
 
 def member_processes(m: Member) -> list[int]:
-    """The member's Patroni, its postmaster and the postmaster's children."""
+    """The member's Patroni, its postmaster and the postmaster's children; an error when
+    Patroni or the postmaster does not run (a drill needs both)."""
     patroni, postmaster = member_pid(m), postmaster_pid(m)
     if not (patroni and postmaster):
         raise ClusterError(
             f"member {m.name} is not running (Patroni {patroni}, postmaster {postmaster})"
         )
-    return [patroni, postmaster, *children(postmaster)]
+    return processes.member_processes(m)
 
 
 @contextmanager

@@ -134,12 +134,18 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def member_processes(m: Member) -> list[int]:
+    """Every running process of m: its Patroni, its postmaster (found by its pid file:
+    Patroni detaches it) and the postmaster's children. Empty when nothing of m runs."""
+    pm = postmaster_pid(m)
+    return [p for p in (member_pid(m), pm) if p] + (children(pm) if pm else [])
+
+
 def kill_member(m: Member, timeout: float = 10) -> list[int]:
     """SIGKILL every process of m at once: Patroni, the postmaster and its backends, stopped
     (SIGSTOP) or not. The backends go with the rest: one left behind would keep the shared
     memory the next postmaster needs. Returns the pids killed, once they are gone."""
-    pm = postmaster_pid(m)
-    pids = [p for p in (member_pid(m), pm) if p] + (children(pm) if pm else [])
+    pids = member_processes(m)
     for pid in pids:
         _send(pid, signal.SIGKILL)
     wait_gone({str(p): p for p in pids}, timeout)
@@ -169,6 +175,7 @@ __all__ = [
     "children",
     "kill_member",
     "member_pid",
+    "member_processes",
     "pid_alive",
     "port_free",
     "postmaster_pid",
