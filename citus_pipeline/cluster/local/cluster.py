@@ -226,7 +226,7 @@ class LocalCluster(ClusterBackend):
     ) -> None:
         """pg_dist_node (and the shards) from the coordinator leader Patroni names."""
         m = self.member_by_name(leader.name)
-        dsn = self.member_dsn(m).replace("connect_timeout=3", f"connect_timeout={_secs(left)}")
+        dsn = credentials.member_dsn(self.layout, m, connect_timeout=_secs(left))
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 read_metadata(conn, topo, with_shards)

@@ -90,11 +90,13 @@ def coordinator_dsn(layout: Layout) -> str:
     )
 
 
-def member_dsn(layout: Layout, m: Member, dbname: str | None = None) -> str:
+def member_dsn(
+    layout: Layout, m: Member, dbname: str | None = None, connect_timeout: int = 3
+) -> str:
     return (
         f"host={m.address} port={m.pg_port} dbname={dbname or layout.spec.database} "
         f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
-        f"connect_timeout=3 {TCP_TIMEOUTS}"
+        f"connect_timeout={connect_timeout} {TCP_TIMEOUTS}"
     )
 
 
