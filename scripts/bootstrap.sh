@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything this project needs that a package manager can install:
 #   Debian's postgresql-15, etcd-server, pgbackrest, chromium, prometheus and
-#   prometheus-postgres-exporter, iproute2, uv, the locked Python environment, and
+#   prometheus-postgres-exporter, iproute2, pgloader, time, uv, the locked Python environment, and
 #   (where Go is installed) the pinned Kubernetes control plane of the k8s tests.
 # The citus extension is not packaged by Debian: where citus.so is missing for the PostgreSQL
 # found, this tries the Citus project's own package repository; where that fails it stops and
@@ -38,6 +38,9 @@ command -v ip >/dev/null || need+=(iproute2)
 # `cluster up --with-metrics`: an exporter per member and a Prometheus scraping them
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v prometheus-postgres-exporter >/dev/null || need+=(prometheus-postgres-exporter)
+# `bench seed`: pgloader is one of the loaders compared; GNU time reads each child's CPU and RSS
+command -v pgloader >/dev/null || need+=(pgloader)
+[ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq

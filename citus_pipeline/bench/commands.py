@@ -14,9 +14,10 @@ from .faults import faults_command
 from .load import load_command
 from .queries import queries_command
 from .rebalance import rebalance_command
+from .seed import seed_command
 
 app = typer.Typer(
-    help="Benchmarks: load, rebalance, queries, cluster, backup, faults (figures and ratios).",
+    help="Benchmarks: load, rebalance, queries, cluster, backup, faults, seed (figures and ratios).",
     no_args_is_help=True,
 )
 app.command("load")(load_command)
@@ -25,5 +26,6 @@ app.command("queries")(queries_command)
 app.command("cluster")(cluster_command)
 app.command("backup")(backup_command)
 app.command("faults")(faults_command)
+app.command("seed")(seed_command)
 
 __all__ = ["app"]

@@ -236,11 +236,13 @@ def drain_back(conn, dsn: str, group: int) -> None:
     console.print(f"drained group {group} back to 2 workers in {time.perf_counter() - t0:.1f}s")
 
 
-def run_asset_way(conn, dsn: str) -> RebalanceRun:
+def run_asset_way(
+    conn, dsn: str, first_id: int = WRITER_IDS["b"], label: str = "(b) uk_price_rebalanced"
+) -> RebalanceRun:
     seen = set_on_all_nodes(conn, dsn, "wal_retrieve_retry_interval", None)  # the spec's value
     executors = conn.execute("SHOW citus.max_background_task_executors_per_node").fetchone()[0]
     rows_before = _writer_rows(conn)
-    writer = start_writer(dsn, WRITER_IDS["b"])
+    writer = start_writer(dsn, first_id)
     try:
         out = run_background_rebalance(
             conn, transfer_mode="force_logical", poll_seconds=0.25, log=console.print
@@ -249,7 +251,7 @@ def run_asset_way(conn, dsn: str) -> RebalanceRun:
         writer.stop()
     lost = rows_before + len(writer.acked) - _writer_rows(conn)
     return RebalanceRun(
-        "(b) uk_price_rebalanced (citus_rebalance_start)",
+        f"{label} (citus_rebalance_start)",
         f"background parallel moves, force_logical, executors/node={executors}, "
         f"wal_retrieve_retry_interval={'/'.join(sorted(set(seen)))}",
         out.seconds,
@@ -338,10 +340,13 @@ def rebalance_command(
 
 
 __all__ = [
+    "RebalanceRun",
     "bench_cluster",
     "bench_spec",
+    "drain_back",
     "load_sample",
     "rebalance_command",
+    "run_asset_way",
     "run_bench",
     "set_on_all_nodes",
 ]

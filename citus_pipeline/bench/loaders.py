@@ -1,0 +1,292 @@
+"""`bench seed --section loaders`: five ways to get one file into a distributed table, on the
+same cluster, one after the other, each from an empty schema and a settled cluster.
+
+(a) the reference: psql `\\copy` into the reference schema's plain table on the coordinator,
+    then `create_distributed_table` and `truncate_local_data_after_distributing_table`;
+(b) psql `\\copy` straight into the reference table, distributed while still empty;
+(c) the file cut into N line-aligned parts (`split -n l/N`), N psql `\\copy` at once into
+    the distributed reference table: what people do by hand;
+(d) pgloader (Debian's) into the distributed reference table;
+(e) this loader: every row parsed, validated and typed into `uk_price` (distributed), bad
+    rows to `uk_price_rejects`, each chunk exactly once.
+
+(a)-(d) take the file as PostgreSQL parses it (a bad row stops the whole load); (e) is the
+only one that types and checks every field. Each result has rows/s, CPU-seconds per million
+rows (the client's and every member's) and the client's peak RSS.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from ..data.schema import RAW_DDL, drop_all, q, regclass
+from .load import settle
+from .usage import ClusterUsage, Measured, run_children
+
+SCHEMA = "bench_loaders"
+RAW_TABLE = f"{SCHEMA}.uk_price_raw"
+DISTRIBUTE_RAW = (
+    "SELECT create_distributed_table(%s, 'transaction_unique_identifier', shard_count => %s)"
+)
+_LOADER_CHILD = r"""
+import sys
+from citus_pipeline.data.load import load_price_paid
+path, dsn, schema, shards = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+r = load_price_paid(path, dsn, schema=schema, target="uk_price", shard_count=shards)
+print("loaded", r.rows_loaded, "rejected", r.rows_rejected)
+"""
+
+
+@dataclass
+class LoaderResult:
+    name: str
+    label: str
+    rows: int
+    seconds: float
+    client_cpu_s: float
+    cluster_cpu_s: float
+    peak_rss_mb: float
+    note: str = ""
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_s_per_m_rows(self) -> float:
+        return (self.client_cpu_s + self.cluster_cpu_s) / (self.rows / 1e6) if self.rows else 0.0
+
+    def as_json(self) -> dict:
+        out = asdict(self)
+        out.update(
+            rows_per_s=round(self.rows_per_s), cpu_s_per_m_rows=round(self.cpu_s_per_m_rows, 2)
+        )
+        return out
+
+
+def _psql() -> str:
+    return shutil.which("psql") or "/usr/bin/psql"
+
+
+def _copy(dsn: str, path: Path, table: str = RAW_TABLE) -> list[str]:
+    return [
+        _psql(),
+        dsn,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-q",
+        "-c",
+        f"\\copy {table} FROM '{path}' WITH (FORMAT csv)",
+    ]
+
+
+def _fresh_raw(dsn: str, shard_count: int | None) -> None:
+    """An empty reference table in its own schema; distributed unless shard_count is None."""
+    drop_all(dsn, schema=SCHEMA)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
+        conn.execute(q(RAW_DDL, SCHEMA))
+        if shard_count is not None:
+            conn.execute(DISTRIBUTE_RAW, (regclass(SCHEMA, "uk_price_raw"), shard_count))
+
+
+def _count(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table.split(".")))
+        ).fetchone()[0]
+
+
+def _result(name: str, label: str, m: Measured, rows: int, note: str = "") -> LoaderResult:
+    return LoaderResult(
+        name,
+        label,
+        rows,
+        m.seconds,
+        m.client_cpu_s,
+        m.cluster_cpu_s,
+        m.peak_rss_mb,
+        note,
+    )
+
+
+def reference(dsn: str, path: Path, usage: ClusterUsage, shard_count: int) -> LoaderResult:
+    _fresh_raw(dsn, None)
+    settle(dsn)
+    copy = run_children([_copy(dsn, path)], usage)
+    cpu0 = usage.cpu_seconds()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        t0 = time.monotonic()
+        rel = regclass(SCHEMA, "uk_price_raw")
+        conn.execute(DISTRIBUTE_RAW, (rel, shard_count))
+        conn.execute("SELECT truncate_local_data_after_distributing_table(%s)", (rel,))
+        distribute_s = time.monotonic() - t0
+    total = Measured(
+        copy.seconds + distribute_s,
+        copy.client_cpu_s,
+        copy.cluster_cpu_s + usage.cpu_seconds() - cpu0,
+        copy.peak_rss_mb,
+    )
+    note = f"\\copy {copy.seconds:.0f} s + distribute {distribute_s:.0f} s"
+    return _result(
+        "reference",
+        "(a) \\copy into a plain table, then distribute",
+        total,
+        _count(dsn, RAW_TABLE),
+        note,
+    )
+
+
+def copy_distributed(dsn: str, path: Path, usage: ClusterUsage, shard_count: int) -> LoaderResult:
+    _fresh_raw(dsn, shard_count)
+    settle(dsn)
+    m = run_children([_copy(dsn, path)], usage)
+    return _result(
+        "copy_distributed", "(b) \\copy into the distributed table", m, _count(dsn, RAW_TABLE)
+    )
+
+
+def parallel_copy(
+    dsn: str, path: Path, usage: ClusterUsage, shard_count: int, streams: int
+) -> LoaderResult:
+    _fresh_raw(dsn, shard_count)
+    settle(dsn)
+    with tempfile.TemporaryDirectory(prefix="citus-pipeline-split-", dir=path.parent) as tmp:
+        split = run_children(
+            [["split", "-n", f"l/{streams}", "-d", str(path), f"{tmp}/part-"]], None
+        )
+        parts = sorted(Path(tmp).iterdir())
+        m = run_children([_copy(dsn, p) for p in parts], usage)
+    total = Measured(
+        split.seconds + m.seconds,
+        split.client_cpu_s + m.client_cpu_s,
+        m.cluster_cpu_s,
+        max(split.peak_rss_mb, m.peak_rss_mb),
+    )
+    return _result(
+        "parallel_copy",
+        f"(c) {streams} \\copy at once of line-aligned splits",
+        total,
+        _count(dsn, RAW_TABLE),
+        f"split {split.seconds:.0f} s + copy {m.seconds:.0f} s",
+    )
+
+
+def pgloader_url(dsn: str) -> str:
+    """The coordinator's leader as the postgresql:// URL pgloader reads: pgloader takes one
+    host and no passfile, so both come from a connection libpq made with the conninfo."""
+    with psycopg.connect(dsn) as conn:
+        i = conn.info
+        auth = quote(i.user, safe="") + (":" + quote(i.password, safe="") if i.password else "")
+        return f"postgresql://{auth}@{i.host}:{i.port}/{quote(i.dbname, safe='')}"
+
+
+PGLOADER_COMMAND = """LOAD CSV
+    FROM '{path}'
+    INTO {url}
+    TARGET TABLE {schema}.uk_price_raw
+    WITH fields optionally enclosed by '"',
+         fields escaped by double-quote,
+         fields terminated by ',',
+         batch rows = 25000,
+         workers = {workers}, concurrency = {concurrency};
+"""
+
+
+def pgloader(
+    dsn: str, path: Path, usage: ClusterUsage, shard_count: int, streams: int
+) -> LoaderResult:
+    _fresh_raw(dsn, shard_count)
+    settle(dsn)
+    binary = shutil.which("pgloader")
+    if binary is None:
+        return LoaderResult(
+            "pgloader",
+            "(d) pgloader",
+            0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            "pgloader not installed (scripts/bootstrap.sh installs Debian's)",
+        )
+    with tempfile.TemporaryDirectory(prefix="citus-pipeline-pgloader-") as tmp:
+        command = Path(tmp) / "load.pgl"
+        command.write_text(
+            PGLOADER_COMMAND.format(
+                path=path,
+                url=pgloader_url(dsn),
+                schema=SCHEMA,
+                workers=streams,
+                concurrency=max(1, streams // 2),
+            )
+        )
+        command.chmod(0o600)
+        m = run_children([[binary, "--quiet", "--root-dir", tmp, str(command)]], usage)
+    return _result("pgloader", "(d) pgloader", m, _count(dsn, RAW_TABLE), f"{streams} workers")
+
+
+def this_loader(dsn: str, path: Path, usage: ClusterUsage, shard_count: int) -> LoaderResult:
+    drop_all(dsn, schema=SCHEMA)
+    settle(dsn)
+    m = run_children(
+        [[sys.executable, "-c", _LOADER_CHILD, str(path), dsn, SCHEMA, str(shard_count)]],
+        usage,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    return _result(
+        "this_loader",
+        f"(e) this loader, validated and typed, --jobs {os.cpu_count()}",
+        m,
+        _count(dsn, f"{SCHEMA}.uk_price"),
+        m.output.strip().splitlines()[-1] if m.output.strip() else "",
+    )
+
+
+LOADERS = ("reference", "copy_distributed", "parallel_copy", "pgloader", "this_loader")
+
+
+def run_loaders(
+    dsn: str,
+    path: Path,
+    usage: ClusterUsage,
+    shard_count: int,
+    *,
+    streams: int,
+    only: tuple[str, ...] = LOADERS,
+    log=print,
+) -> list[LoaderResult]:
+    """Each loader in turn on the same file; the schema is dropped at the end."""
+    runs = {
+        "reference": lambda: reference(dsn, path, usage, shard_count),
+        "copy_distributed": lambda: copy_distributed(dsn, path, usage, shard_count),
+        "parallel_copy": lambda: parallel_copy(dsn, path, usage, shard_count, streams),
+        "pgloader": lambda: pgloader(dsn, path, usage, shard_count, streams),
+        "this_loader": lambda: this_loader(dsn, path, usage, shard_count),
+    }
+    out = []
+    try:
+        for name in only:
+            r = runs[name]()
+            log(
+                f"{r.label}: {r.rows:,} rows in {r.seconds:.1f} s ({r.rows_per_s:,.0f} rows/s, "
+                f"{r.cpu_s_per_m_rows:.1f} CPU-s per M rows, peak RSS {r.peak_rss_mb:.0f} MB) "
+                f"{r.note}"
+            )
+            out.append(r)
+    finally:
+        drop_all(dsn, schema=SCHEMA)
+    return out
+
+
+__all__ = ["LOADERS", "LoaderResult", "pgloader_url", "run_loaders"]
