@@ -72,14 +72,18 @@ def bench_spec(spec_path: str | None = None, network: str = "loopback"):
 
 
 def bench_cluster(
-    state_dir: Path = BENCH_STATE, spec_path: str | None = None, network: str = "loopback"
+    state_dir: Path = BENCH_STATE,
+    spec_path: str | None = None,
+    network: str = "loopback",
+    spec=None,
 ):
-    """A dedicated LocalCluster with exactly 2 worker groups, started (reused if running)."""
+    """A dedicated LocalCluster with exactly 2 worker groups, started (reused if running):
+    the bench spec, or ``spec`` as given (a test's own addresses)."""
     from ..cluster.local import LocalCluster
 
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)
-    cluster = LocalCluster(bench_spec(spec_path, network), state_dir)
+    cluster = LocalCluster(spec or bench_spec(spec_path, network), state_dir)
     cluster.up()
     for g in [g for g in cluster.worker_groups() if g > 2]:
         console.print(f"removing worker group {g} left by an earlier bench run")

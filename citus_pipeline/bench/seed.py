@@ -72,7 +72,10 @@ class Seed:
     """One run of the bench: the cluster, the file, the console that is also the .txt file,
     and every figure collected for the JSON object."""
 
-    def __init__(self, rows: int, seed: int, runs: int, state_dir: Path, console: Console):
+    def __init__(
+        self, rows: int, seed: int, runs: int, state_dir: Path, console: Console, spec=None
+    ):
+        self.spec = spec or bench_spec()
         self.rows = rows
         self.runs = runs
         self.state_dir = state_dir
@@ -101,8 +104,8 @@ class Seed:
             if fresh:
                 from ..cluster.local import LocalCluster
 
-                LocalCluster(bench_spec(), self.state_dir).down(purge=True)
-            self.cluster = bench_cluster(self.state_dir)
+                LocalCluster(self.spec, self.state_dir).down(purge=True)
+            self.cluster = bench_cluster(self.state_dir, spec=self.spec)
         return self.cluster
 
     def sql(self, statement, params=None) -> list[tuple]:
@@ -151,7 +154,7 @@ class Seed:
 
         self.up(fresh=True).down()  # the job starts the cluster itself: from nothing
         spec_file = self.state_dir.parent / "bench-spec.yaml"
-        spec_file.write_text(yaml.safe_dump(bench_spec().model_dump(mode="json")))
+        spec_file.write_text(yaml.safe_dump(self.spec.model_dump(mode="json")))
         home = Path(tempfile.mkdtemp(prefix="citus-pipeline-seed-dagster-"))
 
         def timer(_citus, table: str) -> tuple[float, float]:
@@ -526,9 +529,43 @@ def seed_command(
     bad = [s for s in chosen if s not in SECTIONS] + [x for x in (loader or []) if x not in LOADERS]
     if bad:
         raise typer.BadParameter(f"unknown section or loader: {', '.join(bad)}")
+    out = run_seed(
+        rows=rows,
+        seed=seed,
+        sections=chosen,
+        loaders=tuple(loader or LOADERS),
+        runs=runs,
+        streams=streams,
+        out_dir=out_dir,
+        keep=keep,
+        state_dir=state_dir,
+        terminal=sys.stderr if as_json else sys.stdout,
+    )
+    if as_json:
+        print(json.dumps(out))
+
+
+def run_seed(
+    *,
+    rows: int,
+    seed: int,
+    sections: tuple[str, ...] = SECTIONS,
+    loaders: tuple[str, ...] = LOADERS,
+    runs: int = 5,
+    streams: int = 4,
+    out_dir: Path = RESULTS,
+    keep: bool = False,
+    state_dir: Path = BENCH_STATE,
+    spec=None,
+    terminal=None,
+) -> dict:
+    """The chosen sections in order; every figure as one dict (also in `<out_dir>/seed-<rows>.*`).
+
+    ``spec``: the cluster to run on (default: the bench spec's own addresses and ports).
+    """
     # Everything any part prints (the main job's own console, the rebalance log) goes to the
-    # terminal -- stderr with --json, so stdout is the JSON alone -- and into the .txt file.
-    tee = _Tee(sys.stderr if as_json else sys.stdout)
+    # terminal (stderr with --json, so stdout is the JSON alone) and into the .txt file.
+    tee = _Tee(terminal or sys.stdout)
     console = Console(width=170)
     stem = out_dir / f"seed-{rows}"
 
@@ -541,14 +578,13 @@ def seed_command(
         Path(f"{stem}.txt").write_text(tee.getvalue())
 
     with contextlib.redirect_stdout(tee):
-        run = Seed(rows, seed, runs, state_dir, console)
+        run = Seed(rows, seed, runs, state_dir, console, spec)
         try:
-            _run_sections(run, chosen, loader, streams, keep, save)
+            _run_sections(run, sections, loaders, streams, keep, save)
         finally:
             save()
-    Console(stderr=as_json).print(f"raw output: {stem}.txt, {stem}.json, {stem}.png")
-    if as_json:
-        print(json.dumps({k: v for k, v in run.out.items() if k != "memory_trace"}))
+    Console(file=terminal).print(f"raw output: {stem}.txt, {stem}.json, {stem}.png")
+    return {k: v for k, v in run.out.items() if k != "memory_trace"}
 
 
 class _Tee(io.StringIO):
@@ -577,7 +613,7 @@ def _run_sections(run: Seed, chosen, loader, streams: int, keep: bool, save) -> 
             console.rule(name)
             s0 = time.monotonic()
             if name == "loaders":
-                run.loaders(streams, tuple(loader or LOADERS))
+                run.loaders(streams, loader)
             else:
                 getattr(run, name)()
             run.out.setdefault("section_seconds", {})[name] = round(time.monotonic() - s0, 1)
@@ -589,4 +625,4 @@ def _run_sections(run: Seed, chosen, loader, streams: int, keep: bool, save) -> 
     _summary_targets(run.out, console)
 
 
-__all__ = ["SECTIONS", "seed_command"]
+__all__ = ["SECTIONS", "run_seed", "seed_command"]
