@@ -13,7 +13,7 @@ from rich.table import Table
 REFERENCE_ROWS = 28_276_228
 REFERENCE = {
     "load": ("\\COPY into a plain table", 59 * 60 + 49, None),
-    "plain": ("count(*) where property_type='S', plain table", None, 2.40),
+    "plain": ("count(*) where property_type='S' on its plain table", None, 2.40),
     "distributed_2": ("distributed over 2 workers", None, 1.53),
     "rebalance": ("rebalance onto the 3rd worker (10 shards, 1.66 GB)", 4 * 60 + 43, None),
     "rebalanced_3": ("over 3 workers", None, 1.25),

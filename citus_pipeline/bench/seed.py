@@ -10,7 +10,7 @@ earlier ones leave behind loads it first):
   call, then the median of `--runs`): what a user sees a minute later. Memory of the loader
   (this process) and of every member sampled over the whole job.
 - peers: the four timing queries on chDB and DuckDB (each loading the same file into its own
-  storage) next to `uk_price` on the cluster and the plain reference table on the coordinator.
+  storage) next to `uk_price`, its rollup and the reference schema's table on the cluster.
 - rebalance: the third worker group drained, then filled again by the background rebalance
   with a single-row writer running (moves, MB, MB/s, failed writes, rows lost), once with the
   spec's parallel moves and once with one move per node at a time.
@@ -41,6 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import settings
+from ..data import rollup
 from ..data.queries import (
     REFERENCE_QUERY,
     UK_PRICE_QUERIES,
@@ -68,6 +69,16 @@ RESULTS = settings.REPO_ROOT / "bench-results"
 WRITER_FIRST_IDS = {"parallel": 1 << 41, "one per node": (1 << 41) + (1 << 32)}
 
 
+def seed_spec():
+    """The bench spec without WAL archiving: at 28 M rows the archive alone grows by tens of
+    GB per load, which fills this machine's disk (`bench backup` measures archiving)."""
+    from ..cluster.spec import spec_from_mapping
+
+    data = bench_spec().model_dump(mode="json")
+    data["backup"]["archiving"] = False
+    return spec_from_mapping(data, "<bench seed spec>")
+
+
 class Seed:
     """One run of the bench: the cluster, the file, the console that is also the .txt file,
     and every figure collected for the JSON object."""
@@ -75,7 +86,7 @@ class Seed:
     def __init__(
         self, rows: int, seed: int, runs: int, state_dir: Path, console: Console, spec=None
     ):
-        self.spec = spec or bench_spec()
+        self.spec = spec or seed_spec()
         self.rows = rows
         self.runs = runs
         self.state_dir = state_dir
@@ -114,7 +125,7 @@ class Seed:
             return cur.fetchall() if cur.description else []
 
     def ensure_data(self) -> None:
-        """uk_price (distributed) and uk_price_raw (plain) hold the file's rows; loaded in one
+        """uk_price and uk_price_raw (both distributed) hold the file's rows; loaded in one
         pass by the loader when they do not (a section run alone)."""
         from ..data import load_price_paid
         from ..data.schema import drop_all
@@ -157,13 +168,19 @@ class Seed:
         spec_file.write_text(yaml.safe_dump(self.spec.model_dump(mode="json")))
         home = Path(tempfile.mkdtemp(prefix="citus-pipeline-seed-dagster-"))
 
+        timing_s = [0.0]  # spent waiting for the cluster to settle and timing the query
+
         def timer(_citus, table: str) -> tuple[float, float]:
             sql = (
                 UK_PRICE_QUERIES[REFERENCE_QUERY]
                 if table == "uk_price"
                 else reference_schema_queries(table)[REFERENCE_QUERY]
             )
-            return self.settled_timing(sql)
+            t = time.monotonic()
+            try:
+                return self.settled_timing(sql)
+            finally:
+                timing_s[0] += time.monotonic() - t
 
         usage = ClusterUsage(self.cluster)
 
@@ -171,7 +188,7 @@ class Seed:
             return {**usage.pss_mb(), "loader (Dagster process)": self_rss_mb()}
 
         t0 = time.monotonic()
-        with MemorySampler(memory) as trace:
+        with MemorySampler(memory, interval=5.0) as trace:
             summary = run_pipeline(
                 rows=self.rows,
                 source=str(self.path),
@@ -184,9 +201,11 @@ class Seed:
         whole = time.monotonic() - t0
         self.trace = trace
         self.out["memory_peak_mb"] = trace.peaks()
-        settle_s = sum(1 for s in summary.stages if s.query_median is not None)
+        settle_s = sum(1 for st in summary.stages if st.query_median is not None)
         for st in summary.stages:
             label, ref_wall, ref_q = REFERENCE.get(st.reference_key or "", ("", None, None))
+            if st.reference_key == "plain":  # the load stage: the reference's \COPY time too
+                label, ref_wall = REFERENCE["load"][0], REFERENCE["load"][1]
             self.out["stages"].append(
                 {
                     "name": st.name,
@@ -199,11 +218,13 @@ class Seed:
                     "note": st.note,
                 }
             )
-        self.out["whole_experiment_s"] = round(whole, 1)
-        self.out["settled_timings"] = settle_s
+        # the job's own time: the bench's waits for a settled cluster are not the job's
+        job = whole - timing_s[0]
+        self.out["whole_experiment_s"] = round(job, 1)
+        self.out["with_settled_timings_s"] = round(whole, 1)
         self.console.print(
-            f"whole experiment: {whole:.0f} s ({whole / 60:.1f} min; target ≤ 15 min), "
-            f"including {settle_s} settled query timings"
+            f"whole experiment: {job:.0f} s ({job / 60:.1f} min; target ≤ 15 min); "
+            f"{whole:.0f} s with the {settle_s} settled query timings ({timing_s[0]:.0f} s)"
         )
 
     # ---- peers ---------------------------------------------------------------------
@@ -213,7 +234,10 @@ class Seed:
         settle(self.dsn())
         engines = {
             f"citus uk_price ({workers} workers)": UK_PRICE_QUERIES,
-            "plain reference table (coordinator)": reference_schema_queries("uk_price_raw"),
+            "citus uk_price_rollup (coordinator)": rollup.QUERIES,
+            f"reference schema uk_price_raw ({workers} workers)": reference_schema_queries(
+                "uk_price_raw"
+            ),
         }
         medians: dict[str, dict[str, float]] = {}
         answers = {}
@@ -375,20 +399,21 @@ class Seed:
 def _summary_targets(out: dict, console: Console) -> None:
     """The issue's targets next to what this run measured (sections that ran)."""
     q = {(x["engine"], x["query"]): x["median_s"] for x in out["queries"]}
-    citus = next((e for e, _ in q if e.startswith("citus")), None)
-    if citus and ("chdb", REFERENCE_QUERY) in q:
+    plain = next((e for e, _ in q if e.startswith("reference schema")), None)
+    for citus in dict.fromkeys(e for e, _ in q if e.startswith("citus")):
+        if ("chdb", REFERENCE_QUERY) not in q:
+            break
         c = q[(citus, REFERENCE_QUERY)]
         console.print(
-            f"reference query: citus {c:.4f} s = {c / q[('chdb', REFERENCE_QUERY)]:.1f}x chDB "
-            f"(target ≤ 2x), {c / q[('duckdb', REFERENCE_QUERY)]:.1f}x DuckDB (target ≤ 1x)"
+            f"{citus}: reference query {c:.4f} s = {c / q[('chdb', REFERENCE_QUERY)]:.2f}x chDB "
+            f"(target ≤ 2x), {c / q[('duckdb', REFERENCE_QUERY)]:.2f}x DuckDB (target ≤ 1x); "
+            + ", ".join(
+                f"{name} {q[(citus, name)] / q[(plain, name)]:.2f}x the reference schema"
+                for name in UK_PRICE_QUERIES
+                if name != REFERENCE_QUERY and (plain, name) in q
+            )
+            + " (target ≤ 1x)"
         )
-        plain = "plain reference table (coordinator)"
-        for name in UK_PRICE_QUERIES:
-            if name != REFERENCE_QUERY and (plain, name) in q:
-                console.print(
-                    f"{name}: citus / plain reference = {q[(citus, name)] / q[(plain, name)]:.2f} "
-                    "(target ≤ 1)"
-                )
 
 
 def write_plot(out: dict, trace, path: Path) -> None:
@@ -410,7 +435,7 @@ def write_plot(out: dict, trace, path: Path) -> None:
     ]
     if not panels:
         return
-    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 4.2 * len(panels)))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.2 * len(panels)))
     axes = [axes] if len(panels) == 1 else list(axes)
     ref_label = f"reference deployment ({REFERENCE_ROWS:,} rows, 3×4 vCPU)"
     ours_label = f"this run ({out['rows']:,} rows, {out['machine'].split(',')[0]})"
@@ -491,7 +516,7 @@ def write_plot(out: dict, trace, path: Path) -> None:
             ax.set_xlabel("seconds into the main job")
             ax.set_ylabel("MB (members: PSS; loader: RSS)")
             ax.set_title("Memory over the main job")
-            ax.legend(fontsize=7, ncol=3)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -35,6 +35,18 @@ def _stat_cpu(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / _TICK
 
 
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process now."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                out[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
 def _pss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -60,8 +72,15 @@ class ClusterUsage:
     def __init__(self, cluster) -> None:
         self.cluster = cluster
 
-    def _members(self):
-        return [(m.name, processes.member_processes(m)) for m in self.cluster.members()]
+    def _members(self) -> list[tuple[str, list[int]]]:
+        """Each member's processes, from one pass over /proc (not one per member)."""
+        parents = _parents()
+        out = []
+        for m in self.cluster.members():
+            pm = processes.postmaster_pid(m)
+            own = [p for p in (processes.member_pid(m), pm) if p]
+            out.append((m.name, own + [p for p, pp in parents.items() if pm and pp == pm]))
+        return out
 
     def cpu_seconds(self) -> float:
         return sum(_stat_cpu(p) for _, pids in self._members() for p in pids)

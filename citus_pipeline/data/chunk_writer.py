@@ -22,6 +22,7 @@ from psycopg.abc import Buffer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.copy import LibpqWriter
 
+from . import rollup
 from . import schema as sch
 from .parse import ParsedChunk, Reject, parse_chunk, pieces, raw_csv, typed_csv
 from .sources import Chunk, InputFile
@@ -53,7 +54,14 @@ FROM {schema}.uk_price_load_ledger WHERE source_fingerprint = %s AND target = %s
 COPY = "COPY {table} ({columns}) FROM STDIN (FORMAT csv)"
 TMP_CREATE = "CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table}) ON COMMIT DELETE ROWS"
 # RETURNING: Citus reports rows processed, not inserted, for INSERT ... SELECT ON CONFLICT
-TMP_INSERT = "INSERT INTO {table} SELECT * FROM {tmp} ON CONFLICT DO NOTHING RETURNING 1"
+TMP_INSERT = "INSERT INTO {table} SELECT * FROM {tmp} ON CONFLICT DO NOTHING RETURNING {returned}"
+# What the ON CONFLICT path returns per inserted row: uk_price's rollup keys and price.
+RETURNED = {
+    sch.RAW: sql.SQL("1"),
+    sch.TYPED: sql.SQL(
+        "extract(year FROM date_of_transfer)::smallint, property_type, district, town_city, price"
+    ),
+}
 
 
 # By default a COPY opens up to 16 connections per worker (one per shard placement it
@@ -184,8 +192,17 @@ class ChunkWriter:
         conn = self.connect()
         q = lambda s: sch.q(s, self.schema)
         res = ChunkResult()
+        delta = rollup.Delta()  # what this chunk adds to uk_price's rollup
+        typed = self.target in (sch.TYPED, "both")
+
+        def tally(p: ParsedChunk) -> ParsedChunk:
+            res.add(p)
+            if typed and not idempotent:  # every good row goes in: count them as parsed
+                delta.add_parsed(p.good)
+            return p
+
         parsed = (
-            res.add(parse_chunk(data, line, complete=True))
+            tally(parse_chunk(data, line, complete=True))
             for data, line in pieces(chunk.data, chunk.first_line, self.piece_bytes)
         )
         with conn.transaction():
@@ -222,10 +239,17 @@ class ChunkWriter:
                 for name, _, _ in streams:
                     cur.execute(
                         sql.SQL(TMP_INSERT).format(
-                            table=sch.table(self.schema, name), tmp=_tmp(name)
+                            table=sch.table(self.schema, name),
+                            tmp=_tmp(name),
+                            returned=RETURNED[name],
                         )
                     )
                     res.loaded = cur.rowcount  # the last one: uk_price when the target is both
+                    if name == sch.TYPED:  # only the rows really inserted count
+                        for *key, price in cur.fetchall():
+                            delta.add(tuple(key), 1, price)
+            if typed:
+                delta.write(cur, self.schema)
             sch.insert_rejects(cur, self.schema, inp.name, fp, res.rejects)
             if claimed:
                 cur.execute(

@@ -10,7 +10,7 @@ below runs shard by shard on the workers, joined on the distribution column), th
   A         INSERT ... SELECT ... ON CONFLICT DO NOTHING
 
 and every record's outcome goes to `uk_price_monthly_log` keyed by (file fingerprint,
-line). A file whose fingerprint is in the log is not applied again, so applying the same
+line). The rollup (`data.rollup`) follows in the same transaction. A file whose fingerprint is in the log is not applied again, so applying the same
 file twice changes nothing. An id that occurs more than once in one file: its last record
 wins, the earlier ones are logged as superseded. If uk_price_raw holds rows (the staging
 path of the pipeline), the same changes are mirrored there so a later publish stays exact.
@@ -31,6 +31,7 @@ from psycopg import sql
 from pydantic import BaseModel, computed_field
 
 from ..cluster.citus_meta import recover_prepared_transactions
+from . import rollup
 from . import schema as sch
 from .layout import check_layout
 from .parse import parse_chunk, typed_csv
@@ -99,24 +100,32 @@ _RAW_VALUES = (
     "coalesce(t.street, ''), coalesce(t.locality, ''), coalesce(t.town_city, ''), "
     "coalesce(t.district, ''), coalesce(t.county, ''), t.ppd_category_type::text, 'A'"
 )
+# uk_price_raw is co-located with the stage: these run shard by shard on the workers too.
+_RAW_FROM_STAGE = (
+    "{schema}.uk_price_monthly_stage t WHERE t.source_fingerprint = %s AND t.record_status = "
+)
 RAW_D = (
-    "DELETE FROM {schema}.uk_price_raw r USING monthly_tmp t "
-    "WHERE r.transaction_unique_identifier = t.transaction_id AND t.record_status = 'D'"
+    "DELETE FROM {schema}.uk_price_raw r USING "
+    + _RAW_FROM_STAGE
+    + "'D' AND r.transaction_unique_identifier = t.transaction_id"
 )
 RAW_C = (
     "UPDATE {schema}.uk_price_raw r SET ("
     + sch.RAW_COLUMNS.split(", ", 1)[1]
     + ") = ("
     + _RAW_VALUES
-    + ") FROM monthly_tmp t "
-    "WHERE r.transaction_unique_identifier = t.transaction_id AND t.record_status = 'C'"
+    + ") FROM "
+    + _RAW_FROM_STAGE
+    + "'C' AND r.transaction_unique_identifier = t.transaction_id"
 )
 RAW_A = (
     "INSERT INTO {schema}.uk_price_raw ("
     + sch.RAW_COLUMNS
     + ") SELECT t.transaction_id, "
     + _RAW_VALUES
-    + " FROM monthly_tmp t WHERE t.record_status = 'A' ON CONFLICT DO NOTHING"
+    + " FROM "
+    + _RAW_FROM_STAGE
+    + "'A' ON CONFLICT DO NOTHING"
 )
 LOG_COPY = (
     "COPY {schema}.uk_price_monthly_log "
@@ -216,12 +225,15 @@ def _apply_records(
         outcomes.append((line, tid, st, _outcome(st, known, report)))
         if not known and st != "A" and len(report.unknown_ids) < 1000:
             report.unknown_ids.append(tid)
-    for stmt in (APPLY_D, APPLY_C, APPLY_A, CLEAR_STAGE):
+    # the rollup: every staged id's row as it was out, the rows C and A leave in
+    for stmt in (rollup.MONTHLY_BEFORE, APPLY_D, APPLY_C, APPLY_A, rollup.MONTHLY_AFTER):
         cur.execute(Q(stmt), (fp,))
+    cur.execute(Q(rollup.DROP_EMPTY))
     (raw_in_use,) = cur.execute(Q(RAW_IN_USE)).fetchone()
     if raw_in_use:
         for stmt in (RAW_D, RAW_C, RAW_A):
-            cur.execute(Q(stmt))
+            cur.execute(Q(stmt), (fp,))
+    cur.execute(Q(CLEAR_STAGE), (fp,))
     return outcomes
 
 

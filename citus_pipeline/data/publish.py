@@ -8,6 +8,7 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
+from . import rollup
 from . import schema as sch
 from .progress import Progress, ProgressEvent
 
@@ -40,7 +41,9 @@ def publish_uk_price(
     """uk_price_raw -> uk_price: every staged row not yet in uk_price, typed (idempotent).
 
     Rows of uk_price_raw were validated by the loader; the CHECK constraints of uk_price
-    stop anything else. `ON CONFLICT DO NOTHING` makes a re-run add nothing.
+    stop anything else. `ON CONFLICT DO NOTHING` makes a re-run add nothing. The two tables
+    are co-located, so Citus runs the statement shard by shard on the workers, in parallel.
+    The rollup is recomputed from uk_price in the same transaction.
     """
     started = time.monotonic()
     count = sql.SQL("SELECT count(*) FROM {}").format(sch.table(schema, sch.TYPED))
@@ -50,6 +53,7 @@ def publish_uk_price(
             (before,) = conn.execute(count).fetchone()
             conn.execute(sch.q(PUBLISH, schema))
             (total,) = conn.execute(count).fetchone()
+            rollup.rebuild(conn, schema)
         published = total - before
         if analyze:
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sch.table(schema, sch.TYPED)))

@@ -20,9 +20,7 @@ pytestmark = [pytest.mark.citus, pytest.mark.cluster]
 ROWS = 20_000
 
 
-def test_seed_sections_load_every_row_agree_and_lose_nothing(
-    fresh_cluster, tmp_path, monkeypatch
-):
+def test_seed_sections_load_every_row_agree_and_lose_nothing(fresh_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("CITUS_PIPELINE_BENCH_DIR", str(tmp_path / "files"))
     cluster = fresh_cluster(start=False)
     loaders = LOADERS if shutil.which("pgloader") else tuple(x for x in LOADERS if x != "pgloader")

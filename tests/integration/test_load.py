@@ -17,10 +17,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from citus_pipeline.data import drop_all, load_price_paid, publish_uk_price
+from citus_pipeline.data import drop_all, load_price_paid, publish_uk_price, rollup
 from citus_pipeline.data import schema as sch
 from citus_pipeline.data.generate import generate_complete
 from citus_pipeline.data.load import LayoutError
+from citus_pipeline.data.queries import UK_PRICE_QUERIES
 
 pytestmark = pytest.mark.citus
 SAMPLE = Path(__file__).parents[1] / "data" / "pp-sample-1995.csv"
@@ -41,6 +42,12 @@ def one(dsn, query, *args):
 def checksum(dsn, schema, table="uk_price"):
     with psycopg.connect(dsn) as conn:
         return sch.checksum(conn, schema, table)
+
+
+def rollup_off(dsn, schema) -> int:
+    """Rollup keys not in step with uk_price (0 when every write path kept it exact)."""
+    with psycopg.connect(dsn) as conn:
+        return rollup.mismatches(conn, schema)
 
 
 def test_real_sample_loads_exactly(citus_dsn, schema):
@@ -75,8 +82,29 @@ def test_real_sample_loads_exactly(citus_dsn, schema):
         f"FROM {schema}.uk_price WHERE transaction_id = '5bbe9cb3-6332-4eb0-9cd3-8737cea4a65a'",
     )
     assert rec == [(42000, "1995-12-21", "NE4 9DN", "S", None, "NEWCASTLE UPON TYNE")]
+    assert rollup_off(citus_dsn, schema) == 0
     # publish from the staged copy adds nothing; the typed table is what the file says
     assert publish_uk_price(citus_dsn, schema=schema).rows_published == 0
+    assert rollup_off(citus_dsn, schema) == 0
+    # the analytic questions answered from the rollup: what a scan of uk_price answers
+    with psycopg.connect(citus_dsn) as conn:
+        conn.execute(f"SET search_path = {schema}")
+        for name, question in UK_PRICE_QUERIES.items():
+            assert (
+                conn.execute(rollup.QUERIES[name]).fetchall() == conn.execute(question).fetchall()
+            ), name
+
+
+def test_publish_adds_each_staged_row_once_and_keeps_the_rollup_exact(citus_dsn, schema, tmp_path):
+    p = tmp_path / "a.csv"
+    generate_complete(p, 20_000, seed=5)
+    load_price_paid(p, citus_dsn, schema=schema, target="uk_price_raw", jobs=2)
+    first = publish_uk_price(citus_dsn, schema=schema)
+    assert (first.rows_published, first.rows_in_uk_price) == (20_000, 20_000)
+    assert rollup_off(citus_dsn, schema) == 0
+    again = publish_uk_price(citus_dsn, schema=schema)
+    assert (again.rows_published, again.rows_in_uk_price) == (0, 20_000)
+    assert rollup_off(citus_dsn, schema) == 0
 
 
 def test_injected_bad_records_rejected_exactly(citus_dsn, schema, tmp_path):
@@ -129,6 +157,7 @@ def test_loading_twice_adds_nothing(citus_dsn, schema, tmp_path):
     )
     assert other.rows_loaded == 0 and other.rows_duplicate == 30_000
     assert checksum(citus_dsn, schema) == before == (30_000, before[1])
+    assert rollup_off(citus_dsn, schema) == 0
 
 
 def test_resume_with_another_chunk_size_loses_nothing(citus_dsn, schema, tmp_path):
@@ -161,6 +190,7 @@ def test_resume_with_another_chunk_size_loses_nothing(citus_dsn, schema, tmp_pat
             f"DELETE FROM {schema}.uk_price_rejects WHERE line_number > %s", (first_lines,)
         )
         conn.execute(f"DELETE FROM {schema}.uk_price_load_ledger WHERE chunk_offset > 0")
+        rollup.rebuild(conn, schema)  # as the killed load's transactions would have left it
     (partial,) = one(citus_dsn, f"SELECT count(*) FROM {schema}.uk_price")[0]
     assert 0 < partial < 20_000
     r = load_price_paid(p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=1 << 20)
@@ -173,6 +203,8 @@ def test_resume_with_another_chunk_size_loses_nothing(citus_dsn, schema, tmp_pat
         == rejects
     )
     assert (r.rows_read, r.rows_loaded, r.rows_duplicate) == (20_005, 20_000 - partial, partial)
+    # the ON CONFLICT path counted only the rows it really inserted
+    assert rollup_off(citus_dsn, schema) == 0
 
 
 def test_kill_9_midway_then_rerun_equals_clean_load(citus_dsn, schema, tmp_path):
@@ -220,6 +252,7 @@ def test_kill_9_midway_then_rerun_equals_clean_load(citus_dsn, schema, tmp_path)
         )
         assert r.chunks_skipped >= 3 and r.rows_loaded == 120_000 - partial
         assert checksum(citus_dsn, schema) == checksum(citus_dsn, clean)
+        assert rollup_off(citus_dsn, schema) == 0
         assert checksum(citus_dsn, schema, "uk_price_rejects")[0] == 20
         assert one(
             citus_dsn,

@@ -7,7 +7,7 @@ import uuid
 import psycopg
 import pytest
 
-from citus_pipeline.data import apply_monthly, drop_all, load_price_paid
+from citus_pipeline.data import apply_monthly, drop_all, load_price_paid, rollup
 from citus_pipeline.data import schema as sch
 from citus_pipeline.data.generate import generate_complete, generate_monthly
 
@@ -25,6 +25,11 @@ def schemas(citus_dsn):
 def checksum(dsn, schema, table="uk_price"):
     with psycopg.connect(dsn) as conn:
         return sch.checksum(conn, schema, table)
+
+
+def rollup_off(dsn, schema) -> int:
+    with psycopg.connect(dsn) as conn:
+        return rollup.mismatches(conn, schema)
 
 
 def q(dsn, query, *args):
@@ -48,8 +53,9 @@ def test_monthly_equals_next_complete_file_and_is_idempotent(citus_dsn, schemas,
     )
     assert logged == [("changed", 100), ("deleted", 50), ("inserted", 850), ("unknown id", 6)]
     load_price_paid(nxt, citus_dsn, schema=expected, target="both", jobs=2)
-    for table in ("uk_price", "uk_price_raw"):
+    for table in ("uk_price", "uk_price_raw", "uk_price_rollup"):
         assert checksum(citus_dsn, applied, table) == checksum(citus_dsn, expected, table)
+    assert rollup_off(citus_dsn, applied) == 0
     before = checksum(citus_dsn, applied)
     again = apply_monthly(month, citus_dsn, schema=applied)
     assert again.files_already_applied == 1 and again.applied == 0
@@ -96,6 +102,12 @@ def test_acd_on_hand_made_rows(citus_dsn, schemas, tmp_path):
     key = lambda i: f"00000000-0000-4000-8000-{i:012d}"
     assert set(rows) == {key(i) for i in (1, 2, 4, 5, 6)}
     assert rows[key(2)] == ("111111", "BRADFORD") and rows[key(1)] == ("100001", "LEEDS")
+    # the rollup followed: D out, C moved to its new town, the existing A's row counted once
+    assert rollup_off(citus_dsn, s) == 0
+    assert q(
+        citus_dsn,
+        f"SELECT town_city, sales, price_sum FROM {s}.uk_price_rollup ORDER BY town_city",
+    ) == [("BRADFORD", 1, 111_111), ("LEEDS", 4, 100_001 + 100_004 + 100_005 + 250_000)]
     assert q(citus_dsn, f"SELECT line_number, reason FROM {s}.uk_price_rejects") == [
         (6, "field count 3, expected 16")
     ]

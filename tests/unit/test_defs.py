@@ -33,6 +33,7 @@ def test_assets_checks_and_automation_are_defined():
     assert checks == {
         "uk_price:counts",
         "uk_price:quality",
+        "uk_price:rollup",
         "uk_price:query_timing",
         "uk_price_rebalanced:balance",
         "uk_price_monthly:monthly_counts",

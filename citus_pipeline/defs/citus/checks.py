@@ -2,6 +2,7 @@
 
 - counts: every good raw row is in `uk_price` (blocking).
 - quality: codes in their domains, no null id/price/date, no price <= 0 (blocking).
+- rollup: uk_price_rollup equals a GROUP BY over uk_price (its answers are exact).
 - balance: after a rebalance, bytes per worker within 1.2x and no active worker empty.
 - query timing: the four timing queries, 5 runs each; WARN over the SLO or when slower
   than 1.5x the median of the previous 5 evaluations.
@@ -17,6 +18,7 @@ from dagster._core.storage.asset_check_execution_record import (
 )
 
 from ...cluster.citus_meta import fetch_active_worker_groups, node_bytes
+from ...data import rollup
 from ...data.queries import REFERENCE_QUERY, UK_PRICE_QUERIES, time_queries
 from .assets import uk_price, uk_price_rebalanced
 from .resources import CitusResource
@@ -109,6 +111,31 @@ def uk_price_quality(citus: CitusResource) -> dg.AssetCheckResult:
         description=None
         if not bad
         else "bad values: " + ", ".join(f"{n}={v}" for n, v in bad.items()),
+    )
+
+
+# ---- rollup ---------------------------------------------------------------------------
+@dg.asset_check(
+    asset=uk_price,
+    name="rollup",
+    description="uk_price_rollup holds uk_price's sales and price sums per key (exact answers).",
+)
+def uk_price_rollup_in_step(citus: CitusResource) -> dg.AssetCheckResult:
+    t0 = time.perf_counter()
+    with citus.connection() as conn:
+        bad = rollup.mismatches(conn)
+        (keys,) = conn.execute("SELECT count(*) FROM uk_price_rollup").fetchone()
+    return dg.AssetCheckResult(
+        passed=bad == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "rollup_keys": dg.MetadataValue.int(int(keys)),
+            "keys_not_in_step": dg.MetadataValue.int(int(bad)),
+            "sql_seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 4)),
+        },
+        description=None
+        if bad == 0
+        else f"{bad} rollup keys differ from uk_price: run data.rollup.rebuild",
     )
 
 
@@ -264,7 +291,13 @@ def uk_price_query_timing(
     )
 
 
-asset_checks = [uk_price_counts, uk_price_quality, uk_price_balance, uk_price_query_timing]
+asset_checks = [
+    uk_price_counts,
+    uk_price_quality,
+    uk_price_rollup_in_step,
+    uk_price_balance,
+    uk_price_query_timing,
+]
 
 __all__ = [
     "BalanceVerdict",
@@ -280,4 +313,5 @@ __all__ = [
     "uk_price_counts",
     "uk_price_quality",
     "uk_price_query_timing",
+    "uk_price_rollup_in_step",
 ]
