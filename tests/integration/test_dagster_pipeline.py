@@ -129,9 +129,9 @@ def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp
     # citus_cluster brings its health checks along (a cluster just started is healthy)
     from citus_pipeline.defs.citus.health import HEALTH_CHECKS
 
-    assert set(checks) == {"counts", "quality", "query_timing", *HEALTH_CHECKS}
+    assert set(checks) == {"counts", "quality", "rollup", "query_timing", *HEALTH_CHECKS}
     assert all(checks[n].passed for n in HEALTH_CHECKS)
-    assert checks["counts"].passed and checks["quality"].passed
+    assert checks["counts"].passed and checks["quality"].passed and checks["rollup"].passed
     timing = checks["query_timing"].metadata
     assert isinstance(timing["reference_semi_detached_count_median_s"], dg.FloatMetadataValue)
     assert "top_100_districts_since_2020_p95_s" in timing

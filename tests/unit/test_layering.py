@@ -2,7 +2,8 @@
 
 Layers, bottom up: errors/settings -> cluster -> data -> defs -> CLI and bench. The cluster
 layer knows nothing of the data path or Dagster, the data path nothing of Dagster, and the
-benchmarks measure cluster/ and data/ code only, never defs/.
+benchmarks measure cluster/ and data/ code only, never defs/ -- but for `bench seed`, whose
+first section runs the main job itself.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ FORBIDDEN = [
     ("citus_pipeline.data", ("citus_pipeline.defs", "citus_pipeline.bench")),
     ("citus_pipeline.bench", ("citus_pipeline.defs", "citus_pipeline.pipeline_commands")),
 ]
+
+
+# The one import allowed up the layers: the seed bench's first section IS the main job (the
+# reference experiment run through Dagster as users run it), so it calls `run_pipeline`.
+ALLOWED = {("citus_pipeline.bench.seed", "citus_pipeline.pipeline_commands")}
 
 
 def _modules() -> dict[str, Path]:
@@ -94,7 +100,7 @@ def test_no_import_runs_back_up_the_layers():
         for prefix, banned in FORBIDDEN
         if m.startswith(prefix)
         for d in deps
-        if d.startswith(banned) and not d.startswith(prefix)
+        if d.startswith(banned) and not d.startswith(prefix) and (m, d) not in ALLOWED
     ]
     assert wrong == []
 

@@ -123,7 +123,7 @@ def uk_price_quality(citus: CitusResource) -> dg.AssetCheckResult:
 def uk_price_rollup_in_step(citus: CitusResource) -> dg.AssetCheckResult:
     t0 = time.perf_counter()
     with citus.connection() as conn:
-        bad = rollup.mismatches(conn)
+        bad = rollup.mismatches(conn, citus.checked_schema())
         (keys,) = conn.execute("SELECT count(*) FROM uk_price_rollup").fetchone()
     return dg.AssetCheckResult(
         passed=bad == 0,
