@@ -330,7 +330,7 @@ class Seed:
                     set_on_all_nodes(
                         conn, self.dsn(), "citus.max_background_task_executors_per_node", None
                     )
-        print_runs(runs, self.rows)
+        print_runs(runs, self.rows, compare=False)
         best = runs[0]
         mb = best.bytes_moved / 1e6
         self.out["rebalance"] = {
@@ -435,7 +435,7 @@ def write_plot(out: dict, trace, path: Path) -> None:
     ]
     if not panels:
         return
-    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.2 * len(panels)))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(14, 4.2 * len(panels)))
     axes = [axes] if len(panels) == 1 else list(axes)
     ref_label = f"reference deployment ({REFERENCE_ROWS:,} rows, 3×4 vCPU)"
     ours_label = f"this run ({out['rows']:,} rows, {out['machine'].split(',')[0]})"
@@ -454,7 +454,7 @@ def write_plot(out: dict, trace, path: Path) -> None:
             ax.invert_yaxis()
             ax.set_xlabel("wall seconds")
             ax.set_title("Stages of the reference experiment")
-            ax.legend(loc="lower right")
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         elif panel == "query":
             st = [s for s in out["stages"] if s["query_median_s"] is not None]
             x = range(len(st))
@@ -480,7 +480,7 @@ def write_plot(out: dict, trace, path: Path) -> None:
             ax.set_yscale("log")
             ax.set_ylabel("seconds (log)")
             ax.set_title("Reference query count(*) WHERE property_type = 'S' at each stage")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         elif panel == "engines":
             engines = list(dict.fromkeys(x["engine"] for x in out["queries"]))
             queries = list(UK_PRICE_QUERIES)
@@ -497,7 +497,7 @@ def write_plot(out: dict, trace, path: Path) -> None:
             ax.set_yscale("log")
             ax.set_ylabel("median seconds (log)")
             ax.set_title(f"Timing queries on {out['rows']:,} rows, warm")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         elif panel == "loaders":
             lo = out["loaders"]
             ax.barh(range(len(lo)), [x["rows_per_s"] for x in lo])
@@ -591,7 +591,7 @@ def run_seed(
     # Everything any part prints (the main job's own console, the rebalance log) goes to the
     # terminal (stderr with --json, so stdout is the JSON alone) and into the .txt file.
     tee = _Tee(terminal or sys.stdout)
-    console = Console(width=170)
+    console = Console(width=200)
     stem = out_dir / f"seed-{rows}"
 
     def save() -> None:  # after every section: a long run that fails keeps what it measured
