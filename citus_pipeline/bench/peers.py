@@ -18,29 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from ..data.format import COLUMNS
 from ..data.queries import REFERENCE_QUERY, UK_PRICE_QUERIES
 
 ENGINES = ("chdb", "duckdb")
 
-# The file's 16 columns as text; each engine types them while loading, as the loader does.
-_CSV_COLUMNS = (
-    "id",
-    "price",
-    "date",
-    "postcode",
-    "property_type",
-    "old_new",
-    "duration",
-    "paon",
-    "saon",
-    "street",
-    "locality",
-    "town_city",
-    "district",
-    "county",
-    "ppd_category_type",
-    "record_status",
-)
+# The file's 16 columns (data.format) read as text; each engine types them while loading,
+# as the loader does.
 
 # The same four questions as UK_PRICE_QUERIES, in each engine's dialect and column names.
 CHDB_QUERIES = {
@@ -83,15 +67,17 @@ CREATE TABLE bench.uk_price (
 """
 CHDB_INSERT = """
 INSERT INTO bench.uk_price
-SELECT toUUID(trim(BOTH '{{}}' FROM id)), toUInt32(price), toDate(substring(date, 1, 10)),
+SELECT toUUID(trim(BOTH '{{}}' FROM transaction_id)), toUInt32(price),
+       toDate(substring(date_of_transfer, 1, 10)),
        property_type, old_new, duration, ppd_category_type, postcode, paon, saon, street,
        locality, town_city, district, county
 FROM file('{path}', 'CSV', '{structure}')
 """
 DUCKDB_LOAD = """
 CREATE TABLE uk_price AS
-SELECT CAST(trim(id, '{{}}') AS UUID) AS transaction_id, CAST(price AS INTEGER) AS price,
-       CAST(substr(date, 1, 10) AS DATE) AS date_of_transfer, property_type, old_new, duration,
+SELECT CAST(trim(transaction_id, '{{}}') AS UUID) AS transaction_id,
+       CAST(price AS INTEGER) AS price,
+       CAST(substr(date_of_transfer, 1, 10) AS DATE) AS date_of_transfer, property_type, old_new, duration,
        ppd_category_type, nullif(postcode, '') AS postcode, nullif(paon, '') AS paon,
        nullif(saon, '') AS saon, nullif(street, '') AS street, nullif(locality, '') AS locality,
        nullif(town_city, '') AS town_city, nullif(district, '') AS district,
@@ -123,7 +109,7 @@ def run_chdb(path: Path, work: Path, runs: int) -> dict:
     s.query("DROP DATABASE IF EXISTS bench")
     s.query("CREATE DATABASE bench")
     s.query(CHDB_TABLE)
-    structure = ", ".join(f"{c} String" for c in _CSV_COLUMNS)
+    structure = ", ".join(f"{c} String" for c in COLUMNS)
     t0 = time.perf_counter()
     s.query(CHDB_INSERT.format(path=path, structure=structure))
     s.query("OPTIMIZE TABLE bench.uk_price FINAL")  # merged parts: a settled table
@@ -143,7 +129,7 @@ def run_duckdb(path: Path, work: Path, runs: int) -> dict:
     db.parent.mkdir(parents=True, exist_ok=True)
     db.unlink(missing_ok=True)
     con = duckdb.connect(str(db))
-    names = ", ".join(f"'{c}'" for c in _CSV_COLUMNS)
+    names = ", ".join(f"'{c}'" for c in COLUMNS)
     t0 = time.perf_counter()
     con.execute(DUCKDB_LOAD.format(path=path, names=names))
     con.execute("CHECKPOINT")

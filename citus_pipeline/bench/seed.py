@@ -110,12 +110,8 @@ class Seed:
     def dsn(self) -> str:
         return self.cluster.coordinator_dsn()
 
-    def up(self, fresh: bool = False):
-        if self.cluster is None or fresh:
-            if fresh:
-                from ..cluster.local import LocalCluster
-
-                LocalCluster(self.spec, self.state_dir).down(purge=True)
+    def up(self):
+        if self.cluster is None or not self.cluster.is_running():
             self.cluster = bench_cluster(self.state_dir, spec=self.spec)
         return self.cluster
 
@@ -161,9 +157,14 @@ class Seed:
 
     # ---- stages --------------------------------------------------------------------
     def stages(self) -> None:
+        from ..cluster.local import LocalCluster
         from ..pipeline_commands import RunLog, run_pipeline
 
-        self.up(fresh=True).down()  # the job starts the cluster itself: from nothing
+        # from nothing: the job starts the cluster itself
+        self.cluster = LocalCluster(self.spec, self.state_dir)
+        self.cluster.down(purge=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o755)  # Patroni runs as the service user
         spec_file = self.state_dir.parent / "bench-spec.yaml"
         spec_file.write_text(yaml.safe_dump(self.spec.model_dump(mode="json")))
         home = Path(tempfile.mkdtemp(prefix="citus-pipeline-seed-dagster-"))
@@ -201,7 +202,7 @@ class Seed:
         whole = time.monotonic() - t0
         self.trace = trace
         self.out["memory_peak_mb"] = trace.peaks()
-        settle_s = sum(1 for st in summary.stages if st.query_median is not None)
+        timed = sum(1 for st in summary.stages if st.query_median is not None)
         for st in summary.stages:
             label, ref_wall, ref_q = REFERENCE.get(st.reference_key or "", ("", None, None))
             if st.reference_key == "plain":  # the load stage: the reference's \COPY time too
@@ -224,7 +225,7 @@ class Seed:
         self.out["with_settled_timings_s"] = round(whole, 1)
         self.console.print(
             f"whole experiment: {job:.0f} s ({job / 60:.1f} min; target ≤ 15 min); "
-            f"{whole:.0f} s with the {settle_s} settled query timings ({timing_s[0]:.0f} s)"
+            f"{whole:.0f} s with the {timed} settled query timings ({timing_s[0]:.0f} s)"
         )
 
     # ---- peers ---------------------------------------------------------------------
