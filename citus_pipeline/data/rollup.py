@@ -88,10 +88,15 @@ QUERIES: dict[str, str] = {
 
 
 class Delta:
-    """Counts to add to the rollup, keyed like it; summed over the pieces of one chunk."""
+    """Counts to add to the rollup, keyed like it; summed over the pieces of one chunk.
+
+    Pieces are aggregated by Arrow and kept as small tables until `write`: a 12 MiB chunk
+    has tens of thousands of keys, and a Python dict per key made the rollup cost the
+    loader more than parsing did."""
 
     def __init__(self) -> None:
-        self.counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+        self._tables: list[pa.Table] = []
+        self._rows: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
 
     def add_parsed(self, t: pa.Table) -> None:
         """Add the good rows of a parsed piece (the file's 16 text columns)."""
@@ -101,33 +106,70 @@ class Delta:
             {
                 "year": pc.cast(pc.utf8_slice_codeunits(t["date_of_transfer"], 0, 4), pa.int16()),
                 "property_type": t["property_type"],
-                "district": t["district"],
-                "town_city": t["town_city"],
+                # empty address parts are NULL in uk_price (binary_copy.typed_rows)
+                "district": _empty_as_null(t["district"]),
+                "town_city": _empty_as_null(t["town_city"]),
                 "price": pc.cast(t["price"], pa.int64()),
             }
         )
         agg = table.group_by(list(KEYS)).aggregate([("price", "count"), ("price", "sum")])
-        for year, ptype, district, town, sales, total in zip(
-            *(agg[c].to_pylist() for c in (*KEYS, "price_count", "price_sum")), strict=True
-        ):
-            # empty address parts are NULL in uk_price (parse.typed_csv)
-            self.add((year, ptype, district or None, town or None), sales, total)
+        self._tables.append(_keyed(agg, "price_count", "price_sum"))
 
     def add(self, key: tuple, sales: int, price_sum: int) -> None:
-        c = self.counts[key]
+        c = self._rows[key]
         c[0] += sales
         c[1] += price_sum
 
+    def summed(self) -> pa.Table | None:
+        """One row per key (sales, price_sum), sorted by key; None when nothing was added."""
+        parts = list(self._tables)
+        if self._rows:
+            keys = list(self._rows)
+            columns = list(zip(*keys, strict=True))
+            parts.append(
+                pa.table(
+                    {
+                        "year": pa.array(columns[0], pa.int16()),
+                        "property_type": pa.array(columns[1], pa.string()),
+                        "district": pa.array(columns[2], pa.string()),
+                        "town_city": pa.array(columns[3], pa.string()),
+                        "sales": pa.array([self._rows[k][0] for k in keys], pa.int64()),
+                        "price_sum": pa.array([self._rows[k][1] for k in keys], pa.int64()),
+                    }
+                )
+            )
+        if not parts:
+            return None
+        t = pa.concat_tables(parts)
+        if len(parts) > 1:
+            agg = t.group_by(list(KEYS)).aggregate([("sales", "sum"), ("price_sum", "sum")])
+            t = _keyed(agg, "sales_sum", "price_sum_sum")
+        return t.sort_by([(k, "ascending") for k in KEYS])
+
+    def totals(self) -> dict[tuple, list[int]]:
+        """The summed counts as {key: [sales, price_sum]}."""
+        t = self.summed()
+        if t is None:
+            return {}
+        return {tuple(r[k] for k in KEYS): [r["sales"], r["price_sum"]] for r in t.to_pylist()}
+
     def write(self, cur: psycopg.Cursor, schema: str) -> None:
         """Upsert in key order: concurrent chunks lock the rollup's rows in the same order."""
-        if not self.counts:
+        t = self.summed()
+        if t is None or t.num_rows == 0:
             return
-        keys = sorted(self.counts, key=lambda k: tuple("" if v is None else str(v) for v in k))
-        columns = list(zip(*keys, strict=True)) + [
-            [self.counts[k][0] for k in keys],
-            [self.counts[k][1] for k in keys],
-        ]
-        cur.execute(sch.q(UPSERT, schema), [list(c) for c in columns])
+        cur.execute(
+            sch.q(UPSERT, schema), [t[c].to_pylist() for c in (*KEYS, "sales", "price_sum")]
+        )
+
+
+def _empty_as_null(a):
+    return pc.if_else(pc.equal(a, ""), pa.scalar(None, pa.string()), a)
+
+
+def _keyed(agg: pa.Table, sales: str, price_sum: str) -> pa.Table:
+    """An aggregate as (keys..., sales, price_sum), whatever order Arrow put its columns in."""
+    return pa.table({**{k: agg[k] for k in KEYS}, "sales": agg[sales], "price_sum": agg[price_sum]})
 
 
 def rebuild(conn: psycopg.Connection, schema: str = sch.DEFAULT_SCHEMA) -> None:

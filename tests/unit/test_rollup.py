@@ -19,7 +19,7 @@ def test_delta_sums_sales_and_prices_per_key_with_empty_parts_as_null():
     d.add_parsed(parsed.good)
     d.add_parsed(parsed.good.slice(0, 1))  # a second piece of the same chunk adds up
     d.add((1999, "F", None, "LONDON"), -1, -50)  # a negative delta cancels a key to zero
-    assert dict(d.counts) == {
+    assert d.totals() == {
         (2024, "S", "LEEDS", "LEEDS"): [3, 500],
         (1999, "F", None, "LONDON"): [0, 0],
     }
