@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import settings
+from .loaders import reference, settle
 
 console = Console(width=200)
 REF_SCHEMA = "bench_load_ref"
@@ -60,52 +60,10 @@ def data_file(rows: int, seed: int, work_dir: Path | None = None) -> Path:
     return path
 
 
-AUTOVACUUM_BUSY = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
-
-
-def settle(dsn: str, timeout: float = 180.0) -> None:
-    """Start every timed method from the same state: no autovacuum still working through an
-    earlier method's rows (it competes for the same cores), no WAL left to checkpoint."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            (here,) = conn.execute(AUTOVACUUM_BUSY).fetchone()
-            there = conn.execute(
-                "SELECT result FROM run_command_on_workers(%s)", (AUTOVACUUM_BUSY,)
-            ).fetchall()
-            if here == 0 and all(r == "0" for (r,) in there):
-                break
-            time.sleep(1.0)
-        conn.execute("CHECKPOINT")
-        conn.execute("SELECT run_command_on_workers('CHECKPOINT')")
-
-
 def run_reference(path: Path, dsn: str, shard_count: int) -> dict:
     """(a): psql \\COPY into the plain reference table, then distribute it."""
-    from ..data.schema import RAW_DDL, q, regclass
-
-    psql = shutil.which("psql") or "/usr/bin/psql"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(REF_SCHEMA)))
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(REF_SCHEMA)))
-        conn.execute(q(RAW_DDL, REF_SCHEMA))
-    settle(dsn)
-    t0 = time.monotonic()
-    copy = f"\\copy {REF_SCHEMA}.uk_price_raw FROM '{path}' WITH (FORMAT csv)"
-    subprocess.run([psql, dsn, "-v", "ON_ERROR_STOP=1", "-q", "-c", copy], check=True)
-    t1 = time.monotonic()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rel = regclass(REF_SCHEMA, "uk_price_raw")
-        conn.execute(
-            "SELECT create_distributed_table(%s, 'transaction_unique_identifier', shard_count => %s)",
-            (rel, shard_count),
-        )
-        conn.execute("SELECT truncate_local_data_after_distributing_table(%s)", (rel,))
-        t2 = time.monotonic()
-        (rows,) = conn.execute(
-            sql.SQL("SELECT count(*) FROM {}.uk_price_raw").format(sql.Identifier(REF_SCHEMA))
-        ).fetchone()
-    return {"copy_s": t1 - t0, "distribute_s": t2 - t1, "seconds": t2 - t0, "rows": rows}
+    r = reference(dsn, path, None, shard_count, schema=REF_SCHEMA)
+    return {**r.phases, "seconds": r.seconds, "rows": r.rows}
 
 
 def run_loader(

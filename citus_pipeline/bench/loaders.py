@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,7 +30,6 @@ import psycopg
 from psycopg import sql
 
 from ..data.schema import RAW_DDL, drop_all, q, regclass
-from .load import settle
 from .usage import ClusterUsage, Measured, run_children
 
 SCHEMA = "bench_loaders"
@@ -57,6 +56,7 @@ class LoaderResult:
     cluster_cpu_s: float
     peak_rss_mb: float
     note: str = ""
+    phases: dict[str, float] = field(default_factory=dict)  # seconds of each step, if several
 
     @property
     def rows_per_s(self) -> float:
@@ -74,11 +74,32 @@ class LoaderResult:
         return out
 
 
+AUTOVACUUM_BUSY = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+
+
+def settle(dsn: str, timeout: float = 180.0) -> None:
+    """Start every timed method from the same state: no autovacuum still working through an
+    earlier method's rows (it competes for the same cores), no WAL left to checkpoint."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            (here,) = conn.execute(AUTOVACUUM_BUSY).fetchone()
+            there = conn.execute(
+                "SELECT result FROM run_command_on_workers(%s)", (AUTOVACUUM_BUSY,)
+            ).fetchall()
+            if here == 0 and all(r == "0" for (r,) in there):
+                break
+            time.sleep(1.0)
+        conn.execute("CHECKPOINT")
+        conn.execute("SELECT run_command_on_workers('CHECKPOINT')")
+
+
 def _psql() -> str:
     return shutil.which("psql") or "/usr/bin/psql"
 
 
 def _copy(dsn: str, path: Path, table: str = RAW_TABLE) -> list[str]:
+    """psql's \\copy of the file into `table`."""
     return [
         _psql(),
         dsn,
@@ -90,14 +111,14 @@ def _copy(dsn: str, path: Path, table: str = RAW_TABLE) -> list[str]:
     ]
 
 
-def _fresh_raw(dsn: str, shard_count: int | None) -> None:
+def _fresh_raw(dsn: str, shard_count: int | None, schema: str = SCHEMA) -> None:
     """An empty reference table in its own schema; distributed unless shard_count is None."""
-    drop_all(dsn, schema=SCHEMA)
+    drop_all(dsn, schema=schema)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
-        conn.execute(q(RAW_DDL, SCHEMA))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(q(RAW_DDL, schema))
         if shard_count is not None:
-            conn.execute(DISTRIBUTE_RAW, (regclass(SCHEMA, "uk_price_raw"), shard_count))
+            conn.execute(DISTRIBUTE_RAW, (regclass(schema, "uk_price_raw"), shard_count))
 
 
 def _count(dsn: str, table: str) -> int:
@@ -107,7 +128,9 @@ def _count(dsn: str, table: str) -> int:
         ).fetchone()[0]
 
 
-def _result(name: str, label: str, m: Measured, rows: int, note: str = "") -> LoaderResult:
+def _result(
+    name: str, label: str, m: Measured, rows: int, note: str = "", phases=None
+) -> LoaderResult:
     return LoaderResult(
         name,
         label,
@@ -117,24 +140,34 @@ def _result(name: str, label: str, m: Measured, rows: int, note: str = "") -> Lo
         m.cluster_cpu_s,
         m.peak_rss_mb,
         note,
+        phases or {},
     )
 
 
-def reference(dsn: str, path: Path, usage: ClusterUsage, shard_count: int) -> LoaderResult:
-    _fresh_raw(dsn, None)
+def reference(
+    dsn: str,
+    path: Path,
+    usage: ClusterUsage | None,
+    shard_count: int,
+    schema: str = SCHEMA,
+) -> LoaderResult:
+    """(a) as the reference deployment did it (also `bench load`'s yardstick, in its own
+    schema and without a cluster to read CPU from)."""
+    _fresh_raw(dsn, None, schema)
     settle(dsn)
-    copy = run_children([_copy(dsn, path)], usage)
-    cpu0 = usage.cpu_seconds()
+    table = f"{schema}.uk_price_raw"
+    copy = run_children([_copy(dsn, path, table)], usage)
+    cpu0 = usage.cpu_seconds() if usage else 0.0
     with psycopg.connect(dsn, autocommit=True) as conn:
         t0 = time.monotonic()
-        rel = regclass(SCHEMA, "uk_price_raw")
+        rel = regclass(schema, "uk_price_raw")
         conn.execute(DISTRIBUTE_RAW, (rel, shard_count))
         conn.execute("SELECT truncate_local_data_after_distributing_table(%s)", (rel,))
         distribute_s = time.monotonic() - t0
     total = Measured(
         copy.seconds + distribute_s,
         copy.client_cpu_s,
-        copy.cluster_cpu_s + usage.cpu_seconds() - cpu0,
+        copy.cluster_cpu_s + (usage.cpu_seconds() - cpu0 if usage else 0.0),
         copy.peak_rss_mb,
     )
     note = f"\\copy {copy.seconds:.0f} s + distribute {distribute_s:.0f} s"
@@ -142,8 +175,9 @@ def reference(dsn: str, path: Path, usage: ClusterUsage, shard_count: int) -> Lo
         "reference",
         "(a) \\copy into a plain table, then distribute",
         total,
-        _count(dsn, RAW_TABLE),
+        _count(dsn, table),
         note,
+        {"copy_s": copy.seconds, "distribute_s": distribute_s},
     )
 
 
