@@ -35,18 +35,6 @@ def _stat_cpu(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / _TICK
 
 
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every process now."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                out[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    return out
-
-
 def _pss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -74,12 +62,12 @@ class ClusterUsage:
 
     def _members(self) -> list[tuple[str, list[int]]]:
         """Each member's processes, from one pass over /proc (not one per member)."""
-        parents = _parents()
+        ppids = processes.parents()
         out = []
         for m in self.cluster.members():
             pm = processes.postmaster_pid(m)
             own = [p for p in (processes.member_pid(m), pm) if p]
-            out.append((m.name, own + [p for p, pp in parents.items() if pm and pp == pm]))
+            out.append((m.name, own + (processes.children(pm, ppids) if pm else [])))
         return out
 
     def cpu_seconds(self) -> float:

@@ -119,19 +119,23 @@ def signal_member(m: Member, sig: int) -> int | None:
     return pid
 
 
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from /proc, so it works for any user's)."""
-    found = []
+def parents() -> dict[int, int]:
+    """pid -> parent pid of every process now, from one pass over /proc (any user's)."""
+    out = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            out[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == pid:
-            found.append(int(d.name))
-    return found
+    return out
+
+
+def children(pid: int, ppids: dict[int, int] | None = None) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``ppids``, else from /proc now)."""
+    ppids = parents() if ppids is None else ppids
+    return [p for p, pp in ppids.items() if pp == pid]
 
 
 def member_processes(m: Member) -> list[int]:
@@ -176,6 +180,7 @@ __all__ = [
     "kill_member",
     "member_pid",
     "member_processes",
+    "parents",
     "pid_alive",
     "port_free",
     "postmaster_pid",
