@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -49,8 +50,8 @@ from ..data.queries import (
     time_query,
 )
 from ..pipeline_report import REFERENCE, REFERENCE_ROWS
-from .load import data_file, settle
-from .loaders import LOADERS, run_loaders
+from .load import data_file
+from .loaders import LOADERS, run_loaders, settle
 from .peers import ENGINES
 from .rebalance import (
     BENCH_STATE,
@@ -555,6 +556,9 @@ def seed_command(
     bad = [s for s in chosen if s not in SECTIONS] + [x for x in (loader or []) if x not in LOADERS]
     if bad:
         raise typer.BadParameter(f"unknown section or loader: {', '.join(bad)}")
+    # An hour-long run is often started in the background, where SIGINT is ignored: let a
+    # plain `kill` end it the same way, saving what it measured and stopping its cluster.
+    signal.signal(signal.SIGTERM, _interrupted)
     out = run_seed(
         rows=rows,
         seed=seed,
@@ -569,6 +573,10 @@ def seed_command(
     )
     if as_json:
         print(json.dumps(out))
+
+
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run_seed(
