@@ -49,6 +49,7 @@ from ..data.queries import (
     reference_schema_queries,
     time_query,
 )
+from ..data.schema import drop_all
 from ..pipeline_report import REFERENCE, REFERENCE_ROWS
 from .load import data_file
 from .loaders import LOADERS, run_loaders, settle
@@ -361,6 +362,9 @@ class Seed:
     # ---- loaders -------------------------------------------------------------------
     def loaders(self, streams: int, only: tuple[str, ...]) -> None:
         self.up()
+        # The main job's tables are measured by now: at 28 M rows they and their standbys'
+        # copies leave no disk on this machine for (a)'s plain table on the coordinator.
+        drop_all(self.dsn())
         shard_count = self.sql("SHOW citus.shard_count")[0][0]
         usage = ClusterUsage(self.cluster)
         results = run_loaders(
