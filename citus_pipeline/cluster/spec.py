@@ -132,6 +132,9 @@ class PostgresSpec(_Strict):
             # local loopback; k8s renders verify-full; both add TCP_TIMEOUTS
             "citus.node_conninfo": "sslmode=disable",
             "citus.max_cached_conns_per_worker": 4,
+            # Citus's global limit is 1 by default, which ran every move of a rebalance one
+            # at a time whatever the per-node limit said.
+            "citus.max_background_task_executors": 4,
             "citus.max_background_task_executors_per_node": 4,
         }
     )

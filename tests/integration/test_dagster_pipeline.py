@@ -134,7 +134,9 @@ def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp
     assert checks["counts"].passed and checks["quality"].passed and checks["rollup"].passed
     timing = checks["query_timing"].metadata
     assert isinstance(timing["reference_semi_detached_count_median_s"], dg.FloatMetadataValue)
-    assert "top_100_districts_since_2020_p95_s" in timing
+    # the reference query scanned on uk_price, the four questions from the rollup
+    assert "rollup_top_100_districts_since_2020_p95_s" in timing
+    assert "top_100_districts_since_2020_p95_s" not in timing
 
     # the monthly partition: applied twice gives the same table; a missing month fails clearly
     from citus_pipeline.data.generate import generate_monthly
@@ -278,6 +280,15 @@ def test_sensor_requests_exactly_one_rebalance_per_new_worker(fresh_cluster, tmp
     assert md["moves"].value > 0 and md["bytes_moved"].value > 0
     assert md[f"after_shards_group_{group}"].value > 0
     assert _count(dsn, "public") == 30000
+    # the moved shards were vacuumed and analyzed on their new nodes (fresh copies otherwise)
+    assert "uk_price" in md["vacuumed"].value.split(", ")
+    with psycopg.connect(dsn) as conn:
+        (all_analyzed,) = conn.execute(
+            "SELECT bool_and(result::boolean) FROM run_command_on_shards('uk_price', "
+            "$$SELECT last_vacuum IS NOT NULL AND last_analyze IS NOT NULL "
+            "FROM pg_stat_user_tables WHERE relid = '%s'::regclass$$)"
+        ).fetchone()
+    assert all_analyzed
     # once the new group holds shards, nothing more is asked even from a lost cursor
     assert tick(None)[0] == []
 

@@ -275,6 +275,8 @@ def uk_price_rebalanced(
             "seconds": seconds_metadata(out.seconds),
             "sql_seconds": seconds_metadata(time.perf_counter() - t0),
             "mb_per_s": dg.MetadataValue.float(round(mb_per_s, 3)),
+            "vacuumed": dg.MetadataValue.text(", ".join(out.vacuumed)),
+            "vacuum_seconds": seconds_metadata(out.vacuum_seconds),
             "worker_count": dg.MetadataValue.int(len(out.worker_groups)),
             "before": dg.MetadataValue.md(nodes_markdown(out.before)),
             "after": dg.MetadataValue.md(nodes_markdown(out.after)),
