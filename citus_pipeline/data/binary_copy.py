@@ -87,6 +87,10 @@ def timestamp_field(file_dates) -> np.ndarray:
     return _field(_be(days * _US_PER_DAY, ">i8"))
 
 
+def int8_field(values: np.ndarray) -> np.ndarray:
+    return _field(_be(values, ">i8"))
+
+
 def char_field(codes) -> np.ndarray:
     """One-letter codes -> `"char"` fields (one byte)."""
     return _field(_fixed_bytes(codes, 1))
@@ -135,12 +139,17 @@ def _count(n: int, fields: int) -> np.ndarray:
     return np.broadcast_to(_be(np.array([fields]), ">i2"), (n, 2))
 
 
-def typed_rows(t: pa.Table) -> memoryview:
+Field = list[np.ndarray | pa.Array]  # one field's parts: a numpy block or Arrow columns
+
+
+def typed_rows(t: pa.Table, lead: tuple[Field, ...] = ()) -> memoryview:
     """Good records (the file's 16 text columns) as binary COPY rows of uk_price, columns in
-    schema.TYPED_COLUMNS order; empty address parts become NULL."""
+    schema.TYPED_COLUMNS order; empty address parts become NULL. ``lead``: fields put in
+    front of each row (the monthly stage's source, line and status), one entry per field."""
     n = t.num_rows
     parts: list[np.ndarray | pa.Array] = [
-        _count(n, len(sch.TYPED_COLUMNS)),
+        _count(n, len(lead) + len(sch.TYPED_COLUMNS)),
+        *(p for f in lead for p in f),
         uuid_field(t["transaction_id"]),
         int4_field(t["price"]),
         date_field(t["date_of_transfer"]),
@@ -168,4 +177,13 @@ def raw_rows(t: pa.Table) -> memoryview:
     return _rows(parts, n) if n else memoryview(b"")
 
 
-__all__ = ["SIGNATURE", "TRAILER", "raw_rows", "typed_rows"]
+__all__ = [
+    "SIGNATURE",
+    "TRAILER",
+    "Field",
+    "char_field",
+    "int8_field",
+    "raw_rows",
+    "text_fields",
+    "typed_rows",
+]

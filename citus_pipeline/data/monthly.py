@@ -18,7 +18,6 @@ path of the pipeline), the same changes are mirrored there so a later publish st
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from dataclasses import dataclass
@@ -26,15 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 import pyarrow as pa
-import pyarrow.csv as pcsv
 from psycopg import sql
 from pydantic import BaseModel, computed_field
 
 from ..cluster.citus_meta import recover_prepared_transactions
-from . import rollup
+from . import binary_copy, rollup
 from . import schema as sch
 from .layout import check_layout
-from .parse import parse_chunk, typed_csv
+from .parse import parse_chunk
 from .progress import Progress, ProgressEvent
 from .sources import InputFile, fingerprint, read_chunks, resolve
 
@@ -133,25 +131,15 @@ LOG_COPY = (
 )
 
 
-def _stage_csv(fp: str, t: pa.Table, lines: np.ndarray) -> bytes:
-    body = bytes(typed_csv(t, sch.TYPED_COLUMNS))
-    prefix = pa.table(
-        {
-            "fp": pa.array([fp] * t.num_rows, pa.string()),
-            "line": pa.array(lines, pa.int64()),
-            "status": t["record_status"],
-        }
+def _stage_rows(fp: str, t: pa.Table, lines: np.ndarray) -> bytes:
+    """The month's good records as one binary COPY of monthly_tmp: each row led by the
+    file's fingerprint, the record's line and its status."""
+    lead = (
+        binary_copy.text_fields(pa.repeat(pa.scalar(fp), t.num_rows), empty_is_null=False),
+        [binary_copy.int8_field(lines.astype(np.int64))],
+        [binary_copy.char_field(t["record_status"])],
     )
-    buf = io.BytesIO()
-    pcsv.write_csv(prefix, buf, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
-    heads = buf.getvalue().split(b"\n")
-    rows = body.split(b"\n")
-    # both end with a newline: pair the lines (prefix fields never contain a newline)
-    return (
-        b"\n".join(h + b"," + r for h, r in zip(heads[:-1], rows[:-1])) + b"\n"
-        if t.num_rows
-        else b""
-    )
+    return binary_copy.SIGNATURE + bytes(binary_copy.typed_rows(t, lead)) + binary_copy.TRAILER
 
 
 @dataclass
@@ -215,8 +203,8 @@ def _apply_records(
     it is in use); returns each record's (line, id, status, outcome)."""
     Q = lambda s: sch.q(s, schema)
     cur.execute(Q(TMP))
-    with cur.copy(sql.SQL("COPY monthly_tmp FROM STDIN (FORMAT csv)")) as cp:
-        cp.write(_stage_csv(fp, month.good, month.lines))
+    with cur.copy(sql.SQL("COPY monthly_tmp FROM STDIN (FORMAT binary)")) as cp:
+        cp.write(_stage_rows(fp, month.good, month.lines))
     cur.execute(Q(CLEAR_STAGE), (fp,))
     cur.execute(Q("INSERT INTO {schema}.uk_price_monthly_stage SELECT * FROM monthly_tmp"))
     outcomes = []

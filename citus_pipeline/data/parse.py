@@ -146,8 +146,7 @@ def _read_fast(data: bytes) -> pa.Table | None:
 
 
 # The rules' constants as Arrow values, made once.
-_S = {v: pa.scalar(v, pa.string()) for v in ("", "0", "01", "2000-01-01", "A")}
-_NULL_STRING = pa.scalar(None, pa.string())
+_S = {v: pa.scalar(v, pa.string()) for v in ("0", "01", "2000-01-01", "A")}
 _FALSE = pa.scalar(False)
 _PRICE_MIN = pa.scalar(fmt.PRICE_MIN, pa.int64())
 _PRICE_MAX = pa.scalar(fmt.PRICE_MAX, pa.int64())
@@ -306,37 +305,4 @@ def _parse_slow(
     return ParsedChunk(t, np.array(good_lines, dtype=np.int64), rejects, lines, True, transcoded)
 
 
-# --- serialisation for COPY ---------------------------------------------------------------
-
-_TEXT_COLUMNS = (
-    "postcode",
-    "paon",
-    "saon",
-    "street",
-    "locality",
-    "town_city",
-    "district",
-    "county",
-)
-
-
-def typed_csv(t: pa.Table, columns: tuple[str, ...]) -> memoryview:
-    """Good records as CSV for `COPY uk_price (columns) FROM STDIN (FORMAT csv)`.
-
-    Dates lose the constant ` 00:00`; empty address parts become NULL (unquoted empty)."""
-    out = {}
-    for c in columns:
-        a = t[c]
-        if c == "date_of_transfer":
-            a = pc.utf8_slice_codeunits(a, 0, 10)
-        elif c in _TEXT_COLUMNS:
-            a = pc.if_else(pc.equal(a, _S[""]), _NULL_STRING, a)
-        out[c] = a
-    buf = pa.BufferOutputStream()
-    pcsv.write_csv(
-        pa.table(out), buf, pcsv.WriteOptions(include_header=False, quoting_style="needed")
-    )
-    return memoryview(buf.getvalue())
-
-
-__all__ = ["ParsedChunk", "Reject", "parse_chunk", "pieces", "to_utf8", "typed_csv"]
+__all__ = ["ParsedChunk", "Reject", "parse_chunk", "pieces", "to_utf8"]

@@ -76,3 +76,24 @@ def test_a_slice_and_an_empty_table_encode_alone(parsed):
         uuid.UUID(x) for x in part["transaction_id"].to_pylist()
     ]
     assert len(binary_copy.typed_rows(parsed.slice(0, 0))) == 0
+
+
+def test_lead_fields_come_first_and_the_row_stays_whole(parsed):
+    """The monthly stage's rows: source, line and status in front of uk_price's columns."""
+    import numpy as np
+    import pyarrow as pa
+
+    part = parsed.slice(3, 40)
+    lines = np.arange(100, 140, dtype=np.int64)
+    lead = (
+        binary_copy.text_fields(pa.repeat(pa.scalar("fp-1"), 40), empty_is_null=False),
+        [binary_copy.int8_field(lines)],
+        [binary_copy.char_field(part["record_status"])],
+    )
+    rows = decode(binary_copy.typed_rows(part, lead), 3 + len(schema.TYPED_COLUMNS))
+    plain = decode(binary_copy.typed_rows(part), len(schema.TYPED_COLUMNS))
+    for r, p, line, s in zip(rows, plain, lines, part.to_pylist(), strict=True):
+        assert r[0] == b"fp-1"
+        assert struct.unpack(">q", r[1])[0] == line
+        assert r[2] == s["record_status"].encode()
+        assert r[3:] == p
