@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cluster.local import LocalCluster
+from ..cluster.local import LocalCluster, processes
 from ..cluster.spec import load_spec, spec_from_mapping
 
 console = Console(width=None if Console().is_terminal else 120)
@@ -28,12 +28,10 @@ def cluster_pids(cluster: LocalCluster) -> list[int]:
     roots = [p for p in [cluster.etcd.pid()] if p]
     for m in cluster.members():
         roots += [p for p in (cluster.member_pid(m), cluster.postmaster_pid(m)) if p]
+    ppids = processes.parents()  # one pass over /proc for every root
     pids = set(roots)
-    for pm in roots:
-        out = subprocess.run(
-            ["pgrep", "-P", str(pm)], capture_output=True, text=True, check=False
-        ).stdout
-        pids |= {int(x) for x in out.split()}
+    for root in roots:
+        pids.update(processes.children(root, ppids))
     return sorted(pids)
 
 
