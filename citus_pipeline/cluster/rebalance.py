@@ -26,9 +26,20 @@ SELECT pg_catalog.citus_rebalance_start(
     shard_transfer_mode => %s::citus.shard_transfer_mode,
     parallel_transfer_colocated_shards => %s)
 """
-REBALANCE_STATUS_SQL = (
-    "SELECT job_id, state::text, details FROM pg_catalog.citus_rebalance_status()"
-)
+# The newest rebalance job and its tasks counted by status, from the coordinator's catalog
+# alone. citus_rebalance_status() also asks each running move's source and target for its
+# progress, at the address the move started with: after the source's leader failed over it
+# answers "recovery is in progress" until the move ends, and a status call must not fail
+# the wait for a job that is still making its way.
+REBALANCE_STATUS_SQL = """
+SELECT j.job_id, j.state::text,
+       (SELECT jsonb_object_agg(s.status, s.n) FROM (
+            SELECT t.status::text AS status, count(*) AS n
+            FROM pg_catalog.pg_dist_background_task t WHERE t.job_id = j.job_id GROUP BY 1) s)
+FROM pg_catalog.pg_dist_background_job j
+WHERE j.job_type = 'rebalance'
+ORDER BY j.job_id DESC LIMIT 1
+"""
 REBALANCE_ERRORS_SQL = """
 SELECT task_id, status::text, message
 FROM pg_catalog.pg_dist_background_task
@@ -79,8 +90,8 @@ def _wait_for_job(
     deadline = time.monotonic() + timeout_seconds
     last_counts = None
     while True:
-        job, state, details = conn.execute(REBALANCE_STATUS_SQL).fetchone()
-        counts = (details or {}).get("task_state_counts", {})
+        job, state, counts = conn.execute(REBALANCE_STATUS_SQL).fetchone()
+        counts = counts or {}
         if counts != last_counts:
             log(f"rebalance job {job}: {state}, tasks {counts}")
             last_counts = counts
