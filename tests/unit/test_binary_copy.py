@@ -81,16 +81,15 @@ def test_a_slice_and_an_empty_table_encode_alone(parsed):
 def test_lead_fields_come_first_and_the_row_stays_whole(parsed):
     """The monthly stage's rows: source, line and status in front of uk_price's columns."""
     import numpy as np
-    import pyarrow as pa
+
+    from citus_pipeline.data.monthly import _stage_rows
 
     part = parsed.slice(3, 40)
     lines = np.arange(100, 140, dtype=np.int64)
-    lead = (
-        binary_copy.text_fields(pa.repeat(pa.scalar("fp-1"), 40), empty_is_null=False),
-        [binary_copy.int8_field(lines)],
-        [binary_copy.char_field(part["record_status"])],
-    )
-    rows = decode(binary_copy.typed_rows(part, lead), 3 + len(schema.TYPED_COLUMNS))
+    copy = _stage_rows("fp-1", part, lines)
+    assert copy.startswith(binary_copy.SIGNATURE) and copy.endswith(binary_copy.TRAILER)
+    body = memoryview(copy)[len(binary_copy.SIGNATURE) : -len(binary_copy.TRAILER)]
+    rows = decode(body, 3 + len(schema.TYPED_COLUMNS))
     plain = decode(binary_copy.typed_rows(part), len(schema.TYPED_COLUMNS))
     for r, p, line, s in zip(rows, plain, lines, part.to_pylist(), strict=True):
         assert r[0] == b"fp-1"
