@@ -132,10 +132,14 @@ class PostgresSpec(_Strict):
             # local loopback; k8s renders verify-full; both add TCP_TIMEOUTS
             "citus.node_conninfo": "sslmode=disable",
             "citus.max_cached_conns_per_worker": 4,
-            # Citus's global citus.max_background_task_executors stays at its default of 1:
-            # one move at a time. Four at once moved 33 MB/s instead of 30 at 28 M rows, but
-            # a source group's failover then left the moves past their copy waiting for a
-            # dead publisher (citus.logical_replication_timeout, 2 h) and the rerun hung.
+            # Four shard moves at once (Citus's global limit is 1, which runs every move of a
+            # rebalance alone whatever the per-node limit says): 33 MB/s instead of 30 at
+            # 28 M rows. A move waiting for its subscription to catch up errors after this
+            # long without progress, and Citus retries it 5 s later: when a source group
+            # fails over, the moves already past their copy otherwise wait for a dead
+            # publisher for Citus's default of 2 h, and the rebalance with them.
+            "citus.max_background_task_executors": 4,
+            "citus.logical_replication_timeout": "60s",
             "citus.max_background_task_executors_per_node": 4,
         }
     )
