@@ -34,6 +34,7 @@ from .chunk_writer import (
     Target,
     is_duplicate,
 )
+from .deferred_index import index_after_bulk_write
 from .layout import LayoutError, check_layout
 from .parse import warm_up
 from .progress import Progress, ProgressEvent
@@ -314,7 +315,11 @@ def load_price_paid(
         retry_wait=retry_wait,
         progress=progress,
     )
-    load.run(inputs)
+    if target == sch.RAW:
+        load.run(inputs)
+    else:
+        with index_after_bulk_write(dsn, schema):
+            load.run(inputs)
     report.seconds = time.monotonic() - started
     report.rows_per_s = report.rows_read / report.seconds if report.seconds else 0.0
     report.mb_per_s = report.bytes_read / 1e6 / report.seconds if report.seconds else 0.0

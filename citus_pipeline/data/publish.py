@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from . import rollup
 from . import schema as sch
+from .deferred_index import index_after_bulk_write
 from .progress import Progress, ProgressEvent
 
 PUBLISH = """
@@ -43,19 +44,24 @@ def publish_uk_price(
     Rows of uk_price_raw were validated by the loader; the CHECK constraints of uk_price
     stop anything else. `ON CONFLICT DO NOTHING` makes a re-run add nothing. The two tables
     are co-located, so Citus runs the statement shard by shard on the workers, in parallel.
-    The rollup is recomputed from uk_price in the same transaction.
+    The rollup is recomputed from uk_price in the same transaction. Into an empty uk_price,
+    the property-type index is built after the insert (`deferred_index`).
     """
     started = time.monotonic()
     count = sql.SQL("SELECT count(*) FROM {}").format(sch.table(schema, sch.TYPED))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        with conn.transaction():
-            # Citus reports rows processed, not inserted, for INSERT ... SELECT ON CONFLICT
-            (before,) = conn.execute(count).fetchone()
-            conn.execute(sch.q(PUBLISH, schema))
-            (total,) = conn.execute(count).fetchone()
-            rollup.rebuild(conn, schema)
-        published = total - before
-        if analyze:
+    with (
+        index_after_bulk_write(dsn, schema),
+        psycopg.connect(dsn, autocommit=True) as conn,
+        conn.transaction(),
+    ):
+        # Citus reports rows processed, not inserted, for INSERT ... SELECT ON CONFLICT
+        (before,) = conn.execute(count).fetchone()
+        conn.execute(sch.q(PUBLISH, schema))
+        (total,) = conn.execute(count).fetchone()
+        rollup.rebuild(conn, schema)
+    published = total - before
+    if analyze:
+        with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sch.table(schema, sch.TYPED)))
     if progress:
         progress(ProgressEvent(published, None, 0, f"published {published} rows", published, 0))

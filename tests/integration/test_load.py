@@ -44,6 +44,25 @@ def checksum(dsn, schema, table="uk_price"):
         return sch.checksum(conn, schema, table)
 
 
+def indexes_per_shard(dsn, schema) -> set[int]:
+    """How many indexes each placement of uk_price has (2: the primary key, property type)."""
+    return {
+        int(n)
+        for (n,) in one(
+            dsn,
+            "SELECT result FROM run_command_on_placements(%s, "
+            "$$SELECT count(*) FROM pg_index WHERE indrelid = '%%s'::regclass$$)",
+            f"{schema}.uk_price",
+        )
+    }
+
+
+def property_type_index(dsn, schema) -> int | None:
+    """The oid of uk_price's property-type index on the coordinator, None when absent."""
+    (oid,) = one(dsn, "SELECT to_regclass(%s)::oid", f"{schema}.uk_price_property_type")[0]
+    return oid
+
+
 def rollup_off(dsn, schema) -> int:
     """Rollup keys not in step with uk_price (0 when every write path kept it exact)."""
     with psycopg.connect(dsn) as conn:
@@ -102,6 +121,7 @@ def test_publish_adds_each_staged_row_once_and_keeps_the_rollup_exact(citus_dsn,
     first = publish_uk_price(citus_dsn, schema=schema)
     assert (first.rows_published, first.rows_in_uk_price) == (20_000, 20_000)
     assert rollup_off(citus_dsn, schema) == 0
+    assert indexes_per_shard(citus_dsn, schema) == {2}  # built after the rows went in
     again = publish_uk_price(citus_dsn, schema=schema)
     assert (again.rows_published, again.rows_in_uk_price) == (0, 20_000)
     assert rollup_off(citus_dsn, schema) == 0
@@ -148,6 +168,10 @@ def test_loading_twice_adds_nothing(citus_dsn, schema, tmp_path):
         p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=512 << 10
     )
     assert first.rows_loaded == 30_000 and again.rows_loaded == 0
+    # the first load into the empty table built the property-type index after its rows, on
+    # every shard; the second, into a table with rows, kept it as it was
+    assert indexes_per_shard(citus_dsn, schema) == {2}
+    built = property_type_index(citus_dsn, schema)
     assert again.rows_duplicate == 30_000 and again.chunks_skipped == again.chunks
     # the same records under another name and another chunking: duplicates, not errors
     copy = tmp_path / "copy.csv"
@@ -156,8 +180,25 @@ def test_loading_twice_adds_nothing(citus_dsn, schema, tmp_path):
         copy, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=300 << 10
     )
     assert other.rows_loaded == 0 and other.rows_duplicate == 30_000
+    assert property_type_index(citus_dsn, schema) == built
     assert checksum(citus_dsn, schema) == before == (30_000, before[1])
     assert rollup_off(citus_dsn, schema) == 0
+
+
+def test_a_first_load_that_fails_builds_its_deferred_index_before_raising(
+    citus_dsn, schema, tmp_path
+):
+    p = tmp_path / "a.csv"
+    generate_complete(p, 30_000, seed=9)
+    sch.ensure_schema(citus_dsn, schema=schema)
+    # a rule the loader does not know: the chunks with a dear sale fail in the database
+    with psycopg.connect(citus_dsn, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {schema}.uk_price ADD CONSTRAINT cheap CHECK (price < 400000)")
+    with pytest.raises(psycopg.Error, match='violates check constraint "cheap'):
+        load_price_paid(
+            p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=256 << 10
+        )
+    assert indexes_per_shard(citus_dsn, schema) == {2}
 
 
 def test_resume_with_another_chunk_size_loses_nothing(citus_dsn, schema, tmp_path):
@@ -247,12 +288,15 @@ def test_kill_9_midway_then_rerun_equals_clean_load(citus_dsn, schema, tmp_path)
         proc.wait()
         partial = one(citus_dsn, f"SELECT count(*) FROM {schema}.uk_price")[0][0]
         assert 0 < partial < 120_000
+        # killed during a first load: its property-type index was not built yet...
+        assert property_type_index(citus_dsn, schema) is None
         r = load_price_paid(
             p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=1 << 20
         )
         assert r.chunks_skipped >= 3 and r.rows_loaded == 120_000 - partial
         assert checksum(citus_dsn, schema) == checksum(citus_dsn, clean)
         assert rollup_off(citus_dsn, schema) == 0
+        assert indexes_per_shard(citus_dsn, schema) == {2}  # ...the rerun's schema step did
         assert checksum(citus_dsn, schema, "uk_price_rejects")[0] == 20
         assert one(
             citus_dsn,

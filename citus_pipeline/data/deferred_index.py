@@ -1,0 +1,67 @@
+"""uk_price's property-type index, built once after a bulk write into an empty uk_price
+instead of maintained row by row during it.
+
+The index has five keys, so every insert lands on one of five hot rightmost leaves, which
+PostgreSQL deduplicates again and again as they fill. Measured on 4 M rows loaded straight
+into uk_price (2 worker groups, each with a synchronous standby): with the index each worker
+leader wrote 708 MB of WAL and used 17.8 CPU-s, each standby 4.3 CPU-s replaying it, the load
+took 36.7 s; without it 402 MB, 11.5 and 2.4 CPU-s, 29.2 s; building it afterwards took
+1.7 s. The publish into an empty uk_price (the main job's path) pays the same way.
+
+Only the first write into an empty table defers: a load or a monthly apply into a table with
+rows keeps the index in step as before. If the write fails, the index is built again before
+the error is raised (when the cluster answers); a process killed in between leaves the table
+without it until the next `ensure_schema` (every load, publish and monthly apply runs one)
+creates it: queries are slower meanwhile, never wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import psycopg
+
+from ..cluster import failover
+from . import schema as sch
+
+IS_EMPTY = "SELECT NOT EXISTS (SELECT 1 FROM {schema}.uk_price)"
+DROP = "DROP INDEX IF EXISTS {schema}.uk_price_property_type"
+
+
+def _run(dsn: str, statement: str, schema: str, what: str) -> tuple | None:
+    # these reach every worker group: a group failing over costs a wait, not the write
+    return failover.retry(
+        lambda: _execute(dsn, statement, schema),
+        what=what,
+        attempts=31,
+        base_seconds=2.0,
+        max_seconds=10.0,
+    )
+
+
+def _execute(dsn: str, statement: str, schema: str) -> tuple | None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(sch.q(statement, schema))
+        return cur.fetchone() if cur.description else None
+
+
+@contextlib.contextmanager
+def index_after_bulk_write(dsn: str, schema: str) -> Iterator[bool]:
+    """Around a write into uk_price: yields True when uk_price was empty and its
+    property-type index was dropped, to be built when the write is done (or has failed)."""
+    (empty,) = _run(dsn, IS_EMPTY, schema, "see whether uk_price is empty")
+    if not empty:
+        yield False
+        return
+    _run(dsn, DROP, schema, "drop the property-type index for a bulk write")
+    try:
+        yield True
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):  # the write's own error is the one to see
+            _execute(dsn, sch.PROPERTY_TYPE_INDEX_DDL, schema)
+        raise
+    _run(dsn, sch.PROPERTY_TYPE_INDEX_DDL, schema, "build the property-type index")
+
+
+__all__ = ["index_after_bulk_write"]
