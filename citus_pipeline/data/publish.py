@@ -10,10 +10,11 @@ from pydantic import BaseModel
 
 from . import rollup
 from . import schema as sch
+from .chunk_writer import is_duplicate
 from .deferred_index import index_after_bulk_write
 from .progress import Progress, ProgressEvent
 
-PUBLISH = """
+PUBLISH_INTO_EMPTY = """
 INSERT INTO {schema}.uk_price
     (transaction_id, price, date_of_transfer, property_type, old_new, duration,
      ppd_category_type, postcode, paon, saon, street, locality, town_city, district, county)
@@ -22,14 +23,29 @@ SELECT transaction_unique_identifier, price::integer, date_of_transfer::date,
        nullif(postcode, ''), nullif(paon, ''), nullif(saon, ''), nullif(street, ''),
        nullif(locality, ''), nullif("Town/City", ''), nullif(district, ''), nullif(county, '')
 FROM {schema}.uk_price_raw
-ON CONFLICT (transaction_id) DO NOTHING
 """
+# Into an empty uk_price the ids of uk_price_raw (its primary key) cannot collide, and the
+# speculative insertion ON CONFLICT pays per row (one more primary-key lookup) is saved; a
+# row that another writer added meanwhile fails the statement, which is then run again.
+PUBLISH = PUBLISH_INTO_EMPTY + "ON CONFLICT (transaction_id) DO NOTHING\n"
 
 
 class PublishReport(BaseModel):
     rows_published: int
     rows_in_uk_price: int
     seconds: float
+
+
+def _publish(conn: psycopg.Connection, schema: str, statement: str) -> tuple[int, int]:
+    """One transaction: the insert and the rollup; uk_price's rows before and after."""
+    count = sql.SQL("SELECT count(*) FROM {}").format(sch.table(schema, sch.TYPED))
+    with conn.transaction():
+        # Citus reports rows processed, not inserted, for INSERT ... SELECT ON CONFLICT
+        (before,) = conn.execute(count).fetchone()
+        conn.execute(sch.q(statement, schema))
+        (total,) = conn.execute(count).fetchone()
+        rollup.rebuild(conn, schema)
+    return before, total
 
 
 def publish_uk_price(
@@ -42,23 +58,23 @@ def publish_uk_price(
     """uk_price_raw -> uk_price: every staged row not yet in uk_price, typed (idempotent).
 
     Rows of uk_price_raw were validated by the loader; the CHECK constraints of uk_price
-    stop anything else. `ON CONFLICT DO NOTHING` makes a re-run add nothing. The two tables
+    stop anything else. `ON CONFLICT DO NOTHING` makes a re-run add nothing (the first
+    publish into an empty uk_price needs none and goes without). The two tables
     are co-located, so Citus runs the statement shard by shard on the workers, in parallel.
     The rollup is recomputed from uk_price in the same transaction. Into an empty uk_price,
     the property-type index is built after the insert (`deferred_index`).
     """
     started = time.monotonic()
-    count = sql.SQL("SELECT count(*) FROM {}").format(sch.table(schema, sch.TYPED))
     with (
-        index_after_bulk_write(dsn, schema),
+        index_after_bulk_write(dsn, schema) as empty,
         psycopg.connect(dsn, autocommit=True) as conn,
-        conn.transaction(),
     ):
-        # Citus reports rows processed, not inserted, for INSERT ... SELECT ON CONFLICT
-        (before,) = conn.execute(count).fetchone()
-        conn.execute(sch.q(PUBLISH, schema))
-        (total,) = conn.execute(count).fetchone()
-        rollup.rebuild(conn, schema)
+        try:
+            before, total = _publish(conn, schema, PUBLISH_INTO_EMPTY if empty else PUBLISH)
+        except psycopg.Error as err:
+            if not (empty and is_duplicate(err)):
+                raise
+            before, total = _publish(conn, schema, PUBLISH)
     published = total - before
     if analyze:
         with psycopg.connect(dsn, autocommit=True) as conn:

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from citus_pipeline.data import drop_all, load_price_paid, publish_uk_price, rollup
+from citus_pipeline.data import drop_all, load_price_paid, publish, publish_uk_price, rollup
 from citus_pipeline.data import schema as sch
 from citus_pipeline.data.generate import generate_complete
 from citus_pipeline.data.load import LayoutError
@@ -125,6 +125,50 @@ def test_publish_adds_each_staged_row_once_and_keeps_the_rollup_exact(citus_dsn,
     again = publish_uk_price(citus_dsn, schema=schema)
     assert (again.rows_published, again.rows_in_uk_price) == (0, 20_000)
     assert rollup_off(citus_dsn, schema) == 0
+
+
+def test_publish_into_an_empty_table_that_a_writer_fills_meanwhile_adds_the_rest(
+    citus_dsn, schema, tmp_path
+):
+    """The first publish goes without ON CONFLICT; a row committed by another writer after
+    it found uk_price empty fails that statement, and the rerun with ON CONFLICT adds the
+    rest: nothing doubled, nothing lost."""
+    p = tmp_path / "a.csv"
+    generate_complete(p, 20_000, seed=6)
+    load_price_paid(p, citus_dsn, schema=schema, target="uk_price_raw", jobs=2)
+    writer = psycopg.connect(citus_dsn)
+    try:
+        # one staged row, typed, inserted by another session and not yet committed
+        writer.execute(
+            sch.q(publish.PUBLISH_INTO_EMPTY, schema).as_string(writer)
+            + " ORDER BY transaction_unique_identifier LIMIT 1"
+        )
+        result: list = []
+        t = threading.Thread(
+            target=lambda: result.append(publish_uk_price(citus_dsn, schema=schema))
+        )
+        t.start()
+        # the publish found no committed row and now waits to drop the index behind the writer
+        deadline = time.monotonic() + 30
+        while not one(
+            citus_dsn,
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND query LIKE 'DROP INDEX%%'",
+        )[0][0]:
+            assert time.monotonic() < deadline and t.is_alive(), "publish never waited"
+            time.sleep(0.1)
+        writer.commit()
+        t.join(120)
+    finally:
+        writer.close()
+    assert (result[0].rows_published, result[0].rows_in_uk_price) == (19_999, 20_000)
+    missing = (
+        f"SELECT count(*) FROM {schema}.uk_price_raw r LEFT JOIN {schema}.uk_price u "
+        "ON u.transaction_id = r.transaction_unique_identifier WHERE u.transaction_id IS NULL"
+    )
+    assert one(citus_dsn, missing)[0][0] == 0
+    assert rollup_off(citus_dsn, schema) == 0
+    assert indexes_per_shard(citus_dsn, schema) == {2}
 
 
 def test_injected_bad_records_rejected_exactly(citus_dsn, schema, tmp_path):
