@@ -35,9 +35,12 @@ TRANSIENT_SQLSTATES = frozenset(
 )
 # Class 08: connection exceptions, whatever the detail.
 TRANSIENT_CLASSES = ("08",)
-# A node Citus reached turned standby under it (a worker's leader changed): WAL functions
-# refuse with 55000 "recovery is in progress". 55000 with any other message is a real error.
-IN_RECOVERY = ("55000", "recovery is in progress")
+# 55000 after a worker's leader changed: a node Citus reached turned standby under it (WAL
+# functions refuse, "recovery is in progress"), or the promoted node's Citus metadata is not
+# synced yet and DDL waits for it ("... is a metadata node, but is out of sync"; Citus's
+# maintenance daemon syncs it within seconds). 55000 with any other message is a real error.
+OBJECT_STATE = "55000"
+OBJECT_STATE_TRANSIENT = ("recovery is in progress", "is a metadata node, but is out of sync")
 # Citus reports a lost worker connection as XX000 with the worker's message; client-side
 # errors carry no SQLSTATE. Either counts only when its message says a connection went away.
 TRANSIENT_MESSAGES = (
@@ -78,7 +81,7 @@ def is_transient(err: BaseException) -> bool:
         if state:
             if state in TRANSIENT_SQLSTATES or state.startswith(TRANSIENT_CLASSES):
                 return True
-            if state == IN_RECOVERY[0] and IN_RECOVERY[1] in str(err).lower():
+            if state == OBJECT_STATE and any(m in str(err) for m in OBJECT_STATE_TRANSIENT):
                 return True
             if not state.startswith(("XX", "57")):
                 return False  # syntax, constraint, privilege ...: a real error, never retried

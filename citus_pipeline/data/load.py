@@ -318,7 +318,7 @@ def load_price_paid(
     if target == sch.RAW:
         load.run(inputs)
     else:
-        with index_after_bulk_write(dsn, schema):
+        with index_after_bulk_write(dsn, schema, attempts=retries + 1, retry_wait=retry_wait):
             load.run(inputs)
     report.seconds = time.monotonic() - started
     report.rows_per_s = report.rows_read / report.seconds if report.seconds else 0.0

@@ -1,0 +1,29 @@
+"""What counts as a failover error: the classifier every retry in the project goes through."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from citus_pipeline.cluster import failover
+
+
+@pytest.mark.parametrize(
+    ("err", "transient"),
+    [
+        (psycopg.errors.ObjectNotInPrerequisiteState("recovery is in progress"), True),
+        # a worker group's new leader whose Citus metadata is not synced yet refuses DDL
+        (
+            psycopg.errors.ObjectNotInPrerequisiteState(
+                "127.0.61.2:6432 is a metadata node, but is out of sync"
+            ),
+            True,
+        ),
+        (psycopg.errors.ObjectNotInPrerequisiteState("cannot drop a table in use"), False),
+        (psycopg.errors.ReadOnlySqlTransaction("read-only transaction"), True),
+        (psycopg.errors.UniqueViolation("duplicate key value violates unique"), False),
+        (psycopg.errors.CheckViolation('violates check constraint "cheap"'), False),
+    ],
+)
+def test_a_failover_error_is_told_from_a_real_one(err, transient):
+    assert failover.is_transient(err) is transient
