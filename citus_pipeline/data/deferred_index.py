@@ -33,7 +33,7 @@ from . import schema as sch
 # LIMIT goes down to every shard: at most one row each, whatever the table holds (a NOT
 # EXISTS subquery would be planned apart and could pull every row to the coordinator).
 ANY_ROW = "SELECT 1 FROM {schema}.uk_price LIMIT 1"
-DROP = "DROP INDEX IF EXISTS {schema}.uk_price_property_type"
+DROP = f"DROP INDEX IF EXISTS {{schema}}.{sch.PROPERTY_TYPE_INDEX}"
 # Read from the catalog, so a write into a table that has the index takes no lock for it.
 EXISTS = "SELECT to_regclass(%s)"
 
@@ -65,7 +65,7 @@ def index_after_bulk_write(
         )
 
     if run(ANY_ROW, "see whether uk_price is empty") is not None:
-        index = sch.regclass(schema, "uk_price_property_type")
+        index = sch.regclass(schema, sch.PROPERTY_TYPE_INDEX)
         if run(EXISTS, "look for the property-type index", (index,))[0] is None:
             run(sch.PROPERTY_TYPE_INDEX_DDL, "build the property-type index left unbuilt")
         yield False

@@ -104,8 +104,9 @@ TYPED_COLUMNS = (
 # The reference query counts one property type: a one-byte btree (deduplicated, ~1/10 of the
 # heap) answers it with an index-only scan once VACUUM has set the visibility map. Cost: one
 # more index entry per inserted row (A records, loads) and per C that changes the type.
+PROPERTY_TYPE_INDEX = "uk_price_property_type"
 PROPERTY_TYPE_INDEX_DDL = (
-    "CREATE INDEX IF NOT EXISTS uk_price_property_type ON {schema}.uk_price (property_type)"
+    f"CREATE INDEX IF NOT EXISTS {PROPERTY_TYPE_INDEX} ON {{schema}}.uk_price (property_type)"
 )
 
 # Sales and price sums per (year, type, district, town) on the coordinator: the analytic
