@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from polling import wait_for
 
 from citus_pipeline.data import drop_all, load_price_paid, publish, publish_uk_price, rollup
 from citus_pipeline.data import schema as sch
@@ -438,6 +439,22 @@ def test_wrong_layout_refused_or_rejected_never_loaded_wrong(citus_dsn, schema, 
     assert reasons[5] == "field count 19, expected 16"
 
 
+def kill_running_leader(cluster, group: int) -> None:
+    """SIGKILL the group leader's postmaster once it has one: right after an earlier kill,
+    Patroni still names the old leader until it has restarted its PostgreSQL."""
+
+    def leader_with_postmaster():
+        leader = cluster.status(with_shards=False).leader(group)
+        return (
+            leader
+            if leader and cluster.postmaster_pid(cluster.member_by_name(leader.name))
+            else None
+        )
+
+    leader = wait_for(leader_with_postmaster, lambda m: m is not None, 120, every=0.2)
+    cluster.kill_postmaster(leader.name)
+
+
 @pytest.mark.destructive
 @pytest.mark.cluster
 def test_kill_worker_leader_midload_then_rerun_equals_clean(fresh_cluster, tmp_path):
@@ -446,31 +463,45 @@ def test_kill_worker_leader_midload_then_rerun_equals_clean(fresh_cluster, tmp_p
     p = tmp_path / "big.csv"
     generate_complete(p, 150_000, seed=21)
     result: dict = {}
+    # The load pauses after its second committed chunk until the leader is killed: the kill
+    # lands mid-load whatever the machine's speed (150,000 rows take about a second).
+    paused, killed = threading.Event(), threading.Event()
+    chunks_done = []
+
+    def pause_after_two(event) -> None:
+        chunks_done.append(event)
+        if len(chunks_done) == 2:
+            paused.set()
+            killed.wait(120)
 
     def run():
         try:
             result["report"] = load_price_paid(
-                p, dsn, schema="killed", target="uk_price", jobs=2, chunk_bytes=1 << 20
+                p,
+                dsn,
+                schema="killed",
+                target="uk_price",
+                jobs=2,
+                chunk_bytes=1 << 20,
+                progress=pause_after_two,
             )
-        except Exception as err:  # noqa: BLE001 - a failed load is re-run below
+        except Exception as err:  # noqa: BLE001 - asserted below
             result["error"] = err
 
     t = threading.Thread(target=run)
     t.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if one(dsn, "SELECT count(*) FROM killed.uk_price_load_ledger")[0][0] >= 2:
-                break
-        except psycopg.Error:
-            pass
-        time.sleep(0.1)
-    leader = cluster.status().leader(1)
-    cluster.kill_postmaster(leader.name)
+    assert paused.wait(120), "the load never committed two chunks"
+    kill_running_leader(cluster, 1)
+    killed.set()
     t.join(600)
-    # Whatever happened to the first run, a re-run completes the table exactly, even one that
-    # starts while a worker group's leader is down (its schema DDL must wait, not fail).
-    cluster.kill_postmaster(cluster.status().leader(1).name)
+    # Every chunk after the kill writes to the dead group: the load waits for Patroni and
+    # retries them (a fault costs seconds), and completes.
+    assert "error" not in result, result.get("error")
+    assert result["report"].retries >= 1
+    assert result["report"].rows_loaded + result["report"].rows_duplicate == 150_000
+    # A re-run completes the table exactly, even one that starts while a worker group's
+    # leader is down (its schema DDL must wait, not fail).
+    kill_running_leader(cluster, 1)
     load_price_paid(p, dsn, schema="killed", target="uk_price", jobs=2, chunk_bytes=1 << 20)
     load_price_paid(p, dsn, schema="clean", target="uk_price", jobs=2, chunk_bytes=1 << 20)
     assert checksum(dsn, "killed") == checksum(dsn, "clean")
