@@ -121,7 +121,8 @@ def retry(
     """Run ``work`` (which must be idempotent), retrying it after transient errors.
 
     Any other error is raised at once. After the last attempt the transient error is raised
-    as :class:`FailoverRetriesExhausted`, saying what was being done. ``before_retry`` runs
+    as :class:`FailoverRetriesExhausted`, saying what was being done (with ``attempts=1``,
+    no retry, it is raised as it came). ``before_retry`` runs
     before each new attempt (e.g. to drop connections to the old leader).
     """
     delays = backoff_delays(attempts, base_seconds, max_seconds)
@@ -130,6 +131,8 @@ def retry(
             return work()
         except Exception as err:
             if not is_transient(err):
+                raise
+            if not delays:  # no retry was asked for: the caller sees the error itself
                 raise
             if attempt >= len(delays):
                 raise FailoverRetriesExhausted(

@@ -83,13 +83,16 @@ def loader_conninfo(dsn: str) -> str:
 
 
 def is_duplicate(err: Exception) -> bool:
-    """A unique violation, also as Citus forwards it from a shard (XX000 + the shard's text)."""
+    """A unique violation (a row refused, or a unique index that cannot be built over the
+    rows), also as Citus forwards it from a shard (XX000 + the shard's text)."""
     if isinstance(err, errors.UniqueViolation):
         return True
-    return getattr(err, "sqlstate", None) == "XX000" and _DUPLICATE_TEXT in str(err)
+    return getattr(err, "sqlstate", None) == "XX000" and any(
+        text in str(err) for text in _DUPLICATE_TEXTS
+    )
 
 
-_DUPLICATE_TEXT = "duplicate key value violates unique"
+_DUPLICATE_TEXTS = ("duplicate key value violates unique", "could not create unique index")
 
 
 class BackgroundSender(LibpqWriter):

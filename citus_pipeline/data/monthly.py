@@ -31,6 +31,7 @@ from pydantic import BaseModel, computed_field
 from ..cluster.citus_meta import recover_prepared_transactions
 from . import binary_copy, rollup
 from . import schema as sch
+from .deferred_index import build_missing
 from .layout import check_layout
 from .parse import parse_chunk
 from .progress import Progress, ProgressEvent
@@ -268,6 +269,8 @@ def apply_monthly(
     if ensure:
         sch.ensure_schema(dsn, shard_count, schema=schema)
     sch.ensure_monthly_stage(dsn, schema=schema)
+    # Its upserts need uk_price's primary key, which a killed first load may have left unbuilt.
+    build_missing(dsn, schema)
     with psycopg.connect(dsn, autocommit=True) as conn:
         # A file whose commit a failover interrupted is in the log (a table on the
         # coordinator) but may still sit prepared on a worker: finish it before skipping it.

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from . import rollup
 from . import schema as sch
 from .chunk_writer import is_duplicate
-from .deferred_index import index_after_bulk_write
+from .deferred_index import indexes_after_bulk_write
 from .progress import Progress, ProgressEvent
 
 PUBLISH_INTO_EMPTY = """
@@ -66,9 +66,10 @@ def publish_uk_price(
     """
     started = time.monotonic()
     with (
-        index_after_bulk_write(dsn, schema) as empty,
+        indexes_after_bulk_write(dsn, schema) as bulk,
         psycopg.connect(dsn, autocommit=True) as conn,
     ):
+        empty = bulk.into_empty
         try:
             before, total = _publish(conn, schema, PUBLISH_INTO_EMPTY if empty else PUBLISH)
         except psycopg.Error as err:

@@ -79,9 +79,12 @@ CREATE TABLE IF NOT EXISTS {schema}.uk_price (
     town_city text,
     district text,
     county text,
-    CONSTRAINT uk_price_pkey PRIMARY KEY (transaction_id)
+    CONSTRAINT {primary_key} PRIMARY KEY (transaction_id)
 )
 """
+# Named, so a bulk write can drop it and build it again (data.deferred_index).
+PRIMARY_KEY = "uk_price_pkey"
+TYPED_DDL = TYPED_DDL.replace("{primary_key}", PRIMARY_KEY)
 # Column order of uk_price (fixed-width first: less alignment padding per row).
 TYPED_COLUMNS = (
     "transaction_id",
@@ -288,6 +291,8 @@ __all__ = [
     "LEDGER",
     "MONTHLY_LOG",
     "MONTHLY_STAGE",
+    "PRIMARY_KEY",
+    "PROPERTY_TYPE_INDEX",
     "RAW",
     "RAW_COLUMNS",
     "REJECTS",

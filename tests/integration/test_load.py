@@ -58,10 +58,14 @@ def indexes_per_shard(dsn, schema) -> set[int]:
     }
 
 
-def property_type_index(dsn, schema) -> int | None:
-    """The oid of uk_price's property-type index on the coordinator, None when absent."""
-    (oid,) = one(dsn, "SELECT to_regclass(%s)::oid", f"{schema}.uk_price_property_type")[0]
+def index_oid(dsn, schema, name: str) -> int | None:
+    """The oid of one of uk_price's indexes on the coordinator, None when absent."""
+    (oid,) = one(dsn, "SELECT to_regclass(%s)::oid", f"{schema}.{name}")[0]
     return oid
+
+
+def property_type_index(dsn, schema) -> int | None:
+    return index_oid(dsn, schema, sch.PROPERTY_TYPE_INDEX)
 
 
 def rollup_off(dsn, schema) -> int:
@@ -251,6 +255,34 @@ def test_a_first_load_that_fails_builds_its_deferred_index_before_raising(
     assert indexes_per_shard(citus_dsn, schema) == {2}
 
 
+def test_a_first_load_stores_each_id_once_though_its_key_was_deferred(citus_dsn, schema, tmp_path):
+    """The primary key is built after a first load: ids the file holds twice (the same
+    records again further down, in other chunks and in the same chunk) are stored once."""
+    p = tmp_path / "a.csv"
+    generate_complete(p, 20_000, seed=13)
+    lines = p.read_bytes().splitlines(keepends=True)
+    twice = tmp_path / "twice.csv"
+    twice.write_bytes(b"".join(lines[:10_000] + lines[:50] + lines[10_000:] + lines[:2_950]))
+    r = load_price_paid(
+        twice, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=256 << 10
+    )
+    assert (r.rows_read, r.rows_loaded, r.rows_duplicate, r.rows_rejected) == (
+        23_000,
+        20_000,
+        3_000,
+        0,
+    )
+    assert indexes_per_shard(citus_dsn, schema) == {2}
+    assert index_oid(citus_dsn, schema, sch.PRIMARY_KEY) is not None
+    assert rollup_off(citus_dsn, schema) == 0
+    clean = schema + "_clean"
+    try:
+        load_price_paid(p, citus_dsn, schema=clean, target="uk_price", jobs=2)
+        assert checksum(citus_dsn, schema) == checksum(citus_dsn, clean)
+    finally:
+        drop_all(citus_dsn, schema=clean)
+
+
 def test_resume_with_another_chunk_size_loses_nothing(citus_dsn, schema, tmp_path):
     """A load that committed only its first small chunk, resumed with bigger chunks: the
     first big chunk starts at an offset the ledger has, but covers more rows than that entry."""
@@ -338,8 +370,9 @@ def test_kill_9_midway_then_rerun_equals_clean_load(citus_dsn, schema, tmp_path)
         proc.wait()
         partial = one(citus_dsn, f"SELECT count(*) FROM {schema}.uk_price")[0][0]
         assert 0 < partial < 120_000
-        # killed during a first load: its property-type index was not built yet...
+        # killed during a first load: its deferred indexes were not built yet...
         assert property_type_index(citus_dsn, schema) is None
+        assert index_oid(citus_dsn, schema, sch.PRIMARY_KEY) is None
         r = load_price_paid(
             p, citus_dsn, schema=schema, target="uk_price", jobs=2, chunk_bytes=1 << 20
         )
