@@ -23,9 +23,9 @@ Only a write into an empty table defers: a load or a monthly apply into a table 
 keeps the indexes in step as before. If the write fails, the indexes are built again before
 the error is raised (when the cluster answers); where that did not happen (a process killed
 in between, a failover during the build), the next load, publish or monthly apply builds
-them before it writes (:func:`build_missing`). Queries are slower meanwhile, never wrong; a
-monthly apply, whose upserts need the primary key, refuses to run into a table another load
-is still filling with the key deferred (the error names the missing constraint).
+them before it writes (:func:`build_missing`); so does one that starts while a first load is
+still running (the rest of that load then meets the key as any later load does). Queries are
+slower meanwhile, never wrong.
 
 Retries: the loader has no outer retry, so it passes its failover budget; the publish is
 retried whole by its caller (the Dagster resource), so it passes none.
