@@ -113,7 +113,7 @@ def load(
     ] = True,
     chunk_mb: Annotated[
         int,
-        typer.Option("--chunk-mb", min=0, help="chunk size in MiB: one transaction each (0: 12)"),
+        typer.Option("--chunk-mb", min=0, help="chunk size in MiB: one transaction each (0: 24)"),
     ] = 0,
     dsn: DsnOpt = None,
     schema: SchemaOpt = "public",

@@ -65,23 +65,25 @@ class LoadReport(BaseModel):
     errors: list[str] = []
 
 
-def _bound_malloc() -> None:
+def _bound_malloc(chunk_bytes: int) -> None:
     """glibc: no per-thread malloc arenas beyond two, and freed buffers kept for reuse.
 
     Chunk-sized bytes objects made in worker threads otherwise stay in per-thread arenas
     after they are freed (measured: 511 MB peak RSS with 4 streams, 444 MB with two arenas).
-    Buffers up to 16 MiB (a 12 MiB chunk, its 4 MiB pieces, their encodings) come from the
-    heap, which keeps up to 32 MiB free at its top instead of handing it back: with the
+    Buffers up to a chunk's size (the chunk, its 4 MiB pieces, their encodings) come from
+    the heap, which keeps twice that free at its top instead of handing it back: with the
     1 MiB mmap threshold used before, every such buffer was fresh pages the kernel had to
-    zero and fault in, 1.50 M minor faults and 3.5-4.3 s of system time per 4 M rows; now
-    0.21 M faults and 1.1 s, for ~70 MB more peak RSS (still flat in the file size).
+    zero and fault in, 1.50 M minor faults and 3.5-4.3 s of system time per 4 M rows (12 MiB
+    chunks); with a 16 MiB threshold 0.21 M faults and 1.1 s, for ~70 MB more peak RSS (still
+    flat in the file size). glibc caps the threshold at 32 MiB: bigger chunks are mmapped.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc
         return
-    libc.mallopt(_M_MMAP_THRESHOLD, 16 << 20)
-    libc.mallopt(_M_TRIM_THRESHOLD, 32 << 20)
+    threshold = min(max(16 << 20, chunk_bytes + (4 << 20)), 32 << 20)
+    libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2 * threshold)
     libc.mallopt(_M_ARENA_MAX, 2)
 
 
@@ -287,14 +289,16 @@ def load_price_paid(
     if target not in TARGETS:
         raise ValueError(f"target must be uk_price, uk_price_raw or both, not {target!r}")
     jobs = max(1, jobs or os.cpu_count() or 1)
-    # A chunk is one transaction: one COPY, one two-phase commit per worker group. Bigger
-    # chunks mean fewer commits (2 M rows: 6 MiB chunks 12.5 s, 12 MiB 11.7 s). Parsing goes
-    # piece by piece, and a piece in flight costs ~12x its size, so memory follows the piece:
-    # the loader stays under ~420 MB RSS. A re-run with another chunk size is still exact:
+    # A chunk is one transaction: one COPY, one two-phase commit per worker group (each a
+    # wait for the synchronous standbys) and one rollup upsert. Bigger chunks mean fewer of
+    # them (2 M rows: 6 MiB chunks 12.5 s, 12 MiB 11.7 s; 4 M rows into an empty uk_price:
+    # 12 MiB 23.0-23.6 s, 24 MiB 18.4-20.5 s, 48 MiB 18.4 s). Parsing goes piece by piece,
+    # and a piece in flight costs ~12x its size, so memory follows the piece and the chunk:
+    # the loader stays under ~550 MB RSS. A re-run with another chunk size is still exact:
     # chunks the ledger does not match go through the ON CONFLICT path as duplicates.
     chunk_bytes = chunk_bytes or DEFAULT_CHUNK_BYTES
     piece_bytes = min(chunk_bytes, PIECE_BYTES if jobs <= 2 else PIECE_BYTES // 2)
-    _bound_malloc()
+    _bound_malloc(chunk_bytes)
     started = time.monotonic()
     report = LoadReport(source=str(source), target=target, jobs=jobs)
     threading.Thread(target=warm_up, daemon=True).start()

@@ -90,7 +90,7 @@ QUERIES: dict[str, str] = {
 class Delta:
     """Counts to add to the rollup, keyed like it; summed over the pieces of one chunk.
 
-    Pieces are aggregated by Arrow and kept as small tables until `write`: a 12 MiB chunk
+    Pieces are aggregated by Arrow and kept as small tables until `write`: a 24 MiB chunk
     has tens of thousands of keys, and a Python dict per key made the rollup cost the
     loader more than parsing did."""
 

@@ -30,7 +30,7 @@ import numpy as np
 from .. import settings
 from ..errors import UserError
 
-DEFAULT_CHUNK_BYTES = 12 << 20  # one loader transaction (see load.py)
+DEFAULT_CHUNK_BYTES = 24 << 20  # one loader transaction (see load.py)
 DEFAULT_CACHE_DIR = settings.CACHE_DIR.path() or Path.home() / ".cache" / "citus-pipeline"
 DATA_SUFFIXES = (".csv", ".csv.gz", ".gz", ".txt")
 
