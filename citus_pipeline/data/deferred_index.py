@@ -71,7 +71,7 @@ class BulkWrite:
     """What :func:`indexes_after_bulk_write` did around one write."""
 
     into_empty: bool = False  # uk_price was empty: its indexes were dropped for the write
-    duplicates_removed: int = 0  # rows removed before the primary key was built again
+    duplicates_removed: int = 0  # rows of this write removed before the key was built again
 
 
 def _execute(dsn: str, statement: str, schema: str, params: tuple | None = None) -> tuple | None:
@@ -153,9 +153,9 @@ def indexes_after_bulk_write(
 
     done = BulkWrite()
     if run(lambda: _execute(dsn, ANY_ROW, schema), "see whether uk_price is empty") is not None:
-        done.duplicates_removed = build_missing(
-            dsn, schema, attempts=attempts, retry_wait=retry_wait
-        )
+        # Duplicates an interrupted first load left are its rows, counted by its ledger (a
+        # re-run reports their chunks as already loaded), not this write's.
+        build_missing(dsn, schema, attempts=attempts, retry_wait=retry_wait)
         yield done
         return
     done.into_empty = True

@@ -27,3 +27,26 @@ from citus_pipeline.cluster import failover
 )
 def test_a_failover_error_is_told_from_a_real_one(err, transient):
     assert failover.is_transient(err) is transient
+
+
+def test_retry_keeps_trying_a_failover_error_and_reports_what_it_was_doing():
+    calls = []
+
+    def work():
+        calls.append(1)
+        raise psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+
+    with pytest.raises(failover.FailoverRetriesExhausted, match="build the index.*3 attempts"):
+        failover.retry(work, what="build the index", attempts=3, sleep=lambda _s: None)
+    assert len(calls) == 3
+
+
+def test_retry_without_a_budget_raises_the_error_as_it_came():
+    err = psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+
+    def work():
+        raise err
+
+    with pytest.raises(psycopg.errors.AdminShutdown) as raised:
+        failover.retry(work, what="build the index", attempts=1)
+    assert raised.value is err
