@@ -34,8 +34,9 @@ retried whole by its caller (the Dagster resource), so it passes none.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 
@@ -64,6 +65,8 @@ RETURNING extract(year FROM u.date_of_transfer)::smallint, u.property_type, u.di
 """
 # Read from the catalog, so a write into a table that has the index takes no lock for it.
 EXISTS = "SELECT to_regclass(%s)"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -115,20 +118,22 @@ def _add_primary_key(dsn: str, schema: str) -> int:
 
 def _build(dsn: str, schema: str) -> int:
     removed = _add_primary_key(dsn, schema)
-    _execute(dsn, sch.PROPERTY_TYPE_INDEX_DDL, schema)
+    # Looked up first: CREATE INDEX IF NOT EXISTS locks the table before it finds the index.
+    if not _exists(dsn, schema, sch.PROPERTY_TYPE_INDEX):
+        _execute(dsn, sch.PROPERTY_TYPE_INDEX_DDL, schema)
     return removed
+
+
+def _retry(work: Callable[[], T], what: str, attempts: int, retry_wait: float) -> T:
+    return failover.retry(
+        work, what=what, attempts=attempts, base_seconds=retry_wait, max_seconds=10.0
+    )
 
 
 def build_missing(dsn: str, schema: str, *, attempts: int = 1, retry_wait: float = 2.0) -> int:
     """Build whichever of uk_price's indexes an interrupted bulk write left unbuilt (cheap
     catalog lookups when none is); returns the duplicate rows removed on the way."""
-    return failover.retry(
-        lambda: _build(dsn, schema),
-        what="build uk_price's indexes",
-        attempts=attempts,
-        base_seconds=retry_wait,
-        max_seconds=10.0,
-    )
+    return _retry(lambda: _build(dsn, schema), "build uk_price's indexes", attempts, retry_wait)
 
 
 @contextlib.contextmanager
@@ -146,10 +151,8 @@ def indexes_after_bulk_write(
     ``attempts`` > 1 each statement is retried across failovers (DDL reaches every worker
     group: a group failing over then costs a wait, not the write)."""
 
-    def run(work, what: str):
-        return failover.retry(
-            work, what=what, attempts=attempts, base_seconds=retry_wait, max_seconds=10.0
-        )
+    def run(work: Callable[[], T], what: str) -> T:
+        return _retry(work, what, attempts, retry_wait)
 
     done = BulkWrite()
     if run(lambda: _execute(dsn, ANY_ROW, schema), "see whether uk_price is empty") is not None:

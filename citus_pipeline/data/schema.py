@@ -57,10 +57,12 @@ RAW_COLUMNS = (
     "record_status"
 )
 
+# Named, so a bulk write can drop it and build it again (data.deferred_index).
+PRIMARY_KEY = "uk_price_pkey"
 # Codes are one-byte "char"; empty address parts are NULL; record_status is not kept (every
 # row of uk_price is current: monthly C and D are applied, not stored).
-TYPED_DDL = """
-CREATE TABLE IF NOT EXISTS {schema}.uk_price (
+TYPED_DDL = f"""
+CREATE TABLE IF NOT EXISTS {{schema}}.uk_price (
     transaction_id uuid NOT NULL,
     price integer NOT NULL CONSTRAINT price_positive CHECK (price > 0),
     date_of_transfer date NOT NULL
@@ -79,12 +81,9 @@ CREATE TABLE IF NOT EXISTS {schema}.uk_price (
     town_city text,
     district text,
     county text,
-    CONSTRAINT {primary_key} PRIMARY KEY (transaction_id)
+    CONSTRAINT {PRIMARY_KEY} PRIMARY KEY (transaction_id)
 )
 """
-# Named, so a bulk write can drop it and build it again (data.deferred_index).
-PRIMARY_KEY = "uk_price_pkey"
-TYPED_DDL = TYPED_DDL.replace("{primary_key}", PRIMARY_KEY)
 # Column order of uk_price (fixed-width first: less alignment padding per row).
 TYPED_COLUMNS = (
     "transaction_id",
