@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs everything this project needs that a package manager can install:
-#   Debian's postgresql-15, etcd-server, pgbackrest, chromium, prometheus and
-#   prometheus-postgres-exporter, iproute2, pgloader, time, uv, the locked Python environment, and
-#   (where Go is installed) the pinned Kubernetes control plane of the k8s tests.
+# Installs what this project needs that a package manager can install. Two levels:
+#   scripts/bootstrap.sh        what the main job needs: Debian's postgresql-15, etcd, pgbackrest,
+#                               iproute2, uv and the locked environment's main dependencies, and
+#                               Citus (below). It runs no `go`, even where Go is installed.
+#   scripts/bootstrap.sh --dev  also the test and bench tools: chromium (UI tests, screenshots),
+#                               prometheus and its postgres exporter (`--with-metrics`), pgloader
+#                               and GNU time (`bench seed`), the dev and bench dependency groups,
+#                               and the pinned Kubernetes control plane of the k8s tests (built
+#                               with Go into ~/.cache, minutes the first time, then cached).
+# Idempotent: every step checks first, so a second run takes seconds (scripts/test.sh runs the
+# --dev level before every test run).
 # The citus extension is not packaged by Debian: where citus.so is missing for the PostgreSQL
 # found, this tries the Citus project's own package repository; where that fails it stops and
 # says what is missing (or, with --citus-optional, warns and goes on: the Citus tests then skip).
@@ -10,10 +17,12 @@
 set -euo pipefail
 
 CITUS_OPTIONAL=0
+DEV=0
 for arg in "$@"; do
   case "$arg" in
     --citus-optional) CITUS_OPTIONAL=1 ;;
-    *) echo "usage: $0 [--citus-optional]" >&2; exit 2 ;;
+    --dev) DEV=1 ;;
+    *) echo "usage: $0 [--dev] [--citus-optional]" >&2; exit 2 ;;
   esac
 done
 
@@ -31,16 +40,18 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 # WAL archiving, backups and point-in-time restore of every Citus group
 command -v pgbackrest >/dev/null || need+=(pgbackrest)
 command -v curl >/dev/null || need+=(curl ca-certificates gnupg)
-# the k8s tests' pod runner: a network namespace per pod (ip), mount and PID namespaces (unshare)
+# `local.network: netns` (a network namespace per member) and the k8s tests' pod networks
 command -v ip >/dev/null || need+=(iproute2)
-# the UI tests and `pipeline screenshots` drive Debian's Chromium (Playwright downloads none)
-[ -x /usr/bin/chromium ] || need+=(chromium)
-# `cluster up --with-metrics`: an exporter per member and a Prometheus scraping them
-command -v prometheus >/dev/null || need+=(prometheus)
-command -v prometheus-postgres-exporter >/dev/null || need+=(prometheus-postgres-exporter)
-# `bench seed`: pgloader is one of the loaders compared; GNU time reads each child's CPU and RSS
-command -v pgloader >/dev/null || need+=(pgloader)
-[ -x /usr/bin/time ] || need+=(time)
+if [ "$DEV" = 1 ]; then
+  # the UI tests and `pipeline screenshots` drive Debian's Chromium (Playwright downloads none)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  # `cluster up --with-metrics`: an exporter per member and a Prometheus scraping them
+  command -v prometheus >/dev/null || need+=(prometheus)
+  command -v prometheus-postgres-exporter >/dev/null || need+=(prometheus-postgres-exporter)
+  # `bench seed`: pgloader is one of the loaders compared; GNU time reads each child's CPU and RSS
+  command -v pgloader >/dev/null || need+=(pgloader)
+  [ -x /usr/bin/time ] || need+=(time)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq
@@ -58,8 +69,14 @@ if [ ! -x .venv/bin/python ] || [ "$(readlink -f .venv/bin/python)" != "$(readli
   say "creating .venv on /usr/bin/python3.11"
   uv venv --quiet --allow-existing --python /usr/bin/python3.11 .venv
 fi
-say "syncing the locked Python environment (uv sync --frozen)"
-uv sync --quiet --frozen
+# --inexact: a main-level run never removes the dev tools a --dev run installed.
+if [ "$DEV" = 1 ]; then
+  say "syncing the locked Python environment with the dev and bench groups"
+  uv sync --quiet --frozen --inexact --all-groups
+else
+  say "syncing the locked Python environment (main dependencies)"
+  uv sync --quiet --frozen --inexact
+fi
 
 # 3. The citus extension ---------------------------------------------------------------------
 PG_CONFIG="${PG_CONFIG:-$(command -v pg_config || echo /usr/lib/postgresql/15/bin/pg_config)}"
@@ -90,13 +107,17 @@ if [ ! -e "$PKGLIB/citus.so" ]; then
 fi
 [ -e "$PKGLIB/citus.so" ] && say "citus extension: $PKGLIB/citus.so"
 
-# 4. A real Kubernetes control plane for the `k8s` tests ----------------------------------------
-# kube-apiserver/-controller-manager/-scheduler and etcd of one pinned release, built with Go
-# from the Go module proxy into ~/.cache (minutes the first time, then cached).
-if command -v go >/dev/null; then
-  say "Kubernetes control plane for the k8s tests: scripts/k8s-control-plane.sh"
-  scripts/k8s-control-plane.sh >/dev/null
+# 4. A real Kubernetes control plane for the `k8s` tests (--dev only) --------------------------
+# kube-apiserver/-controller-manager/-scheduler, kubectl and etcd of one pinned release, built
+# with Go from the Go module proxy into ~/.cache (minutes the first time, then cached).
+if [ "$DEV" = 1 ]; then
+  if command -v go >/dev/null; then
+    say "Kubernetes control plane for the k8s tests: scripts/k8s-control-plane.sh"
+    scripts/k8s-control-plane.sh >/dev/null
+  else
+    say "WARNING: Go is missing: the k8s tests will skip (install Go >= 1.25, then scripts/k8s-control-plane.sh)"
+  fi
+  say "ready: scripts/test.sh"
 else
-  say "WARNING: Go is missing: the k8s tests will skip (install Go >= 1.25, then scripts/k8s-control-plane.sh)"
+  say "ready: uv run citus-pipeline pipeline run"
 fi
-say "ready: uv run citus-pipeline --help"
