@@ -27,4 +27,16 @@ class ClusterError(UserError):
     """A cluster backend could not do what was asked (start, stop, change a leader, scale)."""
 
 
-__all__ = ["ClusterError", "UserError"]
+class WaitTimeout(ClusterError):
+    """A wait ran out of time (``citus_pipeline.waiting.until``): what was awaited, for how
+    long, and the last state seen (a value, or the error a read raised)."""
+
+    def __init__(self, what: str, timeout: float, last: object) -> None:
+        shown = repr(last)
+        if len(shown) > 300:  # a whole topology or catalog dump would drown the line
+            shown = shown[:297] + "..."
+        super().__init__(f"timed out after {timeout:g} s waiting for {what}; last seen: {shown}")
+        self.what, self.timeout, self.last = what, timeout, last
+
+
+__all__ = ["ClusterError", "UserError", "WaitTimeout"]

@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "citus_pipeline"
 FORBIDDEN = [
     ("citus_pipeline.errors", ("citus_pipeline.",)),
     ("citus_pipeline.settings", ("citus_pipeline.",)),
+    ("citus_pipeline.waiting", ("citus_pipeline.cluster", "citus_pipeline.data")),
     (
         "citus_pipeline.cluster",
         ("citus_pipeline.data", "citus_pipeline.defs", "citus_pipeline.bench"),
