@@ -25,6 +25,7 @@ from typing import Any
 import dagster as dg
 
 from . import settings
+from .cluster.spec import load_spec
 from .defs.citus import backups, health
 from .defs.citus.assets import assets
 from .defs.citus.checks import QueryTimingSettings, asset_checks
@@ -120,7 +121,9 @@ defs = dg.Definitions(
     assets=linked_assets,
     asset_checks=[*asset_checks, *health.health_checks],
     jobs=[*jobs, *health.jobs, *backups.jobs],
-    schedules=[*schedules, *health.schedules, *backups.schedules],
+    # The spec file the cluster resource reads at run time (CITUS_PIPELINE_SPEC, else
+    # cluster.yaml), read here, when the code location is built, not when a module is imported.
+    schedules=[*schedules, *health.schedules, backups.backup_schedule(load_spec())],
     sensors=sensors,
     resources=build_resources(),
 )

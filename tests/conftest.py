@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from citus_pipeline import settings
-from citus_pipeline.cluster.local import ClusterError, LocalCluster
+from citus_pipeline.cluster.local import LocalCluster
 from citus_pipeline.cluster.spec import ClusterSpec, spec_from_mapping
+from citus_pipeline.errors import ClusterError
 
 SLOT_DIR = Path(tempfile.gettempdir()) / "citus-pipeline-test-slots"
 
@@ -169,3 +170,29 @@ def citus_dsn(request, require_citus) -> str:
     if dsn:
         return dsn
     return request.getfixturevalue("citus_cluster").coordinator_dsn()
+
+
+# The test command runs two pytest-xdist workers (`-n 2 --dist loadgroup`): most of a cluster
+# test's time is spent waiting (Patroni's TTL, a leader race, a restore's WAL replay), so two
+# run side by side in the wall time of one. A file's tests stay on one worker, so its
+# module-scoped clusters start once; every k8s test shares one worker, because the pod network
+# and the apiserver use fixed addresses. The longest groups start first, so neither worker is
+# left with a long tail alone.
+_FIRST = ("k8s", "test_fault_matrix.py", "test_backup.py", "test_dagster_daemon.py")
+
+
+def _xdist_group(item: pytest.Item) -> str:
+    return "k8s" if item.path.parent.name == "k8s" else item.path.name
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("dist", "no") == "no":
+        return
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
+
+    def rank(item: pytest.Item) -> int:
+        group = _xdist_group(item)
+        return _FIRST.index(group) if group in _FIRST else len(_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order

@@ -25,7 +25,6 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
-import typer
 from rich.table import Table
 
 from .. import settings
@@ -36,7 +35,7 @@ from ..cluster.restore_points import switch_and_wait
 from ..data import apply_monthly, load_price_paid
 from ..data.generate import generate_monthly
 from .load import data_file
-from .rebalance import BaseSpecOpt, KeepOpt, bench_cluster, bench_spec, console
+from .rebalance import bench_cluster, bench_spec, console
 
 BACKUP_STATE = settings.REPO_ROOT / ".citus-pipeline" / "bench-backup"
 RESULTS = settings.REPO_ROOT / "bench-results"
@@ -147,12 +146,12 @@ def basebackup(cluster, standby_names: list[str], work: Path) -> list[dict]:
     return out
 
 
-def backup_command(
-    rows: int = typer.Option(2_000_000, help="rows loaded before the backups"),
-    seed: int = typer.Option(1, help="seed of the generated file"),
-    monthly_rows: int = typer.Option(20_000, help="rows of the monthly file before the incr"),
-    keep: KeepOpt = False,
-    spec: BaseSpecOpt = None,
+def run_bench(
+    rows: int = 2_000_000,
+    seed: int = 1,
+    monthly_rows: int = 20_000,
+    keep: bool = False,
+    spec: str | None = None,
 ) -> None:
     """Archiving under the loader, full/incr backup vs pg_basebackup, restore to a point."""
     path = data_file(rows, seed)
@@ -300,4 +299,4 @@ def write_plot(fig: dict, path: Path) -> None:
     plt.close(f)
 
 
-__all__ = ["backup_command"]
+__all__ = ["report", "run_bench", "write_plot"]

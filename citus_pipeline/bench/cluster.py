@@ -13,26 +13,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cluster.local import LocalCluster, processes
+from ..cluster.local import LocalCluster
+from ..cluster.local.faults import cluster_pids
 from ..cluster.spec import load_spec, spec_from_mapping
 
 console = Console(width=None if Console().is_terminal else 120)
-
-
-def cluster_pids(cluster: LocalCluster) -> list[int]:
-    """Every process that belongs to the cluster: etcd, Patroni, postmasters and their children."""
-    roots = [p for p in [cluster.etcd.pid()] if p]
-    for m in cluster.members():
-        roots += [p for p in (cluster.member_pid(m), cluster.postmaster_pid(m)) if p]
-    ppids = processes.parents()  # one pass over /proc for every root
-    pids = set(roots)
-    for root in roots:
-        pids.update(processes.children(root, ppids))
-    return sorted(pids)
 
 
 def memory_kib(pids: list[int]) -> tuple[int, int]:
@@ -49,13 +37,7 @@ def memory_kib(pids: list[int]) -> tuple[int, int]:
     return rss, pss
 
 
-def cluster_command(
-    repeat: int = typer.Option(3, help="up/down cycles (medians are reported)"),
-    idle: float = typer.Option(
-        15, help="seconds to let the cluster settle before measuring memory"
-    ),
-    base_address: str = typer.Option("127.0.200.0", help="loopback block for the bench cluster"),
-) -> None:
+def run_bench(repeat: int = 3, idle: float = 15, base_address: str = "127.0.200.0") -> None:
     """Time `cluster up` of the default topology from nothing and `cluster down`; idle memory."""
     data = load_spec().model_dump(mode="json", exclude={"kubernetes"})
     data["local"]["base_address"] = base_address
@@ -98,4 +80,4 @@ def cluster_command(
     console.print(t)
 
 
-__all__ = ["cluster_command", "cluster_pids", "memory_kib"]
+__all__ = ["memory_kib", "run_bench"]

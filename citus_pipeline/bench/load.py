@@ -19,10 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
 
 import psycopg
-import typer
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
@@ -96,35 +94,14 @@ def _drop(dsn: str) -> None:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s)))
 
 
-def load_command(
-    rows: Annotated[
-        int, typer.Option("--rows", help="rows in the generated file (≥ 2 M for the real figure)")
-    ] = 2_000_000,
-    seed: Annotated[int, typer.Option("--seed")] = 2024,
-    jobs: Annotated[
-        list[int] | None,
-        typer.Option(
-            "--jobs", help="loader streams to try, repeat the option (default: 1, 2 and 4)"
-        ),
-    ] = None,
-    big_rows: Annotated[
-        int,
-        typer.Option(
-            "--big-rows", help="also time both ways on a file of this many rows (e.g. 10000000)"
-        ),
-    ] = 0,
-    dsn: Annotated[
-        str | None,
-        typer.Option(
-            "--dsn",
-            help="coordinator conninfo (default: $CITUS_PIPELINE_DSN, else the bench cluster)",
-        ),
-    ] = None,
-    shard_count: Annotated[int, typer.Option("--shard-count")] = 32,
-    keep: Annotated[
-        bool,
-        typer.Option("--keep", help="keep the bench schemas (and the bench cluster) afterwards"),
-    ] = False,
+def run_bench(
+    rows: int = 2_000_000,
+    seed: int = 2024,
+    jobs: list[int] | None = None,
+    big_rows: int = 0,
+    dsn: str | None = None,
+    shard_count: int = 32,
+    keep: bool = False,
 ) -> None:
     """Reference psql \\COPY + distribute vs this loader (file -> validated distributed uk_price)."""
     jobs = jobs or [1, 2, 4]  # a list default would be shared between calls
@@ -211,4 +188,4 @@ def load_command(
             started.down()
 
 
-__all__ = ["data_file", "load_command", "run_loader", "run_reference"]
+__all__ = ["data_file", "run_bench", "run_loader", "run_reference"]

@@ -252,7 +252,7 @@ def pgloader(
             0.0,
             0.0,
             0.0,
-            "pgloader not installed (scripts/bootstrap.sh installs Debian's)",
+            "pgloader not installed (scripts/bootstrap.sh --dev installs Debian's)",
         )
     with tempfile.TemporaryDirectory(prefix="citus-pipeline-pgloader-") as tmp:
         command = Path(tmp) / "load.pgl"

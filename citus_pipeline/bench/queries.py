@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
 
 import psycopg
-import typer
 from rich.table import Table
 
 from ..data.queries import (
@@ -23,15 +21,7 @@ from ..data.queries import (
     reference_schema_queries,
     time_queries,
 )
-from .rebalance import (
-    BENCH_STATE,
-    BaseSpecOpt,
-    BenchStateOpt,
-    KeepOpt,
-    bench_cluster,
-    console,
-    load_sample,
-)
+from .rebalance import bench_cluster, console, load_sample
 
 REFERENCE_TABLE = "uk_price_paid"  # the reference experiment's name for its distributed table
 MAKE_REFERENCE = [
@@ -97,16 +87,4 @@ def run_bench(rows: int, seed: int, runs: int, keep: bool, state_dir: Path, spec
             cluster.down(purge=True)
 
 
-def queries_command(
-    rows: Annotated[int, typer.Option(help="rows in both tables")] = 2_000_000,
-    seed: Annotated[int, typer.Option(help="seed of the generated data")] = 2024,
-    runs: Annotated[int, typer.Option(help="runs per query (median reported)")] = 5,
-    keep: KeepOpt = False,
-    state_dir: BenchStateOpt = BENCH_STATE,
-    spec: BaseSpecOpt = None,
-) -> None:
-    """The four timing-check queries on (a) the reference schema and (b) uk_price."""
-    run_bench(rows, seed, runs, keep, state_dir, spec)
-
-
-__all__ = ["build_reference_table", "queries_command", "run_bench"]
+__all__ = ["build_reference_table", "run_bench"]

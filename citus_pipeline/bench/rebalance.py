@@ -19,10 +19,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import psycopg
-import typer
 from psycopg.conninfo import make_conninfo
 from rich.console import Console
 from rich.table import Table
@@ -32,12 +30,6 @@ from ..cluster.rebalance import run_background_rebalance
 from ..cluster.write_probe import WriteProbe
 
 console = Console(width=160)
-# options of every benchmark that runs on the dedicated bench cluster
-KeepOpt = Annotated[bool, typer.Option(help="leave the bench cluster running")]
-BenchStateOpt = Annotated[Path, typer.Option(help="state directory of the dedicated bench cluster")]
-BaseSpecOpt = Annotated[
-    str | None, typer.Option(help="base spec (addresses/ports are moved to the bench block)")
-]
 BENCH_STATE = settings.REPO_ROOT / ".citus-pipeline" / "bench-cluster"
 WORK = settings.DEFAULT_WORK_DIR
 
@@ -331,26 +323,12 @@ def run_bench(
             cluster.down(purge=True)
 
 
-def rebalance_command(
-    rows: Annotated[
-        int, typer.Option(help="rows in uk_price before the third worker joins")
-    ] = 2_000_000,
-    seed: Annotated[int, typer.Option(help="seed of the generated data")] = 2024,
-    keep: KeepOpt = False,
-    state_dir: BenchStateOpt = BENCH_STATE,
-    spec: BaseSpecOpt = None,
-) -> None:
-    """(a) rebalance_table_shards vs (b) the uk_price_rebalanced asset's background rebalance."""
-    run_bench(rows, seed, keep, state_dir, spec)
-
-
 __all__ = [
     "RebalanceRun",
     "bench_cluster",
     "bench_spec",
     "drain_back",
     "load_sample",
-    "rebalance_command",
     "run_asset_way",
     "run_bench",
     "set_on_all_nodes",

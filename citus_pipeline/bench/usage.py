@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cluster.local import processes
-from ..errors import UserError
+from ..errors import CommandFailed
 
 _TICK = os.sysconf("SC_CLK_TCK")
-GNU_TIME = "/usr/bin/time"  # Debian's package time (scripts/bootstrap.sh)
+GNU_TIME = "/usr/bin/time"  # Debian's package time (scripts/bootstrap.sh --dev)
 
 
 def _stat_cpu(pid: int) -> float:
@@ -134,10 +134,6 @@ class Measured:
     output: str = ""
 
 
-class CommandFailed(UserError):
-    """A peer tool the benchmark runs (psql, pgloader, the loader's child) did not finish."""
-
-
 def run_children(
     commands: Sequence[Sequence[str]], cluster: ClusterUsage | None, *, env=None
 ) -> Measured:
@@ -175,7 +171,6 @@ def run_children(
 
 __all__ = [
     "ClusterUsage",
-    "CommandFailed",
     "Measured",
     "MemorySampler",
     "MemoryTrace",

@@ -2,7 +2,8 @@
 
 The name comes from the caller (``--backend``, a Dagster resource's config), else from
 ``$CITUS_PIPELINE_BACKEND`` (default local). Each backend is imported only when chosen: the
-local one needs no Kubernetes client, the Kubernetes one no local binaries.
+local one needs no Kubernetes client, the Kubernetes one no local binaries. Past this choice
+nothing asks which backend it has: what differs is a method of the ClusterBackend contract.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Literal, get_args
 
 from .. import settings
 from ..errors import UserError
-from .restore_points import RestorePoints
 from .spec import ClusterSpec, load_spec
 from .topology import ClusterBackend
 
@@ -46,23 +46,4 @@ def get_backend(
     return KubernetesCluster(spec, context=context)
 
 
-def restore_points_of(backend: ClusterBackend) -> RestorePoints:
-    """Taking and listing restore points on ``backend``: through its coordinator, recorded
-    in the state directory (local) or in the ConfigMap ``<scope>-restore-points``."""
-    archive_timeout = backend.spec.backup.archive_timeout
-    if backend.name == "local":
-        from .local.recovery import LocalRecovery
-
-        return LocalRecovery(backend).points
-    from . import manifests as mf
-    from .k8s_restore_points import ConfigMapRestorePoints
-
-    store = ConfigMapRestorePoints(
-        backend.core, backend.namespace, mf.restore_points_name(backend.spec)
-    )
-    return RestorePoints(
-        lambda: backend._connect(backend.coordinator_dsn()), store, archive_timeout
-    )
-
-
-__all__ = ["BackendKind", "get_backend", "restore_points_of"]
+__all__ = ["BackendKind", "get_backend"]

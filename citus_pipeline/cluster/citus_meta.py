@@ -10,7 +10,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from ..errors import ClusterError
+from ..errors import DrainError
 from .topology import ClusterTopology, DistNode, NodeShards, active_worker_groups
 
 DIST_NODES_SQL = """
@@ -78,10 +78,6 @@ WHERE n.noderole = 'primary'
 # Groups holding at least one placement: a catalog read on the coordinator, no worker asked.
 PLACEMENT_GROUPS_SQL = "SELECT DISTINCT groupid FROM pg_catalog.pg_dist_placement"
 PLACEMENTS_IN_GROUP_SQL = "SELECT count(*) FROM pg_catalog.pg_dist_placement WHERE groupid = %s"
-
-
-class DrainError(ClusterError):
-    """citus_drain_node failed or left placements behind; the group must not be removed."""
 
 
 def fetch_dist_nodes(conn: psycopg.Connection) -> list[DistNode]:
@@ -251,7 +247,6 @@ def remove_group_nodes(
 
 
 __all__ = [
-    "DrainError",
     "cleanup_orphans",
     "drain_group",
     "drop_move_leftovers",

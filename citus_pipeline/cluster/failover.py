@@ -6,6 +6,10 @@ same from a worker as an internal error with the worker's message. :func:`is_tra
 only classifier of those errors in the project; :func:`retry` the only retry loop around
 idempotent work. The loader (per chunk) and the Dagster resource (per statement) both call
 them, and each operation is retried in exactly one of the two places.
+
+Work redone after a broken connection may find its own earlier attempt, or another writer's
+rows, already there: :func:`is_duplicate`, the one classifier of unique violations, tells the
+callers that then switch to a conflict-tolerant path (the loader, publish, the deferred key).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import TypeVar
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from ..errors import UserError
+from ..errors import FailoverRetriesExhausted, Transient
 
 T = TypeVar("T")
 
@@ -68,10 +72,6 @@ def message_is_transient(text: str) -> bool:
     return any(m in text for m in TRANSIENT_MESSAGES)
 
 
-class FailoverRetriesExhausted(UserError):
-    """Idempotent work kept hitting failover errors past the retry budget."""
-
-
 def is_transient(err: BaseException) -> bool:
     """True when ``err`` is what a leader change looks like from a client, so retrying helps."""
     if isinstance(err, PoolTimeout):
@@ -90,11 +90,26 @@ def is_transient(err: BaseException) -> bool:
         return isinstance(
             err, psycopg.OperationalError | psycopg.InternalError
         ) and message_is_transient(str(err))
-    if isinstance(err, ConnectionError | TimeoutError):
+    # The project's own errors say so by their class (`errors.Transient`); the builtin ones
+    # are what sockets and the HTTP clients raise.
+    if isinstance(err, Transient | ConnectionError | TimeoutError):
         return True
     # Data-path code may wrap the psycopg error; follow the chain.
     cause = err.__cause__ or err.__context__
     return cause is not None and cause is not err and is_transient(cause)
+
+
+def is_duplicate(err: BaseException) -> bool:
+    """A unique violation (a row refused, or a unique index that cannot be built over the
+    rows), also as Citus forwards it from a shard (XX000 + the shard's text)."""
+    if isinstance(err, psycopg.errors.UniqueViolation):
+        return True
+    return getattr(err, "sqlstate", None) == "XX000" and any(
+        text in str(err) for text in _DUPLICATE_TEXTS
+    )
+
+
+_DUPLICATE_TEXTS = ("duplicate key value violates unique", "could not create unique index")
 
 
 def backoff_delays(attempts: int, base: float, cap: float) -> list[float]:
@@ -102,7 +117,9 @@ def backoff_delays(attempts: int, base: float, cap: float) -> list[float]:
     return [min(cap, base * (2**i)) for i in range(max(0, attempts - 1))]
 
 
-def one_line(err: BaseException) -> str:
+def type_and_first_line(err: BaseException) -> str:
+    """``<class name>: <first line of the message>``: which error it was, short enough for a
+    log line (a server's message may run on with DETAIL and CONTEXT lines)."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}"
 
@@ -137,13 +154,13 @@ def retry(
             if attempt >= len(delays):
                 raise FailoverRetriesExhausted(
                     f"{what}: the coordinator or a worker kept failing over "
-                    f"({attempts} attempts): {one_line(err)}"
+                    f"({attempts} attempts): {type_and_first_line(err)}"
                 ) from err
             if before_retry:
                 before_retry(err)
             if log:
                 log(
-                    f"{what}: failover error ({one_line(err)}); retry {attempt + 1}/"
+                    f"{what}: failover error ({type_and_first_line(err)}); retry {attempt + 1}/"
                     f"{len(delays)} in {delays[attempt]:.1f}s"
                 )
             sleep(delays[attempt])
@@ -152,9 +169,10 @@ def retry(
 
 __all__ = [
     "TRANSIENT_SQLSTATES",
-    "FailoverRetriesExhausted",
     "backoff_delays",
+    "is_duplicate",
     "is_transient",
-    "one_line",
+    "message_is_transient",
     "retry",
+    "type_and_first_line",
 ]

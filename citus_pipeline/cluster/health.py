@@ -5,11 +5,18 @@ coordinator's pg_dist_node) or a coordinator connection, and returns a :class:`F
 whether it holds, what was seen, and, when it does not hold, one line that names the group
 or member. The Dagster checks on `citus_cluster` and any other caller share these, so the
 answer is the same wherever it is asked.
+
+Readiness, which the backends and the fault drills wait for, is asked here too (in the same
+terms): :func:`not_ready` and :func:`unregistered_leaders` say what still keeps groups from
+being ready, :func:`group_ready` whether a group can hand over, :func:`leaderless` and
+:func:`unregistered_groups` which groups lack a leader or a primary row, and
+:func:`cluster_is_whole` whether a drill's cluster is back to every member.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -46,8 +53,18 @@ class Finding:
     problem: str | None = None  # one line naming what does not hold
 
 
+def leaderless(
+    topo: ClusterTopology, groups: Iterable[int] | None = None, running: bool = True
+) -> list[int]:
+    """Groups (of ``groups``, default every group reported) without a leader: a running one,
+    or with ``running`` False any member Patroni names leader (a backend waiting for the
+    first election counts a leader still starting)."""
+    pick = _running_leader if running else ClusterTopology.leader
+    return [g for g in (topo.groups if groups is None else groups) if pick(topo, g) is None]
+
+
 def every_group_has_a_leader(topo: ClusterTopology) -> Finding:
-    missing = [g for g in topo.groups if not _running_leader(topo, g)]
+    missing = leaderless(topo)
     return Finding(
         not missing,
         {"groups": len(topo.groups), "groups_without_leader": len(missing)},
@@ -136,6 +153,88 @@ def dist_nodes_follow_leaders(topo: ClusterTopology) -> Finding:
     )
 
 
+def group_ready(topo: ClusterTopology, spec: ClusterSpec, group: int) -> bool:
+    """``group`` led, and in synchronous mode (two members or more) a synchronous standby
+    streaming: what a planned handover (a switchover to that standby) needs next."""
+    members = topo.members_of(group)
+    if topo.leader(group) is None:
+        return False
+    if not spec.patroni.synchronous_mode or len(members) < 2:
+        return True
+    return any(m.role in SYNC_ROLES and m.state == "streaming" for m in members)
+
+
+def not_ready(topo: ClusterTopology, spec: ClusterSpec, groups: Iterable[int]) -> list[str]:
+    """What keeps ``groups`` from being ready, in Patroni's view, one line each (empty: ready):
+    a running leader, in synchronous mode a streaming synchronous standby, every other
+    member streaming. pg_dist_node is :func:`unregistered_leaders`'."""
+    waiting: list[str] = []
+    for g in groups:
+        gm = topo.members_of(g)
+        leader = _running_leader(topo, g)
+        if leader is None:
+            waiting.append(f"group {g}: no running leader")
+            continue
+        if (
+            len(gm) > 1
+            and spec.patroni.synchronous_mode
+            and not any(m.role in SYNC_ROLES and m.state == "streaming" for m in gm)
+        ):
+            waiting.append(f"group {g}: no streaming synchronous standby")
+        for m in gm:
+            if m is not leader and m.state != "streaming":
+                waiting.append(f"group {g}: {m.name} is {m.state}")
+    return waiting
+
+
+def unregistered_leaders(topo: ClusterTopology, groups: Iterable[int]) -> list[str]:
+    """Worker groups of ``groups`` whose leader (as Patroni names it, running or not) is not
+    yet the active primary of its group in pg_dist_node, one line each (empty: registered)."""
+    waiting = []
+    for g in groups:
+        leader = topo.leader(g) if g > 0 else None
+        if leader is None:
+            continue
+        if not any(
+            n.groupid == g
+            and n.role == "primary"
+            and n.active
+            and (n.host, n.port) == (leader.host, leader.port)
+            for n in topo.dist_nodes
+        ):
+            waiting.append(f"group {g}: leader {leader.name} not yet in pg_dist_node")
+    return waiting
+
+
+def unregistered_groups(topo: ClusterTopology, groups: Iterable[int]) -> list[int]:
+    """Groups of ``groups`` without a leader or without an active primary row in pg_dist_node
+    (whoever it names): not yet usable through the coordinator."""
+    active = {n.groupid for n in topo.dist_nodes if n.active and n.role == "primary"}
+    return [g for g in groups if topo.leader(g) is None or g not in active]
+
+
+def cluster_is_whole(topo: ClusterTopology, spec: ClusterSpec, members: int) -> Finding:
+    """Every one of the ``members`` the cluster has reported and running or streaming, every
+    group led, each synchronous standby streaming, pg_dist_node following Patroni's leaders:
+    a fault drill is over only then."""
+    down = [m.name for m in topo.members if m.state not in ("running", "streaming")]
+    parts = (
+        every_group_has_a_leader(topo),
+        every_sync_standby_streams(topo, spec),
+        dist_nodes_follow_leaders(topo),
+    )
+    problems = [f.problem for f in parts if not f.holds]
+    if len(topo.members) != members:
+        problems.insert(0, f"{len(topo.members)} of {members} members reported")
+    if down:
+        problems.insert(0, f"not running or streaming: {', '.join(down)}")
+    return Finding(
+        len(topo.members) == members and not down and all(f.holds for f in parts),
+        {"members": len(topo.members), "members_expected": members, "members_down": len(down)},
+        "; ".join(p for p in problems if p) or None,
+    )
+
+
 def no_shard_move_leftovers(conn: psycopg.Connection) -> Finding:
     """No replication slot, publication or subscription of a shard move or split on any node,
     and no cleanup record waiting on the coordinator."""
@@ -165,9 +264,15 @@ def _running_leader(topo: ClusterTopology, group: int):
 
 __all__ = [
     "Finding",
+    "cluster_is_whole",
     "dist_nodes_follow_leaders",
     "every_group_has_a_leader",
     "every_sync_standby_streams",
+    "group_ready",
+    "leaderless",
     "no_shard_move_leftovers",
+    "not_ready",
     "replication_lag_within_failover_limit",
+    "unregistered_groups",
+    "unregistered_leaders",
 ]

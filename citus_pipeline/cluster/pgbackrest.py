@@ -16,15 +16,11 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from ..errors import ClusterError
+from ..errors import BackupError
 from .spec import ClusterSpec
 
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024  # initdb's default; neither backend changes it
 SEGMENTS_PER_XLOGID = 0x1_0000_0000 // WAL_SEGMENT_SIZE
-
-
-class BackupError(ClusterError):
-    """A backup, restore point or restore that cannot be done; the message names the group."""
 
 
 def stanza(spec: ClusterSpec, group: int) -> str:
@@ -300,7 +296,6 @@ def archived_names(listing: Iterable[str]) -> set[str]:
 
 
 __all__ = [
-    "BackupError",
     "BackupInfo",
     "GroupRestore",
     "PgTarget",

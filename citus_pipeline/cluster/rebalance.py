@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from ..errors import UserError
+from ..errors import RebalanceFailed
 from .citus_meta import cleanup_orphans, fetch_active_worker_groups, node_bytes
 
 REBALANCE_START_SQL = """
@@ -59,10 +59,6 @@ WHERE shardid = ANY(%s) ORDER BY 1
 """
 RUNNING_STATES = ("scheduled", "running", "cancelling", "failing")
 FAILED_STATES = ("failed", "cancelled")
-
-
-class RebalanceFailed(UserError):
-    """The background rebalance job failed or outlived its wait; the message is Citus's own."""
 
 
 @dataclass
@@ -191,7 +187,6 @@ def vacuum_moved(conn: psycopg.Connection, shard_ids: list[int]) -> tuple[str, .
 __all__ = [
     "FAILED_STATES",
     "RUNNING_STATES",
-    "RebalanceFailed",
     "RebalanceOutcome",
     "run_background_rebalance",
 ]

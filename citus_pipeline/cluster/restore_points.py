@@ -21,8 +21,8 @@ from typing import Protocol
 import psycopg
 from pydantic import BaseModel
 
+from ..errors import BackupError, GroupUnreachable
 from .failover import message_is_transient
-from .pgbackrest import BackupError
 
 # PostgreSQL keeps a restore point's name in MAXFNAMELEN (64) bytes, the last one NUL
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
@@ -81,10 +81,6 @@ def check_name(name: str, known: list[RestorePoint]) -> None:
     if any(p.name == name for p in known):
         # recovery stops at the first record of a name: a second one could never be reached
         raise BackupError(f"restore point {name!r} exists already: choose another name")
-
-
-class GroupUnreachable(BackupError, ConnectionError):
-    """A group's leader did not answer (a leader change under way): worth another attempt."""
 
 
 def _per_group(conn: psycopg.Connection, sql: str) -> dict[int, str]:
@@ -228,7 +224,6 @@ def find(points: list[RestorePoint], name: str) -> RestorePoint:
 
 __all__ = [
     "GroupPosition",
-    "GroupUnreachable",
     "RestorePoint",
     "RestorePointFile",
     "RestorePointStore",

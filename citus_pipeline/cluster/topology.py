@@ -2,16 +2,21 @@
 (Patroni's view) and Citus metadata as a :class:`ClusterTopology`.
 
 The local and the Kubernetes backend both implement the contract and return the same
-topology, so the CLI, the Dagster resources and the tests never care which backend answered.
+topology, put together by :func:`cluster_topology` for both, so the CLI, the Dagster resources
+and the tests never care which backend answered.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from .restore_points import RestorePoints
+    from .spec import ClusterSpec
 
 # (message, done, total): how far a long backend operation is, for a progress bar
 Progress = Callable[[str, int, int], None]
@@ -93,6 +98,41 @@ class ClusterTopology(BaseModel):
         return active_worker_groups(self.dist_nodes)
 
 
+def down_lines(topo: ClusterTopology) -> list[str]:
+    """One line per group without a running leader: what each of its members is doing."""
+    # Here, not beside the status tables of the CLI: the fault drills and the tests read these
+    # lines too, and they sit below the CLI.
+    lines = []
+    for g in topo.groups:
+        members = topo.members_of(g)
+        if any(m.role == "leader" and m.state == "running" for m in members):
+            continue
+        seen = ", ".join(f"{m.name} {m.state}" for m in members)
+        lines.append(f"group {g} is down: no running leader ({seen})")
+    return lines
+
+
+def cluster_topology(
+    backend: ClusterBackend,
+    members: list[MemberStatus],
+    read_coordinator: Callable[[ClusterTopology, MemberStatus], ClusterTopology],
+    coordinator_dsn: str | None = None,
+) -> ClusterTopology:
+    """A backend's status, put together the same way by both: Patroni's ``members`` first;
+    then, only where the coordinator group has a leader to ask, what ``read_coordinator``
+    (given the topology so far and that leader) adds from it: pg_dist_node, the shards. It
+    returns the topology to report, so a backend that could not ask in time reports less."""
+    topo = ClusterTopology(
+        scope=backend.spec.name,
+        database=backend.spec.database,
+        backend=backend.name,
+        members=members,
+        coordinator_dsn=coordinator_dsn,
+    )
+    leader = topo.leader(0)
+    return topo if leader is None else read_coordinator(topo, leader)
+
+
 class ClusterBackend(abc.ABC):
     """The contract both backends (local processes, Kubernetes) implement.
 
@@ -101,15 +141,28 @@ class ClusterBackend(abc.ABC):
     in minutes). What only one backend can do (stop a local member) lives on that backend.
     """
 
+    # the name `get_backend` knows it by, and the one its topology reports; never a switch:
+    # what differs between the backends is a method of this contract
     name: Literal["local", "kubernetes"]
+    spec: ClusterSpec
 
     @abc.abstractmethod
     def up(self, progress: Progress | None = None, timeout: float = ...) -> ClusterTopology:
         """Bring up every group of the spec; return the topology once each has a leader."""
 
     @abc.abstractmethod
+    def ensure_up(self) -> ClusterTopology:
+        """The cluster as a pipeline run needs it, started first where starting it is this
+        process's business (local processes); a Kubernetes cluster is deployed by its
+        operator (`k8s apply`), so a run only observes it."""
+
+    @abc.abstractmethod
     def status(self, with_shards: bool = True) -> ClusterTopology:
         """Members, pg_dist_node and (``with_shards``) shards per node, as they are now."""
+
+    @abc.abstractmethod
+    def member_statuses(self) -> list[MemberStatus]:
+        """Patroni's view of every member, without asking the coordinator anything."""
 
     @abc.abstractmethod
     def coordinator_dsn(self) -> str:
@@ -137,6 +190,16 @@ class ClusterBackend(abc.ABC):
     def failover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
         """Forced leader change in ``group``; returns the new leader's name."""
 
+    @abc.abstractmethod
+    def restart_member(self, name: str, timeout: float = ...) -> None:
+        """Restart one member's PostgreSQL; returns once its group is ready to go on (what
+        `rolling.rolling_restart` needs before the next member)."""
+
+    @abc.abstractmethod
+    def restore_points(self) -> RestorePoints:
+        """Cluster-consistent restore points, taken through the coordinator and recorded
+        where they outlive any restore (the state directory; a ConfigMap on Kubernetes)."""
+
 
 __all__ = [
     "ClusterBackend",
@@ -147,4 +210,6 @@ __all__ = [
     "Progress",
     "Role",
     "active_worker_groups",
+    "cluster_topology",
+    "down_lines",
 ]

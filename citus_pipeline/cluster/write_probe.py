@@ -3,7 +3,8 @@
 Fault drills (a killed leader, a switchover) and `bench rebalance` run one while they break or
 move things, then compare the ids it recorded as acknowledged with what the table holds, and
 report its failed inserts. Every attempt uses the next id, acknowledged or not, so an insert
-whose commit was never confirmed can neither be counted nor collide with a later one.
+whose commit was never confirmed can neither be counted nor collide with a later one. That
+comparison is :meth:`WriteProbe.lost`, the one check every drill, bench and test makes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class WriteProbe(threading.Thread):
     ``failed`` counts the inserts that raised (``failed_at`` when)
     (the connection is then dropped and opened again after ``error_pause``); ``error_log``
     keeps (when, first line) of the first ``keep_errors`` failures, ``errors`` their text.
+    ``table`` is where the inserts land, its ids in an ``id`` column: what :meth:`stored` and
+    :meth:`lost` read.
     """
 
     def __init__(
@@ -49,10 +52,12 @@ class WriteProbe(threading.Thread):
         error_pause: float = 0.2,
         connect_timeout: int = 2,
         keep_errors: int = 1000,
+        table: str | None = None,
     ) -> None:
         super().__init__(daemon=True, name="write-probe")
         self.dsn, self.insert_sql, self.params = dsn, insert_sql, params
-        self.next_id = start_id
+        self.table = table
+        self.start_id = self.next_id = start_id
         self.pause, self.error_pause = pause, error_pause
         self.connect_timeout, self.keep_errors = connect_timeout, keep_errors
         self.acked: list[int] = []
@@ -111,6 +116,24 @@ class WriteProbe(threading.Thread):
             # a writer that never got through again saw an outage until it stopped
             times.append(self.stopped_at)
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+    def stored(self) -> tuple[set[int], int]:
+        """The ids from this probe's first on that its table holds, and how many rows carry
+        them (more rows than ids: an id stored twice)."""
+        if self.table is None:
+            raise ValueError("a WriteProbe checks what is stored only given its table")
+        query = psycopg.sql.SQL("SELECT id FROM {} WHERE id >= %s").format(
+            psycopg.sql.Identifier(self.table)
+        )
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+            rows = [r[0] for r in conn.execute(query, (self.start_id,))]
+        return set(rows), len(rows)
+
+    def lost(self, stored: set[int] | None = None) -> set[int]:
+        """Acknowledged ids the table does not hold (must be none): read now, or taken from
+        ``stored`` (the ids :meth:`stored` returned)."""
+        ids = self.stored()[0] if stored is None else stored
+        return set(self.acked) - ids
 
     def stop(self, timeout: float = 30.0) -> WriteProbe:
         """Stop after the insert in flight and wait for the thread; returns the probe."""

@@ -1,7 +1,6 @@
-"""The data path: Price Paid files -> validated, typed rows in Citus (see notes/data-path.md)."""
+"""The data path: Price Paid files -> validated, typed rows in Citus (see docs/data-path.md)."""
 
 from .generate import generate_complete, generate_monthly
-from .layout import LayoutError
 from .load import LoadReport, load_price_paid
 from .monthly import MonthlyReport, apply_monthly
 from .progress import ProgressEvent
@@ -9,7 +8,6 @@ from .publish import PublishReport, publish_uk_price
 from .schema import drop_all, ensure_schema
 
 __all__ = [
-    "LayoutError",
     "LoadReport",
     "MonthlyReport",
     "ProgressEvent",

@@ -17,7 +17,7 @@ from typing import Literal
 
 import psycopg
 import pyarrow as pa
-from psycopg import errors, sql
+from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.copy import LibpqWriter
@@ -80,19 +80,6 @@ def loader_conninfo(dsn: str) -> str:
     params["options"] = f"{params.get('options', '')} {LOADER_SESSION_OPTIONS}".strip()
     params.setdefault("application_name", "citus-pipeline-load")
     return make_conninfo(**params)
-
-
-def is_duplicate(err: Exception) -> bool:
-    """A unique violation (a row refused, or a unique index that cannot be built over the
-    rows), also as Citus forwards it from a shard (XX000 + the shard's text)."""
-    if isinstance(err, errors.UniqueViolation):
-        return True
-    return getattr(err, "sqlstate", None) == "XX000" and any(
-        text in str(err) for text in _DUPLICATE_TEXTS
-    )
-
-
-_DUPLICATE_TEXTS = ("duplicate key value violates unique", "could not create unique index")
 
 
 class BackgroundSender(LibpqWriter):
@@ -274,6 +261,5 @@ __all__ = [
     "ChunkResult",
     "ChunkWriter",
     "Target",
-    "is_duplicate",
     "loader_conninfo",
 ]

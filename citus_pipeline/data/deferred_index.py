@@ -43,7 +43,6 @@ import psycopg
 from ..cluster import failover
 from . import rollup
 from . import schema as sch
-from .chunk_writer import is_duplicate
 
 # LIMIT goes down to every shard: at most one row each, whatever the table holds (a NOT
 # EXISTS subquery would be planned apart and could pull every row to the coordinator).
@@ -109,7 +108,7 @@ def _add_primary_key(dsn: str, schema: str) -> int:
     except psycopg.Error as err:
         if _exists(dsn, schema, sch.PRIMARY_KEY):  # another load built it meanwhile
             return 0
-        if not is_duplicate(err):
+        if not failover.is_duplicate(err):
             raise
     removed = _drop_duplicates(dsn, schema)
     _execute(dsn, ADD_KEY, schema)

@@ -132,7 +132,7 @@ def quote_record(fields: list[str] | tuple[str, ...]) -> str:
 
 
 @dataclass(frozen=True)
-class LayoutProblem:
+class FileShapeProblem:
     """Why a file is refused before loading (one clear line for the user)."""
 
     message: str
@@ -141,7 +141,7 @@ class LayoutProblem:
 _HEADER_WORDS = ("transaction", "price", "postcode", "date", "property", "duration", "county")
 
 
-def sniff_layout(first_records: list[list[str]]) -> LayoutProblem | None:
+def sniff_file_shape(first_records: list[list[str]]) -> FileShapeProblem | None:
     """Refuse a file up front when its first records show it is not in the published layout.
 
     A header row, or a sample in which no record is good (e.g. a spreadsheet re-save with
@@ -156,14 +156,14 @@ def sniff_layout(first_records: list[list[str]]) -> LayoutProblem | None:
         and not _guid.match(first_records[0][0])
         and any(w in " ".join(head) for w in _HEADER_WORDS)
     ):
-        return LayoutProblem(
+        return FileShapeProblem(
             f"line 1 looks like a header row ({', '.join(first_records[0][:4])}, ...): "
             "the published files have no header"
         )
     reasons = [validate_fields(r, complete=False) for r in first_records]
     if len(first_records) >= 5 and all(r is not None for r in reasons):
         counts = {len(r) for r in first_records}
-        return LayoutProblem(
+        return FileShapeProblem(
             f"none of the first {len(first_records)} records is in the published layout "
             f"(field counts {sorted(counts)}; line 1: {reasons[0]}): wrong file or a re-saved copy"
         )
@@ -187,9 +187,9 @@ __all__ = [
     "PRICE_RE",
     "PROPERTY_TYPES",
     "RECORD_STATUSES",
-    "LayoutProblem",
+    "FileShapeProblem",
     "quote_record",
     "show",
-    "sniff_layout",
+    "sniff_file_shape",
     "validate_fields",
 ]

@@ -32,10 +32,9 @@ from .chunk_writer import (
     ChunkResult,
     ChunkWriter,
     Target,
-    is_duplicate,
 )
 from .deferred_index import indexes_after_bulk_write
-from .layout import LayoutError, check_layout
+from .file_shape import check_file_shape
 from .parse import warm_up
 from .progress import Progress, ProgressEvent
 from .sources import DEFAULT_CHUNK_BYTES, Chunk, InputFile, fingerprint, read_chunks, resolve
@@ -212,7 +211,7 @@ class _Load:
             try:
                 return writer.write(fp, inp, chunk, idempotent)
             except Exception as err:
-                if idempotent or not is_duplicate(err):
+                if idempotent or not failover.is_duplicate(err):
                     raise
             idempotent = True  # ids already present: redo through ON CONFLICT
             return writer.write(fp, inp, chunk, idempotent)
@@ -282,7 +281,7 @@ def load_price_paid(
     """Load a file, a directory of files, or a URL (plain or gzip) into `target`.
 
     Every good record lands exactly once; every bad one goes to `uk_price_rejects` with its
-    line number and reason; a wrong-layout file is refused up front (`LayoutError`). Safe to
+    line number and reason; a file of another shape is refused up front (`FileShapeError`). Safe to
     re-run after any crash: committed chunks are skipped, the rest loaded. A chunk that keeps
     failing over past ``retries`` raises `FailoverRetriesExhausted`.
     """
@@ -313,7 +312,7 @@ def load_price_paid(
         )
     inputs = resolve(source)
     for inp in inputs:
-        check_layout(inp)
+        check_file_shape(inp)
     report.files = len(inputs)
     load = _Load(
         dsn,
@@ -344,4 +343,4 @@ def load_price_paid(
     return report
 
 
-__all__ = ["LayoutError", "LoadReport", "Target", "load_price_paid"]
+__all__ = ["LoadReport", "Target", "load_price_paid"]

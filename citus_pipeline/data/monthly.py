@@ -32,7 +32,7 @@ from ..cluster.citus_meta import recover_prepared_transactions
 from . import binary_copy, rollup
 from . import schema as sch
 from .deferred_index import build_missing
-from .layout import check_layout
+from .file_shape import check_file_shape
 from .parse import parse_chunk
 from .progress import Progress, ProgressEvent
 from .sources import InputFile, fingerprint, read_chunks, resolve
@@ -277,7 +277,7 @@ def apply_monthly(
         recover_prepared_transactions(conn)
     inputs = resolve(source)
     for inp in inputs:
-        check_layout(inp)
+        check_file_shape(inp)
     for inp in inputs:
         already = report.files_already_applied
         _apply_file(dsn, schema, inp, report)

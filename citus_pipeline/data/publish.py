@@ -8,9 +8,9 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
+from ..cluster.failover import is_duplicate
 from . import rollup
 from . import schema as sch
-from .chunk_writer import is_duplicate
 from .deferred_index import indexes_after_bulk_write
 from .progress import Progress, ProgressEvent
 

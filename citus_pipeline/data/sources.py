@@ -28,15 +28,11 @@ import httpx
 import numpy as np
 
 from .. import settings
-from ..errors import UserError
+from ..errors import SourceError
 
 DEFAULT_CHUNK_BYTES = 24 << 20  # one loader transaction (see load.py)
 DEFAULT_CACHE_DIR = settings.CACHE_DIR.path() or Path.home() / ".cache" / "citus-pipeline"
 DATA_SUFFIXES = (".csv", ".csv.gz", ".gz", ".txt")
-
-
-class SourceError(UserError):
-    """A source that cannot be read; the message says which and why, in one line."""
 
 
 @dataclass(frozen=True)
@@ -269,7 +265,6 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "Chunk",
     "InputFile",
-    "SourceError",
     "download",
     "fingerprint",
     "is_url",

@@ -17,11 +17,11 @@ import pytest
 from citus_pipeline.cluster import health
 from citus_pipeline.cluster.local import processes
 from citus_pipeline.cluster.local.recovery import LocalRecovery
-from citus_pipeline.cluster.pgbackrest import BackupError
-from citus_pipeline.cluster.render import down_lines
+from citus_pipeline.cluster.topology import down_lines
 from citus_pipeline.cluster.write_probe import WriteProbe
 from citus_pipeline.data import apply_monthly, load_price_paid
 from citus_pipeline.data.generate import generate_complete, generate_monthly
+from citus_pipeline.errors import BackupError
 
 pytestmark = [
     pytest.mark.citus,

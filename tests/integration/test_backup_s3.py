@@ -12,13 +12,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import psycopg
 import pytest
 
 from citus_pipeline.cluster.local.recovery import LocalRecovery
+from citus_pipeline.errors import WaitTimeout
+from citus_pipeline.waiting import until
 
 pytestmark = [
     pytest.mark.citus,
@@ -84,18 +85,18 @@ def s3_server(tmp_path_factory):
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                # the bucket Terraform creates in the cloud
-                r = httpx.put(f"https://127.0.0.1:{port}/{BUCKET}", verify=False, timeout=2)
-                if r.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"moto's S3 server did not start: {log.read_text()[-500:]}")
-            time.sleep(0.3)
+
+        def bucket_made() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"moto's S3 server exited: {log.read_text()[-500:]}")
+            # the bucket Terraform creates in the cloud
+            r = httpx.put(f"https://127.0.0.1:{port}/{BUCKET}", verify=False, timeout=2)
+            return r.status_code == 200
+
+        try:
+            until(bucket_made, 30, 0.3, "moto's S3 server to start", ignore=(httpx.HTTPError,))
+        except WaitTimeout as err:
+            pytest.fail(f"{err}: {log.read_text()[-500:]}")
         yield port
     finally:
         proc.terminate()

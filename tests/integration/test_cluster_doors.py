@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from citus_pipeline.bench.cluster import cluster_pids
+from citus_pipeline.cluster.local.faults import cluster_pids
 
 
 def _b64(text: str) -> str:

@@ -9,11 +9,11 @@ import threading
 
 import psycopg
 import pytest
-from polling import wait_for
 from rich.console import Console
 
+from citus_pipeline.cli.render import rich_tables
 from citus_pipeline.cluster.local.faults import frozen, member_processes
-from citus_pipeline.cluster.render import rich_tables
+from citus_pipeline.waiting import until
 
 pytestmark = [pytest.mark.destructive]
 
@@ -53,4 +53,10 @@ def test_status_answers_while_a_worker_leader_is_frozen(fresh_cluster):
         assert "Shards per node — not answered: a worker did not answer within 3 s" in text
 
     # thawed well within ttl: status whole again
-    wait_for(c.status, lambda t: t.shards_unanswered is None and bool(t.shards), timeout=60)
+    until(
+        c.status,
+        60,
+        1,
+        "a whole status again",
+        done=lambda t: t.shards_unanswered is None and bool(t.shards),
+    )

@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -27,6 +26,8 @@ from dagster._core.scheduler.instigation import InstigatorType
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
 from citus_pipeline.definitions import build_resources, defs
+from citus_pipeline.errors import WaitTimeout
+from citus_pipeline.waiting import until
 
 pytestmark = [pytest.mark.citus, pytest.mark.cluster, pytest.mark.destructive]
 
@@ -95,15 +96,16 @@ def _resources(cluster, env) -> dict:
 
 
 def _wait(what: str, probe, timeout: float, proc: subprocess.Popen, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def read():
         value = probe()
-        if value:
-            return value
-        if proc.poll() is not None:
+        if not value and proc.poll() is not None:
             pytest.fail(f"the daemon exited ({proc.returncode}): {log.read_text()[-2000:]}")
-        time.sleep(2)
-    pytest.fail(f"{what} not within {timeout:.0f} s; daemon log: {log.read_text()[-2000:]}")
+        return value
+
+    try:
+        return until(read, timeout, 2, what)
+    except WaitTimeout as err:
+        pytest.fail(f"{err}; daemon log: {log.read_text()[-2000:]}")
 
 
 def _ensure_loaded(cluster, instance, env) -> None:
@@ -282,11 +284,11 @@ def test_the_monthly_schedule_turned_on_launches_the_partition_run_of_its_tick(d
 # ---- the UI, on the instance the daemon filled -----------------------------------------
 def test_the_ui_shows_the_graph_plots_checks_and_ticks(deployment, tmp_path):
     """The webserver on that instance, pages opened in Chromium through Playwright."""
-    from citus_pipeline.ui_tour import CHROMIUM, PAGES, capture, serve
+    from citus_pipeline.cli.ui_tour import CHROMIUM, PAGES, capture, serve
 
     pytest.importorskip("playwright", reason="playwright not installed (uv sync --dev)")
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (Debian's chromium: scripts/bootstrap.sh)")
+        pytest.skip(f"{CHROMIUM} not installed (Debian's chromium: scripts/bootstrap.sh --dev)")
     cluster, instance, env = deployment
     _ensure_loaded(cluster, instance, env)  # run alone: give the pages something to show
     home = Path(env["DAGSTER_HOME"])

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from plain_pg import plain_postgres
 
-from citus_pipeline.cluster.failover import FailoverRetriesExhausted
 from citus_pipeline.cluster.failover import is_transient as is_failover_error
 from citus_pipeline.defs.citus.resources import CitusResource
+from citus_pipeline.errors import FailoverRetriesExhausted
 
 PORT = 5510
 

@@ -1,5 +1,6 @@
 """The fault matrix on one cluster, each scenario under single-row writes through the
-coordinator (`citus-pipeline bench faults` runs the same and prints the figures).
+coordinator, from the drills library (`citus-pipeline bench faults` runs the same and prints
+the figures).
 
 Every scenario ends with the cluster whole again and the checker's verdict: every
 acknowledged id stored exactly once. Each test then asserts what that fault must not cost.
@@ -13,7 +14,7 @@ import shutil
 import psycopg
 import pytest
 
-from citus_pipeline.bench.faults import primaries, run_scenario
+from citus_pipeline.drills import primaries, run_scenario
 
 pytestmark = [pytest.mark.destructive]
 

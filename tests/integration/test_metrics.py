@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
-from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -17,12 +15,14 @@ import pytest
 from citus_pipeline.cluster.local.monitoring import missing_tools
 from citus_pipeline.cluster.local.processes import port_free
 from citus_pipeline.cluster.rebalance import run_background_rebalance
+from citus_pipeline.waiting import until
 
 SHARDS = 8
+SEEN_WITHIN = 60  # s, for a series to show what the cluster just did (scraped every 1 s here)
 
 pytestmark = pytest.mark.skipif(
     bool(missing_tools()),
-    reason=f"{' and '.join(missing_tools())} not installed (Debian packages): run scripts/bootstrap.sh",
+    reason=f"{' and '.join(missing_tools())} not installed (Debian packages): run scripts/bootstrap.sh --dev",
 )
 
 
@@ -37,18 +37,6 @@ def cluster(fresh_cluster_module):
     )
     c.up(with_metrics=True)
     return c
-
-
-def _eventually(what: str, probe: Callable[[], object], timeout: float = 60) -> object:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` and its last value."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"{what} not seen within {timeout:.0f} s (last: {last!r})")
 
 
 def _values(cluster, promql: str) -> dict[str, float]:
@@ -79,12 +67,13 @@ def _all_targets_up(cluster, members: int) -> bool:
 
 def test_every_member_is_scraped_without_errors(cluster):
     members = len(cluster.members())
-    _eventually("every target up", lambda: _all_targets_up(cluster, members))
-    errors = _eventually(
-        "a scrape of every exporter",
+    until(lambda: _all_targets_up(cluster, members), SEEN_WITHIN, what="every target up")
+    errors = until(
         lambda: (
             (v := _values(cluster, "pg_exporter_last_scrape_error")) and len(v) == members and v
         ),
+        SEEN_WITHIN,
+        what="a scrape of every exporter",
     )
     # a standby's scrape fails where a query is not recovery-safe: none may
     assert set(errors.values()) == {0.0}, errors
@@ -99,9 +88,10 @@ def test_shards_and_bytes_per_node_come_from_the_coordinator_leader(cluster):
         conn.execute(
             "INSERT INTO metrics_t SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g"
         )
-    shards = _eventually(
-        "citus_node_shards of the new table",
+    shards = until(
         lambda: (v := _values(cluster, "citus_node_shards")) and sum(v.values()) == SHARDS and v,
+        SEEN_WITHIN,
+        what="citus_node_shards of the new table",
     )
     leader = cluster.status(with_shards=False).leader(0)
     # once per cluster: only the coordinator's leader answers the metadata queries
@@ -114,9 +104,10 @@ def test_shards_and_bytes_per_node_come_from_the_coordinator_leader(cluster):
 
 
 def test_replication_lag_is_reported_per_standby(cluster):
-    lag = _eventually(
-        "citus_replication_lag_bytes of every standby",
+    lag = until(
         lambda: (v := _values(cluster, "citus_replication_lag_bytes")) and len(v) == 2 and v,
+        SEEN_WITHIN,
+        what="citus_replication_lag_bytes of every standby",
     )
     topo = cluster.status(with_shards=False)
     standbys = {m.name for m in topo.members if m.role != "leader"}
@@ -134,39 +125,48 @@ def test_a_prepared_transaction_shows_until_it_is_resolved(cluster):
             tx.execute("INSERT INTO metrics_local VALUES (1)")
             tx.execute("PREPARE TRANSACTION 'metrics_test_gid'")
         try:
-            _eventually(
-                "the prepared transaction", lambda: list(_values(cluster, query).values()) == [1.0]
+            until(
+                lambda: list(_values(cluster, query).values()) == [1.0],
+                SEEN_WITHIN,
+                what="the prepared transaction",
             )
             age = f'citus_transactions_prepared_oldest_seconds{{member="{leader.name}"}}'
-            _eventually(
-                "the prepared transaction's age growing",
+            until(
                 lambda: next(iter(_values(cluster, age).values()), 0) >= 2,
+                SEEN_WITHIN,
+                what="the prepared transaction's age growing",
             )
         finally:
             conn.execute("ROLLBACK PREPARED 'metrics_test_gid'")
             conn.execute("DROP TABLE metrics_local")
-    _eventually("no prepared transaction", lambda: list(_values(cluster, query).values()) == [0.0])
+    until(
+        lambda: list(_values(cluster, query).values()) == [0.0],
+        SEEN_WITHIN,
+        what="no prepared transaction",
+    )
 
 
 def test_an_added_worker_is_scraped_and_the_rebalance_is_counted(cluster):
     group = cluster.add_worker()
     members = len(cluster.members())
-    _eventually("the new group's targets up", lambda: _all_targets_up(cluster, members))
+    until(lambda: _all_targets_up(cluster, members), SEEN_WITHIN, what="the new group's targets up")
     with psycopg.connect(cluster.coordinator_dsn(), autocommit=True) as conn:
         outcome = run_background_rebalance(conn, transfer_mode="block_writes", log=lambda _: None)
     assert outcome.moves > 0
-    done = _eventually(
-        "the finished rebalance job in citus_rebalance_*",
+    done = until(
         lambda: (
             (t := _values(cluster, "citus_rebalance_tasks_done"))
             and list(t.values()) == [float(outcome.moves)]
             and list(_values(cluster, "citus_rebalance_job_running").values()) == [0.0]
         ),
+        SEEN_WITHIN,
+        what="the finished rebalance job in citus_rebalance_*",
     )
     assert done
-    _eventually(
-        f"shards on group {group}",
+    until(
         lambda: sum(_values(cluster, f'citus_node_shards{{node_group="{group}"}}').values()) > 0,
+        SEEN_WITHIN,
+        what=f"shards on group {group}",
     )
     assert list(_values(cluster, "citus_rebalance_tasks_failed").values()) == [0.0]
 
@@ -181,7 +181,7 @@ def test_down_stops_the_metrics_stack_and_up_brings_it_back(cluster):
     cluster.up()  # no flag: the state directory remembers that metrics follow this cluster
     assert cluster.monitoring.running()
     members = len(cluster.members())
-    _eventually("every target up after up", lambda: _all_targets_up(cluster, members))
+    until(lambda: _all_targets_up(cluster, members), SEEN_WITHIN, what="every target up after up")
     cluster.metrics_off()
     assert not cluster.monitoring.running() and port_free(address, port)
     assert not cluster.metrics_on()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-import psycopg
 import pytest
+from uk_price_reads import checksum, fetch_all, rollup_off
 
-from citus_pipeline.data import apply_monthly, drop_all, load_price_paid, rollup
-from citus_pipeline.data import schema as sch
+from citus_pipeline.data import apply_monthly, drop_all, load_price_paid
 from citus_pipeline.data.generate import generate_complete, generate_monthly
 
 pytestmark = pytest.mark.citus
@@ -22,21 +21,6 @@ def schemas(citus_dsn):
         drop_all(citus_dsn, schema=n)
 
 
-def checksum(dsn, schema, table="uk_price"):
-    with psycopg.connect(dsn) as conn:
-        return sch.checksum(conn, schema, table)
-
-
-def rollup_off(dsn, schema) -> int:
-    with psycopg.connect(dsn) as conn:
-        return rollup.mismatches(conn, schema)
-
-
-def q(dsn, query, *args):
-    with psycopg.connect(dsn) as c:
-        return c.execute(query, args).fetchall()
-
-
 def test_monthly_equals_next_complete_file_and_is_idempotent(citus_dsn, schemas, tmp_path):
     applied, expected = schemas
     base, month, nxt = tmp_path / "base.csv", tmp_path / "m.csv", tmp_path / "next.csv"
@@ -47,7 +31,7 @@ def test_monthly_equals_next_complete_file_and_is_idempotent(citus_dsn, schemas,
     assert (r.adds, r.changes, r.deletes) == (850, 100, 50)
     assert (r.unknown_changes, r.unknown_deletes) == (3, 3)
     assert sorted(r.unknown_ids) == sorted(g.unknown_ids)
-    logged = q(
+    logged = fetch_all(
         citus_dsn,
         f"SELECT outcome, count(*) FROM {applied}.uk_price_monthly_log GROUP BY 1 ORDER BY 1",
     )
@@ -60,7 +44,9 @@ def test_monthly_equals_next_complete_file_and_is_idempotent(citus_dsn, schemas,
     again = apply_monthly(month, citus_dsn, schema=applied)
     assert again.files_already_applied == 1 and again.applied == 0
     assert checksum(citus_dsn, applied) == before
-    assert q(citus_dsn, f"SELECT count(*) FROM {applied}.uk_price_monthly_log")[0][0] == 1_006
+    assert (
+        fetch_all(citus_dsn, f"SELECT count(*) FROM {applied}.uk_price_monthly_log")[0][0] == 1_006
+    )
 
 
 def test_acd_on_hand_made_rows(citus_dsn, schemas, tmp_path):
@@ -98,16 +84,18 @@ def test_acd_on_hand_made_rows(citus_dsn, schemas, tmp_path):
         1,
         1,
     )
-    rows = dict(q(citus_dsn, f"SELECT transaction_id::text, (price, town_city) FROM {s}.uk_price"))
+    rows = dict(
+        fetch_all(citus_dsn, f"SELECT transaction_id::text, (price, town_city) FROM {s}.uk_price")
+    )
     key = lambda i: f"00000000-0000-4000-8000-{i:012d}"
     assert set(rows) == {key(i) for i in (1, 2, 4, 5, 6)}
     assert rows[key(2)] == ("111111", "BRADFORD") and rows[key(1)] == ("100001", "LEEDS")
     # the rollup followed: D out, C moved to its new town, the existing A's row counted once
     assert rollup_off(citus_dsn, s) == 0
-    assert q(
+    assert fetch_all(
         citus_dsn,
         f"SELECT town_city, sales, price_sum FROM {s}.uk_price_rollup ORDER BY town_city",
     ) == [("BRADFORD", 1, 111_111), ("LEEDS", 4, 100_001 + 100_004 + 100_005 + 250_000)]
-    assert q(citus_dsn, f"SELECT line_number, reason FROM {s}.uk_price_rejects") == [
+    assert fetch_all(citus_dsn, f"SELECT line_number, reason FROM {s}.uk_price_rejects") == [
         (6, "field count 3, expected 16")
     ]

@@ -15,6 +15,7 @@ Needs root, the control plane built by scripts/k8s-control-plane.sh and Citus.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -26,8 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kubernetes import client
 
+from citus_pipeline.drills import start_writer, wait_leader_change
+from citus_pipeline.errors import WaitTimeout
+from citus_pipeline.waiting import until
 from k8s.control_plane import ControlPlane, missing_reason
-from k8s.drills import Kube, bring_up, k8s_spec, lost_writes, start_writer, wait_leader_change
+from k8s.drills import PROBE_TABLE, Kube, bring_up, k8s_spec
 from k8s.network import PodNetwork
 from k8s.pod_runner import PodRunner, cleanup_dir
 
@@ -38,26 +42,30 @@ def rate(kube: Kube, ns: str, seconds: float, during=None) -> dict[str, float]:
     if during:
         during()
     time.sleep(max(0.0, seconds - (time.time() - since)))
-    until = time.time()
+    end = time.time()
     time.sleep(2)  # the audit log is written in batches of up to 1 s
-    counts = kube.plane.requests_by_pod(since, until, ns)
-    return {pod: n / (until - since) for pod, n in sorted(counts.items())}
+    counts = kube.plane.requests_by_pod(since, end, ns)
+    return {pod: n / (end - since) for pod, n in sorted(counts.items())}
 
 
 def failover(kube: Kube, c, group: int, fault) -> dict:
     dsn = c.coordinator_dsn()
-    probe = start_writer(dsn)
+    probe = start_writer(dsn, PROBE_TABLE)
     time.sleep(5)
     topo = c.status(with_shards=False)
     old = topo.leader(group).name
     t0 = time.monotonic()
     fault(old)
     change = wait_leader_change(c, group, old, t0)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (
-        probe.acked_at and probe.acked_at[-1] > t0 + change.seconds
-    ):
-        time.sleep(0.2)
+    # until a write goes through the new leader; the figures are reported either way (a long
+    # wait shows as the longest write gap)
+    with contextlib.suppress(WaitTimeout):
+        until(
+            lambda: probe.acked_at and probe.acked_at[-1] > t0 + change.seconds,
+            60,
+            0.2,
+            "a write acknowledged by the new leader",
+        )
     time.sleep(3)
     probe.stop()
     return {
@@ -65,7 +73,7 @@ def failover(kube: Kube, c, group: int, fault) -> dict:
         "max_write_gap_s": round(probe.longest_gap(t0), 1),
         "failed_inserts": probe.failed,
         "acknowledged": len(probe.acked),
-        "lost": lost_writes(dsn, probe),
+        "lost": len(probe.lost()),
     }
 
 

@@ -20,7 +20,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from citus_pipeline.waiting import until
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "k8s-control-plane.sh"
@@ -387,21 +388,16 @@ class ControlPlane:
             return r.read().decode()
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             for name, p in self.procs.items():
                 if p.poll() is not None:
                     raise ControlPlaneError(
                         f"{name} exited ({p.returncode}): see {self.workdir / (name + '.log')}"
                     )
-            try:
-                if self.get("/readyz").strip() == "ok":
-                    return
-            except OSError as e:
-                last = str(e)
-            time.sleep(0.5)
-        raise ControlPlaneError(f"kube-apiserver not ready after {timeout:.0f}s: {last}")
+            return self.get("/readyz").strip() == "ok"
+
+        # refused or reset until it listens: the last such error is what a timeout reports
+        until(ready, timeout, 0.5, "kube-apiserver to be ready", ignore=(OSError,))
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):

@@ -1,7 +1,7 @@
-"""Shared steps of the `k8s` tests and their bench: the test spec, the namespace's Secrets
-and StorageClass, the cluster from the rendered manifests, a writer through the
-coordinator's load balancer, and the checks that a leader change happened and lost nothing
-acknowledged."""
+"""Test-only steps of the `k8s` tests and their bench: the test spec, the namespace's Secrets
+and StorageClass, the cluster from the rendered manifests, and the library's drills
+(``citus_pipeline.drills``) given this control plane's pod runner, whose pods' processes can
+be frozen."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import yaml
 from kubernetes import client, config
-from polling import wait_for
 
+from citus_pipeline import drills
 from citus_pipeline.cluster import health
-from citus_pipeline.cluster import manifests as mf
 from citus_pipeline.cluster.kubernetes import KubernetesCluster
-from citus_pipeline.cluster.manifests.files import write_rendered
+from citus_pipeline.cluster.kubernetes import manifests as mf
+from citus_pipeline.cluster.kubernetes.manifests.files import write_rendered
 from citus_pipeline.cluster.spec import ClusterSpec, spec_from_mapping
-from citus_pipeline.cluster.write_probe import WriteProbe, probe_table
+from citus_pipeline.drills.kubernetes import KubernetesFaults
+from citus_pipeline.waiting import until
 
 from .control_plane import CA, ControlPlane, kubectl
 from .images import REPO
@@ -115,31 +115,25 @@ def prepare_namespace(kube: Kube, spec: ClusterSpec, storage_class: bool = True)
 def wait_registered(cluster: Any, groups: range, timeout: float = 300) -> Any:
     """The topology once every group has a leader and an active primary in pg_dist_node
     (reached through the coordinator's load balancer)."""
-    deadline = time.monotonic() + timeout
-    topo = None
-    while time.monotonic() < deadline:
-        topo = cluster.status(with_shards=False)
-        leaders = all(topo.leader(g) is not None for g in groups)
-        active = {n.groupid for n in topo.dist_nodes if n.active and n.role == "primary"}
-        if leaders and active >= set(groups):
-            return topo
-        time.sleep(2)
-    raise AssertionError(f"not every group registered after {timeout:.0f}s: {topo}")
+    return until(
+        lambda: cluster.status(with_shards=False),
+        timeout,
+        2,
+        f"every group of {list(groups)} led and registered",
+        done=lambda topo: not health.unregistered_groups(topo, groups),
+    )
+
+
+def faults(kube: Kube, cluster: KubernetesCluster) -> KubernetesFaults:
+    """The Kubernetes fault injector, freezing pods through the pod runner (a kubelet of this
+    control plane's own, whose containers are processes here)."""
+    return KubernetesFaults(cluster, pod_processes=kube.runner.pod_processes)
 
 
 def wait_ha(kube: Kube, cluster: KubernetesCluster, timeout: float = 240) -> Any:
     """The topology once every member is Ready and every group streams to a synchronous
-    standby: until then a group whose leader goes has no standby Patroni may promote (in
-    synchronous mode only the /sync key's standby races), and roles still change."""
-    spec = cluster.spec
-    for g in range(spec.workers.groups + 1):
-        wait_members_ready(kube, spec, g, timeout)
-    return wait_for(
-        lambda: cluster.status(with_shards=False),
-        lambda topo: health.every_sync_standby_streams(topo, spec).holds,
-        timeout,
-        every=2,
-    )
+    standby (``drills.wait_ha``)."""
+    return drills.wait_ha(cluster, faults(kube, cluster), timeout)
 
 
 PROBE_TABLE = "k8s_write_probe"
@@ -196,56 +190,6 @@ def bring_up(
     return c, time.monotonic() - started
 
 
-def start_writer(dsn: str) -> WriteProbe:
-    start = probe_table(dsn, PROBE_TABLE)
-    probe = WriteProbe(
-        dsn, f"INSERT INTO {PROBE_TABLE} (id) VALUES (%s)", start_id=start, pause=0.02
-    )
-    probe.start()
-    return probe
-
-
-def lost_writes(dsn: str, probe: WriteProbe) -> int:
-    """Acknowledged ids the table does not hold (must be 0)."""
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        stored = {
-            r[0]
-            for r in conn.execute(
-                f"SELECT id FROM {PROBE_TABLE} WHERE id >= %s", (min(probe.acked, default=0),)
-            )
-        }
-    return len(set(probe.acked) - stored)
-
-
-@dataclass
-class LeaderChange:
-    old: str
-    new: str
-    seconds: float  # from the fault to a new leader registered in pg_dist_node
-
-
-def wait_leader_change(
-    c: KubernetesCluster, group: int, old: str, since: float, timeout: float = 180
-) -> LeaderChange:
-    """Wait until ``group`` has a running leader other than ``old`` and pg_dist_node names it."""
-    deadline = time.monotonic() + timeout
-    spec = c.spec
-    while time.monotonic() < deadline:
-        topo = c.status(with_shards=False)
-        leader = topo.leader(group)
-        if leader is not None and leader.name != old and leader.state == "running":
-            ordinal = int(leader.name.rsplit("-", 1)[1])
-            host = mf.member_dns_name(spec, group, ordinal)
-            # the primary row: Patroni registers standbys as secondaries under their own names
-            if any(
-                n.groupid == group and n.role == "primary" and n.host == host
-                for n in topo.dist_nodes
-            ):
-                return LeaderChange(old, leader.name, time.monotonic() - since)
-        time.sleep(0.5)
-    raise AssertionError(f"group {group}: no new leader registered {timeout:.0f}s after the fault")
-
-
 def group_pods(kube, spec, group: int) -> list:
     """The pods of one Citus group."""
     core = client.CoreV1Api(kube.api())
@@ -255,17 +199,5 @@ def group_pods(kube, spec, group: int) -> list:
 
 def wait_members_ready(kube, spec, group: int, timeout: float) -> None:
     """Until every member of ``group`` is Ready (its pod's condition, from the probe)."""
-    want = spec.coordinator.members if group == 0 else spec.workers.members
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pods = group_pods(kube, spec, group)
-        ready = [
-            p
-            for p in pods
-            if p.metadata.deletion_timestamp is None
-            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-        ]
-        if len(ready) == want:
-            return
-        time.sleep(2)
-    raise AssertionError(f"group {group}: not {want} ready members after {timeout:.0f}s")
+    ready = KubernetesFaults(backend_as(spec, kube.api())).members_ready
+    until(lambda: ready(group), timeout, 2, f"group {group}: every member ready")

@@ -6,16 +6,16 @@ import datetime as dt
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from citus_pipeline.cluster import manifests as mf
-from citus_pipeline.cluster.k8s_restore_points import ConfigMapRestorePoints
-from citus_pipeline.cluster.kubernetes import KubernetesClusterError
+from citus_pipeline.cluster.kubernetes import manifests as mf
+from citus_pipeline.cluster.kubernetes.restore_points import ConfigMapRestorePoints
 from citus_pipeline.cluster.restore_points import GroupPosition, RestorePoint
+from citus_pipeline.errors import KubernetesClusterError
+from citus_pipeline.waiting import until
 
 from .drills import backend_as, group_pods, wait_ha, wait_members_ready, write_spec
 
@@ -56,14 +56,13 @@ def _endpoint_ips(kube, spec, name: str) -> set[str]:
 
 
 def _wait_ips(kube, spec, name: str, want: set[str], timeout: float = 60) -> set[str]:
-    deadline = time.monotonic() + timeout
-    got: set[str] = set()
-    while time.monotonic() < deadline:
-        got = _endpoint_ips(kube, spec, name)
-        if got == want:
-            break
-        time.sleep(1)
-    return got
+    return until(
+        lambda: _endpoint_ips(kube, spec, name),
+        timeout,
+        1,
+        f"the endpoints of {name} to be {sorted(want)}",
+        done=lambda got: got == want,
+    )
 
 
 def test_services_select_exactly_the_current_leaders(kube, cluster, spec):
@@ -108,15 +107,20 @@ def test_members_of_a_group_never_share_a_node_and_the_pdb_holds(kube, cluster, 
 
 def _wait_pdb(kube, spec, group: int, allowed: int, timeout: float = 120) -> None:
     policy = client.PolicyV1Api(kube.api())
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def allowed_now() -> int:
         pdb = policy.read_namespaced_pod_disruption_budget(
             mf.group_name(spec, group), spec.kubernetes.namespace
         )
-        if (pdb.status.disruptions_allowed or 0) >= allowed:
-            return
-        time.sleep(1)
-    raise AssertionError(f"PDB of group {group} never allowed {allowed} disruption(s)")
+        return pdb.status.disruptions_allowed or 0
+
+    until(
+        allowed_now,
+        timeout,
+        1,
+        f"the PDB of group {group} to allow {allowed} disruption(s)",
+        done=lambda n: n >= allowed,
+    )
 
 
 def test_status_command_prints_the_topology(kube, cluster, spec, tmp_path):

@@ -19,10 +19,10 @@ import pytest
 import yaml
 from kubernetes import client, utils
 from plain_pg import plain_postgres
-from polling import wait_for
 from psycopg import sql
 
-from citus_pipeline.cluster import manifests as mf
+from citus_pipeline.cluster.kubernetes import manifests as mf
+from citus_pipeline.waiting import until
 
 from .control_plane import CA
 from .dagster_chart import DagsterRelease
@@ -164,11 +164,12 @@ def _deploy(kube, release: DagsterRelease, spec, pg_password: str) -> None:
         utils.create_from_dict(api, m)
     apps = client.AppsV1Api(api)
     name = f"{release.fullname}-{release.deployments[0]['name']}"
-    wait_for(
+    until(
         lambda: apps.read_namespaced_deployment(name, release.namespace),
-        lambda dep: (dep.status.ready_replicas or 0) >= 1,
-        timeout=300,
-        every=2,
+        300,
+        2,
+        f"deployment {name} ready",
+        done=lambda dep: (dep.status.ready_replicas or 0) >= 1,
     )
 
 
@@ -208,19 +209,24 @@ def test_k8s_run_launcher_runs_a_job(kube, overlay_cluster, spec, tmp_path, monk
             run_id = _launch(instance, release, address, run_config)
             assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.QUEUED
 
-            run = wait_for(
-                lambda: instance.get_run_by_id(run_id), lambda r: r.is_finished, 600, every=3
+            run = until(
+                lambda: instance.get_run_by_id(run_id),
+                600,
+                3,
+                f"run {run_id} finished",
+                done=lambda r: r.is_finished,
             )
             assert run.status == dg.DagsterRunStatus.SUCCESS, _explain(kube, instance, run_id)
 
             # the Job the daemon's launcher created, under the code location's identity and
             # image (the run is recorded as finished just before its process exits and the
             # Job counts it)
-            job = wait_for(
+            job = until(
                 lambda: batch.read_namespaced_job(f"dagster-run-{run_id}", ns),
-                lambda j: j.status.succeeded or j.status.failed,
-                timeout=120,
-                every=2,
+                120,
+                2,
+                f"job dagster-run-{run_id} done",
+                done=lambda j: j.status.succeeded or j.status.failed,
             )
             assert job.status.succeeded == 1, job.status
             pod_spec = job.spec.template.spec

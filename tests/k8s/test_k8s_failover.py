@@ -10,33 +10,28 @@ import psycopg
 import pytest
 from kubernetes import client
 
-from citus_pipeline.cluster.local.faults import frozen
 from citus_pipeline.cluster.rolling import rolling_restart
+from citus_pipeline.drills import start_writer, wait_leader_change
+from citus_pipeline.waiting import until
 
-from .drills import (
-    lost_writes,
-    start_writer,
-    wait_ha,
-    wait_leader_change,
-    wait_members_ready,
-)
+from .drills import PROBE_TABLE, faults, wait_ha, wait_members_ready
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus, pytest.mark.destructive]
 
 
 def _acked_after(probe, t: float, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if probe.acked_at and probe.acked_at[-1] > t:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"no write acknowledged within {timeout:.0f}s after the leader change")
+    until(
+        lambda: probe.acked_at and probe.acked_at[-1] > t,
+        timeout,
+        0.2,
+        "a write acknowledged after the leader change",
+    )
 
 
 def test_deleting_a_worker_leader_pod_fails_over_and_loses_nothing(kube, cluster, spec):
     wait_ha(kube, cluster)
     dsn = cluster.coordinator_dsn()
-    probe = start_writer(dsn)
+    probe = start_writer(dsn, PROBE_TABLE)
     time.sleep(3)
     old = cluster.status(with_shards=False).leader(1).name
     core = client.CoreV1Api(kube.api())
@@ -47,7 +42,7 @@ def test_deleting_a_worker_leader_pod_fails_over_and_loses_nothing(kube, cluster
     # the StatefulSet recreates the pod on its volume and it rejoins as a replica
     wait_members_ready(kube, spec, 1, timeout=240)
     probe.stop()
-    assert lost_writes(dsn, probe) == 0
+    assert not probe.lost()
     assert len(probe.acked) > 0
     print(
         f"worker leader pod deleted: {change.new} leads after {change.seconds:.1f}s, "
@@ -64,7 +59,7 @@ def test_a_frozen_worker_leader_is_killed_by_its_liveness_probe_before_it_thaws(
     these 2 cores, and the test is about the order, not the seconds.)"""
     wait_ha(kube, cluster)
     dsn = cluster.coordinator_dsn()
-    probe = start_writer(dsn)
+    probe = start_writer(dsn, PROBE_TABLE)
     time.sleep(3)
     ns = spec.kubernetes.namespace
     old = cluster.status(with_shards=False).leader(1).name
@@ -72,7 +67,7 @@ def test_a_frozen_worker_leader_is_killed_by_its_liveness_probe_before_it_thaws(
     restarts = core.read_namespaced_pod(old, ns).status.container_statuses[0].restart_count
     hold = 3 * spec.patroni.ttl
     t0 = time.monotonic()
-    with frozen(kube.runner.pod_processes(ns, old)):
+    with faults(kube, cluster).frozen(old):
         change = wait_leader_change(cluster, 1, old, t0, timeout=hold)
         # writes on group 1's shards go through the new leader while the old one is frozen
         _acked_after(probe, time.monotonic(), timeout=max(1.0, t0 + hold - time.monotonic()))
@@ -81,7 +76,7 @@ def test_a_frozen_worker_leader_is_killed_by_its_liveness_probe_before_it_thaws(
     wait_members_ready(kube, spec, 1, timeout=240)
     probe.stop()
     assert acked_while_frozen
-    assert lost_writes(dsn, probe) == 0
+    assert not probe.lost()
     # the kubelet (the pod runner) killed the container, which started again as a replica
     status = core.read_namespaced_pod(old, ns).status.container_statuses[0]
     assert status.restart_count > restarts
@@ -104,11 +99,13 @@ def test_a_rolling_restart_applies_a_parameter_through_new_pods_with_every_group
     topo = cluster.status(with_shards=False)
     for g in topo.groups:
         cluster.set_group_config(g, {"postgresql": {"parameters": {"max_connections": target}}})
-    deadline = time.monotonic() + 120
-    while not all(m.pending_restart for m in cluster.status(with_shards=False).members):
-        assert time.monotonic() < deadline, "Patroni flagged no restart pending"
-        time.sleep(2)
-    probe = start_writer(dsn)
+    until(
+        lambda: all(m.pending_restart for m in cluster.status(with_shards=False).members),
+        120,
+        2,
+        "Patroni to flag a restart pending on every member",
+    )
+    probe = start_writer(dsn, PROBE_TABLE)
     time.sleep(3)
     t0 = time.monotonic()
     done = rolling_restart(cluster, pending_only=True)
@@ -122,7 +119,7 @@ def test_a_rolling_restart_applies_a_parameter_through_new_pods_with_every_group
             "SELECT result FROM run_command_on_all_nodes('SHOW max_connections')"
         ).fetchall()
     assert {int(v) for (v,) in shown} == {target}
-    assert lost_writes(dsn, probe) == 0
+    assert not probe.lost()
     assert len(probe.acked) > 0
     print(
         f"rolling restart of {len(done)} members through new pods: {took:.0f}s, longest "
@@ -133,7 +130,7 @@ def test_a_rolling_restart_applies_a_parameter_through_new_pods_with_every_group
 def test_losing_the_coordinator_leaders_node_fails_over_and_loses_nothing(kube, cluster, spec):
     wait_ha(kube, cluster)
     dsn = cluster.coordinator_dsn()
-    probe = start_writer(dsn)
+    probe = start_writer(dsn, PROBE_TABLE)
     time.sleep(3)
     topo = cluster.status(with_shards=False)
     core = client.CoreV1Api(kube.api())
@@ -150,7 +147,7 @@ def test_losing_the_coordinator_leaders_node_fails_over_and_loses_nothing(kube, 
     changes = {g: wait_leader_change(cluster, g, old, t0) for g, old in led.items()}
     _acked_after(probe, time.monotonic())
     probe.stop()
-    assert lost_writes(dsn, probe) == 0
+    assert not probe.lost()
     print(
         f"node {node} lost ({len(gone)} pods): "
         + ", ".join(f"group {g} led by {c.new} after {c.seconds:.1f}s" for g, c in changes.items())

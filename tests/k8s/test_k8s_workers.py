@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 from seed_rows import seed_uk_price
 
-from citus_pipeline.cluster import manifests as mf
+from citus_pipeline.cluster.kubernetes import manifests as mf
 from citus_pipeline.definitions import defs
 from citus_pipeline.defs.citus.checks import QueryTimingSettings
 from citus_pipeline.defs.citus.resources import CitusResource, ClusterResource, PricePaidFiles

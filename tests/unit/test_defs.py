@@ -62,6 +62,28 @@ def test_assets_checks_and_automation_are_defined():
     assert graph.get(dg.AssetKey("uk_price_monthly")).partitions_def.start.year == 1995
 
 
+def test_the_backup_schedule_follows_the_spec_it_is_given():
+    from citus_pipeline.cluster.spec import spec_from_mapping
+    from citus_pipeline.defs.citus.backups import backup_schedule
+
+    off = backup_schedule(
+        spec_from_mapping({"backup": {"archiving": False, "schedule": "0 4 * * *"}})
+    )
+    assert off.cron_schedule == "0 4 * * *"
+    assert off.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_importing_the_dagster_modules_reads_no_spec(tmp_path):
+    """Only the code location, as it builds its definitions, reads the spec (as the cluster
+    resource does at run time): importing an asset module with no spec file is fine."""
+    env = {**os.environ, "CITUS_PIPELINE_SPEC": str(tmp_path / "absent.yaml")}
+    code = "import citus_pipeline.defs.citus.assets, citus_pipeline.defs.citus.backups"
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_blocking_and_severity():
     by_key = {}
     for assets_def in defs.assets + defs.asset_checks:

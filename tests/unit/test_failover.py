@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from citus_pipeline.cluster import failover
+from citus_pipeline.errors import FailoverRetriesExhausted, GroupUnreachable, Transient, UserError
 
 
 @pytest.mark.parametrize(
@@ -36,7 +37,7 @@ def test_retry_keeps_trying_a_failover_error_and_reports_what_it_was_doing():
         calls.append(1)
         raise psycopg.errors.AdminShutdown("terminating connection due to administrator command")
 
-    with pytest.raises(failover.FailoverRetriesExhausted, match="build the index.*3 attempts"):
+    with pytest.raises(FailoverRetriesExhausted, match="build the index.*3 attempts"):
         failover.retry(work, what="build the index", attempts=3, sleep=lambda _s: None)
     assert len(calls) == 3
 
@@ -50,3 +51,36 @@ def test_retry_without_a_budget_raises_the_error_as_it_came():
     with pytest.raises(psycopg.errors.AdminShutdown) as raised:
         failover.retry(work, what="build the index", attempts=1)
     assert raised.value is err
+
+
+def test_the_projects_own_errors_are_retried_by_their_class():
+    assert failover.is_transient(GroupUnreachable("group 1: connection to the leader lost"))
+    assert not failover.is_transient(UserError("group 1: connection to the leader lost"))
+    # a retryable error says so by `Transient`, not by posing as a socket error
+    assert not issubclass(GroupUnreachable, ConnectionError)
+    assert issubclass(GroupUnreachable, Transient)
+
+
+def test_a_wrapped_failover_error_is_followed_through_its_cause():
+    try:
+        try:
+            raise psycopg.errors.AdminShutdown("terminating connection")
+        except psycopg.Error as err:
+            raise RuntimeError("chunk 3 failed") from err
+    except RuntimeError as wrapped:
+        assert failover.is_transient(wrapped)
+
+
+@pytest.mark.parametrize(
+    ("err", "duplicate"),
+    [
+        (psycopg.errors.UniqueViolation("duplicate key value violates unique"), True),
+        # Citus relays a shard's unique violation as an internal error with the shard's text
+        (psycopg.errors.InternalError_("duplicate key value violates unique constraint"), True),
+        (psycopg.errors.InternalError_("could not create unique index"), True),
+        (psycopg.errors.InternalError_("connection to the remote node lost"), False),
+        (psycopg.errors.CheckViolation('violates check constraint "cheap"'), False),
+    ],
+)
+def test_a_unique_violation_is_told_also_as_citus_relays_it(err, duplicate):
+    assert failover.is_duplicate(err) is duplicate

@@ -88,11 +88,11 @@ def test_quote_record_round_trips():
 
 def test_sniff_refuses_header_and_spreadsheet_resave():
     header = ["Transaction unique identifier", "Price", "Date of Transfer", "Postcode"]
-    assert "header" in fmt.sniff_layout([header, GOOD]).message
+    assert "header" in fmt.sniff_file_shape([header, GOOD]).message
     resaved = [GOOD[:2] + ["21/12/1995"] + GOOD[3:] + ["", "", ""] for _ in range(10)]
-    msg = fmt.sniff_layout(resaved).message
+    msg = fmt.sniff_file_shape(resaved).message
     assert "none of the first 10 records" in msg and "field count 19" in msg
 
 
 def test_sniff_lets_a_good_file_with_a_bad_record_through():
-    assert fmt.sniff_layout([with_(1, "abc")] + [GOOD] * 9) is None
+    assert fmt.sniff_file_shape([with_(1, "abc")] + [GOOD] * 9) is None

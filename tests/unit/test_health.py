@@ -125,3 +125,52 @@ def test_a_rolling_restart_takes_the_workers_before_the_coordinator():
 
     assert restart_order([0, 2, 1, 3]) == [1, 2, 3, 0]
     assert restart_order([0]) == [0]
+
+
+# ---- readiness: what the backends' waits and the drills ask ---------------------------------
+def test_a_healthy_cluster_is_ready_registered_and_whole():
+    topo = _healthy()
+    groups = topo.groups
+    assert health.not_ready(topo, SPEC, groups) == []
+    assert health.unregistered_leaders(topo, groups) == []
+    assert health.unregistered_groups(topo, groups) == []
+    assert health.leaderless(topo) == []
+    assert all(health.group_ready(topo, SPEC, g) for g in groups)
+    assert health.cluster_is_whole(topo, SPEC, members=7).holds
+
+
+def test_readiness_names_what_keeps_each_group_waiting():
+    topo = _healthy()
+    topo.members[3] = _member(1, 1, "leader", "starting")  # group 1's leader not running yet
+    topo.members[6] = _member(2, 2, "replica", "stopped")  # group 2 without its sync standby
+    assert health.not_ready(topo, SPEC, topo.groups) == [
+        "group 1: no running leader",
+        "group 2: no streaming synchronous standby",
+        "group 2: citusdemo-2-2 is stopped",
+    ]
+    # a leader still starting counts for a backend waiting for the first election
+    assert health.leaderless(topo) == [1]
+    assert health.leaderless(topo, running=False) == []
+    assert not health.group_ready(topo, SPEC, 2) and health.group_ready(topo, SPEC, 1)
+    whole = health.cluster_is_whole(topo, SPEC, members=7)
+    assert not whole.holds
+    assert whole.problem.startswith("not running or streaming: citusdemo-1-1, citusdemo-2-2")
+
+
+def test_readiness_waits_for_pg_dist_node_to_name_each_new_leader():
+    topo = _healthy()
+    # group 1's standby took over; the coordinator still names the old leader
+    topo.members[3] = _member(1, 1, "replica", "streaming")
+    topo.members[4] = _member(1, 2, "leader", "running")
+    assert health.unregistered_leaders(topo, [1, 2]) == [
+        "group 1: leader citusdemo-1-2 not yet in pg_dist_node"
+    ]
+    assert health.unregistered_groups(topo, [1, 2]) == []  # a primary row, if stale
+    assert not health.cluster_is_whole(topo, SPEC, members=7).holds
+    topo.dist_nodes = [n for n in topo.dist_nodes if n.groupid != 2]
+    assert health.unregistered_groups(topo, [1, 2]) == [2]
+
+
+def test_a_cluster_missing_a_member_is_not_whole():
+    topo = _healthy()
+    assert not health.cluster_is_whole(topo, SPEC, members=8).holds

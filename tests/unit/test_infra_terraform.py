@@ -11,7 +11,7 @@ from typing import Any
 import hcl2
 import pytest
 
-from citus_pipeline.cluster import manifests as mf
+from citus_pipeline.cluster.kubernetes import manifests as mf
 from citus_pipeline.cluster.spec import ClusterSpec
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from citus_pipeline.cluster import manifests as mf
+from citus_pipeline.cluster.kubernetes import manifests as mf
 from citus_pipeline.cluster.spec import spec_from_mapping
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,9 +1,11 @@
 """The package's import graph: no cycles, and no import running back up the layers.
 
-Layers, bottom up: errors/settings -> cluster -> data -> defs -> CLI and bench. The cluster
-layer knows nothing of the data path or Dagster, the data path nothing of Dagster, and the
-benchmarks measure cluster/ and data/ code only, never defs/ -- but for `bench seed`, whose
-first section runs the main job itself.
+Layers, bottom up: errors/settings/waiting -> cluster -> data -> defs (with definitions.py) ->
+pipeline (the main job from nothing) -> drills -> bench -> cli. A layer imports only the
+layers below it. The cluster layer knows nothing of the data path or Dagster, the data path
+nothing of Dagster; the benchmarks measure cluster/ and data/ code, never defs/ (`bench seed`
+runs the whole job through pipeline/, as `pipeline run` does). Only cli/ knows the command
+line: nothing below it imports typer (or click beneath it) or any module of cli/.
 """
 
 from __future__ import annotations
@@ -13,59 +15,82 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "citus_pipeline"
 
-# (importing module prefix, imported module prefixes it must not use)
-FORBIDDEN = [
-    ("citus_pipeline.errors", ("citus_pipeline.",)),
-    ("citus_pipeline.settings", ("citus_pipeline.",)),
-    ("citus_pipeline.waiting", ("citus_pipeline.cluster", "citus_pipeline.data")),
-    (
-        "citus_pipeline.cluster",
-        ("citus_pipeline.data", "citus_pipeline.defs", "citus_pipeline.bench"),
-    ),
-    ("citus_pipeline.data", ("citus_pipeline.defs", "citus_pipeline.bench")),
-    ("citus_pipeline.bench", ("citus_pipeline.defs", "citus_pipeline.pipeline_commands")),
+# Bottom up; a package that does not exist yet (drills/ while it is being written) holds no
+# module, so its rule simply applies from the day it does.
+LAYERS = [
+    ("citus_pipeline.errors", "citus_pipeline.settings", "citus_pipeline.waiting"),
+    ("citus_pipeline.cluster",),
+    ("citus_pipeline.data",),
+    ("citus_pipeline.defs", "citus_pipeline.definitions"),
+    ("citus_pipeline.pipeline",),
+    ("citus_pipeline.drills",),
+    ("citus_pipeline.bench",),
+    ("citus_pipeline.cli",),
 ]
 
+# Beyond the layer order: (importing module prefix, module prefixes it must not import)
+FORBIDDEN = [
+    ("citus_pipeline.errors", ("citus_pipeline",)),
+    ("citus_pipeline.settings", ("citus_pipeline",)),
+    ("citus_pipeline.bench", ("citus_pipeline.defs", "citus_pipeline.definitions")),
+]
 
-# The one import allowed up the layers: the seed bench's first section IS the main job (the
-# reference experiment run through Dagster as users run it), so it calls `run_pipeline`.
-ALLOWED = {("citus_pipeline.bench.seed", "citus_pipeline.pipeline_commands")}
+# Everything below cli/: never the command line's framework, nor the CLI's own modules.
+NO_CLI = [prefix for layer in LAYERS[:-1] for prefix in layer]
+CLI_MODULES = ("typer", "click", "citus_pipeline.cli")
 
 
-def _modules() -> dict[str, Path]:
+def _under(name: str, prefixes) -> bool:
+    """``name`` is one of ``prefixes`` or inside one (``defs`` holds ``defs.x``, not
+    ``definitions``)."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _layer(name: str) -> int | None:
+    return next((i for i, layer in enumerate(LAYERS) if _under(name, layer)), None)
+
+
+def _sources() -> dict[str, tuple[str, bool]]:
+    """Every module of the package: name -> (source, is a package's __init__)."""
     out = {}
     for path in PACKAGE.rglob("*.py"):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        out[name] = path
+        init = parts[-1] == "__init__"
+        out[".".join(parts[:-1] if init else parts)] = (path.read_text(), init)
     return out
 
 
-def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """Modules of the package that ``name`` imports (anywhere in the file)."""
-    deps: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+def _imported(name: str, source: str, init: bool) -> list[tuple[str, list[str]]]:
+    """Each import of ``source`` (anywhere in the file) as (module, names taken from it), a
+    relative one resolved against ``name``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            deps.update(a.name for a in node.names if a.name in modules)
+            found += [(a.name, []) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
+            target = node.module or ""
             if node.level:
-                base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                base = name.split(".") if init else name.split(".")[:-1]
                 base = base[: len(base) - (node.level - 1)]
                 target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            subs = {f"{target}.{a.name}" for a in node.names} & modules.keys()
-            if subs and len(subs) == len(node.names):
+            found.append((target, [a.name for a in node.names]))
+    return found
+
+
+def _graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """Module -> the modules of the package it imports."""
+    graph = {}
+    for name, (source, init) in sources.items():
+        deps: set[str] = set()
+        for target, names in _imported(name, source, init):
+            subs = {f"{target}.{n}" for n in names} & sources.keys()
+            if subs and len(subs) == len(names):
                 deps |= subs  # `from . import schema`: the submodule, not its package
-            elif target in modules:
+            elif target in sources:
                 deps.add(target)
-    deps.discard(name)
-    return deps
-
-
-def _graph() -> dict[str, set[str]]:
-    modules = _modules()
-    return {name: _imports(name, path, modules) for name, path in modules.items()}
+        deps.discard(name)
+        graph[name] = deps
+    return graph
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -90,21 +115,87 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a higher layer, or of a module FORBIDDEN beyond that."""
+    wrong = []
+    for m, deps in sorted(graph.items()):
+        for d in sorted(deps):
+            mine, theirs = _layer(m), _layer(d)
+            if mine is not None and theirs is not None and theirs > mine:
+                wrong.append(f"{m} imports {d} (a higher layer)")
+            elif any(
+                _under(m, [prefix]) and _under(d, banned) and not _under(d, [prefix])
+                for prefix, banned in FORBIDDEN
+            ):
+                wrong.append(f"{m} imports {d}")
+    return wrong
+
+
+def _cli_below(sources: dict[str, tuple[str, bool]]) -> list[str]:
+    """Every module below cli/ that imports typer, click or a module of cli/."""
+    wrong = []
+    for name, (source, init) in sorted(sources.items()):
+        if not _under(name, NO_CLI):
+            continue
+        for target, names in _imported(name, source, init):
+            # the module itself, or a submodule taken from it (`from citus_pipeline import cli`)
+            hits = [
+                m for m in (target, *(f"{target}.{n}" for n in names)) if _under(m, CLI_MODULES)
+            ]
+            if hits:
+                wrong.append(f"{name} imports {hits[0]}")
+    return wrong
+
+
 def test_the_package_has_no_import_cycle():
-    assert _cycle(_graph()) is None
+    assert _cycle(_graph(_sources())) is None
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in _sources() if m != "citus_pipeline" and _layer(m) is None] == []
 
 
 def test_no_import_runs_back_up_the_layers():
-    wrong = [
-        f"{m} imports {d}"
-        for m, deps in _graph().items()
-        for prefix, banned in FORBIDDEN
-        if m.startswith(prefix)
-        for d in deps
-        if d.startswith(banned) and not d.startswith(prefix) and (m, d) not in ALLOWED
-    ]
-    assert wrong == []
+    assert _upward(_graph(_sources())) == []
 
 
+def test_only_the_cli_knows_the_command_line():
+    assert _cli_below(_sources()) == []
+
+
+# ---- the checker itself can fail -----------------------------------------------------------
 def test_the_checker_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_the_checker_finds_an_import_up_the_layers():
+    graph = {
+        "citus_pipeline.data.load": {"citus_pipeline.defs.citus.assets"},
+        "citus_pipeline.bench.seed": {"citus_pipeline.definitions", "citus_pipeline.pipeline.run"},
+        "citus_pipeline.defs.citus.assets": {"citus_pipeline.data.load"},
+        "citus_pipeline.errors": {"citus_pipeline.settings"},
+    }
+    assert _upward(graph) == [
+        "citus_pipeline.bench.seed imports citus_pipeline.definitions",
+        "citus_pipeline.data.load imports citus_pipeline.defs.citus.assets (a higher layer)",
+        "citus_pipeline.errors imports citus_pipeline.settings",
+    ]
+
+
+def test_the_checker_finds_the_command_line_below_the_cli():
+    sources = {
+        "citus_pipeline.cluster.spec": ("import typer\n", False),
+        "citus_pipeline.data": ("from ..cli.terminal import fail\n", True),
+        "citus_pipeline.drills.local": ("def f():\n    from click import echo\n", False),
+        "citus_pipeline.bench.seed": ("from .. import cli, settings\n", False),
+        "citus_pipeline.pipeline.run": ("from ..cli import terminal\n", False),
+        "citus_pipeline.defs.citus.assets": ("import dagster as dg\n", False),
+        "citus_pipeline.cli.data": ("import typer\nfrom .terminal import fail\n", False),
+    }
+    assert _cli_below(sources) == [
+        "citus_pipeline.bench.seed imports citus_pipeline.cli",
+        "citus_pipeline.cluster.spec imports typer",
+        "citus_pipeline.data imports citus_pipeline.cli.terminal",
+        "citus_pipeline.drills.local imports click",
+        "citus_pipeline.pipeline.run imports citus_pipeline.cli",
+    ]

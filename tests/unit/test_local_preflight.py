@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from citus_pipeline.cluster.local import ClusterError, LocalCluster
+from citus_pipeline.cluster.local import LocalCluster
 from citus_pipeline.cluster.local.cluster import HOLD_ARCHIVE, RestoreStart
 from citus_pipeline.cluster.spec import spec_from_mapping
+from citus_pipeline.errors import ClusterError
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = {"local": {"base_address": "127.0.240.0", "postgres_port": 6432, "restapi_port": 9008}}
@@ -193,7 +194,7 @@ def test_purge_deletes_only_what_the_cluster_owns(tmp_path):
 
 def test_backup_commands_without_a_cluster_say_so_and_write_nothing(tmp_path):
     from citus_pipeline.cluster.local.recovery import LocalRecovery
-    from citus_pipeline.cluster.pgbackrest import BackupError
+    from citus_pipeline.errors import BackupError
 
     state = _state(tmp_path)
     r = LocalRecovery(LocalCluster(spec_from_mapping(SPEC), state))

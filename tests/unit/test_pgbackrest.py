@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from citus_pipeline.cluster import pgbackrest as pgbr
-from citus_pipeline.cluster.pgbackrest import BackupError, BackupInfo, PgTarget
+from citus_pipeline.cluster.pgbackrest import BackupInfo, PgTarget
 from citus_pipeline.cluster.restore_points import GroupPosition, RestorePoint, check_name, find
 from citus_pipeline.cluster.spec import spec_from_mapping
+from citus_pipeline.errors import BackupError
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -208,7 +209,8 @@ class _Rows:
 )
 def test_a_group_lost_mid_leader_change_is_worth_another_attempt(result):
     from citus_pipeline.cluster import failover
-    from citus_pipeline.cluster.restore_points import ARCHIVED_SQL, GroupUnreachable, _per_group
+    from citus_pipeline.cluster.restore_points import ARCHIVED_SQL, _per_group
+    from citus_pipeline.errors import GroupUnreachable
 
     with pytest.raises(GroupUnreachable, match="^group 1: ") as err:
         _per_group(_Rows([(0, True, "a -"), (1, False, result)]), ARCHIVED_SQL)

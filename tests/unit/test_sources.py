@@ -15,7 +15,8 @@ import pytest
 
 from citus_pipeline.data.generate import generate_complete
 from citus_pipeline.data.parse import parse_chunk, pieces
-from citus_pipeline.data.sources import SourceError, download, read_chunks, resolve
+from citus_pipeline.data.sources import download, read_chunks, resolve
+from citus_pipeline.errors import SourceError
 
 SAMPLE = Path(__file__).parents[1] / "data" / "pp-sample-1995.csv"
 

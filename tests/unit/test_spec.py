@@ -12,10 +12,10 @@ from pydantic import ValidationError
 from citus_pipeline.cluster.spec import (
     DEFAULT_SPEC_PATH,
     ClusterSpec,
-    SpecError,
     load_spec,
     spec_from_mapping,
 )
+from citus_pipeline.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,9 +2,9 @@
 
 :class:`LocalCluster` (``cluster.py``) composes small parts, each given the :class:`Layout`
 of the state directory rather than the cluster: ``state`` (cluster.json and its lock),
-``processes`` (pids, signals, stopping), ``etcd``, ``patroni`` (configuration, process, REST
-calls), ``preflight`` (what the machine must provide), ``credentials`` (passwords, passfiles,
-DSNs) and ``observe`` (member statuses, readiness).
+``processes`` (starting, pids, signals, stopping), ``etcd``, ``patroni`` (configuration,
+process, REST calls), ``preflight`` (what the machine must provide), ``credentials``
+(passwords, passfiles, DSNs) and ``observe`` (member statuses, readiness).
 """
 
 from __future__ import annotations

@@ -15,13 +15,30 @@ import pwd
 import shlex
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from ...errors import BackupError
 from .. import pgbackrest as pgbr
-from ..pgbackrest import BackupError, PgTarget, StanzaInfo
+from ..pgbackrest import PgTarget, StanzaInfo
 from .credentials import write_private
 from .layout import Layout, Member
 from .patroni import S3_KEY_ENV_PREFIX
+
+# `cluster restore` holds every member's WAL in pg_wal until each group is restored
+HOLD_ARCHIVE = "false"
+
+
+@dataclass(frozen=True)
+class RestoreStart:
+    """How a member starts inside `cluster restore`. ``bootstrap`` (member 1 of each group)
+    runs pgBackRest's restore. Every member clones from its restored leader only (the
+    repository's latest backup may be on a timeline the restore leaves), and keeps its WAL
+    in pg_wal instead of archiving it until every group is restored: a restore that fails
+    half-way leaves no new timeline in the repository for the rolled-back cluster to follow.
+    """
+
+    bootstrap: str | None = None
 
 
 class LocalBackups:
@@ -84,6 +101,20 @@ class LocalBackups:
                 "restore",
             ]
         )
+
+    def patroni_archive(self, m: Member, restore: RestoreStart | None = None) -> dict | None:
+        """What Patroni's configuration of ``m`` says about pgBackRest (None: nothing):
+        archiving and cloning through the repository, or how ``m`` starts in a restore."""
+        if not (self.enabled or restore):
+            return None
+        archive = {"restore_command": self.restore_command(m)}
+        if self.enabled:
+            archive["archive_command"] = HOLD_ARCHIVE if restore else self.archive_command(m)
+        if self.enabled and not restore:
+            archive["replica_command"] = self.restore_cmd(m, "--delta", "--type=standby")
+        if restore and restore.bootstrap:
+            archive["restore_bootstrap"] = restore.bootstrap
+        return archive
 
     def write_member_config(self, m: Member) -> None:
         """The member's own pgbackrest.conf, before its Patroni starts."""
@@ -246,4 +277,4 @@ class LocalBackups:
             ) from None
 
 
-__all__ = ["LocalBackups"]
+__all__ = ["HOLD_ARCHIVE", "LocalBackups", "RestoreStart"]

@@ -7,7 +7,8 @@ Citus support follows failovers; :class:`LocalCluster` only starts, stops and ob
 processes, and drains a group before it is removed. It composes the parts of this package:
 the :class:`Layout` of the state directory, its :class:`ClusterState`, the :class:`Etcd`,
 the members' Patroni (configuration, process, :class:`PatroniAPI`), the preflight checks,
-the credentials and, when asked for, the :class:`Monitoring` (exporters and Prometheus).
+the credentials, the coordinator's part of a status (read within its time budget) and, when
+asked for, the :class:`Monitoring` (exporters and Prometheus).
 """
 
 from __future__ import annotations
@@ -15,26 +16,21 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
-from ...errors import ClusterError
+from ...errors import ClusterError, WaitTimeout
 from ...settings import default_state_dir
-from ..citus_meta import (
-    cleanup_orphans,
-    drain_group,
-    read_metadata,
-    remove_group_nodes,
-)
+from ...waiting import until
+from ..citus_meta import cleanup_orphans, drain_group, remove_group_nodes
+from ..restore_points import RestorePointFile, RestorePoints
 from ..spec import ClusterSpec
-from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress
-from . import credentials, observe, patroni, preflight, processes
-from .backup import LocalBackups
+from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress, cluster_topology
+from . import coordinator, credentials, observe, patroni, preflight, processes
+from .backup import HOLD_ARCHIVE, LocalBackups, RestoreStart
 from .etcd import DCS_NAMESPACE, Etcd
 from .layout import Layout, Member
 from .monitoring import Monitoring
@@ -42,29 +38,6 @@ from .netns import MemberNetwork
 from .patroni import PatroniAPI
 from .state import ClusterState
 from .supervisor import Supervisor
-
-# `cluster restore` holds every member's WAL in pg_wal until each group is restored
-HOLD_ARCHIVE = "false"
-# `cluster status` answers within this, whatever the members do (frozen, cut off, the DCS
-# gone): Patroni's views take at most 1.5 s, the coordinator's part what is left
-STATUS_BUDGET_S = 4.5
-
-
-def _secs(left: float) -> int:
-    """libpq's connect_timeout: whole seconds, at least 2 (1 is taken as 2 anyway)."""
-    return max(2, int(left))
-
-
-@dataclass(frozen=True)
-class RestoreStart:
-    """How a member starts inside `cluster restore`. ``bootstrap`` (member 1 of each group)
-    runs pgBackRest's restore. Every member clones from its restored leader only (the
-    repository's latest backup may be on a timeline the restore leaves), and keeps its WAL
-    in pg_wal instead of archiving it until every group is restored: a restore that fails
-    half-way leaves no new timeline in the repository for the rolled-back cluster to follow.
-    """
-
-    bootstrap: str | None = None
 
 
 class LocalCluster(ClusterBackend):
@@ -133,16 +106,7 @@ class LocalCluster(ClusterBackend):
     def patroni_config(
         self, m: Member, creds: dict[str, str], restore: RestoreStart | None = None
     ) -> dict:
-        archive = None
-        b = self.backups
-        if b.enabled or restore:
-            archive = {"restore_command": b.restore_command(m)}
-            if b.enabled:
-                archive["archive_command"] = HOLD_ARCHIVE if restore else b.archive_command(m)
-            if b.enabled and not restore:
-                archive["replica_command"] = b.restore_cmd(m, "--delta", "--type=standby")
-            if restore and restore.bootstrap:
-                archive["restore_bootstrap"] = restore.bootstrap
+        archive = self.backups.patroni_archive(m, restore)
         return patroni.patroni_config(self.spec, m, creds, self.pg_bin_dir(), archive)
 
     def _start_member(
@@ -184,54 +148,35 @@ class LocalCluster(ClusterBackend):
         return credentials.connect_coordinator(self.layout, timeout)
 
     def status(self, with_shards: bool = True) -> ClusterTopology:
-        """Patroni's view of every member, and the coordinator's pg_dist_node and shards,
-        within :data:`STATUS_BUDGET_S` whatever the members do: what did not answer in time
+        """Patroni's view of every member, and the coordinator's pg_dist_node and shards, within
+        :data:`coordinator.STATUS_BUDGET_S` whatever the members do: what did not answer in time
         is left out, and said (``shards_unanswered``)."""
         started = time.monotonic()
         if not self.state_dir.exists() or not self.state.read():
             raise ClusterError(
                 f"no local cluster in {self.state_dir}: run `citus-pipeline cluster up`"
             )
-        members = self.member_statuses()
-        topo = ClusterTopology(
-            scope=self.spec.name,
-            database=self.spec.database,
-            backend="local",
-            members=members,
-            coordinator_dsn=self.coordinator_dsn(),
+        return cluster_topology(
+            self,
+            self.member_statuses(),
+            lambda topo, leader: coordinator.read_within_budget(
+                self.layout,
+                lambda: self.member_by_name(leader.name),
+                leader,
+                topo,
+                with_shards,
+                started,
+            ),
+            self.coordinator_dsn(),
         )
-        leader = topo.leader(0)
-        if leader is None:
-            return topo
-        # The coordinator's part runs against what is left of the budget: a statement on a
-        # frozen node can outlast its own timeout (Citus cancels it with a blocking call), so
-        # the reading thread is left behind rather than waited for.
-        left = STATUS_BUDGET_S - (time.monotonic() - started)
-        found = topo.model_copy(deep=True)
-        reader = threading.Thread(
-            target=self._read_metadata, args=(leader, found, with_shards, left), daemon=True
-        )
-        reader.start()
-        reader.join(max(0.0, left))
-        if reader.is_alive():
-            topo.shards_unanswered = (
-                f"the coordinator leader {leader.name} did not answer within "
-                f"{STATUS_BUDGET_S:g} s of asking"
-            )
-            return topo
-        return found
 
-    def _read_metadata(
-        self, leader: MemberStatus, topo: ClusterTopology, with_shards: bool, left: float
-    ) -> None:
-        """pg_dist_node (and the shards) from the coordinator leader Patroni names."""
-        m = self.member_by_name(leader.name)
-        dsn = credentials.member_dsn(self.layout, m, connect_timeout=_secs(left))
-        try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                read_metadata(conn, topo, with_shards)
-        except psycopg.Error:
-            pass
+    def restore_points(self) -> RestorePoints:
+        """Taken through the coordinator, recorded in the state directory's JSON file."""
+        return RestorePoints(
+            lambda: self._coordinator_conn(),
+            RestorePointFile(self.layout.restore_points_file),
+            self.spec.backup.archive_timeout,
+        )
 
     def is_running(self) -> bool:
         return bool(self.etcd.pid()) or any(processes.member_pid(m) for m in self.members())
@@ -239,10 +184,9 @@ class LocalCluster(ClusterBackend):
     def wait_ready(
         self, groups: list[int], timeout: float, progress: Progress | None = None
     ) -> None:
-        deadline = time.monotonic() + timeout
         total = len(groups) * 3
-        waiting = ["starting"]
-        while time.monotonic() < deadline:
+
+        def not_ready() -> list[str]:
             self._check_members_alive(groups)
             waiting = observe.not_ready(
                 self.spec, self.member_statuses(), groups, self._coordinator_conn
@@ -251,14 +195,16 @@ class LocalCluster(ClusterBackend):
                 progress(
                     waiting[0] if waiting else "ready", total - min(len(waiting), total), total
                 )
-            if not waiting:
-                return
-            time.sleep(0.5)
-        first = waiting[0]
-        g = int(first.split()[1].rstrip(":")) if first.startswith("group ") else 0
-        raise ClusterError(
-            f"cluster not ready after {timeout:.0f} s: {first}", self.member(g, 1).log
-        )
+            return waiting
+
+        try:
+            until(not_ready, timeout, 0.5, f"groups {groups} ready", done=lambda w: not w)
+        except WaitTimeout as err:
+            first = err.last[0]
+            g = int(first.split()[1].rstrip(":")) if first.startswith("group ") else 0
+            raise ClusterError(
+                f"cluster not ready after {timeout:.0f} s: {first}", self.member(g, 1).log
+            ) from err
 
     def _check_members_alive(self, groups: list[int]) -> None:
         stopped = self.state.stopped()
@@ -279,6 +225,10 @@ class LocalCluster(ClusterBackend):
             if with_metrics or self.metrics_on():
                 self._start_metrics(progress)
             return topo
+
+    def ensure_up(self) -> ClusterTopology:
+        """Start whatever is not running: the local cluster is this process's to start."""
+        return self.up()
 
     def metrics_on(self) -> bool:
         return bool(self.state.read().get("metrics"))
@@ -423,16 +373,23 @@ class LocalCluster(ClusterBackend):
                 self.member(group, 1).log,
             )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            new = self.status(with_shards=False).leader(group)
-            if new and new.name == candidate and new.state == "running":
-                self.wait_ready([group], max(5.0, deadline - time.monotonic()))
-                return candidate
-            time.sleep(0.5)
-        raise ClusterError(
-            f"{action} of group {group} to {candidate} did not finish in {timeout:.0f} s",
-            self.member_by_name(candidate).log,
-        )
+        try:
+            until(
+                lambda: self.status(with_shards=False).leader(group),
+                timeout,
+                0.5,
+                f"{candidate} leading group {group}",
+                done=lambda new: (
+                    new is not None and new.name == candidate and new.state == "running"
+                ),
+            )
+        except WaitTimeout as err:
+            raise ClusterError(
+                f"{action} of group {group} to {candidate} did not finish in {timeout:.0f} s",
+                self.member_by_name(candidate).log,
+            ) from err
+        self.wait_ready([group], max(5.0, deadline - time.monotonic()))
+        return candidate
 
     def switchover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
         return self._change_leader("switchover", group, candidate, timeout)

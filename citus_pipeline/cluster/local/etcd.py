@@ -9,10 +9,6 @@ secrets.json (mode 0600).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from base64 import b64encode
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +17,7 @@ import httpx
 
 from ...errors import ClusterError
 from .layout import Layout
-from .processes import pid_alive, port_free, read_pid, wait_gone
+from .processes import Daemon, port_free
 
 DCS_NAMESPACE = "/service/"  # Patroni's keys: /service/<scope>/<citus group>/...
 PATRONI_ROLE = "patroni-namespace"
@@ -47,6 +43,8 @@ class Etcd:
         self.spec = layout.spec
         self.dir = layout.etcd_dir
         self.credentials = credentials
+        # its command line names its data directory, under this one
+        self.process = Daemon("etcd", layout.etcd_pidfile, str(self.dir), self.log)
 
     @property
     def url(self) -> str:
@@ -57,8 +55,7 @@ class Etcd:
         return self.dir / "etcd.log"
 
     def pid(self) -> int | None:
-        pid = read_pid(self.dir / "etcd.pid")
-        return pid if pid and pid_alive(pid, str(self.dir)) else None
+        return self.process.pid()
 
     def healthy(self) -> bool:
         try:
@@ -106,31 +103,12 @@ class Etcd:
             "--log-level",
             "warn",
         ]
-        with open(self.log, "ab") as log:  # the child keeps its own copy
-            proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.dir,
-            )
-        (self.dir / "etcd.pid").write_text(str(proc.pid))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise ClusterError(f"etcd exited with code {proc.returncode}", self.log)
-            if self.healthy():
-                return True
-            time.sleep(0.2)
-        raise ClusterError("etcd did not become healthy in 20 s", self.log)
+        proc = self.process.spawn(cmd, cwd=self.dir)
+        self.process.await_ready(proc, self.healthy, 20, "etcd to become healthy")
+        return True
 
     def stop(self) -> None:
-        pid = self.pid()
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-            if wait_gone({"etcd": pid}, 5):
-                os.kill(pid, signal.SIGKILL)
+        self.process.stop(5)
 
     def _call(self, path: str, body: dict, token: str | None = None) -> dict:
         """One v3 API call over HTTP; a ClusterError with etcd's own message if refused."""

@@ -10,7 +10,8 @@ volume of its own).
 A frozen member is what a paused VM or a long stall leaves: every process of it stopped
 (SIGSTOP) while the kernel keeps its sockets open, so nothing asked of it fails, it only
 never answers. Patroni detaches the postmaster, so a member's processes are its Patroni, the
-postmaster found by its pid file, and the postmaster's children.
+postmaster found by its pid file, and the postmaster's children; the cluster's processes
+are those of every member and etcd (what the benchmarks measure and the tests look at).
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ def member_processes(m: Member) -> list[int]:
             f"member {m.name} is not running (Patroni {patroni}, postmaster {postmaster})"
         )
     return processes.member_processes(m)
+
+
+def cluster_pids(cluster) -> list[int]:
+    """Every process of a LocalCluster: etcd, Patroni, postmasters and their children."""
+    roots = [p for p in [cluster.etcd.pid()] if p]
+    for m in cluster.members():
+        roots += [p for p in (member_pid(m), postmaster_pid(m)) if p]
+    ppids = processes.parents()  # one pass over /proc for every root
+    pids = set(roots)
+    for root in roots:
+        pids.update(processes.children(root, ppids))
+    return sorted(pids)
 
 
 @contextmanager
@@ -132,6 +145,7 @@ def fill(directory: Path) -> Path:
 
 __all__ = [
     "back_on_disk",
+    "cluster_pids",
     "fill",
     "frozen",
     "member_processes",

@@ -38,7 +38,13 @@ class Member:
 
     @property
     def pidfile(self) -> Path:
+        """Patroni's pid, written when we start it."""
         return self.dir / "patroni.pid"
+
+    @property
+    def postmaster_pidfile(self) -> Path:
+        """PostgreSQL's own pid file: Patroni detaches the postmaster, so only this finds it."""
+        return self.data_dir / "postmaster.pid"
 
     @property
     def pgpass(self) -> Path:
@@ -74,6 +80,31 @@ class Layout:
     @property
     def etcd_dir(self) -> Path:
         return self.state_dir / "etcd"
+
+    @property
+    def etcd_pidfile(self) -> Path:
+        return self.etcd_dir / "etcd.pid"
+
+    @property
+    def supervisor_dir(self) -> Path:
+        return self.state_dir / "supervisor"
+
+    @property
+    def supervisor_pidfile(self) -> Path:
+        return self.supervisor_dir / "supervisor.pid"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """The exporters' and Prometheus's configuration, logs, pids and Prometheus's data."""
+        return self.state_dir / "metrics"
+
+    @property
+    def metrics_pid_dir(self) -> Path:
+        return self.metrics_dir / "pids"
+
+    def metrics_pidfile(self, name: str) -> Path:
+        """The pid of the metrics process ``name`` (``prometheus``, ``exporter-<member>``)."""
+        return self.metrics_pid_dir / f"{name}.pid"
 
     @property
     def state_file(self) -> Path:

@@ -14,9 +14,7 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from ..metrics import EXPORTER_ARGS, alert_rules, exporter_queries_yaml
 from .credentials import write_private
 from .layout import Layout, Member
 from .netns import MemberNetwork
-from .processes import pid_alive, port_free, read_pid, wait_gone
+from .processes import Daemon, port_free, stop_all
 
 EXPORTER = "prometheus-postgres-exporter"
 PROMETHEUS = "prometheus"
@@ -49,7 +47,7 @@ class Monitoring:
         self.spec = layout.spec
         self.owner = owner
         self.network = network
-        self.dir = layout.state_dir / "metrics"
+        self.dir = layout.metrics_dir
 
     # ---- where things are -------------------------------------------------------------
     @property
@@ -59,16 +57,19 @@ class Monitoring:
     def exporter_address(self, m: Member) -> str:
         return f"{m.address}:{self.spec.local.exporter_port}"
 
-    def _pidfile(self, name: str) -> Path:
-        return self.dir / "pids" / f"{name}.pid"
-
     def log(self, name: str) -> Path:
         return self.dir / "logs" / f"{name}.log"
 
-    def _pid(self, name: str) -> int | None:
-        pid = read_pid(self._pidfile(name))
+    def _process(self, name: str) -> Daemon:
         # every process started here names a file of this directory on its command line
-        return pid if pid and pid_alive(pid, str(self.dir)) else None
+        return Daemon(name, self.layout.metrics_pidfile(name), str(self.dir), self.log(name))
+
+    def _pid(self, name: str) -> int | None:
+        return self._process(name).pid()
+
+    def _pid_names(self, prefix: str = "") -> list[str]:
+        """The processes with a pidfile here (running or not), by name."""
+        return [p.stem for p in self.layout.metrics_pid_dir.glob(f"{prefix}*.pid")]
 
     def exporter_pid(self, m: Member) -> int | None:
         return self._pid(f"exporter-{m.name}")
@@ -156,28 +157,12 @@ class Monitoring:
     def _spawn(
         self, name: str, cmd: list[str], env: dict[str, str], member: Member | None = None
     ) -> subprocess.Popen:
-        kwargs: dict[str, Any] = {}
-        argv = cmd
-        if member is not None:  # a member's exporter listens on the member's address
-            cmd, kwargs = self.network.command(member, cmd, self.owner)
-        elif self.owner:
-            kwargs = {"user": self.owner.pw_uid, "group": self.owner.pw_gid, "extra_groups": []}
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.dir)}
-        with open(self.log(name), "ab") as log:  # the child keeps its own copy
-            proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.dir,
-                env={**base, **env},
-                **kwargs,
-            )
-        if member is not None:
-            self.network.wait_exec(proc, argv)
-        self._pidfile(name).write_text(str(proc.pid))
-        return proc
+        # a member's exporter listens on the member's address: in its namespace, where it has one
+        netns = self.network.netns_file(member) if member is not None else None
+        return self._process(name).spawn(
+            cmd, cwd=self.dir, env={**base, **env}, owner=self.owner, netns=netns
+        )
 
     def _check_port(self, address: str, what: str, field: str) -> None:
         host, port = address.rsplit(":", 1)
@@ -229,19 +214,14 @@ class Monitoring:
             ],
             {},
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise ClusterError(
-                    f"prometheus exited with code {proc.returncode}", self.log(PROMETHEUS)
-                )
-            try:
-                if httpx.get(f"{self.prometheus_url}/-/ready", timeout=1).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise ClusterError("prometheus was not ready in 30 s", self.log(PROMETHEUS))
+        self._process(PROMETHEUS).await_ready(
+            proc,
+            lambda: httpx.get(f"{self.prometheus_url}/-/ready", timeout=1).status_code == 200,
+            30,
+            "prometheus to be ready",
+            ignore=(httpx.HTTPError,),
+        )
+        return True
 
     def start(self, members: list[Member], superuser_password: str) -> None:
         """Configuration, an exporter per member and Prometheus (each only if not running)."""
@@ -249,7 +229,7 @@ class Monitoring:
         if missing:
             raise ClusterError(
                 f"metrics need {', '.join(missing)}: install the Debian package"
-                f"{'s' if len(missing) > 1 else ''} {' '.join(missing)} (scripts/bootstrap.sh)"
+                f"{'s' if len(missing) > 1 else ''} {' '.join(missing)} (scripts/bootstrap.sh --dev)"
             )
         self.write_config(members, superuser_password)
         for m in members:
@@ -262,23 +242,17 @@ class Monitoring:
         for m in members:
             self.start_exporter(m)
         names = {f"exporter-{m.name}" for m in members}
-        gone = [p.stem for p in (self.dir / "pids").glob("exporter-*.pid") if p.stem not in names]
-        self._stop(gone)
+        self._stop([n for n in self._pid_names("exporter-") if n not in names])
 
     def _stop(self, names: list[str]) -> None:
-        pids = {n: p for n in names if (p := self._pid(n))}
-        for pid in pids.values():
-            os.kill(pid, signal.SIGTERM)
-        for name in wait_gone(pids, 5):
-            os.kill(pids[name], signal.SIGKILL)
-        for n in names:
-            self._pidfile(n).unlink(missing_ok=True)
+        daemons = [self._process(n) for n in names]
+        stop_all(daemons, 5)
+        for d in daemons:
+            d.pidfile.unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Stop Prometheus and every exporter of this directory (its data stays)."""
-        if not (self.dir / "pids").is_dir():
-            return
-        self._stop([p.stem for p in (self.dir / "pids").glob("*.pid")])
+        self._stop(self._pid_names())
 
     # ---- reading back -----------------------------------------------------------------
     def targets(self) -> list[dict[str, Any]]:

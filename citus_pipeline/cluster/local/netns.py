@@ -12,7 +12,7 @@ send nothing to the addresses cut (its own connects fail at once), and since eve
 acknowledgements go nowhere, the other side sees silence, as across a broken network. An
 isolated member's link is down: nothing reaches it at all.
 Creating namespaces and links needs root (CAP_NET_ADMIN); iproute2's ``ip`` does the work
-and util-linux's ``nsenter`` starts the members' processes inside.
+and util-linux's ``nsenter`` starts the members' processes inside (``processes.Daemon``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,10 @@ import ctypes
 import hashlib
 import ipaddress
 import os
-import pwd
 import shutil
 import subprocess
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from ...errors import ClusterError
 from .layout import Layout, Member
@@ -140,22 +137,10 @@ class MemberNetwork:
         if self.enabled:
             _ip("link", "delete", self.bridge, check=False)
 
-    def command(
-        self, m: Member, cmd: list[str], owner: pwd.struct_passwd | None
-    ) -> tuple[list[str], dict]:
-        """``cmd`` as it starts inside m's namespace, and the Popen arguments to go with it.
-
-        Entering a namespace needs root, so with netns ``nsenter`` starts as root, enters
-        m's network namespace (no other: the member sees the host's mounts), drops to
-        ``owner`` and execs ``cmd``, which keeps nsenter's pid.
-        """
-        if not self.enabled:
-            kw = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []} if owner else {}
-            return cmd, kw
-        prefix = ["nsenter", f"--net=/run/netns/{self.namespace(m)}"]
-        if owner:  # --setgid drops the supplementary groups too
-            prefix += [f"--setgid={owner.pw_gid}", f"--setuid={owner.pw_uid}"]
-        return [*prefix, "--", *cmd], {}
+    def netns_file(self, m: Member) -> str | None:
+        """The file of m's network namespace, to start m's processes in (``Daemon.spawn``);
+        None without the cluster's own network."""
+        return f"/run/netns/{self.namespace(m)}" if self.enabled else None
 
     @contextmanager
     def entered(self, m: Member) -> Iterator[None]:
@@ -173,21 +158,6 @@ class MemberNetwork:
                 yield
             finally:
                 _setns(home.fileno())
-
-    def wait_exec(self, proc: subprocess.Popen, cmd: list[str], timeout: float = 5) -> None:
-        """Until ``proc`` runs ``cmd`` itself, past nsenter's exec: the pid checks match a
-        member's process by its command line, which is nsenter's (or empty) before that."""
-        if not self.enabled:
-            return
-        want = "\0".join(cmd).encode()
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(want):
-                    return
-            except OSError:
-                return
-            time.sleep(0.01)
 
     def cut(self, m: Member, addresses: Iterable[str | ipaddress.IPv4Address]) -> None:
         """Partition m from ``addresses`` (other members, etcd) until :meth:`heal`."""

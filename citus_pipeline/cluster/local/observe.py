@@ -11,15 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
+from .. import health
 from ..citus_meta import fetch_dist_nodes
 from ..spec import ClusterSpec
-from ..topology import MemberStatus
+from ..topology import ClusterTopology, MemberStatus
 from .layout import Layout
 from .patroni import PatroniAPI
 from .processes import member_pid
 
 KNOWN_ROLES = ("leader", "sync_standby", "quorum_standby", "replica")
-SYNC_ROLES = ("sync_standby", "quorum_standby")
 
 
 def member_statuses(layout: Layout, groups: list[int], api: PatroniAPI) -> list[MemberStatus]:
@@ -83,44 +83,24 @@ def not_ready(
     ``members`` are the statuses of (at least) those groups; ``connect(timeout)`` opens a
     connection to the coordinator leader.
     """
-    waiting: list[str] = []
-    members = [m for m in members if m.group in groups]
-    for g in groups:
-        gm = [m for m in members if m.group == g]
-        leader = next((m for m in gm if m.role == "leader" and m.state == "running"), None)
-        if leader is None:
-            waiting.append(f"group {g}: no running leader")
-            continue
-        if (
-            len(gm) > 1
-            and spec.patroni.synchronous_mode
-            and not any(m.role in SYNC_ROLES and m.state == "streaming" for m in gm)
-        ):
-            waiting.append(f"group {g}: no streaming synchronous standby")
-        for m in gm:
-            if m is not leader and m.state != "streaming":
-                waiting.append(f"group {g}: {m.name} is {m.state}")
+    # the same readiness the backends' waits and the drills ask (cluster/health.py), given
+    # Patroni's members now and pg_dist_node as the coordinator answers
+    topo = ClusterTopology(
+        scope=spec.name,
+        database=spec.database,
+        backend="local",
+        members=[m for m in members if m.group in groups],
+    )
+    waiting = health.not_ready(topo, spec, groups)
     worker_groups = [g for g in groups if g > 0]
     if not worker_groups:
         return waiting
     try:
         with connect(2) as conn:
-            nodes = fetch_dist_nodes(conn)
+            topo.dist_nodes = fetch_dist_nodes(conn)
     except psycopg.Error as err:
         return [*waiting, f"coordinator not answering: {str(err).strip().splitlines()[0]}"]
-    for g in worker_groups:
-        leader = next((m for m in members if m.group == g and m.role == "leader"), None)
-        if leader is None:
-            continue
-        if not any(
-            n.groupid == g
-            and n.role == "primary"
-            and n.active
-            and (n.host, n.port) == (leader.host, leader.port)
-            for n in nodes
-        ):
-            waiting.append(f"group {g}: leader {leader.name} not yet in pg_dist_node")
-    return waiting
+    return waiting + health.unregistered_leaders(topo, worker_groups)
 
 
 __all__ = ["member_statuses", "not_ready"]

@@ -7,11 +7,10 @@ only says where each member listens and starts the process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -19,9 +18,11 @@ from pathlib import Path
 import httpx
 import yaml
 
-from ...errors import ClusterError
+from ...errors import ClusterError, WaitTimeout
+from ...waiting import until
 from ..spec import REPLICA_BASEBACKUP_OPTIONS, ClusterSpec, with_tcp_timeouts
 from ..topology import MemberStatus
+from . import processes
 from .credentials import write_private
 from .etcd import DCS_NAMESPACE
 from .layout import Layout, Member
@@ -188,21 +189,13 @@ def start(
     # an S3 repository's keys reach archive-push through PostgreSQL's environment only
     env.update({k: v for k, v in os.environ.items() if k.startswith(S3_KEY_ENV_PREFIX)})
     argv = [sys.executable, "-m", "patroni", str(m.config)]
-    cmd, kwargs = network.command(m, argv, owner)
-    with open(m.log, "ab") as log:  # the child keeps its own copy
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=m.dir,
-            env=env,
-            umask=0o077,
-            **kwargs,
-        )
-    network.wait_exec(proc, argv)
-    m.pidfile.write_text(str(proc.pid))
+    processes.patroni(m).spawn(
+        argv, cwd=m.dir, env=env, owner=owner, netns=network.netns_file(m), umask=0o077
+    )
+
+
+def _empty(items: list) -> bool:
+    return not items
 
 
 def _cluster_view(m: Member, timeout: float) -> dict | None:
@@ -274,36 +267,43 @@ class PatroniAPI:
         for g in groups:
             if any(self._set_pause(m, True) for m in self.layout.members([g]) if member_pid(m)):
                 paused.append(g)
-        deadline = time.monotonic() + timeout
         pending = [m for m in self.layout.members(paused) if member_pid(m)]
-        while pending and time.monotonic() < deadline:
-            still = []
-            for m in pending:
-                try:
-                    if not httpx.get(f"{m.api_url}/patroni", timeout=1).json().get("pause"):
-                        still.append(m)
-                except (httpx.HTTPError, ValueError):
-                    still.append(m)
-            pending = still
-            if pending:
-                time.sleep(0.1)
+
+        def unpaused() -> list[Member]:
+            # a member seen paused is not asked again
+            pending[:] = [m for m in pending if not self._reports_pause(m)]
+            return pending
+
+        # best effort: a member that does not confirm in time is stopped all the same
+        with contextlib.suppress(WaitTimeout):
+            until(unpaused, timeout, 0.1, "the paused members to report it", done=_empty)
         return paused
+
+    def _reports_pause(self, m: Member) -> bool:
+        try:
+            return bool(httpx.get(f"{m.api_url}/patroni", timeout=1).json().get("pause"))
+        except (httpx.HTTPError, ValueError):
+            return False
 
     def resume_groups(self, groups: list[int], timeout: float = 60) -> None:
         """Leave maintenance mode (set by `down`) as soon as each group's REST API answers."""
-        deadline = time.monotonic() + timeout
         todo = list(groups)
-        while todo and time.monotonic() < deadline:
-            for g in list(todo):
-                if any(self._set_pause(m, False) for m in self.layout.members([g])):
-                    todo.remove(g)
-            if todo:
-                time.sleep(0.2)
-        if todo:
+
+        def still_paused() -> list[int]:
+            todo[:] = [
+                g
+                for g in todo
+                if not any(self._set_pause(m, False) for m in self.layout.members([g]))
+            ]
+            return todo
+
+        try:
+            until(still_paused, timeout, 0.2, "groups to leave maintenance mode", done=_empty)
+        except WaitTimeout:
             raise ClusterError(
                 f"could not resume groups {todo} from maintenance mode",
                 self.layout.member(todo[0], 1).log,
-            )
+            ) from None
 
     def post(self, m: MemberStatus, path: str, body: dict) -> httpx.Response:
         """POST to one member's API (``/switchover``, ``/failover``); leader changes take long."""

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from datetime import datetime
 
-from ...errors import UserError
+from ...errors import BackupError, UserError, WaitTimeout
+from ...waiting import until
 from .. import pgbackrest as pgbr
 from .. import restore_points
-from ..pgbackrest import BackupError, BackupInfo, GroupRestore, StanzaInfo
-from ..restore_points import RestorePoint, RestorePointFile, RestorePoints
+from ..pgbackrest import BackupInfo, GroupRestore, StanzaInfo
+from ..restore_points import RestorePoint
 from ..topology import ClusterTopology, Progress
 from . import processes
 from .cluster import LocalCluster, RestoreStart
@@ -36,11 +36,7 @@ class LocalRecovery:
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
         self.backups = cluster.backups
-        self.points = RestorePoints(
-            lambda: cluster._coordinator_conn(),
-            RestorePointFile(cluster.layout.restore_points_file),
-            cluster.spec.backup.archive_timeout,
-        )
+        self.points = cluster.restore_points()
 
     def _require_archiving(self) -> None:
         c = self.cluster
@@ -245,16 +241,14 @@ class LocalRecovery:
 
     def _wait_leaders(self, leaders: list[Member], timeout: float) -> None:
         c = self.cluster
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def recovering() -> list[Member]:
             statuses = {s.name: s for s in c.member_statuses()}
             waiting = [
                 m
                 for m in leaders
                 if not (s := statuses.get(m.name)) or s.role != "leader" or s.state != "running"
             ]
-            if not waiting:
-                return
             for m in waiting:
                 if not processes.member_pid(m):
                     raise BackupError(
@@ -262,14 +256,17 @@ class LocalRecovery:
                         f"{processes.tail(m.log, 1)}",
                         m.log,
                     )
-            if time.monotonic() > deadline:
-                m = waiting[0]
-                raise BackupError(
-                    f"group {m.group}: {m.name} did not finish recovery in {timeout:.0f} s: "
-                    f"{processes.tail(m.log, 1)}",
-                    m.log,
-                )
-            time.sleep(1)
+            return waiting
+
+        try:
+            until(recovering, timeout, 1, "the restored leaders", done=lambda left: not left)
+        except WaitTimeout as err:
+            m = err.last[0]
+            raise BackupError(
+                f"group {m.group}: {m.name} did not finish recovery in {timeout:.0f} s: "
+                f"{processes.tail(m.log, 1)}",
+                m.log,
+            ) from None
 
     def _roll_back(self, members: list[Member]) -> None:
         """Stop what the restore started and put every data directory back as it was."""

@@ -11,11 +11,12 @@ import contextlib
 import fcntl
 import json
 import shutil
-import time
 from collections.abc import Iterator
+from typing import IO
 
-from ...errors import ClusterError
+from ...errors import ClusterError, WaitTimeout
 from ...settings import STATE_DIR
+from ...waiting import until
 from ..spec import ClusterSpec
 from .layout import Layout
 
@@ -59,6 +60,14 @@ def _known_part(recorded: object, current: object) -> object:
     return current
 
 
+def _try_lock(f: IO) -> bool:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # another process holds it
+        return False
+    return True
+
+
 class ClusterState:
     """cluster.json of one state directory, written atomically, and its advisory lock."""
 
@@ -91,18 +100,13 @@ class ClusterState:
         lock = self.layout.lock_file
         lock.parent.mkdir(parents=True, exist_ok=True)
         with open(lock, "w") as f:
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise ClusterError(
-                            f"another command holds {lock} for longer than "
-                            f"{wait:.0f} s; `{what}` did not run"
-                        ) from None
-                    time.sleep(0.2)
+            try:
+                until(lambda: _try_lock(f), wait, 0.2, f"the lock {lock}")
+            except WaitTimeout:
+                raise ClusterError(
+                    f"another command holds {lock} for longer than {wait:.0f} s; "
+                    f"`{what}` did not run"
+                ) from None
             yield
 
     def record_spec(self, state: dict) -> None:

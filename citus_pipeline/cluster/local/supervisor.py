@@ -22,9 +22,6 @@ left alone. Interventions take the state directory's lock without waiting, so `u
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +31,7 @@ import httpx
 
 from ..spec import LIVENESS, LivenessProbe
 from .layout import Layout
-from .processes import pid_alive, read_pid, wait_gone
+from .processes import Daemon
 
 Answer = Literal["ok", "refused", "hung", "stuck"]
 FAILED: dict[str, str] = {
@@ -106,7 +103,11 @@ class Supervisor:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self.dir = layout.state_dir / "supervisor"
+        self.dir = layout.supervisor_dir
+        # its command line names the state directory it supervises
+        self.process = Daemon(
+            "supervisor", layout.supervisor_pidfile, str(layout.state_dir), self.log
+        )
 
     @property
     def log(self) -> Path:
@@ -121,8 +122,7 @@ class Supervisor:
         return self.dir / "spec.json"
 
     def pid(self) -> int | None:
-        pid = read_pid(self.dir / "supervisor.pid")
-        return pid if pid and pid_alive(pid, str(self.layout.state_dir)) else None
+        return self.process.pid()
 
     def start(self) -> bool:
         """Start the supervisor unless it runs (or the spec turns it off); True if started."""
@@ -137,24 +137,11 @@ class Supervisor:
             "import sys; from citus_pipeline.cluster.local.supervise import main; sys.exit(main())"
         )
         argv = [sys.executable, "-c", entry, str(self.layout.state_dir)]
-        with open(self.log, "ab") as log:  # the child keeps its own copy
-            proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.dir,
-            )
-        (self.dir / "supervisor.pid").write_text(str(proc.pid))
+        self.process.spawn(argv, cwd=self.dir)
         return True
 
     def stop(self, timeout: float = 10) -> None:
-        pid = self.pid()
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-            if wait_gone({"supervisor": pid}, timeout):
-                os.kill(pid, signal.SIGKILL)
+        self.process.stop(timeout)
 
     def interventions(self) -> list[dict]:
         """Every member killed and started again, oldest first: ``at`` (Unix time),

@@ -16,14 +16,11 @@ from datetime import timedelta
 import dagster as dg
 
 from ...cluster.citus_meta import fetch_active_worker_groups, node_bytes
-from ...cluster.rebalance import (
-    RebalanceFailed,
-    RebalanceOutcome,
-    run_background_rebalance,
-)
+from ...cluster.rebalance import RebalanceOutcome, run_background_rebalance
 from ...data import apply_monthly, load_price_paid, publish_uk_price
 from ...data.monthly_check import records_not_as_the_file_says, verify_monthly_file
 from ...data.schema import ensure_schema, table_columns
+from ...errors import RebalanceFailed
 from .backups import restore_point_before
 from .metadata import (
     column_schema,

@@ -4,12 +4,16 @@
 A restore point is named after the run that takes it (``<run id>.<asset>.<attempt>``), so the
 asset's metadata says which point gives back the table as it was just before that run's
 change: `citus-pipeline cluster restore --to <name>`.
+
+The schedule's cron and whether it runs come from the spec, which this module never reads
+itself: the code location passes the spec in when it builds its definitions
+(`backup_schedule`), and the assets read theirs through the cluster resource at run time.
 """
 
 # No `from __future__ import annotations`: Dagster reads the parameters' annotations.
 import dagster as dg
 
-from ...cluster.spec import load_spec
+from ...cluster.spec import ClusterSpec
 from .metadata import markdown_table
 from .resources import CitusResource, ClusterResource
 
@@ -89,27 +93,29 @@ cluster_backup_job = dg.define_asset_job(
     description="Back up every group with pgBackRest and take a restore point.",
 )
 
-_spec = load_spec()
-cluster_backup_schedule = dg.ScheduleDefinition(
-    name="cluster_backup_schedule",
-    job=cluster_backup_job,
-    cron_schedule=_spec.backup.schedule,
-    default_status=dg.DefaultScheduleStatus.RUNNING
-    if _spec.backup.archiving
-    else dg.DefaultScheduleStatus.STOPPED,
-    description="The scheduled backup and restore point (backup.schedule in the spec).",
-)
+
+def backup_schedule(spec: ClusterSpec) -> dg.ScheduleDefinition:
+    """``cluster_backup_schedule``: on the spec's ``backup.schedule``, stopped by default when
+    the spec archives no WAL (a backup then could be restored to no point after it)."""
+    return dg.ScheduleDefinition(
+        name="cluster_backup_schedule",
+        job=cluster_backup_job,
+        cron_schedule=spec.backup.schedule,
+        default_status=dg.DefaultScheduleStatus.RUNNING
+        if spec.backup.archiving
+        else dg.DefaultScheduleStatus.STOPPED,
+        description="The scheduled backup and restore point (backup.schedule in the spec).",
+    )
+
 
 assets = [cluster_backup]
 jobs = [cluster_backup_job]
-schedules = [cluster_backup_schedule]
 
 __all__ = [
     "assets",
+    "backup_schedule",
     "cluster_backup",
     "cluster_backup_job",
-    "cluster_backup_schedule",
     "jobs",
     "restore_point_before",
-    "schedules",
 ]

@@ -63,8 +63,7 @@ class ClusterResource(dg.ConfigurableResource):
 
     def ensure_up(self) -> ClusterTopology:
         """Local: start whatever is not running. Kubernetes: only observe (the operator deploys)."""
-        backend = self.get_backend()
-        return backend.up() if self.backend == "local" else backend.status()
+        return self.get_backend().ensure_up()
 
     def add_worker(self) -> int:
         return self.get_backend().add_worker()
@@ -75,20 +74,20 @@ class ClusterResource(dg.ConfigurableResource):
     def restore_point(self, name: str, run_id: str | None = None) -> RestorePoint | None:
         """A cluster-consistent restore point, once archived; None when the spec archives no
         WAL (``backup.archiving: false``), so there is nothing a point could be restored from."""
-        from ...cluster.backend import restore_points_of
-
         backend = self.get_backend()
         if not backend.spec.backup.archiving:
             return None
-        return restore_points_of(backend).take(name, run_id)
+        return backend.restore_points().take(name, run_id)
 
     def backup(self, backup_type: str) -> list[BackupInfo]:
         """A pgBackRest backup of every group (local backend; on Kubernetes the CronJob
         rendered from the spec runs them in the pods)."""
+        from ...cluster.local import LocalCluster
         from ...cluster.local.recovery import LocalRecovery
 
         backend = self.get_backend()
-        if backend.name != "local":
+        # pgBackRest run from here reaches only local members: a capability of that class
+        if not isinstance(backend, LocalCluster):
             raise dg.Failure(
                 description="on Kubernetes the backup CronJob takes the backups "
                 "(citus-pipeline k8s render); this asset takes only the restore point there"

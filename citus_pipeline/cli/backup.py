@@ -1,0 +1,150 @@
+"""`citus-pipeline cluster backup | backups | restore-point | restore-points | restore`.
+
+pgBackRest backs up every Citus group (its own stanza); ``citus_create_restore_point`` marks a
+cluster-consistent point; ``restore --to NAME`` brings every group back to it. The commands
+join the ``cluster`` group (cli/__init__.py), with its ``--spec`` and ``--backend`` options.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import typer
+from rich.table import Table
+
+from .cluster import BackendOpt, _local
+from .render import _fmt_bytes
+from .terminal import SpecOpt, fail, out, run, step_bar
+
+app = typer.Typer()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _recovery(spec, backend, command: str):
+    from ..cluster.local.recovery import LocalRecovery
+
+    hint = (
+        "the CronJob <scope>-backup takes the backups there; by hand: "
+        "`kubectl exec <group leader pod> -c patroni -- citus-backup backup`"
+    )
+    return LocalRecovery(_local(command, spec, backend, hint))
+
+
+@app.command("backup")
+def backup(
+    backup_type: Annotated[
+        Literal["full", "diff", "incr"], typer.Option("--type", help="pgBackRest backup type")
+    ] = "full",
+    spec: SpecOpt = None,
+    backend: BackendOpt = None,
+):
+    """Back up every group with pgBackRest (from a streaming standby where there is one)."""
+    r = _recovery(spec, backend, "backup")
+    with step_bar("backup") as progress:
+        done = run(r.backup, backup_type, progress)
+    for b in done:
+        out.print(
+            f"group {b.group}: {b.type} backup {b.label}, {_fmt_bytes(b.size)} "
+            f"({_fmt_bytes(b.repo_size)} in the repository) in {b.seconds:.0f} s"
+        )
+
+
+@app.command("backups")
+def backups(spec: SpecOpt = None, backend: BackendOpt = None, as_json: JsonOpt = False):
+    """Every group's backups: size, duration, WAL range; and its archive."""
+    r = _recovery(spec, backend, "backups")
+    infos = run(r.list)
+    if as_json:
+        print(json.dumps([i.model_dump(mode="json") for i in infos], indent=2))
+        return
+    t = Table(title="Backups (pgBackRest)", title_justify="left")
+    for h in ("Group", "Stanza", "Label", "Type", "Stopped", "Seconds", "Size", "Repo", "WAL"):
+        t.add_column(h)
+    for i in infos:
+        if not i.backups:
+            t.add_row(str(i.group), i.stanza, "-", "", "", "", "", "", i.status)
+        for b in i.backups:
+            t.add_row(
+                str(i.group),
+                i.stanza,
+                b.label,
+                b.type,
+                b.stopped.strftime("%Y-%m-%d %H:%M:%S"),
+                f"{b.seconds:.0f}",
+                _fmt_bytes(b.size),
+                _fmt_bytes(b.repo_size),
+                f"{b.wal_start[-8:]}..{b.wal_stop[-8:]}",
+            )
+    out.print(t)
+    for i in infos:
+        out.print(
+            f"group {i.group}: archive {i.archive_id} {i.wal_min} .. {i.wal_max} ({i.status})"
+        )
+
+
+@app.command("restore-point")
+def restore_point(name: str, spec: SpecOpt = None, backend: BackendOpt = None):
+    """A cluster-consistent restore point NAME (citus_create_restore_point), once archived."""
+    r = _recovery(spec, backend, "restore-point")
+    p = run(r.restore_point, name)
+    where = ", ".join(f"group {g} {pos.lsn}" for g, pos in sorted(p.groups.items()))
+    out.print(f"restore point {p.name} at {p.created_at:%Y-%m-%d %H:%M:%S} UTC: {where}")
+
+
+@app.command("restore-points")
+def restore_points(spec: SpecOpt = None, backend: BackendOpt = None, as_json: JsonOpt = False):
+    """Every restore point taken: name, time, Dagster run, and its position in each group."""
+    r = _recovery(spec, backend, "restore-points")
+    points = run(r.restore_points)
+    if as_json:
+        print(json.dumps([p.model_dump(mode="json") for p in points], indent=2))
+        return
+    t = Table(title="Restore points", title_justify="left")
+    for h in ("Name", "Created (UTC)", "Run", "Group: timeline/LSN"):
+        t.add_column(h)
+    for p in points:
+        where = "  ".join(f"{g}: {pos.timeline}/{pos.lsn}" for g, pos in sorted(p.groups.items()))
+        t.add_row(p.name, f"{p.created_at:%Y-%m-%d %H:%M:%S}", p.run_id or "", where)
+    out.print(t)
+
+
+@app.command("restore")
+def restore(
+    to: Annotated[str | None, typer.Option("--to", help="a restore point's name")] = None,
+    to_time: Annotated[
+        datetime | None,
+        typer.Option(
+            "--to-time",
+            help="a time (UTC unless it names its zone); per group, NOT cluster-consistent",
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="skip the full backup taken after the restore")
+    ] = False,
+    spec: SpecOpt = None,
+    backend: BackendOpt = None,
+):
+    """Every group back to restore point --to (or --to-time); refuses, changing nothing, when a
+    group's backup or WAL does not reach it."""
+    r = _recovery(spec, backend, "restore")
+    if to_time and to_time.tzinfo is None:
+        to_time = to_time.replace(tzinfo=UTC)
+    plan = run(r.plan, to, to_time)
+    target = f"restore point {to}" if to else f"{to_time.isoformat()} (per group)"
+    for gr in plan:
+        out.print(
+            f"group {gr.group}: backup {gr.backup.label}, then {len(gr.wal_needed)} WAL files "
+            f"on timeline {gr.timeline}"
+        )
+    if not yes and not typer.confirm(f"stop the cluster and restore every group to {target}?"):
+        fail("restore cancelled: nothing changed")
+    with step_bar("restore") as progress:
+        run(r.restore, to, to_time, progress, backup_after=not no_backup)
+    out.print(f"cluster restored to {target}")
+
+
+__all__ = ["app"]

@@ -1,0 +1,301 @@
+"""KubernetesCluster: the HA Citus cluster as StatefulSets managed by Patroni's Kubernetes DCS,
+behind the same :class:`ClusterBackend` contract as the local processes.
+
+The class composes the parts of this package, each given one :class:`KubeApi`: the members
+read from pods and Endpoints (``members``), the objects of a group (``groups``), leader
+changes (``handover``), restarts (``restarts``), the record of restore points
+(``restore_points``) and server-side apply (``apply``). What stays here is what the contract
+orders across them and the coordinator: a status read from Patroni and Citus, and a worker
+group added or removed in the order Citus and Patroni need. Citus metadata comes from the
+coordinator through psycopg (``citus_meta``); the API clients and the connection are
+injectable, so tests pass fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from ... import settings
+from ...errors import KubernetesClusterError
+from ..citus_meta import (
+    cleanup_orphans,
+    drain_group,
+    fetch_dist_nodes,
+    read_metadata,
+    remove_group_nodes,
+)
+from ..health import leaderless
+from ..restore_points import RestorePoints
+from ..spec import TCP_TIMEOUTS, ClusterSpec, load_spec
+from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress, cluster_topology
+from . import handover, restarts
+from . import manifests as mf
+from .api import KubeApi, poll, status_of
+from .apply import apply_manifests
+from .groups import Groups
+from .members import get_path, read_member_statuses
+from .restore_points import ConfigMapRestorePoints
+
+log = logging.getLogger(__name__)
+
+ConnectFn = Callable[[str], psycopg.Connection]
+
+
+def _default_connect(dsn: str) -> psycopg.Connection:
+    return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+
+
+class KubernetesCluster(ClusterBackend):
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        spec: ClusterSpec | None = None,
+        *,
+        core_api: Any = None,
+        apps_api: Any = None,
+        policy_api: Any = None,
+        connect: ConnectFn | None = None,
+        dsn: str | None = None,
+        context: str | None = None,
+    ) -> None:
+        self.spec = spec or load_spec()
+        self.api = KubeApi(self.spec, core_api, apps_api, policy_api, context)
+        self.namespace = self.api.namespace
+        self.objects = Groups(self.api)
+        self._connect = connect or _default_connect
+        self._dsn = dsn
+
+    # ---- the API, for callers that talk to it themselves (`k8s apply`) -----------------------
+    @property
+    def core(self) -> Any:
+        return self.api.core
+
+    @property
+    def apps(self) -> Any:
+        return self.api.apps
+
+    @property
+    def policy(self) -> Any:
+        return self.api.policy
+
+    @property
+    def selector(self) -> str:
+        return self.api.selector
+
+    # ---- topology ---------------------------------------------------------------------------
+    def statefulset_groups(self) -> dict[int, Any]:
+        """Group id -> StatefulSet, from the StatefulSets of this scope that carry a group label."""
+        return self.objects.statefulsets()
+
+    def member_statuses(self) -> list[MemberStatus]:
+        return read_member_statuses(self.api)
+
+    def coordinator_dsn(self) -> str:
+        """libpq DSN of the coordinator leader, without a password.
+
+        The ``dsn`` argument wins, then ``$CITUS_PIPELINE_DSN``; otherwise the coordinator load
+        balancer's address. The password comes from PGPASSFILE / ~/.pgpass (or PGPASSWORD from
+        a Secret), never from the DSN.
+        """
+        if self._dsn:
+            return self._dsn
+        if dsn := settings.DSN.get():
+            return dsn
+        name = mf.coordinator_lb_name(self.spec)
+        try:
+            svc = self.core.read_namespaced_service(name, self.namespace)
+        except Exception as e:  # the client's ApiException, or a fake's
+            if status_of(e) == 404:
+                raise KubernetesClusterError(
+                    f"service {self.namespace}/{name} not found: run `citus-pipeline k8s apply` first"
+                ) from None
+            raise
+        ingress = get_path(svc, "status", "load_balancer", "ingress") or []
+        addr = next((i.ip or i.hostname for i in ingress if (i.ip or i.hostname)), None)
+        if not addr:
+            raise KubernetesClusterError(
+                f"service {self.namespace}/{name} has no load balancer address yet "
+                f"(set {settings.DSN.name} to override)"
+            )
+        return (
+            f"host={addr} port={mf.POSTGRES_PORT} dbname={self.spec.database} "
+            f"user={self.spec.credentials.superuser} sslmode=require connect_timeout=10 "
+            + TCP_TIMEOUTS
+        )
+
+    def status(self, with_shards: bool = True) -> ClusterTopology:
+        return cluster_topology(
+            self,
+            self.member_statuses(),
+            lambda topo, _leader: self._read_coordinator(topo, with_shards),
+        )
+
+    def _read_coordinator(self, topo: ClusterTopology, with_shards: bool) -> ClusterTopology:
+        """pg_dist_node (and the shards) through the coordinator's load balancer; a
+        coordinator not reachable yet leaves the topology as Patroni reports it."""
+        try:
+            dsn = self.coordinator_dsn()
+        except KubernetesClusterError as e:
+            log.warning("%s", e)
+            return topo
+        topo.coordinator_dsn = dsn
+        try:
+            with self._connect(dsn) as conn:
+                read_metadata(conn, topo, with_shards)
+        except psycopg.Error as e:
+            log.warning("coordinator not reachable for Citus metadata: %s", e)
+        return topo
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def up(self, progress: Progress | None = None, timeout: float = 900) -> ClusterTopology:
+        """Apply the rendered manifests (server-side) and wait for a leader in every group."""
+        apply_manifests(mf.cluster_manifests(self.spec), self.core.api_client)
+        groups = list(range(self.spec.workers.groups + 1))
+        return self.wait_for_leaders(groups, timeout, progress)
+
+    def ensure_up(self) -> ClusterTopology:
+        return self.status()
+
+    def wait_for_leaders(
+        self, groups: list[int], timeout: float, progress: Progress | None = None
+    ) -> ClusterTopology:
+        """The topology once each of ``groups`` has a leader (one still starting counts)."""
+
+        def look() -> tuple[ClusterTopology, list[int]]:
+            topo = self.status(with_shards=False)
+            missing = leaderless(topo, groups, running=False)
+            if progress:
+                msg = (
+                    f"waiting for Patroni leaders of groups {missing}"
+                    if missing
+                    else "leaders elected"
+                )
+                progress(msg, len(groups) - len(missing), len(groups))
+            return topo, missing
+
+        topo, _ = poll(
+            look,
+            timeout,
+            5,
+            f"a Patroni leader in groups {groups}",
+            lambda last: (
+                f"groups {last[1]} have no Patroni leader after {timeout:.0f}s "
+                f"(kubectl -n {self.namespace} get pods -l {self.selector})"
+            ),
+            done=lambda seen: not seen[1],
+        )
+        return topo
+
+    def add_worker(
+        self, progress: Progress | None = None, timeout: float = 900, *, wait: bool = True
+    ) -> int:
+        """Create the next worker group and return once it is in pg_dist_node.
+
+        ``wait=False`` (beyond the contract) returns right after its objects are created.
+        """
+        existing = self.statefulset_groups()
+        if 0 not in existing:
+            raise KubernetesClusterError(
+                f"no coordinator StatefulSet {mf.group_name(self.spec, 0)} in namespace "
+                f"{self.namespace}: run `citus-pipeline k8s apply` first"
+            )
+        group = max(existing) + 1
+        self.objects.create(group, *Groups.live_overrides(existing[0]))
+        if wait:
+            self.wait_for_leaders([group], timeout, progress)
+            self._wait_registered(group, timeout)
+        return group
+
+    def _wait_registered(self, group: int, timeout: float) -> None:
+        dsn = self.coordinator_dsn()
+
+        def registered() -> bool:
+            try:
+                with self._connect(dsn) as conn:
+                    return any(
+                        n.groupid == group and n.role == "primary" and n.active
+                        for n in fetch_dist_nodes(conn)
+                    )
+            except psycopg.Error as e:
+                log.info("waiting for the coordinator: %s", e)
+                return False
+
+        poll(
+            registered,
+            timeout,
+            5,
+            f"group {group} in pg_dist_node",
+            lambda _last: f"group {group} is not in pg_dist_node after {timeout:.0f}s",
+        )
+
+    def remove_worker(
+        self, group: int, transfer_mode: str = "block_writes", *, timeout: float = 600
+    ) -> int:
+        """Drain the group's shards, then delete its objects; a failed drain deletes nothing.
+
+        ``timeout`` (beyond the contract): how long the group's pods may take to go.
+        """
+        if group <= 0:
+            raise KubernetesClusterError(f"group {group} is not a worker group (workers are 1..N)")
+        existing = self.statefulset_groups()
+        if group not in existing:
+            raise KubernetesClusterError(
+                f"no StatefulSet {mf.group_name(self.spec, group)} in namespace {self.namespace}"
+            )
+        if len([g for g in existing if g > 0]) <= 1:
+            raise KubernetesClusterError(
+                f"group {group} is the last worker group; refusing to remove it"
+            )
+        dsn = self.coordinator_dsn()
+        with self._connect(dsn) as conn:
+            moved = drain_group(conn, group, transfer_mode)  # raises DrainError: nothing below runs
+            cleanup_orphans(conn)
+        # A worker leader stopped gracefully asks the coordinator's Patroni to hold
+        # pg_dist_node for its successor (the "before_demote" of Patroni's Citus support); no
+        # successor ever comes, so citus_remove_node would wait on that lock for good (seen on
+        # a real control plane). Paused, Patroni exits without stopping PostgreSQL or telling
+        # the coordinator; the container's end stops PostgreSQL.
+        self.objects.pause(group, timeout)
+        self.objects.delete(group)
+        self.objects.wait_pods_gone(group, timeout)
+        with self._connect(dsn) as conn:
+            remove_group_nodes(conn, group, gone=True)
+        self.objects.delete_volumes(group)
+        return moved
+
+    def set_group_config(self, group: int, patch: dict) -> None:
+        """Merge ``patch`` into one group's dynamic configuration, as Patroni's ``PATCH
+        /config`` does (the ``config`` annotation of the group's ``-config`` Endpoints)."""
+        self.objects.set_config(group, patch)
+
+    # ---- restarts and leader changes --------------------------------------------------------
+    def restart_member(self, name: str, timeout: float = 300) -> None:
+        """Restart one member by deleting its pod (``restarts`` says why a pod, not Patroni)."""
+        restarts.restart_member(self.api, self._observe, name, timeout)
+
+    def switchover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
+        return handover.change_leader(self.api, self._observe, group, candidate, True, timeout)
+
+    def failover(self, group: int, candidate: str | None = None, timeout: float = 120) -> str:
+        return handover.change_leader(self.api, self._observe, group, candidate, False, timeout)
+
+    def _observe(self) -> ClusterTopology:
+        return self.status(with_shards=False)
+
+    # ---- restore points ---------------------------------------------------------------------
+    def restore_points(self) -> RestorePoints:
+        """Taken through the coordinator, recorded in the ConfigMap ``<scope>-restore-points``."""
+        store = ConfigMapRestorePoints(self.core, self.namespace, mf.restore_points_name(self.spec))
+        return RestorePoints(
+            lambda: self._connect(self.coordinator_dsn()),
+            store,
+            self.spec.backup.archive_timeout,
+        )
+
+
+__all__ = ["KubernetesCluster", "KubernetesClusterError"]
