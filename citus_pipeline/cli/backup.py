@@ -8,14 +8,15 @@ join the ``cluster`` group (cli/__init__.py), with its ``--spec`` and ``--backen
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
+from pydantic import BaseModel
 
 from .cluster import BackendOpt, _local
-from .render import _fmt_bytes
+from .render import _fmt_bytes, titled_table
 from .terminal import SpecOpt, fail, out, run, step_bar
 
 app = typer.Typer()
@@ -52,22 +53,32 @@ def backup(
         )
 
 
-@app.command("backups")
-def backups(spec: SpecOpt = None, backend: BackendOpt = None, as_json: JsonOpt = False):
-    """Every group's backups: size, duration, WAL range; and its archive."""
-    r = _recovery(spec, backend, "backups")
-    infos = run(r.list)
+def _print_listing(
+    items: list[BaseModel],
+    as_json: bool,
+    title: str,
+    header: tuple[str, ...],
+    rows: Iterable[tuple[str, ...]],
+) -> bool:
+    """``items`` as JSON, or else the table of ``rows``; whether it was the table (``rows`` is
+    read only then)."""
     if as_json:
-        print(json.dumps([i.model_dump(mode="json") for i in infos], indent=2))
-        return
-    t = Table(title="Backups (pgBackRest)", title_justify="left")
-    for h in ("Group", "Stanza", "Label", "Type", "Stopped", "Seconds", "Size", "Repo", "WAL"):
-        t.add_column(h)
+        print(json.dumps([i.model_dump(mode="json") for i in items], indent=2))
+        return False
+    t = titled_table(title, header)
+    for row in rows:
+        t.add_row(*row)
+    out.print(t)
+    return True
+
+
+def _backup_rows(infos) -> Iterator[tuple[str, ...]]:
+    """One row per backup; a group without any gets one row with its status."""
     for i in infos:
         if not i.backups:
-            t.add_row(str(i.group), i.stanza, "-", "", "", "", "", "", i.status)
+            yield (str(i.group), i.stanza, "-", "", "", "", "", "", i.status)
         for b in i.backups:
-            t.add_row(
+            yield (
                 str(i.group),
                 i.stanza,
                 b.label,
@@ -78,11 +89,19 @@ def backups(spec: SpecOpt = None, backend: BackendOpt = None, as_json: JsonOpt =
                 _fmt_bytes(b.repo_size),
                 f"{b.wal_start[-8:]}..{b.wal_stop[-8:]}",
             )
-    out.print(t)
-    for i in infos:
-        out.print(
-            f"group {i.group}: archive {i.archive_id} {i.wal_min} .. {i.wal_max} ({i.status})"
-        )
+
+
+@app.command("backups")
+def backups(spec: SpecOpt = None, backend: BackendOpt = None, as_json: JsonOpt = False):
+    """Every group's backups: size, duration, WAL range; and its archive."""
+    r = _recovery(spec, backend, "backups")
+    infos = run(r.list)
+    header = ("Group", "Stanza", "Label", "Type", "Stopped", "Seconds", "Size", "Repo", "WAL")
+    if _print_listing(infos, as_json, "Backups (pgBackRest)", header, _backup_rows(infos)):
+        for i in infos:
+            out.print(
+                f"group {i.group}: archive {i.archive_id} {i.wal_min} .. {i.wal_max} ({i.status})"
+            )
 
 
 @app.command("restore-point")
@@ -99,16 +118,17 @@ def restore_points(spec: SpecOpt = None, backend: BackendOpt = None, as_json: Js
     """Every restore point taken: name, time, Dagster run, and its position in each group."""
     r = _recovery(spec, backend, "restore-points")
     points = run(r.restore_points)
-    if as_json:
-        print(json.dumps([p.model_dump(mode="json") for p in points], indent=2))
-        return
-    t = Table(title="Restore points", title_justify="left")
-    for h in ("Name", "Created (UTC)", "Run", "Group: timeline/LSN"):
-        t.add_column(h)
-    for p in points:
-        where = "  ".join(f"{g}: {pos.timeline}/{pos.lsn}" for g, pos in sorted(p.groups.items()))
-        t.add_row(p.name, f"{p.created_at:%Y-%m-%d %H:%M:%S}", p.run_id or "", where)
-    out.print(t)
+    rows = (
+        (
+            p.name,
+            f"{p.created_at:%Y-%m-%d %H:%M:%S}",
+            p.run_id or "",
+            "  ".join(f"{g}: {pos.timeline}/{pos.lsn}" for g, pos in sorted(p.groups.items())),
+        )
+        for p in points
+    )
+    header = ("Name", "Created (UTC)", "Run", "Group: timeline/LSN")
+    _print_listing(points, as_json, "Restore points", header, rows)
 
 
 @app.command("restore")

@@ -202,34 +202,29 @@ def remove_worker(
     out.print(f"worker group {group} removed after moving {moved} shard placements")
 
 
-@app.command()
-def switchover(
-    group: int,
-    candidate: CandidateOpt = None,
-    spec: SpecOpt = None,
-    backend: BackendOpt = None,
-    context: ContextOpt = None,
-):
-    """Planned leader change in GROUP (to its synchronous standby unless --candidate)."""
-    c = _backend(spec, backend, context)
-    with err.status(f"switchover of group {group}"):
-        new = run(c.switchover, group, candidate)
-    out.print(f"group {group}: new leader {new}")
+def _leader_change_command(action: str, help_text: str) -> None:
+    """``cluster switchover`` and ``cluster failover``: one command each, the same but for the
+    backend method they call (named like the command) and their help."""
+
+    def command(
+        group: int,
+        candidate: CandidateOpt = None,
+        spec: SpecOpt = None,
+        backend: BackendOpt = None,
+        context: ContextOpt = None,
+    ):
+        c = _backend(spec, backend, context)
+        with err.status(f"{action} of group {group}"):
+            new = run(getattr(c, action), group, candidate)
+        out.print(f"group {group}: new leader {new}")
+
+    app.command(action, help=help_text)(command)
 
 
-@app.command()
-def failover(
-    group: int,
-    candidate: CandidateOpt = None,
-    spec: SpecOpt = None,
-    backend: BackendOpt = None,
-    context: ContextOpt = None,
-):
-    """Forced leader change in GROUP."""
-    c = _backend(spec, backend, context)
-    with err.status(f"failover of group {group}"):
-        new = run(c.failover, group, candidate)
-    out.print(f"group {group}: new leader {new}")
+_leader_change_command(
+    "switchover", "Planned leader change in GROUP (to its synchronous standby unless --candidate)."
+)
+_leader_change_command("failover", "Forced leader change in GROUP.")
 
 
 @app.command()

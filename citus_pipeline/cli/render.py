@@ -3,17 +3,27 @@ targets as rich tables (and the same tables as markdown)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.console import Console, Group
 from rich.table import Table
 
 from ..cluster.topology import ClusterTopology, down_lines
 
 
+def titled_table(title: str, header: Iterable[str]) -> Table:
+    """An empty table of these columns under a left-aligned title: every table the CLI prints."""
+    t = Table(title=title, title_justify="left")
+    for h in header:
+        t.add_column(h)
+    return t
+
+
 def print_targets(targets: list[dict], console: Console) -> None:
     """Prometheus's scrape targets, one row each (``Monitoring.targets``)."""
-    t = Table(title="Scrape targets", title_justify="left")
-    for h in ("Job", "Group", "Member", "Endpoint", "Health", "Last error"):
-        t.add_column(h)
+    t = titled_table(
+        "Scrape targets", ("Job", "Group", "Member", "Endpoint", "Health", "Last error")
+    )
     for x in targets:
         health = x["health"]
         style = {"up": "green", "down": "red"}.get(health, "yellow")
@@ -90,9 +100,7 @@ def rich_tables(topo: ClusterTopology) -> Group:
             shard_rows(topo),
         ),
     ):
-        t = Table(title=title, title_justify="left")
-        for h in header:
-            t.add_column(h)
+        t = titled_table(title, header)
         for r in rows:
             t.add_row(*r)
         parts.append(t)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from .format import COLUMNS, MAX_LENGTH
+
 RAW = "uk_price_raw"
 TYPED = "uk_price"
 REJECTS = "uk_price_rejects"
@@ -84,23 +86,10 @@ CREATE TABLE IF NOT EXISTS {{schema}}.uk_price (
     CONSTRAINT {PRIMARY_KEY} PRIMARY KEY (transaction_id)
 )
 """
-# Column order of uk_price (fixed-width first: less alignment padding per row).
-TYPED_COLUMNS = (
-    "transaction_id",
-    "price",
-    "date_of_transfer",
-    "property_type",
-    "old_new",
-    "duration",
-    "ppd_category_type",
-    "postcode",
-    "paon",
-    "saon",
-    "street",
-    "locality",
-    "town_city",
-    "district",
-    "county",
+# Column order of uk_price: the file's columns but record_status, the fixed-width ones first
+# (less alignment padding per row), then the free text (format.MAX_LENGTH's), each in file order.
+TYPED_COLUMNS = tuple(
+    sorted((c for c in COLUMNS if c != "record_status"), key=lambda c: c in MAX_LENGTH)
 )
 
 # The reference query counts one property type: a one-byte btree (deduplicated, ~1/10 of the

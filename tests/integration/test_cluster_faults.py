@@ -31,16 +31,21 @@ def cluster(fresh_cluster_module):
 ACKED_INSERT = "INSERT INTO acked VALUES (%s, 'x') ON CONFLICT (id) DO NOTHING"
 
 
+def _writing(cluster, start_id: int) -> WriteProbe:
+    """The writer started, with two seconds of acked inserts behind it before the fault."""
+    w = WriteProbe(cluster.coordinator_dsn(), ACKED_INSERT, start_id=start_id, table="acked")
+    w.start()
+    time.sleep(2)
+    return w
+
+
 def _ids(dsn: str) -> set[int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return {r[0] for r in conn.execute("SELECT id FROM acked")}
 
 
 def test_killed_worker_leader_is_replaced_and_nothing_acked_is_lost(cluster):
-    dsn = cluster.coordinator_dsn()
-    w = WriteProbe(dsn, ACKED_INSERT, start_id=1, table="acked")
-    w.start()
-    time.sleep(2)
+    w = _writing(cluster, start_id=1)
     old = cluster.status().leader(1)
     cluster.kill_postmaster(old.name)
     t0 = time.monotonic()
@@ -76,10 +81,7 @@ def test_killed_worker_leader_is_replaced_and_nothing_acked_is_lost(cluster):
 
 
 def test_coordinator_switchover_under_streaming_inserts(cluster):
-    dsn = cluster.coordinator_dsn()
-    w = WriteProbe(dsn, ACKED_INSERT, start_id=1_000_000, table="acked")
-    w.start()
-    time.sleep(2)
+    w = _writing(cluster, start_id=1_000_000)
     old = cluster.status().leader(0)
     new = cluster.switchover(0)
     assert new != old.name

@@ -12,16 +12,14 @@ import dagster as dg
 import psycopg
 import pytest
 import yaml
+from rebalance_runs import ALL, materialize_rebalance, sensor_ticker
 from seed_rows import seed_uk_price
 
-from citus_pipeline.definitions import defs
 from citus_pipeline.defs.citus.checks import QueryTimingSettings
 from citus_pipeline.defs.citus.resources import CitusResource, ClusterResource, PricePaidFiles
-from citus_pipeline.defs.citus.sensors import new_workers_sensor
 
 pytestmark = [pytest.mark.citus, pytest.mark.cluster]
 
-ALL = [*defs.assets, *defs.asset_checks]
 SAMPLE_ROWS = 4000
 
 
@@ -147,15 +145,20 @@ def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp
     generate_monthly(
         tmp_path / "monthly" / "pp-2025-01.csv", sample, 200, seed=7, month=(2025, 1), unknown=5
     )
-    snapshots = []
-    for _ in range(2):
-        r = dg.materialize(
+
+    def monthly(partition_key: str, **kw):
+        return dg.materialize(
             ALL,
             instance=instance,
             resources=res,
             selection=["uk_price_monthly"],
-            partition_key="2025-01-01",
+            partition_key=partition_key,
+            **kw,
         )
+
+    snapshots = []
+    for _ in range(2):
+        r = monthly("2025-01-01")
         assert r.success
         (check,) = r.get_asset_check_evaluations()
         assert check.passed and check.metadata["adds"].value > 0
@@ -178,14 +181,7 @@ def test_all_assets_materialize_with_numeric_metadata(citus_cluster, schema, tmp
     )
     assert {e.check_name: e.passed for e in r.get_asset_check_evaluations()}["counts"]
 
-    missing = dg.materialize(
-        ALL,
-        instance=instance,
-        resources=res,
-        selection=["uk_price_monthly"],
-        partition_key="2025-02-01",
-        raise_on_error=False,
-    )
+    missing = monthly("2025-02-01", raise_on_error=False)
     assert not missing.success
     failure = next(e for e in missing.all_events if e.is_step_failure)
     assert "no update file for 2025-02" in failure.event_specific_data.error.message
@@ -248,12 +244,7 @@ def test_sensor_requests_exactly_one_rebalance_per_new_worker(fresh_cluster, tmp
     dsn = c.coordinator_dsn()
     seed_uk_price(dsn, 30000)
     res = _resources(c, tmp_path)
-    ctx_kw = {"instance": instance, "resources": {"citus": res["citus"]}, "definitions": defs}
-
-    def tick(cursor):
-        with dg.build_sensor_context(cursor=cursor, **ctx_kw) as ctx:
-            out = new_workers_sensor(ctx)
-            return ([out] if isinstance(out, dg.RunRequest) else []), ctx.cursor
+    tick = sensor_ticker(instance, res["citus"])
 
     requests, cursor = tick(None)
     assert requests == []
@@ -265,14 +256,7 @@ def test_sensor_requests_exactly_one_rebalance_per_new_worker(fresh_cluster, tmp
     again, cursor = tick(cursor)
     assert again == []
 
-    result = dg.materialize(
-        ALL,
-        instance=instance,
-        resources=res,
-        selection=dg.AssetSelection.assets("uk_price_rebalanced")
-        | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price_rebalanced")),
-        tags={"dagster/run_key": requests[0].run_key},
-    )
+    result = materialize_rebalance(instance, res, requests[0].run_key)
     assert result.success
     (balance,) = result.get_asset_check_evaluations()
     assert balance.passed, balance.description

@@ -9,19 +9,17 @@ import dagster as dg
 import psycopg
 import pytest
 from kubernetes import client
+from rebalance_runs import materialize_rebalance, sensor_ticker
 from seed_rows import seed_uk_price
 
 from citus_pipeline.cluster.kubernetes import manifests as mf
-from citus_pipeline.definitions import defs
 from citus_pipeline.defs.citus.checks import QueryTimingSettings
 from citus_pipeline.defs.citus.resources import CitusResource, ClusterResource, PricePaidFiles
-from citus_pipeline.defs.citus.sensors import new_workers_sensor
 
 from .drills import group_pods, write_spec
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus, pytest.mark.destructive]
 
-ALL = [*defs.assets, *defs.asset_checks]
 ROWS = 20000
 
 
@@ -43,13 +41,7 @@ def test_add_worker_sensor_rebalance_then_remove_worker(kube, cluster, spec, tmp
     }
     instance = dg.DagsterInstance.ephemeral()
 
-    def tick(cursor):
-        with dg.build_sensor_context(
-            cursor=cursor, instance=instance, resources={"citus": citus}, definitions=defs
-        ) as ctx:
-            out = new_workers_sensor(ctx)
-            return ([out] if isinstance(out, dg.RunRequest) else []), ctx.cursor
-
+    tick = sensor_ticker(instance, citus)
     requests, cursor = tick(None)
     assert requests == []
 
@@ -62,14 +54,7 @@ def test_add_worker_sensor_rebalance_then_remove_worker(kube, cluster, spec, tmp
     assert [r.run_key for r in requests] == [f"workers:{workers}"]
     assert tick(cursor)[0] == []
 
-    result = dg.materialize(
-        ALL,
-        instance=instance,
-        resources=resources,
-        selection=dg.AssetSelection.assets("uk_price_rebalanced")
-        | dg.AssetSelection.checks_for_assets(dg.AssetKey("uk_price_rebalanced")),
-        tags={"dagster/run_key": requests[0].run_key},
-    )
+    result = materialize_rebalance(instance, resources, requests[0].run_key)
     assert result.success
     md = result.asset_materializations_for_node("uk_price_rebalanced")[0].metadata
     assert md["moves"].value > 0

@@ -10,6 +10,27 @@ from citus_pipeline.drills import NETNS_SCENARIOS, SCENARIOS, runnable
 from citus_pipeline.drills.injector import KILL, FaultInjector
 from citus_pipeline.errors import FaultNotSupported
 
+# `bench faults`: every scenario in the order it runs them, and whether killing members is
+# all it needs (the others freeze, cut off, stop the DCS or fill a disk)
+BENCH_FAULTS = [
+    ("kill-worker-leader", True),
+    ("kill-coordinator-leader", True),
+    ("kill-sync-standby", True),
+    ("freeze-worker-leader", False),
+    ("freeze-coordinator-leader", False),
+    ("partition-worker-leader", False),
+    ("isolate-worker-leader", False),
+    ("isolate-coordinator-leader", False),
+    ("dcs-outage", False),
+    ("disk-full-worker-leader", False),
+    ("lose-worker-group", True),
+    ("rolling-restart", True),
+    ("kill-coordinator-mid-rebalance", True),
+    ("kill-source-mid-rebalance", True),
+    ("kill-coordinator-mid-monthly", True),
+    ("kill-worker-mid-monthly", True),
+]
+
 
 class KillOnly(FaultInjector):
     """An injector that kills members and nothing else (as Kubernetes without a way to list a
@@ -35,24 +56,7 @@ class KillOnly(FaultInjector):
 
 
 def test_every_scenario_of_bench_faults_in_its_order():
-    assert list(SCENARIOS) == [
-        "kill-worker-leader",
-        "kill-coordinator-leader",
-        "kill-sync-standby",
-        "freeze-worker-leader",
-        "freeze-coordinator-leader",
-        "partition-worker-leader",
-        "isolate-worker-leader",
-        "isolate-coordinator-leader",
-        "dcs-outage",
-        "disk-full-worker-leader",
-        "lose-worker-group",
-        "rolling-restart",
-        "kill-coordinator-mid-rebalance",
-        "kill-source-mid-rebalance",
-        "kill-coordinator-mid-monthly",
-        "kill-worker-mid-monthly",
-    ]
+    assert list(SCENARIOS) == [name for name, _ in BENCH_FAULTS]
     assert NETNS_SCENARIOS == (
         "partition-worker-leader",
         "isolate-worker-leader",
@@ -62,17 +66,7 @@ def test_every_scenario_of_bench_faults_in_its_order():
 
 def test_an_injector_runs_only_the_scenarios_whose_faults_it_gives():
     faults = KillOnly(cluster=None, spec=ClusterSpec())
-    assert runnable(faults) == [
-        "kill-worker-leader",
-        "kill-coordinator-leader",
-        "kill-sync-standby",
-        "lose-worker-group",
-        "rolling-restart",
-        "kill-coordinator-mid-rebalance",
-        "kill-source-mid-rebalance",
-        "kill-coordinator-mid-monthly",
-        "kill-worker-mid-monthly",
-    ]
+    assert runnable(faults) == [name for name, kill_only in BENCH_FAULTS if kill_only]
     with pytest.raises(FaultNotSupported, match="the test fault injector cannot give 'freeze'"):
         faults.frozen("citusdemo-1-1")
     with pytest.raises(FaultNotSupported, match="'partition'"):

@@ -33,6 +33,19 @@ def _state(tmp_path: Path) -> Path:
 _made: list[Path] = []
 
 
+def _skip_without_citus() -> None:
+    """Preflight checks the extension before ports and directories: without it, skip."""
+    if not (
+        Path(
+            subprocess.run(
+                ["pg_config", "--pkglibdir"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+        )
+        / "citus.so"
+    ).exists():
+        pytest.skip("citus extension not installed: preflight stops at the extension first")
+
+
 @pytest.fixture(autouse=True)
 def _cleanup():
     yield
@@ -68,15 +81,7 @@ def test_missing_citus_extension_is_named(tmp_path, monkeypatch):
 def test_port_in_use_is_named_and_nothing_starts(tmp_path):
     spec = spec_from_mapping(SPEC)
     c = LocalCluster(spec, _state(tmp_path))
-    if not (
-        Path(
-            subprocess.run(
-                ["pg_config", "--pkglibdir"], capture_output=True, text=True, check=False
-            ).stdout.strip()
-        )
-        / "citus.so"
-    ).exists():
-        pytest.skip("citus extension not installed: preflight stops at the extension first")
+    _skip_without_citus()
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.241.1", 6432))  # group 1, member 1
@@ -158,15 +163,7 @@ def test_state_dir_the_service_user_cannot_reach_is_named(tmp_path):
     locked = Path(tempfile.mkdtemp(prefix="citus-pipeline-locked-"))
     _made.append(locked)
     os.chmod(locked, 0o700)
-    if not (
-        Path(
-            subprocess.run(
-                ["pg_config", "--pkglibdir"], capture_output=True, text=True, check=False
-            ).stdout.strip()
-        )
-        / "citus.so"
-    ).exists():
-        pytest.skip("citus extension not installed: preflight stops at the extension first")
+    _skip_without_citus()
     c = LocalCluster(spec_from_mapping(SPEC), locked / "state")
     with pytest.raises(ClusterError) as e:
         c.up(timeout=5)

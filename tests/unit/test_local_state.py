@@ -14,20 +14,23 @@ def _state(tmp_path, **spec) -> ClusterState:
     return ClusterState(Layout(spec_from_mapping(spec), tmp_path))
 
 
-def test_a_changed_topology_is_refused_by_name(tmp_path):
+def _recorded(tmp_path) -> ClusterState:
+    """A state dir whose cluster.json records the default spec."""
     made = _state(tmp_path)
     state = made.read()
     made.record_spec(state)
     made.save(state)
+    return made
+
+
+def test_a_changed_topology_is_refused_by_name(tmp_path):
+    _recorded(tmp_path)
     with pytest.raises(ClusterError, match="field 'workers' changed"):
         _state(tmp_path, workers={"groups": 3}).check_same_topology()
 
 
 def test_settings_outside_the_topology_may_change(tmp_path):
-    made = _state(tmp_path)
-    state = made.read()
-    made.record_spec(state)
-    made.save(state)
+    _recorded(tmp_path)
     _state(tmp_path, metrics={"scrape_interval": 30}, shard_count=8).check_same_topology()
 
 
@@ -46,9 +49,6 @@ def test_a_field_added_to_the_spec_since_is_no_change(tmp_path):
 
 
 def test_the_supervisor_may_be_turned_on_and_off(tmp_path):
-    made = _state(tmp_path)
-    state = made.read()
-    made.record_spec(state)
-    made.save(state)
+    made = _recorded(tmp_path)
     assert "supervisor" not in made.read()["spec"]["local"]
     _state(tmp_path, local={"supervisor": False}).check_same_topology()

@@ -52,6 +52,17 @@ def poll(
         raise KubernetesClusterError(failure(e.last)) from e
 
 
+def _loaded_client(attr: str, doc: str) -> property:
+    """A read-only property for one of :class:`KubeApi`'s clients: the injected one, else the
+    one :meth:`KubeApi.load` builds on first use (all three are built at once)."""
+
+    def get(api: KubeApi) -> Any:
+        api.load()
+        return getattr(api, attr)
+
+    return property(get, doc=doc)
+
+
 class KubeApi:
     """The API clients (core, apps, policy) for one cluster spec's namespace, loaded on first use."""
 
@@ -88,20 +99,9 @@ class KubeApi:
         self._apps = self._apps or client.AppsV1Api()
         self._policy = self._policy or client.PolicyV1Api()
 
-    @property
-    def core(self) -> Any:
-        self.load()
-        return self._core
-
-    @property
-    def apps(self) -> Any:
-        self.load()
-        return self._apps
-
-    @property
-    def policy(self) -> Any:
-        self.load()
-        return self._policy
+    core = _loaded_client("_core", "The CoreV1Api client.")
+    apps = _loaded_client("_apps", "The AppsV1Api client.")
+    policy = _loaded_client("_policy", "The PolicyV1Api client.")
 
     @property
     def selector(self) -> str:

@@ -49,6 +49,11 @@ def _default_connect(dsn: str) -> psycopg.Connection:
     return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
 
 
+def _from_api(name: str) -> property:
+    """A read-only property that is the same one of the cluster's :class:`KubeApi`."""
+    return property(lambda c: getattr(c.api, name), doc=getattr(KubeApi, name).__doc__)
+
+
 class KubernetesCluster(ClusterBackend):
     name = "kubernetes"
 
@@ -71,21 +76,10 @@ class KubernetesCluster(ClusterBackend):
         self._dsn = dsn
 
     # ---- the API, for callers that talk to it themselves (`k8s apply`) -----------------------
-    @property
-    def core(self) -> Any:
-        return self.api.core
-
-    @property
-    def apps(self) -> Any:
-        return self.api.apps
-
-    @property
-    def policy(self) -> Any:
-        return self.api.policy
-
-    @property
-    def selector(self) -> str:
-        return self.api.selector
+    core = _from_api("core")
+    apps = _from_api("apps")
+    policy = _from_api("policy")
+    selector = _from_api("selector")
 
     # ---- topology ---------------------------------------------------------------------------
     def statefulset_groups(self) -> dict[int, Any]:

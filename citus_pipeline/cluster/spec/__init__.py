@@ -13,44 +13,14 @@ not expose). Every name is importable from here.
 from __future__ import annotations
 
 from ...settings import DEFAULT_SPEC_PATH
-from .backends import KubernetesSpec, LocalSpec, ResourcesSpec
-from .fixed import (
-    LIVENESS,
-    REPLICA_BASEBACKUP_OPTIONS,
-    TCP_TIMEOUTS,
-    LivenessProbe,
-    with_tcp_timeouts,
-)
-from .loading import load_spec, spec_from_mapping
-from .model import ClusterSpec
-from .sections import (
-    BackupSpec,
-    CoordinatorSpec,
-    CredentialsSpec,
-    MetricsSpec,
-    PatroniSpec,
-    PostgresSpec,
-    WorkersSpec,
-)
 
-__all__ = [
-    "DEFAULT_SPEC_PATH",
-    "LIVENESS",
-    "REPLICA_BASEBACKUP_OPTIONS",
-    "TCP_TIMEOUTS",
-    "BackupSpec",
-    "ClusterSpec",
-    "CoordinatorSpec",
-    "CredentialsSpec",
-    "KubernetesSpec",
-    "LivenessProbe",
-    "LocalSpec",
-    "MetricsSpec",
-    "PatroniSpec",
-    "PostgresSpec",
-    "ResourcesSpec",
-    "WorkersSpec",
-    "load_spec",
-    "spec_from_mapping",
-    "with_tcp_timeouts",
-]
+# Each part's __all__ is its public names, spelled once there; the package re-exports them all.
+from . import backends, fixed, loading, model, sections
+from .backends import *
+from .fixed import *
+from .loading import *
+from .model import *
+from .sections import *
+
+__all__ = ["DEFAULT_SPEC_PATH"]
+__all__ += backends.__all__ + fixed.__all__ + loading.__all__ + model.__all__ + sections.__all__

@@ -9,11 +9,14 @@
   the previous 5 evaluations.
 """
 
+import inspect
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
+import psycopg
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
 )
@@ -23,6 +26,40 @@ from ...data import rollup
 from ...data.queries import REFERENCE_QUERY, UK_PRICE_QUERIES, time_queries
 from .assets import uk_price, uk_price_rebalanced
 from .resources import CitusResource
+
+# What a check asked of the coordinator found: passed, metadata, the description if it failed.
+Answer = tuple[bool, dict[str, dg.MetadataValue], str | None]
+
+
+def coordinator_check(
+    asset: dg.AssetsDefinition, name: str, *, blocking: bool = False
+) -> Callable[[Callable[[CitusResource, psycopg.Connection], Answer]], dg.AssetChecksDefinition]:
+    """An ERROR-severity asset check on ``asset`` whose decorated ``answer(citus, conn)`` asks
+    the coordinator its one question (its docstring is the check's description); the seconds
+    the connection took join its metadata as ``sql_seconds``."""
+
+    def decorate(
+        answer: Callable[[CitusResource, psycopg.Connection], Answer],
+    ) -> dg.AssetChecksDefinition:
+        @dg.asset_check(
+            asset=asset, name=name, blocking=blocking, description=inspect.getdoc(answer)
+        )
+        def check(citus: CitusResource) -> dg.AssetCheckResult:
+            t0 = time.perf_counter()
+            with citus.connection() as conn:
+                passed, metadata, failure = answer(citus, conn)
+            metadata["sql_seconds"] = dg.MetadataValue.float(round(time.perf_counter() - t0, 4))
+            return dg.AssetCheckResult(
+                passed=passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata=metadata,
+                description=failure,
+            )
+
+        return check
+
+    return decorate
+
 
 # ---- counts ---------------------------------------------------------------------------
 # Good raw rows: uk_price_raw rows (validated by the loader, one per id: its primary key)
@@ -42,25 +79,17 @@ def evaluate_counts(raw_rows: int, table_rows: int) -> tuple[bool, dict]:
     }
 
 
-@dg.asset_check(
-    asset=uk_price,
-    name="counts",
-    blocking=True,
-    description="Every good raw row is in uk_price (no loss, no duplicates).",
-)
-def uk_price_counts(citus: CitusResource) -> dg.AssetCheckResult:
-    t0 = time.perf_counter()
-    with citus.connection() as conn:
-        raw_rows, table_rows = conn.execute(ROW_COUNTS_SQL).fetchone()
+@coordinator_check(uk_price, "counts", blocking=True)
+def uk_price_counts(citus: CitusResource, conn: psycopg.Connection) -> Answer:
+    """Every good raw row is in uk_price (no loss, no duplicates)."""
+    raw_rows, table_rows = conn.execute(ROW_COUNTS_SQL).fetchone()
     # apply_monthly applies each month's A/C/D to uk_price_raw as well while it is in use,
     # so raw and uk_price stay equal without a monthly correction.
     passed, metadata = evaluate_counts(int(raw_rows), int(table_rows))
-    metadata["sql_seconds"] = dg.MetadataValue.float(round(time.perf_counter() - t0, 4))
-    return dg.AssetCheckResult(
-        passed=passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=metadata,
-        description=None if passed else f"uk_price has {table_rows:,} rows, expected {raw_rows:,}",
+    return (
+        passed,
+        metadata,
+        (None if passed else f"uk_price has {table_rows:,} rows, expected {raw_rows:,}"),
     )
 
 
@@ -87,56 +116,33 @@ def quality_sql() -> tuple[str, dict[str, list[str]]]:
     return "SELECT " + ",\n       ".join(parts) + "\nFROM uk_price", params
 
 
-@dg.asset_check(
-    asset=uk_price,
-    name="quality",
-    blocking=True,
-    description="Codes in their domains, no null id/price/date, no price <= 0.",
-)
-def uk_price_quality(citus: CitusResource) -> dg.AssetCheckResult:
-    sql, params = quality_sql()
-    t0 = time.perf_counter()
-    with citus.connection() as conn:
-        cur = conn.execute(sql, params)
-        row = cur.fetchone()
-        names = [d.name for d in cur.description]
-    faults = {n: int(v) for n, v in zip(names, row)}
+@coordinator_check(uk_price, "quality", blocking=True)
+def uk_price_quality(citus: CitusResource, conn: psycopg.Connection) -> Answer:
+    """Codes in their domains, no null id/price/date, no price <= 0."""
+    cur = conn.execute(*quality_sql())
+    row = cur.fetchone()
+    faults = {d.name: int(v) for d, v in zip(cur.description, row)}
     bad = {n: v for n, v in faults.items() if v}
-    return dg.AssetCheckResult(
-        passed=not bad,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            **{n: dg.MetadataValue.int(v) for n, v in faults.items()},
-            "sql_seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 4)),
-        },
-        description=None
-        if not bad
-        else "bad values: " + ", ".join(f"{n}={v}" for n, v in bad.items()),
+    return (
+        not bad,
+        {n: dg.MetadataValue.int(v) for n, v in faults.items()},
+        "bad values: " + ", ".join(f"{n}={v}" for n, v in bad.items()) if bad else None,
     )
 
 
 # ---- rollup ---------------------------------------------------------------------------
-@dg.asset_check(
-    asset=uk_price,
-    name="rollup",
-    description="uk_price_rollup holds uk_price's sales and price sums per key (exact answers).",
-)
-def uk_price_rollup_in_step(citus: CitusResource) -> dg.AssetCheckResult:
-    t0 = time.perf_counter()
-    with citus.connection() as conn:
-        bad = rollup.mismatches(conn, citus.checked_schema())
-        (keys,) = conn.execute("SELECT count(*) FROM uk_price_rollup").fetchone()
-    return dg.AssetCheckResult(
-        passed=bad == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
+@coordinator_check(uk_price, "rollup")
+def uk_price_rollup_in_step(citus: CitusResource, conn: psycopg.Connection) -> Answer:
+    """uk_price_rollup holds uk_price's sales and price sums per key (exact answers)."""
+    bad = rollup.mismatches(conn, citus.checked_schema())
+    (keys,) = conn.execute("SELECT count(*) FROM uk_price_rollup").fetchone()
+    return (
+        bad == 0,
+        {
             "rollup_keys": dg.MetadataValue.int(int(keys)),
             "keys_not_in_step": dg.MetadataValue.int(int(bad)),
-            "sql_seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 4)),
         },
-        description=None
-        if bad == 0
-        else f"{bad} rollup keys differ from uk_price: run data.rollup.rebuild",
+        None if bad == 0 else f"{bad} rollup keys differ from uk_price: run data.rollup.rebuild",
     )
 
 
@@ -167,17 +173,11 @@ def evaluate_balance(
     return BalanceVerdict(not reasons, ratio, empty, "; ".join(reasons) or None)
 
 
-@dg.asset_check(
-    asset=uk_price_rebalanced,
-    name="balance",
-    blocking=True,
-    description="Bytes per worker within 1.2x (max/min) and every active worker holds shards.",
-)
-def uk_price_balance(citus: CitusResource) -> dg.AssetCheckResult:
-    t0 = time.perf_counter()
-    with citus.connection() as conn:
-        nodes = node_bytes(conn)
-        active = fetch_active_worker_groups(conn)
+@coordinator_check(uk_price_rebalanced, "balance", blocking=True)
+def uk_price_balance(citus: CitusResource, conn: psycopg.Connection) -> Answer:
+    """Bytes per worker within 1.2x (max/min) and every active worker holds shards."""
+    nodes = node_bytes(conn)
+    active = fetch_active_worker_groups(conn)
     verdict = evaluate_balance(nodes, active)
     metadata: dict[str, dg.MetadataValue] = {
         "max_min_ratio": dg.MetadataValue.float(
@@ -185,16 +185,10 @@ def uk_price_balance(citus: CitusResource) -> dg.AssetCheckResult:
         ),
         "active_workers": dg.MetadataValue.int(len(active)),
         "empty_workers": dg.MetadataValue.int(len(verdict.empty_groups)),
-        "sql_seconds": dg.MetadataValue.float(round(time.perf_counter() - t0, 4)),
     }
     for g, v in sorted(nodes.items()):
         metadata[f"bytes_group_{g}"] = dg.MetadataValue.int(v["bytes"])
-    return dg.AssetCheckResult(
-        passed=verdict.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=metadata,
-        description=verdict.reason,
-    )
+    return verdict.passed, metadata, verdict.reason
 
 
 # ---- query timing ---------------------------------------------------------------------

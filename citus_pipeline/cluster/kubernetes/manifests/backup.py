@@ -40,6 +40,7 @@ from .names import (
     backup_labels,
     backup_name,
     base_labels,
+    container_security,
     highest_group,
     object_meta,
     pgbackrest_configmap_name,
@@ -129,11 +130,7 @@ def backup_cronjob(spec: ClusterSpec) -> Manifest:
             "requests": {"cpu": "10m", "memory": "64Mi"},
             "limits": {"memory": "256Mi"},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security(),
     }
     pod = {
         "serviceAccountName": backup_name(spec),

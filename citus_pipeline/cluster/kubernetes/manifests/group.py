@@ -39,6 +39,7 @@ from .names import (
     bootstrap_configmap_name,
     check_names,
     config_name,
+    container_security,
     group_labels,
     group_name,
     group_type,
@@ -166,11 +167,7 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
             "failureThreshold": LIVENESS.failure_threshold,
             "terminationGracePeriodSeconds": 5,
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security(),
         "volumeMounts": [
             {"name": "pgdata", "mountPath": PGDATA_MOUNT},
             {"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True},

@@ -21,6 +21,7 @@ from .names import (
     SECRET_KEYS,
     Manifest,
     base_labels,
+    container_security,
     exporter_queries_name,
     object_meta,
 )
@@ -76,12 +77,7 @@ def exporter_container(spec: ClusterSpec) -> Manifest:
             "requests": {"cpu": "10m", "memory": "32Mi"},
             "limits": {"memory": "128Mi"},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsUser": IMAGE_UID,
-        },
+        "securityContext": container_security(runAsUser=IMAGE_UID),
         "volumeMounts": [
             {"name": "exporter-queries", "mountPath": EXPORTER_QUERIES_MOUNT, "readOnly": True}
         ],

@@ -234,6 +234,17 @@ def backup_labels(spec: ClusterSpec) -> dict[str, str]:
     return selector_service_labels(spec, "backup")
 
 
+def container_security(**more: Any) -> Manifest:
+    """Every container's securityContext: no privilege escalation and no capabilities, its
+    root filesystem read-only (what it writes goes to its volumes); ``more`` adds to it."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        **more,
+    }
+
+
 def object_meta(spec: ClusterSpec, name: str, labels: dict[str, str], **extra: Any) -> Manifest:
     meta: Manifest = {"name": name, "namespace": spec.kubernetes.namespace, "labels": dict(labels)}
     meta.update(extra)
@@ -280,6 +291,7 @@ __all__ = [
     "bootstrap_configmap_name",
     "check_names",
     "config_name",
+    "container_security",
     "coordinator_lb_name",
     "dagster_role_name",
     "exporter_queries_name",
