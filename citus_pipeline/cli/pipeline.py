@@ -7,6 +7,7 @@ runs the same function as its first section.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -17,7 +18,9 @@ import typer
 from rich.console import Console
 
 from .. import settings
+from ..errors import WaitTimeout
 from ..pipeline.run import PipelineFailed, RunLog, bootstrap_dagster_home, console, run_pipeline
+from ..waiting import until
 
 app = typer.Typer(help="Run the Dagster pipeline end to end.", no_args_is_help=True)
 err_console = Console(stderr=True)
@@ -92,14 +95,16 @@ def _wait_for_sensor_tick(home: Path, sensor: str, timeout: float) -> None:
     from dagster._core.instance.ref import InstanceRef
     from dagster._core.scheduler.instigation import InstigatorType
 
-    deadline = time.monotonic() + timeout
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-        while time.monotonic() < deadline:
+
+        def ticked() -> bool:
             states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
             state = next((s for s in states if s.name == sensor), None)
-            if state and instance.get_ticks(state.instigator_origin_id, state.selector_id):
-                return
-            time.sleep(2)
+            return bool(state and instance.get_ticks(state.instigator_origin_id, state.selector_id))
+
+        # best effort: without a tick the screenshot shows an empty tick history, no more
+        with contextlib.suppress(WaitTimeout):
+            until(ticked, timeout, 2, f"a tick of {sensor}")
 
 
 @app.command("ui")

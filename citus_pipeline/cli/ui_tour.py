@@ -14,7 +14,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ from pathlib import Path
 import httpx
 
 from .. import settings
-from ..errors import UserError
+from ..errors import UserError, WaitTimeout
+from ..waiting import until
 
 CHROMIUM = "/usr/bin/chromium"
 # Headless, and nothing that would reach for the network (this machine has none).
@@ -101,18 +101,16 @@ def serve(
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def answers() -> bool:
             if proc.poll() is not None:
                 raise UserError(f"dagster-webserver exited with code {proc.returncode}", log)
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise UserError(f"dagster-webserver did not answer in {timeout:.0f} s", log)
-            time.sleep(0.5)
+            return httpx.get(f"{url}/server_info", timeout=2).status_code == 200
+
+        try:
+            until(answers, timeout, 0.5, "dagster-webserver", ignore=(httpx.HTTPError,))
+        except WaitTimeout as err:
+            raise UserError(f"dagster-webserver did not answer in {timeout:.0f} s", log) from err
         yield url
     finally:
         os.killpg(proc.pid, 15)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from ..errors import RebalanceFailed
+from ..errors import RebalanceFailed, WaitTimeout
+from ..waiting import until
 from .citus_meta import cleanup_orphans, fetch_active_worker_groups, node_bytes
 
 REBALANCE_START_SQL = """
@@ -83,22 +84,29 @@ def _wait_for_job(
     log: Callable[[str], None],
 ) -> str:
     """The job's final state, logging its task counts as they change."""
-    deadline = time.monotonic() + timeout_seconds
-    last_counts = None
-    while True:
+    logged: list[dict] = []  # the task counts last logged: a line only when they change
+
+    def read() -> str:
         job, state, counts = conn.execute(REBALANCE_STATUS_SQL).fetchone()
         counts = counts or {}
-        if counts != last_counts:
+        if not logged or counts != logged[-1]:
             log(f"rebalance job {job}: {state}, tasks {counts}")
-            last_counts = counts
-        if state not in RUNNING_STATES:
-            return state
-        if time.monotonic() > deadline:
-            raise RebalanceFailed(
-                f"rebalance job {job_id} still {state} after {timeout_seconds:.0f}s; "
-                "it keeps running in the background (citus_rebalance_status())"
-            )
-        time.sleep(poll_seconds)
+            logged[:] = [counts]
+        return state
+
+    try:
+        return until(
+            read,
+            timeout_seconds,
+            poll_seconds,
+            f"rebalance job {job_id} to finish",
+            done=lambda state: state not in RUNNING_STATES,
+        )
+    except WaitTimeout as err:
+        raise RebalanceFailed(
+            f"rebalance job {job_id} still {err.last} after {timeout_seconds:.0f}s; "
+            "it keeps running in the background (citus_rebalance_status())"
+        ) from err
 
 
 def run_background_rebalance(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Protocol
 import psycopg
 from pydantic import BaseModel
 
-from ..errors import BackupError, GroupUnreachable
+from ..errors import BackupError, GroupUnreachable, WaitTimeout
+from ..waiting import until
 from .failover import message_is_transient
 
 # PostgreSQL keeps a restore point's name in MAXFNAMELEN (64) bytes, the last one NUL
@@ -135,24 +135,26 @@ def switch_and_wait(conn: psycopg.Connection, timeout: float) -> None:
 def wait_files_archived(
     conn: psycopg.Connection, files: dict[int, str], timeout: float, what: str
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        late = {}
+
+    def late() -> dict[int, tuple[str, str]]:
+        """group -> (the file it still owes, the last file its archiver failed on)."""
+        owed = {}
         for g, result in _per_group(conn, ARCHIVED_SQL).items():
             last, failed = result.split()
             want = files.get(g)
             # a newer WAL file, or this one (not its .backup or .partial companions)
             if want and not (last == want or (len(last) >= 24 and last[:24] > want)):
-                late[g] = (want, failed)
-        if not late:
-            return
-        if time.monotonic() > deadline:
-            g, (want, failed) = next(iter(late.items()))
-            why = f"; the archiver last failed on {failed}" if failed != "-" else ""
-            raise BackupError(
-                f"group {g}: WAL file {want} {what} was not archived within {timeout:.0f} s{why}"
-            )
-        time.sleep(0.2)
+                owed[g] = (want, failed)
+        return owed
+
+    try:
+        until(late, timeout, 0.2, f"WAL files {what} archived", done=lambda owed: not owed)
+    except WaitTimeout as err:
+        g, (want, failed) = next(iter(err.last.items()))
+        why = f"; the archiver last failed on {failed}" if failed != "-" else ""
+        raise BackupError(
+            f"group {g}: WAL file {want} {what} was not archived within {timeout:.0f} s{why}"
+        ) from err
 
 
 class RestorePointStore(Protocol):
