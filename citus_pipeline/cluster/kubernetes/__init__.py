@@ -12,7 +12,6 @@ spec as pure functions, so the committed base and the backend agree.
 
 from __future__ import annotations
 
-from ...errors import DrainError, KubernetesClusterError
 from .cluster import KubernetesCluster
 
-__all__ = ["DrainError", "KubernetesCluster", "KubernetesClusterError"]
+__all__ = ["KubernetesCluster"]

@@ -9,7 +9,6 @@ process, REST calls), ``preflight`` (what the machine must provide), ``credentia
 
 from __future__ import annotations
 
-from ...errors import ClusterError
 from ...settings import default_state_dir
 from .cluster import LocalCluster, Progress
 from .layout import Layout, Member
@@ -17,7 +16,6 @@ from .state import STATE_ENV
 
 __all__ = [
     "STATE_ENV",
-    "ClusterError",
     "Layout",
     "LocalCluster",
     "Member",
