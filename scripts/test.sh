@@ -14,6 +14,6 @@ workers=()
 if [ "$#" = 0 ]; then
   uv run --frozen --all-groups ruff check --quiet .
   uv run --frozen --all-groups ruff format --check --quiet .
-  workers=(-n "${CITUS_PIPELINE_TEST_WORKERS:-2}" --dist loadgroup)
+  workers=(-n "${CITUS_PIPELINE_TEST_WORKERS:-2}" --dist loadfile)
 fi
 exec uv run --frozen --all-groups pytest -p no:cacheprovider --durations=30 "${workers[@]}" "$@"

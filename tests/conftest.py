@@ -172,27 +172,43 @@ def citus_dsn(request, require_citus) -> str:
     return request.getfixturevalue("citus_cluster").coordinator_dsn()
 
 
-# The test command runs two pytest-xdist workers (`-n 2 --dist loadgroup`): most of a cluster
+# The test command runs two pytest-xdist workers (`-n 2 --dist loadfile`): most of a cluster
 # test's time is spent waiting (Patroni's TTL, a leader race, a restore's WAL replay), so two
 # run side by side in the wall time of one. A file's tests stay on one worker, so its
 # module-scoped clusters start once; every k8s test shares one worker, because the pod network
 # and the apiserver use fixed addresses. The longest groups start first, so neither worker is
 # left with a long tail alone.
-_FIRST = ("k8s", "test_fault_matrix.py", "test_backup.py", "test_dagster_daemon.py")
+_FIRST = ("tests/k8s", "test_fault_matrix.py", "test_backup.py", "test_dagster_daemon.py")
 
 
-def _xdist_group(item: pytest.Item) -> str:
-    return "k8s" if item.path.parent.name == "k8s" else item.path.name
+def _scope(nodeid: str) -> str:
+    """The unit of work a worker takes whole: the k8s tests together, else one file."""
+    path = nodeid.split("::", 1)[0]
+    return "tests/k8s" if path.startswith("tests/k8s/") else path
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist; without it, nothing to schedule
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    # xdist's loadgroup marks would do, but pytest 9 no longer lets xdist rename the node ids
+    # it groups by; loadfile's scheduler, one scope wider, is the documented way
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileOrK8s(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return FileOrK8s(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("dist", "no") == "no":
-        return
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
+    if not hasattr(config, "workerinput"):
+        return  # only xdist's workers collect for the scheduler; a plain run keeps its order
 
     def rank(item: pytest.Item) -> int:
-        group = _xdist_group(item)
-        return _FIRST.index(group) if group in _FIRST else len(_FIRST)
+        scope = _scope(item.nodeid)
+        name = scope if scope == "tests/k8s" else item.path.name
+        return _FIRST.index(name) if name in _FIRST else len(_FIRST)
 
     items.sort(key=rank)  # stable: each file keeps its own order
