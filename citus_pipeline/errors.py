@@ -109,6 +109,10 @@ class FaultNotSupported(ClusterError):
         self.fault = fault
 
 
+class ImageBuildError(UserError):
+    """An image could not be built (a tool missing, a step of its Dockerfile failed)."""
+
+
 class CommandFailed(UserError):
     """A peer tool the benchmark runs (psql, pgloader, the loader's child) did not finish."""
 
@@ -122,6 +126,7 @@ __all__ = [
     "FaultNotSupported",
     "FileShapeError",
     "GroupUnreachable",
+    "ImageBuildError",
     "KubernetesClusterError",
     "RebalanceFailed",
     "SourceError",

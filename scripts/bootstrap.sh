@@ -5,9 +5,11 @@
 #                               Citus (below). It runs no `go`, even where Go is installed.
 #   scripts/bootstrap.sh --dev  also the test and bench tools: chromium (UI tests, screenshots),
 #                               prometheus and its postgres exporter (`--with-metrics`), pgloader
-#                               and GNU time (`bench seed`), the dev and bench dependency groups,
-#                               and the pinned Kubernetes control plane of the k8s tests (built
-#                               with Go into ~/.cache, minutes the first time, then cached).
+#                               and GNU time (`bench seed`), buildah, mmdebstrap and skopeo
+#                               (`k8s build-images`), the CNI plugins and iptables of the sandbox's
+#                               nodes, the dev and bench dependency groups, and the pinned
+#                               Kubernetes stack of the k8s tests (built with Go into ~/.cache,
+#                               minutes the first time, then cached).
 # Idempotent: every step checks first, so a second run takes seconds (scripts/test.sh runs the
 # --dev level before every test run).
 # The citus extension is not packaged by Debian: where citus.so is missing for the PostgreSQL
@@ -51,6 +53,15 @@ if [ "$DEV" = 1 ]; then
   # `bench seed`: pgloader is one of the loaders compared; GNU time reads each child's CPU and RSS
   command -v pgloader >/dev/null || need+=(pgloader)
   [ -x /usr/bin/time ] || need+=(time)
+  # `k8s build-images`: buildah on a Debian base made by mmdebstrap, skopeo to push
+  command -v buildah >/dev/null || need+=(buildah)
+  command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+  command -v skopeo >/dev/null || need+=(skopeo)
+  # `k8s sandbox`: the CNI plugins (bridge, host-local, portmap, loopback) and iptables of the
+  # nodes; runc is built by scripts/k8s-control-plane.sh against libseccomp
+  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+  command -v iptables >/dev/null || need+=(iptables)
+  [ -f /usr/include/seccomp.h ] || need+=(libseccomp-dev pkg-config)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"

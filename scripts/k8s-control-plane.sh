@@ -15,7 +15,8 @@ K8S_RELEASE="${K8S_RELEASE:-1.35.4}"
 STAGING_VERSION="v0.${K8S_RELEASE#1.}"
 CACHE="${CITUS_PIPELINE_K8S_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/citus-pipeline/k8s-${K8S_RELEASE}}"
 BIN="$CACHE/bin"
-COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
+KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+COMPONENTS=("${KUBE_COMPONENTS[@]}" etcd)
 say() { printf '\033[1m[k8s-control-plane]\033[0m %s\n' "$*" >&2; }
 
 stamp="$BIN/.pin"
@@ -57,6 +58,8 @@ go_line="$(awk '$1 == "go" {print $2; exit}' "$kmod")"
   echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
   echo "	k8s.io/kubernetes/cmd/kube-scheduler"
   echo "	k8s.io/kubernetes/cmd/kubectl"
+  echo "	k8s.io/kubernetes/cmd/kubelet"
+  echo "	k8s.io/kubernetes/cmd/kube-proxy"
   echo "	go.etcd.io/etcd/server/v3"
   echo ")"
 } > go.mod
@@ -70,11 +73,16 @@ ldflags="-s -w"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitVersion=v$K8S_RELEASE -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
 done
-for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+# A binary already built for this pin is kept: adding a component costs only its own build.
+built_pin="$(cat "$stamp" 2>/dev/null || true)"
+for c in "${KUBE_COMPONENTS[@]}"; do
+  if [ "$built_pin" = "$K8S_RELEASE" ] && [ -x "$BIN/$c" ]; then continue; fi
   say "go build $c (several minutes on two cores)"
   CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BIN/$c" "k8s.io/kubernetes/cmd/$c"
 done
-say "go build etcd $etcd_version"
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+if [ "$built_pin" != "$K8S_RELEASE" ] || [ ! -x "$BIN/etcd" ]; then
+  say "go build etcd $etcd_version"
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+fi
 echo "$K8S_RELEASE" > "$stamp"
 echo "$BIN"

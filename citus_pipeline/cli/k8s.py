@@ -15,6 +15,7 @@ from .. import settings
 from ..cluster.kubernetes import manifests as mf
 from ..cluster.kubernetes.apply import apply_manifests, validate_manifests
 from ..cluster.spec import load_spec
+from ..images.recipes import DEFAULT_REGISTRY
 from .terminal import ContextOpt, SpecOpt, err, fail, out, run, user_errors
 
 DEFAULT_BASE_DIR = settings.REPO_ROOT / "k8s" / "base"
@@ -96,6 +97,62 @@ def tls_sans(
     """DNS names the members' TLS certificate must cover (sslmode=verify-full)."""
     for name in mf.tls_dns_names(run(load_spec, spec), groups):
         out.print(name, highlight=False)
+
+
+@app.command("build-images")
+def build_images(
+    out_dir: Annotated[Path, typer.Option("--out", help="where the OCI archives go")] = Path(
+        "images"
+    ),
+    citus_from_host: Annotated[
+        bool,
+        typer.Option(
+            "--citus-from-host",
+            help="take this machine's installed Citus instead of the Citus package repository",
+        ),
+    ] = False,
+    registry: Annotated[
+        str, typer.Option(help="registry part of the image names")
+    ] = DEFAULT_REGISTRY,
+    refresh_base: Annotated[
+        bool, typer.Option("--refresh-base", help="make the Debian base again (security updates)")
+    ] = False,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="build only this image (repeatable)")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="print every build line")
+    ] = False,
+):
+    """Build the images users deploy with buildah (no Docker engine, no registry).
+
+    Writes DIR/<image>.oci.tar and DIR/images.json (what each contains). Push with
+    `skopeo copy oci-archive:DIR/patroni-citus.oci.tar docker://cr.yandex/<registry-id>/...`.
+    """
+    from ..images.build import MANIFEST
+    from ..images.build import build_images as build
+
+    def echo(line: str) -> None:
+        if verbose or line.startswith("STEP "):
+            err.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+
+    with user_errors("build-images"):
+        done = build(
+            out_dir,
+            citus_from_host=citus_from_host,
+            registry=registry,
+            refresh_base=refresh_base,
+            only=tuple(only or ()),
+            log=lambda m: err.print(f"[bold]build-images[/] {m}", highlight=False),
+            echo=echo,
+        )
+    for image in done["images"]:
+        out.print(
+            f"{out_dir / image['archive']}  {image['reference']}  user {image['user']}  "
+            f"{image['archive_bytes'] / 1e6:.0f} MB  {image['build_s']} s",
+            highlight=False,
+        )
+    out.print(str(out_dir / MANIFEST), highlight=False)
 
 
 __all__ = ["app"]

@@ -1,7 +1,8 @@
 """The package's import graph: no cycles, and no import running back up the layers.
 
-Layers, bottom up: errors/settings/waiting -> cluster -> data -> defs (with definitions.py) ->
-pipeline (the main job from nothing) -> drills -> bench -> cli. A layer imports only the
+Layers, bottom up: errors/settings/waiting -> cluster -> images/sandbox (the images users
+deploy, the Kubernetes sandbox) -> data -> defs (with definitions.py) -> pipeline (the main job
+from nothing) -> drills -> bench -> cli. A layer imports only the
 layers below it. The cluster layer knows nothing of the data path or Dagster, the data path
 nothing of Dagster; the benchmarks measure cluster/ and data/ code, never defs/ (`bench seed`
 runs the whole job through pipeline/, as `pipeline run` does). Only cli/ knows the command
@@ -20,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "citus_pipeline"
 LAYERS = [
     ("citus_pipeline.errors", "citus_pipeline.settings", "citus_pipeline.waiting"),
     ("citus_pipeline.cluster",),
+    ("citus_pipeline.images", "citus_pipeline.sandbox"),
     ("citus_pipeline.data",),
     ("citus_pipeline.defs", "citus_pipeline.definitions"),
     ("citus_pipeline.pipeline",),
