@@ -113,6 +113,10 @@ class ImageBuildError(UserError):
     """An image could not be built (a tool missing, a step of its Dockerfile failed)."""
 
 
+class SandboxError(UserError):
+    """The Kubernetes sandbox could not start, stop or answer (which part, and its log)."""
+
+
 class CommandFailed(UserError):
     """A peer tool the benchmark runs (psql, pgloader, the loader's child) did not finish."""
 
@@ -129,6 +133,7 @@ __all__ = [
     "ImageBuildError",
     "KubernetesClusterError",
     "RebalanceFailed",
+    "SandboxError",
     "SourceError",
     "SpecError",
     "Transient",

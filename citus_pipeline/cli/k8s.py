@@ -16,6 +16,7 @@ from ..cluster.kubernetes import manifests as mf
 from ..cluster.kubernetes.apply import apply_manifests, validate_manifests
 from ..cluster.spec import load_spec
 from ..images.recipes import DEFAULT_REGISTRY
+from .sandbox import app as sandbox_app
 from .terminal import ContextOpt, SpecOpt, err, fail, out, run, user_errors
 
 DEFAULT_BASE_DIR = settings.REPO_ROOT / "k8s" / "base"
@@ -24,6 +25,7 @@ app = typer.Typer(
     help="Production deployment on Kubernetes (manifests rendered from the cluster spec).",
     no_args_is_help=True,
 )
+app.add_typer(sandbox_app, name="sandbox")
 
 
 @app.command()

@@ -8,6 +8,7 @@ the exact Debian and Python package versions inside.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -32,7 +33,9 @@ def image_cache() -> Path:
 
 
 @contextmanager
-def _context(recipe: Recipe, citus_from_host: bool, notes: dict) -> Iterator[Path]:
+def _context(
+    recipe: Recipe, citus_from_host: bool, notes: dict, bin_dir: Path | None
+) -> Iterator[Path]:
     if not recipe.copy_context:
         yield recipe.context
         return
@@ -41,6 +44,12 @@ def _context(recipe: Recipe, citus_from_host: bool, notes: dict) -> Iterator[Pat
         shutil.copytree(recipe.context, ctx)
         if recipe.has_citus and citus_from_host:
             notes["citus_from_host"] = citus_host.copy_into(ctx)
+        for name in recipe.binaries:
+            if bin_dir is None or not (bin_dir / name).exists():
+                raise ImageBuildError(
+                    f"{recipe.key} needs {name}: run scripts/k8s-control-plane.sh"
+                )
+            shutil.copy2(bin_dir / name, ctx / name)
         yield ctx
 
 
@@ -64,6 +73,9 @@ def build_images(
     registry: str = DEFAULT_REGISTRY,
     refresh_base: bool = False,
     only: tuple[str, ...] = (),
+    recipes: tuple[Recipe, ...] = RECIPES,
+    bin_dir: Path | None = None,
+    skip_unchanged: bool = False,
     log: Callable[[str], None] = lambda _m: None,
     echo: Callable[[str], None] = lambda _l: None,
 ) -> dict:
@@ -71,7 +83,7 @@ def build_images(
     reason = missing_reason()
     if reason:
         raise ImageBuildError(reason)
-    unknown = set(only) - {r.key for r in RECIPES}
+    unknown = set(only) - {r.key for r in recipes}
     if unknown:
         raise ImageBuildError(f"no image named {', '.join(sorted(unknown))}")
     out.mkdir(parents=True, exist_ok=True)
@@ -83,17 +95,30 @@ def build_images(
         b.import_rootfs(tarball, BASE_REFERENCE)
         log(f"imported {BASE_REFERENCE}")
     manifest = {"base": BASE_REFERENCE, "base_s": round(time.monotonic() - t0, 1), "images": []}
-    for recipe in RECIPES:
+    base_id = f"{tarball.stat().st_mtime_ns}:{tarball.stat().st_size}"  # a refresh rebuilds
+    previous = {e.get("key"): e for e in _read_manifest(out / MANIFEST).get("images", [])}
+    for recipe in recipes:
         if only and recipe.key not in only:
             continue
         reference = recipe.reference(registry)
+        digest = _inputs_digest(recipe, citus_from_host, bin_dir, base_id)
+        old = previous.get(recipe.key, {})
+        if (
+            skip_unchanged
+            and old.get("inputs_digest") == digest
+            and old.get("reference") == reference
+            and (out / old.get("archive", "-")).exists()
+        ):
+            manifest["images"].append(old)
+            log(f"{old['archive']}: unchanged inputs, kept")
+            continue
         log(f"building {reference}")
         started = time.monotonic()
         notes: dict = {}
         build_args = {"BASE_IMAGE": BASE_REFERENCE}
         if recipe.has_citus and citus_from_host:
             build_args["CITUS_SOURCE"] = "host"
-        with _context(recipe, citus_from_host, notes) as ctx:
+        with _context(recipe, citus_from_host, notes, bin_dir) as ctx:
             b.bud(ctx, recipe.dockerfile_in(ctx), reference, build_args, echo)
         archive = out / f"{recipe.key}.oci.tar"
         b.push_archive(reference, archive)
@@ -103,6 +128,7 @@ def build_images(
             "archive": archive.name,
             "archive_bytes": archive.stat().st_size,
             "build_s": round(time.monotonic() - started, 1),
+            "inputs_digest": digest,
             **notes,
             **_describe(b, reference, recipe),
         }
@@ -119,6 +145,19 @@ def build_images(
     manifest["images"] = sorted(kept + manifest["images"], key=lambda e: e["key"])
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _inputs_digest(
+    recipe: Recipe, citus_from_host: bool, bin_dir: Path | None, base_id: str
+) -> str:
+    extra: list[Path] = []
+    if recipe.has_citus and citus_from_host:
+        files = citus_host.citus_files()
+        extra += [*files["libs"], *files["extension"]]
+    extra += [bin_dir / b for b in recipe.binaries if bin_dir and (bin_dir / b).exists()]
+    host = "host" if recipe.has_citus and citus_from_host else ""
+    files = record.inputs_digest(recipe.context, recipe.inputs, tuple(extra))
+    return hashlib.sha256(f"{files}|{host}|{base_id}".encode()).hexdigest()
 
 
 def _read_manifest(path: Path) -> dict:

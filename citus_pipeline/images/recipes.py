@@ -26,6 +26,8 @@ class Recipe:
     site_packages: str  # glob of the image's Python packages, for the record
     user: str  # the non-root user the image runs as (uid:gid)
     has_citus: bool = False  # takes CITUS_SOURCE (and citus-host/ with --citus-from-host)
+    binaries: tuple[str, ...] = ()  # copied into the context from the Kubernetes stack's build
+    inputs: tuple[str, ...] = ("**/*",)  # globs (under context) of what the build reads
 
     def dockerfile_in(self, context: Path) -> Path:
         """The Dockerfile within ``context`` (a copy of the recipe's context or itself)."""
@@ -54,6 +56,14 @@ DAGSTER = Recipe(
     context=REPO_ROOT,
     copy_context=False,
     site_packages="opt/app/.venv/lib/python3*/site-packages",
+    inputs=(
+        "k8s/dagster/Dockerfile",
+        "pyproject.toml",
+        "uv.lock",
+        "README.md",
+        "cluster.yaml",
+        "citus_pipeline/**/*",
+    ),
     user="10001:10001",
 )
 EXPORTER = Recipe(
