@@ -104,6 +104,10 @@ class Layout:
         return self.pki / "admin.kubeconfig"
 
     @property
+    def passfile(self) -> Path:  # PGPASSFILE for the members' superuser
+        return self.root / "pgpass"
+
+    @property
     def state_file(self) -> Path:
         return self.root / "sandbox.json"
 

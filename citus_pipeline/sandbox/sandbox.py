@@ -22,6 +22,7 @@ from .control_plane import ControlPlane
 from .images import archives, ensure_images
 from .layout import Layout
 from .node import NodeStack, remove_tree
+from .product import prepare
 from .spec import write_spec
 
 Log = Callable[[str], None]
@@ -103,6 +104,7 @@ class Sandbox:
         addons.install(self.layout, log)
         step("addons", t0)
         write_spec(self.layout)
+        prepare(self.layout)
         timings["total"] = round(time.monotonic() - started, 1)
         self._save(up_s=timings)
         return timings

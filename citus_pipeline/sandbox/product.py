@@ -1,0 +1,74 @@
+"""What README step 3 has a user create before the first deploy, done for the sandbox: the
+namespace, the members' passwords (a Secret), and their TLS certificate (a Secret, issued by
+the sandbox's CA for every name `k8s tls-sans` lists, as `verify-full` needs). The passwords
+also go to a libpq passfile beside the kubeconfig, for the CLI on this machine."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from typing import Any
+
+from ..cluster.kubernetes import manifests as mf
+from ..cluster.spec import ClusterSpec, spec_from_mapping
+from .addons import apply, kubectl
+from .layout import Layout
+from .pki import CA, write_private
+from .spec import sandbox_spec
+
+PASSWORD_KEYS = ("superuser-password", "replication-password", "restapi-password")
+
+
+def passwords(layout: Layout) -> dict[str, str]:
+    """The members' passwords, made once for the sandbox's life."""
+    path = layout.root / "credentials.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    pw = {k: base64.urlsafe_b64encode(os.urandom(18)).decode() for k in PASSWORD_KEYS}
+    write_private(path, json.dumps(pw).encode())
+    return pw
+
+
+def passfile(layout: Layout, spec: ClusterSpec) -> None:
+    """`PGPASSFILE` for the superuser at any address of the sandbox (the load balancers')."""
+    pw = passwords(layout)["superuser-password"]
+    write_private(layout.passfile, f"*:*:*:{spec.credentials.superuser}:{pw}\n".encode())
+
+
+def namespace_objects(layout: Layout, spec: ClusterSpec) -> list[dict[str, Any]]:
+    ns = spec.kubernetes.namespace
+    ca = CA.load_or_create(layout.pki, "citus-pipeline-sandbox-ca")
+    crt, key = ca.issue("citus", dns=tuple(mf.tls_dns_names(spec)), server=True)
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": spec.credentials.kubernetes_secret, "namespace": ns},
+            "stringData": passwords(layout),
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": spec.kubernetes.tls_secret, "namespace": ns},
+            "stringData": {
+                "tls.crt": crt.decode(),
+                "tls.key": key.decode(),
+                "ca.crt": ca.pem.decode(),
+            },
+        },
+    ]
+
+
+def prepare(layout: Layout) -> ClusterSpec:
+    """The namespace and Secrets of the sandbox's spec (kept when they exist: a certificate
+    re-issued under running members would be a rotation, not a setup)."""
+
+    spec = spec_from_mapping(sandbox_spec())
+    ns = spec.kubernetes.namespace
+    have = kubectl(layout, "get", "secrets", "-n", ns, "-o", "name", "--ignore-not-found")
+    wanted = namespace_objects(layout, spec)
+    apply(layout, [o for o in wanted if f"secret/{o['metadata']['name']}" not in have])
+    passfile(layout, spec)
+    return spec
