@@ -67,8 +67,16 @@ def prepare(layout: Layout) -> ClusterSpec:
 
     spec = spec_from_mapping(sandbox_spec())
     ns = spec.kubernetes.namespace
-    have = kubectl(layout, "get", "secrets", "-n", ns, "-o", "name", "--ignore-not-found")
+    out = kubectl(layout, "get", "secrets", "-n", ns, "-o", "name", "--ignore-not-found")
+    have = set(out.split())
     wanted = namespace_objects(layout, spec)
-    apply(layout, [o for o in wanted if f"secret/{o['metadata']['name']}" not in have])
+    apply(
+        layout,
+        [
+            o
+            for o in wanted
+            if o["kind"] != "Secret" or f"secret/{o['metadata']['name']}" not in have
+        ],
+    )
     passfile(layout, spec)
     return spec

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..cluster.local.processes import tail
 from ..errors import SandboxError
 from ..waiting import until
-from . import addons, binaries, kernel, network
+from . import addons, binaries, faults, kernel, network
 from .control_plane import ControlPlane
 from .images import archives, ensure_images
 from .layout import Layout
@@ -173,6 +173,16 @@ class Sandbox:
             log("kernel settings put back")
         remove_tree(self.layout.root)
         log(f"removed {self.layout.root}")
+
+    # -- faults below the API (the drills) ------------------------------------------------------
+    def pod_processes(self, namespace: str, name: str) -> list[int]:
+        return faults.pod_processes(self.layout, self.stacks, namespace, name)
+
+    def lose_node(self, name: str) -> list[int]:
+        return faults.lose_node(self.stacks, name)
+
+    def revive_node(self, name: str) -> None:
+        faults.revive_node(faults.stack_of(self.stacks, name))
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict:

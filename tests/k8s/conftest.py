@@ -1,9 +1,11 @@
-"""Fixtures of the `k8s` tests: a real control plane with the pod runner and three nodes, and
-the project's HA Citus cluster applied to it from its own rendered manifests.
+"""Fixtures of the `k8s` tests: the sandbox (a real three-node Kubernetes: kubelets, containerd
+and runc running the images built from the Dockerfiles), and the project's HA Citus cluster
+deployed on it from its own rendered manifests.
 
-Each test module gets its own control plane and cluster (module scope). The tests skip with
-one line where the control plane was not built (scripts/k8s-control-plane.sh), where the
-machine cannot make namespaces, or where Citus is missing, like the other Citus tests.
+The sandbox is one for the session (`k8s sandbox up`, idempotent; taken down at the end when
+the session started it); each test module gets its own cluster, its namespace deleted after.
+The tests skip with one line where the sandbox cannot start (not root, the stack or buildah
+missing) or where Citus is missing, like the other Citus tests.
 """
 
 from __future__ import annotations
@@ -15,33 +17,27 @@ from pathlib import Path
 
 import pytest
 
-from .control_plane import ControlPlane, kubectl, missing_reason
-from .drills import Kube, bring_up, k8s_spec
-from .network import PodNetwork
-from .pod_runner import PodRunner, cleanup_dir
+from citus_pipeline.images.buildah import missing_reason as images_missing
+from citus_pipeline.sandbox.binaries import missing_reason as stack_missing
+from citus_pipeline.sandbox.sandbox import Sandbox
+
+from .drills import Kube, bring_up, k8s_spec, tear_down
 
 
-@pytest.fixture(scope="module")
-def kube() -> Iterator[Kube]:
-    reason = missing_reason()
+@pytest.fixture(scope="session")
+def kube(require_citus) -> Iterator[Kube]:
+    reason = stack_missing() or images_missing()
     if reason:
         pytest.skip(reason)
+    sandbox = Sandbox()
+    started_here = not sandbox.plane.running()["kube-apiserver"]
     workdir = Path(tempfile.mkdtemp(prefix="citus-k8s-"))
-    workdir.chmod(0o755)
-    network = PodNetwork().up()
-    plane = ControlPlane(workdir / "control-plane", network.gateway)
-    runner = None
     try:
-        plane.start()
-        runner = PodRunner(plane.kubeconfig, workdir / "runner", network).start()
-        yield Kube(plane, runner, network, workdir)
+        sandbox.up(print)
+        yield Kube(sandbox, workdir)
     finally:
-        if runner is not None:
-            runner.stop()
-        plane.stop()
-        network.down()
-        if not os.environ.get("CITUS_PIPELINE_KEEP_K8S"):
-            cleanup_dir(workdir)
+        if started_here and not os.environ.get("CITUS_PIPELINE_KEEP_K8S"):
+            sandbox.down()
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +48,12 @@ def spec():
 def _cluster(kube, spec, overlay_dir=None):
     c, _ = bring_up(kube, spec, overlay_dir=overlay_dir)
     os.environ["KUBECONFIG"] = str(kube.kubeconfig)
-    yield c
-    os.environ.pop("PGPASSWORD", None)
-    os.environ.pop("KUBECONFIG", None)
+    try:
+        yield c
+    finally:
+        os.environ.pop("PGPASSWORD", None)
+        os.environ.pop("KUBECONFIG", None)
+        tear_down(kube, spec)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,6 @@ def cluster(kube, spec, require_citus):
 @pytest.fixture(scope="module")
 def overlay_cluster(kube, spec, require_citus, tmp_path_factory):
     """The same, deployed as README step 4 says for Yandex Cloud: `kubectl apply -k` of the
-    yandex-cloud overlay on the rendered base (the runner serves its CSI StorageClass)."""
-    if kubectl() is None:
-        pytest.skip("kubectl not built: run scripts/k8s-control-plane.sh")
+    yandex-cloud overlay on the rendered base (its StorageClass served by the sandbox's
+    stand-in for Yandex's disk CSI driver)."""
     yield from _cluster(kube, spec, tmp_path_factory.mktemp("overlay"))

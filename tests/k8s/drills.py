@@ -1,11 +1,12 @@
-"""Test-only steps of the `k8s` tests and their bench: the test spec, the namespace's Secrets
-and StorageClass, the cluster from the rendered manifests, and the library's drills
-(``citus_pipeline.drills``) given this control plane's pod runner, whose pods' processes can
-be frozen."""
+"""Test-only steps of the `k8s` tests and their bench: the sandbox as the tests use it, the
+test spec (the sandbox's), the namespace's Secrets, the cluster from the rendered manifests,
+and the library's drills (``citus_pipeline.drills``) given the sandbox's way to reach a pod's
+processes (to freeze them) and to lose a node."""
 
 from __future__ import annotations
 
-import base64
+import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client, config
 
 from citus_pipeline import drills
@@ -24,39 +24,77 @@ from citus_pipeline.cluster.kubernetes import manifests as mf
 from citus_pipeline.cluster.kubernetes.manifests.files import write_rendered
 from citus_pipeline.cluster.spec import ClusterSpec, spec_from_mapping
 from citus_pipeline.drills.kubernetes import KubernetesFaults
+from citus_pipeline.sandbox import binaries
+from citus_pipeline.sandbox.product import passwords, prepare
+from citus_pipeline.sandbox.sandbox import Sandbox
+from citus_pipeline.sandbox.spec import sandbox_spec
+from citus_pipeline.settings import REPO_ROOT
 from citus_pipeline.waiting import until
 
-from .control_plane import CA, ControlPlane, kubectl
-from .images import REPO
-from .network import PodNetwork
-from .pod_runner import PROVISIONER, PodRunner
+REPO = REPO_ROOT
 
 
 @dataclass
 class Kube:
-    plane: ControlPlane
-    runner: PodRunner
-    network: PodNetwork
+    sandbox: Sandbox
     workdir: Path
 
     @property
     def kubeconfig(self) -> Path:
-        return self.plane.kubeconfig
+        return self.sandbox.layout.kubeconfig
+
+    @property
+    def api_url(self) -> str:
+        return self.sandbox.layout.api_url
+
+    @property
+    def ca_file(self) -> Path:
+        return self.sandbox.plane.ca_file
 
     def api(self) -> client.ApiClient:
         return config.new_client_from_config(str(self.kubeconfig))
 
+    def container_log(self, namespace: str, pod: str, container: str) -> str:
+        """The container's log as the kubelet serves it (`kubectl logs`)."""
+        core = client.CoreV1Api(self.api())
+        try:
+            return core.read_namespaced_pod_log(pod, namespace, container=container)
+        except client.ApiException as e:
+            return f"(no log: {e.status} {e.reason})"
 
-SMALL = {"cpu": "200m", "memory": "1Gi", "memory_limit": "2Gi"}
-# The default spec, sized for three test nodes sharing two cores, archiving off (no S3 here).
-K8S_SPEC: dict[str, Any] = {
-    "backup": {"archiving": False},
-    "kubernetes": {
-        "coordinator_resources": SMALL,
-        "worker_resources": SMALL,
-        "termination_grace_period_seconds": 30,
-    },
-}
+    def pod_names(self) -> list[tuple[str, str]]:
+        pods = client.CoreV1Api(self.api()).list_pod_for_all_namespaces().items
+        return [(p.metadata.namespace, p.metadata.name) for p in pods]
+
+    def lose_node(self, node: str) -> list[int]:
+        return self.sandbox.lose_node(node)
+
+    def requests_by_pod(self, since: float, until_t: float, namespace: str) -> dict[str, int]:
+        """Requests made with the tokens bound to each pod of ``namespace`` between two
+        wall-clock times (seconds since the epoch), from the apiserver's audit log."""
+        counts: dict[str, int] = {}
+        prefix = f"system:serviceaccount:{namespace}:"
+        with open(self.sandbox.plane.audit_log) as f:
+            for line in f:
+                ev = json.loads(line)
+                user = ev.get("user") or {}
+                if not user.get("username", "").startswith(prefix):
+                    continue
+                t = dt.datetime.fromisoformat(ev["requestReceivedTimestamp"]).timestamp()
+                if since <= t < until_t:
+                    extra = user.get("extra") or {}
+                    pod = (extra.get("authentication.kubernetes.io/pod-name") or ["?"])[0]
+                    counts[pod] = counts.get(pod, 0) + 1
+        return counts
+
+
+def kubectl() -> Path | None:
+    exe = binaries.bin_dir() / "kubectl"
+    return exe if os.access(exe, os.X_OK) else None
+
+
+# The sandbox's spec: small requests, the local-path StorageClass, archiving off (no S3 here).
+K8S_SPEC: dict[str, Any] = sandbox_spec()
 
 
 def k8s_spec() -> ClusterSpec:
@@ -65,51 +103,31 @@ def k8s_spec() -> ClusterSpec:
 
 def write_spec(path: Path) -> Path:
     """The test spec as a file, for the CLI (``--spec``)."""
+    import yaml
+
     path.write_text(yaml.safe_dump(K8S_SPEC))
     return path
 
 
-def prepare_namespace(kube: Kube, spec: ClusterSpec, storage_class: bool = True) -> dict[str, str]:
-    """What the README's step 3 (Secrets) provides, and the StorageClass the base names (the
-    overlay brings its own); returns the passwords."""
+def tear_down(kube: Kube, spec: ClusterSpec, timeout: float = 180) -> None:
+    """The cluster's namespace (and the Dagster one) deleted, and gone: its volumes are
+    deleted with their claims, and the next module starts from nothing."""
     core = client.CoreV1Api(kube.api())
-    ns = spec.kubernetes.namespace
-    core.create_namespace({"metadata": {"name": ns}})
-    pw = {
-        k: base64.b64encode(os.urandom(18)).decode()
-        for k in ("superuser-password", "replication-password", "restapi-password")
-    }
-    core.create_namespaced_secret(
-        ns,
-        {
-            "metadata": {"name": spec.credentials.kubernetes_secret},
-            "stringData": pw,
-        },
+    names = (spec.kubernetes.namespace, spec.kubernetes.dagster_namespace)
+    for ns in names:
+        try:
+            core.delete_namespace(ns)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+    live = {n.metadata.name for n in core.list_namespace().items}
+    until(
+        lambda: {n.metadata.name for n in core.list_namespace().items} & set(names),
+        timeout,
+        2,
+        f"namespaces {sorted(set(names) & live)} to be deleted",
+        done=lambda left: not left,
     )
-    ca = CA.create("citus-ca")
-    crt, key = ca.issue("citus", dns=tuple(mf.tls_dns_names(spec)), server=True)
-    core.create_namespaced_secret(
-        ns,
-        {
-            "metadata": {"name": spec.kubernetes.tls_secret},
-            "stringData": {
-                "tls.crt": crt.decode(),
-                "tls.key": key.decode(),
-                "ca.crt": ca.pem.decode(),
-            },
-        },
-    )
-    if not storage_class:
-        return pw
-    client.StorageV1Api(kube.api()).create_storage_class(
-        {
-            "metadata": {"name": spec.kubernetes.storage_class},
-            "provisioner": PROVISIONER,
-            "reclaimPolicy": "Delete",
-            "volumeBindingMode": "WaitForFirstConsumer",
-        }
-    )
-    return pw
 
 
 def wait_registered(cluster: Any, groups: range, timeout: float = 300) -> Any:
@@ -125,9 +143,9 @@ def wait_registered(cluster: Any, groups: range, timeout: float = 300) -> Any:
 
 
 def faults(kube: Kube, cluster: KubernetesCluster) -> KubernetesFaults:
-    """The Kubernetes fault injector, freezing pods through the pod runner (a kubelet of this
-    control plane's own, whose containers are processes here)."""
-    return KubernetesFaults(cluster, pod_processes=kube.runner.pod_processes)
+    """The Kubernetes fault injector, freezing a pod's processes as its node's containerd
+    lists them (the real kubelet's liveness probe then kills the container)."""
+    return KubernetesFaults(cluster, pod_processes=kube.sandbox.pod_processes)
 
 
 def wait_ha(kube: Kube, cluster: KubernetesCluster, timeout: float = 240) -> Any:
@@ -177,9 +195,9 @@ def bring_up(
     yandex-cloud overlay on them (``kubectl apply -k``) when ``overlay_dir`` is given; returns
     the backend and the seconds until every group had a leader and was registered in
     pg_dist_node."""
-    passwords = prepare_namespace(kube, spec, storage_class=overlay_dir is None)
+    prepare(kube.sandbox.layout)
     # the backend takes the password from libpq's environment, as a user's shell gives it
-    os.environ["PGPASSWORD"] = passwords["superuser-password"]
+    os.environ["PGPASSWORD"] = passwords(kube.sandbox.layout)["superuser-password"]
     c = backend_as(spec, kube.api())
     started = time.monotonic()
     if overlay_dir is None:

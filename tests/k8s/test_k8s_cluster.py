@@ -161,8 +161,8 @@ def _token_api(kube, namespace: str, account: str) -> client.ApiClient:
         account, namespace, {"spec": {"expirationSeconds": 600}}
     ).status.token
     cfg = client.Configuration()
-    cfg.host = kube.plane.url
-    cfg.ssl_ca_cert = str(kube.plane.ca_file)
+    cfg.host = kube.api_url
+    cfg.ssl_ca_cert = str(kube.ca_file)
     cfg.api_key = {"authorization": f"Bearer {token}"}
     return client.ApiClient(cfg)
 
@@ -191,7 +191,7 @@ def test_patroni_runs_with_exactly_the_rendered_role(kube, cluster, spec):
     # and no member was ever refused by the API while running the cluster
     for g in range(spec.workers.groups + 1):
         for p in group_pods(kube, spec, g):
-            log = kube.runner.container_log(ns, p.metadata.name, "patroni")
+            log = kube.container_log(ns, p.metadata.name, "patroni")
             assert "Forbidden" not in log and " 403" not in log, p.metadata.name
 
 

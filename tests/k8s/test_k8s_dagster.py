@@ -118,9 +118,9 @@ def _explain(kube, instance, run_id: str) -> str:
         for e in instance.all_logs(run_id)
         if e.level >= 40 or (e.dagster_event and e.dagster_event.is_failure)
     ]
-    for ns, name in kube.runner.pod_names():
+    for ns, name in kube.pod_names():
         if name.startswith(f"dagster-run-{run_id}"):
-            lines.append(kube.runner.container_log(ns, name, "dagster")[-4000:])
+            lines.append(kube.container_log(ns, name, "dagster")[-4000:])
     return "\n".join(lines)
 
 
