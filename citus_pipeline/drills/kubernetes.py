@@ -3,8 +3,8 @@
 A killed member is its pod deleted at once (no grace: what a crashed node's kubelet reports),
 which its StatefulSet recreates on the same volume; the watchdog of a hung member is its
 liveness probe. What the API alone cannot do is given by the caller where its platform can:
-freezing a pod's processes needs a way to list them (``pod_processes``; the test control
-plane's pod runner has one). The DCS is the Kubernetes API itself, and partitions and full
+freezing a pod's processes needs a way to list them (``pod_processes``; the sandbox's nodes
+list them through their containerd, `citus_pipeline.sandbox`). The DCS is the Kubernetes API itself, and partitions and full
 disks need more than the API offers here, so those faults are not supported (yet).
 """
 

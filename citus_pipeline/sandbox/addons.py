@@ -21,6 +21,7 @@ from .images import COREDNS, LOCAL_PATH, METALLB, reference
 from .layout import CLUSTER_DOMAIN, DNS_SERVICE_IP, LB_RANGE, Layout
 
 METALLB_NAMESPACE = "metallb-system"
+YANDEX_DISK_CSI = "disk-csi-driver.mks.ycloud.io"
 STORAGE_CLASS = "local-path"
 DNS_PORT = 1053
 
@@ -205,6 +206,21 @@ def local_path(layout: Layout) -> list[dict[str, Any]]:
     return docs
 
 
+def yandex_disk_standin(layout: Layout) -> list[dict[str, Any]]:
+    """The one stand-in for the cloud: Yandex's disk CSI driver (what the yandex-cloud overlay's
+    StorageClass names) served by a second local-path-provisioner under that provisioner name,
+    so the overlay applies unchanged; its volumes are local directories, not network disks."""
+    docs = local_path(layout)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    deployment["metadata"]["name"] = "yandex-disk-csi-standin"
+    labels = {"app": "yandex-disk-csi-standin"}
+    deployment["spec"]["selector"]["matchLabels"] = labels
+    deployment["spec"]["template"]["metadata"]["labels"] = labels
+    (c,) = _containers(deployment)
+    c["command"] = [*c["command"], f"--provisioner-name={YANDEX_DISK_CSI}"]  # a flag of `start`
+    return [deployment]
+
+
 def metallb() -> list[dict[str, Any]]:
     docs = _upstream("metallb-native.yaml")
     for d in docs:
@@ -244,10 +260,12 @@ def rollout(layout: Layout, namespace: str, kind_name: str, timeout: float = 180
 def install(layout: Layout, log) -> None:
     apply(layout, coredns())
     apply(layout, local_path(layout))
+    apply(layout, yandex_disk_standin(layout))
     apply(layout, metallb())
     for ns, what in (
         ("kube-system", "deployment/coredns"),
         ("local-path-storage", "deployment/local-path-provisioner"),
+        ("local-path-storage", "deployment/yandex-disk-csi-standin"),
         (METALLB_NAMESPACE, "deployment/controller"),
         (METALLB_NAMESPACE, "daemonset/speaker"),
     ):

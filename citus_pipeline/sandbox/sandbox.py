@@ -174,6 +174,12 @@ class Sandbox:
         remove_tree(self.layout.root)
         log(f"removed {self.layout.root}")
 
+    def tag_image(self, source: str, name: str) -> None:
+        """``source`` also known as ``name`` on every node: an image as a registry the user
+        pushed to would serve it (the overlay's and the Helm values' registry names)."""
+        for s in self.stacks:
+            s.ctr("images", "tag", "--force", source, name, check=True)
+
     # -- faults below the API (the drills) ------------------------------------------------------
     def pod_processes(self, namespace: str, name: str) -> list[int]:
         return faults.pod_processes(self.layout, self.stacks, namespace, name)

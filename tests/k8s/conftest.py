@@ -16,10 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from citus_pipeline.images.buildah import missing_reason as images_missing
+from citus_pipeline.images.recipes import PATRONI_CITUS
 from citus_pipeline.sandbox.binaries import missing_reason as stack_missing
 from citus_pipeline.sandbox.sandbox import Sandbox
+from citus_pipeline.settings import REPO_ROOT
 
 from .drills import Kube, bring_up, k8s_spec, tear_down
 
@@ -68,4 +71,10 @@ def overlay_cluster(kube, spec, require_citus, tmp_path_factory):
     """The same, deployed as README step 4 says for Yandex Cloud: `kubectl apply -k` of the
     yandex-cloud overlay on the rendered base (its StorageClass served by the sandbox's
     stand-in for Yandex's disk CSI driver)."""
+    overlay = yaml.safe_load(
+        (REPO_ROOT / "k8s/overlays/yandex-cloud/kustomization.yaml").read_text()
+    )
+    for image in overlay.get("images", []):
+        # `skopeo copy ... docker://cr.yandex/<registry-id>/...` as README step 2 pushes it
+        kube.sandbox.tag_image(PATRONI_CITUS.reference(), f"{image['newName']}:{image['newTag']}")
     yield from _cluster(kube, spec, tmp_path_factory.mktemp("overlay"))

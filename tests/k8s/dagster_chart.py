@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .images import REPO
+from citus_pipeline.settings import REPO_ROOT as REPO
 
 VALUES = REPO / "k8s" / "dagster" / "values.yaml"
 
@@ -288,6 +288,13 @@ class DagsterRelease:
         }
         return [deployment, service]
 
+    def daemon_image(self) -> str:
+        """dagsterDaemon.image of the values, else the chart's default."""
+        image = (self.values.get("dagsterDaemon") or {}).get("image")
+        if image:
+            return f"{image['repository']}:{image['tag']}"
+        return CHART_DEFAULTS["daemon_image"]
+
     def _daemon(self) -> Manifest:
         home = CHART_DEFAULTS["dagster_home"]
         pod = {
@@ -295,7 +302,7 @@ class DagsterRelease:
             "containers": [
                 {
                     "name": "dagster",
-                    "image": CHART_DEFAULTS["daemon_image"],
+                    "image": self.daemon_image(),
                     "command": [
                         "/bin/bash",
                         "-c",

@@ -22,12 +22,14 @@ from plain_pg import plain_postgres
 from psycopg import sql
 
 from citus_pipeline.cluster.kubernetes import manifests as mf
+from citus_pipeline.images.recipes import DAGSTER
+from citus_pipeline.sandbox.addons import YANDEX_DISK_CSI
+from citus_pipeline.sandbox.layout import CLUSTER_CIDR, GATEWAY
+from citus_pipeline.sandbox.pki import CA
+from citus_pipeline.settings import REPO_ROOT as REPO
 from citus_pipeline.waiting import until
 
-from .control_plane import CA
 from .dagster_chart import DagsterRelease
-from .images import REPO
-from .pod_runner import YANDEX_DISK_CSI
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus]
 
@@ -156,8 +158,10 @@ def test_yandex_cloud_overlay_applied_with_kubectl(kube, overlay_cluster, spec):
 
 
 def _deploy(kube, release: DagsterRelease, spec, pg_password: str) -> None:
-    """README step 6 on the control plane: the Secrets, then what the chart renders, until the
-    code server is ready."""
+    """README step 6 on the sandbox: the image pushed under the values' names, the Secrets,
+    then what the chart renders, until the code server is ready."""
+    for name in {release.image(d) for d in release.deployments} | {release.daemon_image()}:
+        kube.sandbox.tag_image(DAGSTER.reference(), name)
     api = kube.api()
     _secrets(client.CoreV1Api(api), release, spec, pg_password)
     for m in release.manifests():
@@ -174,15 +178,14 @@ def _deploy(kube, release: DagsterRelease, spec, pg_password: str) -> None:
 
 
 def test_k8s_run_launcher_runs_a_job(kube, overlay_cluster, spec, tmp_path, monkeypatch):
-    gateway = kube.network.gateway
+    gateway = GATEWAY
     # the values' database port; its host is the one address every pod reaches off-cluster
     release = DagsterRelease.load(gateway)
     ns, d = release.namespace, release.deployments[0]
     pg_password = secrets.token_urlsafe(18)
     crt, key = CA.create("dagster-pg-ca").issue("dagster-pg", ips=(gateway,), server=True)
     hba = (
-        f"hostssl {release.postgres_database} {release.postgres_user} {kube.network.cidr} "
-        "scram-sha-256"
+        f"hostssl {release.postgres_database} {release.postgres_user} {CLUSTER_CIDR} scram-sha-256"
     )
     with plain_postgres(
         release.postgres_port,
@@ -201,7 +204,10 @@ def test_k8s_run_launcher_runs_a_job(kube, overlay_cluster, spec, tmp_path, monk
         (home / "dagster.yaml").write_text(yaml.safe_dump(release.instance()))
         monkeypatch.setenv("DAGSTER_PG_PASSWORD", pg_password)
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            address = core.read_namespaced_service(d["name"], ns).spec.cluster_ip
+            # the code server's pod (this machine routes to pods, not to Service addresses:
+            # those only the nodes' kube-proxies serve)
+            endpoints = core.read_namespaced_endpoints(d["name"], ns)
+            address = endpoints.subsets[0].addresses[0].ip
             # a small generated sample, as a user would ask for it in the launchpad (this
             # config replaces the resource's whole configuration: the work directory comes
             # from the image's variable all the same)
