@@ -8,7 +8,7 @@
 # With the control plane, the node stack of `citus-pipeline k8s sandbox`: kubelet and kube-proxy
 # of the same release, containerd (and its ctr and runc shim), runc (cgo, against Debian's
 # libseccomp), CoreDNS, MetalLB's controller and speaker and Rancher's local-path-provisioner
-# (with their own deployment manifests), each from its own module on the proxy
+# (with their own deployment manifests), kube-router's NetworkPolicy controller, each from its own module on the proxy
 # (`go install module@version`: their dependencies resolved as their own releases pin them), and
 # the pause binary from the release's own C source (build/pause/linux/pause.c), linked static.
 #
@@ -25,14 +25,19 @@ BIN="$CACHE/bin"
 KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 COMPONENTS=("${KUBE_COMPONENTS[@]}" etcd)
 NODE_COMPONENTS=(containerd ctr containerd-shim-runc-v2 runc coredns metallb-controller metallb-speaker
-                 local-path-provisioner pause metallb-native.yaml local-path-storage.yaml)
+                 local-path-provisioner kube-router pause metallb-native.yaml local-path-storage.yaml)
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.4.2}"
 RUNC_VERSION="${RUNC_VERSION:-v1.5.3}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 # v0.16 needs an frr-k8s release the proxy does not serve; v0.15.2 builds from what it does
 METALLB_VERSION="${METALLB_VERSION:-v0.15.2}"
 LOCAL_PATH_VERSION="${LOCAL_PATH_VERSION:-v0.0.30}"
-node_pin="$K8S_RELEASE containerd-$CONTAINERD_VERSION runc-$RUNC_VERSION coredns-$COREDNS_VERSION metallb-$METALLB_VERSION local-path-$LOCAL_PATH_VERSION"
+# NetworkPolicies: kube-router's firewall controller (iptables + ipset). The proxy serves v2.1.0
+# only; built with this Go (its standard library's fixes), IPv4 only in the sandbox (v2.1.0's
+# known flaw is IPv6 policy). kube-network-policies (SIG Network) needs the kernel's nft queue
+# expression, which this machine lacks.
+KUBE_ROUTER_VERSION="${KUBE_ROUTER_VERSION:-v2.1.0}"
+node_pin="$K8S_RELEASE containerd-$CONTAINERD_VERSION runc-$RUNC_VERSION coredns-$COREDNS_VERSION metallb-$METALLB_VERSION local-path-$LOCAL_PATH_VERSION kube-router-$KUBE_ROUTER_VERSION"
 node_stamp="$BIN/.node-pin"
 say() { printf '\033[1m[k8s-control-plane]\033[0m %s\n' "$*" >&2; }
 
@@ -127,6 +132,9 @@ if [ "$(cat "$node_stamp" 2>/dev/null || true)" != "$node_pin" ]; then
   say "go install local-path-provisioner $LOCAL_PATH_VERSION"
   GOBIN="$gobin" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
     "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION"
+  say "go install kube-router $KUBE_ROUTER_VERSION (its firewall controller: NetworkPolicies)"
+  GOBIN="$gobin" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
   # their own deployment manifests, applied by the sandbox with its images and paths
   modcache="$(go env GOMODCACHE)"
   install -m 0644 "$modcache/go.universe.tf/metallb@$METALLB_VERSION/config/manifests/metallb-native.yaml" "$gobin/"

@@ -1,7 +1,7 @@
 """What a cluster needs beyond its nodes, each a maintained implementation: CoreDNS for the
 Services' names (the headless names Patroni and TLS use), Rancher's local-path-provisioner for
 PersistentVolumes (what kind ships), MetalLB in L2 mode for LoadBalancer Services (addresses on
-the node network, announced by ARP). MetalLB's and the provisioner's own manifests are applied
+the node network, announced by ARP), kube-router's firewall controller for NetworkPolicies. MetalLB's and the provisioner's own manifests are applied
 (from their modules, saved beside the binaries by scripts/k8s-control-plane.sh) with only the
 image names, the node paths and the address pool changed; CoreDNS's is written here.
 """
@@ -17,7 +17,7 @@ import yaml
 from ..errors import SandboxError
 from ..images.debian_base import BASE_REFERENCE
 from . import binaries
-from .images import COREDNS, LOCAL_PATH, METALLB, reference
+from .images import COREDNS, KUBE_ROUTER, LOCAL_PATH, METALLB, reference
 from .layout import CLUSTER_DOMAIN, DNS_SERVICE_IP, LB_RANGE, Layout
 
 METALLB_NAMESPACE = "metallb-system"
@@ -235,6 +235,96 @@ def metallb() -> list[dict[str, Any]]:
     return docs
 
 
+def kube_router() -> list[dict[str, Any]]:
+    """kube-router's firewall controller alone (no routing, no service proxy: the nodes'
+    routes and kube-proxy do those): each node's NetworkPolicies as iptables rules and ipsets
+    in the node's network namespace, where its pods' traffic passes."""
+    ns, labels = "kube-system", {"k8s-app": "kube-router"}
+    read = ["get", "list", "watch"]
+    container = {
+        "name": "kube-router",
+        "image": reference(KUBE_ROUTER),
+        "imagePullPolicy": "Never",
+        "args": [
+            "--run-firewall=true",
+            "--run-router=false",
+            "--run-service-proxy=false",
+            "--hostname-override=$(NODE_NAME)",
+            "--health-port=20244",
+        ],
+        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+        "securityContext": {"privileged": True, "runAsUser": 0},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 20244}, "periodSeconds": 10},
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+        "volumeMounts": [{"name": "xtables-lock", "mountPath": "/run/xtables.lock"}],
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "kube-router", "namespace": ns},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "kube-router"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
+                    "verbs": read,
+                },
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["networkpolicies"],
+                    "verbs": read,
+                },
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["get", "create", "update"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "kube-router"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "kube-router",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "kube-router", "namespace": ns}],
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "kube-router", "namespace": ns, "labels": labels},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": "kube-router",
+                        "priorityClassName": "system-node-critical",
+                        "hostNetwork": True,
+                        "tolerations": [{"operator": "Exists"}],
+                        "containers": [container],
+                        "volumes": [
+                            {
+                                "name": "xtables-lock",
+                                "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"},
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+    ]
+
+
 def metallb_pool() -> list[dict[str, Any]]:
     meta = {"name": "sandbox", "namespace": METALLB_NAMESPACE}
     return [
@@ -262,12 +352,14 @@ def install(layout: Layout, log) -> None:
     apply(layout, local_path(layout))
     apply(layout, yandex_disk_standin(layout))
     apply(layout, metallb())
+    apply(layout, kube_router())
     for ns, what in (
         ("kube-system", "deployment/coredns"),
         ("local-path-storage", "deployment/local-path-provisioner"),
         ("local-path-storage", "deployment/yandex-disk-csi-standin"),
         (METALLB_NAMESPACE, "deployment/controller"),
         (METALLB_NAMESPACE, "daemonset/speaker"),
+        ("kube-system", "daemonset/kube-router"),
     ):
         rollout(layout, ns, what)
         log(f"{ns}/{what} ready")

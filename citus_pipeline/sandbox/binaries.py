@@ -24,6 +24,7 @@ NODE = (
     "metallb-controller",
     "metallb-speaker",
     "local-path-provisioner",
+    "kube-router",
     "pause",
 )
 MANIFESTS = ("metallb-native.yaml", "local-path-storage.yaml")  # upstream's, beside the binaries

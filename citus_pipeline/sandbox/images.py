@@ -41,7 +41,8 @@ METALLB = _scratch("metallb", "0.15.2", "65534:65534", ("metallb-controller", "m
 LOCAL_PATH = _scratch(
     "local-path-provisioner", "0.0.30", "65534:65534", ("local-path-provisioner",)
 )
-SANDBOX_RECIPES = (PAUSE, COREDNS, METALLB, LOCAL_PATH)
+KUBE_ROUTER = _scratch("kube-router", "2.1.0", "65534:65534", ("kube-router",))  # Debian base
+SANDBOX_RECIPES = (PAUSE, COREDNS, METALLB, LOCAL_PATH, KUBE_ROUTER)
 BASE_ARCHIVE = "debian-base.oci.tar"  # the local-path helper pods' image (a shell, mkdir, rm)
 
 

@@ -238,7 +238,9 @@ class NodeStack:
         ]
         proc = subprocess.run(argv, check=False, capture_output=True, text=True)
         if check and proc.returncode != 0:
-            raise SandboxError(f"ctr {' '.join(args)} on {self.node.name}: {proc.stderr.strip()}")
+            # every ctr call warns that cgroup v1 is deprecated: not the reason it failed
+            why = [x for x in proc.stderr.splitlines() if "DEPRECATION" not in x]
+            raise SandboxError(f"ctr {' '.join(args)} on {self.node.name}: {' '.join(why)}")
         return proc
 
     def images(self) -> dict[str, str]:

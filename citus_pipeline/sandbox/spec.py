@@ -2,7 +2,7 @@
 
 The default spec is Yandex Cloud's: 9 CPUs of requests, 7 × 100 Gi of `yc-network-ssd`, client
 CIDRs of the three Yandex subnets, S3 archiving. Here three nodes share this machine's two
-cores: small requests, the local-path StorageClass, the node network and the pods as clients,
+cores: small requests, the local-path StorageClass, the node network as the clients,
 the exporter image built here, and no archiving (no S3 in the sandbox yet).
 """
 
@@ -14,7 +14,7 @@ import yaml
 
 from ..images.recipes import EXPORTER
 from .addons import STORAGE_CLASS
-from .layout import CLUSTER_CIDR, NODE_NETWORK, Layout
+from .layout import NODE_NETWORK, Layout
 
 SMALL = {"cpu": "200m", "memory": "1Gi", "memory_limit": "2Gi"}
 
@@ -28,7 +28,9 @@ def sandbox_spec() -> dict[str, Any]:
             "coordinator_resources": SMALL,
             "worker_resources": SMALL,
             "termination_grace_period_seconds": 30,
-            "client_cidrs": [str(NODE_NETWORK), CLUSTER_CIDR],
+            # this machine and the nodes (MetalLB keeps the client's address: Local policy);
+            # pods reach the members only as the NetworkPolicies say (members, Dagster)
+            "client_cidrs": [str(NODE_NETWORK)],
             "exporter_image": EXPORTER.reference(),
         },
     }

@@ -128,7 +128,7 @@ def failover(kube: Kube, c, group: int, fault, hold: float = 0) -> dict:
             )
         time.sleep(max(3.0, t0 + hold - time.monotonic()))
     finally:
-        if undo:
+        if callable(undo):  # a freeze thaws; a deleted pod or a lost node has nothing to undo
             undo()
         probe.stop()
     return {

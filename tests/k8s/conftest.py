@@ -24,6 +24,7 @@ from citus_pipeline.sandbox.binaries import missing_reason as stack_missing
 from citus_pipeline.sandbox.sandbox import Sandbox
 from citus_pipeline.settings import REPO_ROOT
 
+from .dagster_chart import REGISTRY_ID, REGISTRY_PLACEHOLDER
 from .drills import Kube, bring_up, k8s_spec, tear_down
 
 
@@ -76,5 +77,6 @@ def overlay_cluster(kube, spec, require_citus, tmp_path_factory):
     )
     for image in overlay.get("images", []):
         # `skopeo copy ... docker://cr.yandex/<registry-id>/...` as README step 2 pushes it
-        kube.sandbox.tag_image(PATRONI_CITUS.reference(), f"{image['newName']}:{image['newTag']}")
+        name = image["newName"].replace(REGISTRY_PLACEHOLDER, REGISTRY_ID)
+        kube.sandbox.tag_image(PATRONI_CITUS.reference(), f"{name}:{image['newTag']}")
     yield from _cluster(kube, spec, tmp_path_factory.mktemp("overlay"))

@@ -23,6 +23,8 @@ import yaml
 from citus_pipeline.settings import REPO_ROOT as REPO
 
 VALUES = REPO / "k8s" / "dagster" / "values.yaml"
+REGISTRY_PLACEHOLDER = "REPLACE-WITH-REGISTRY-ID"
+REGISTRY_ID = "crpsandbox0registry0"  # a Container Registry id's shape: lowercase, 20 chars
 
 # The chart's defaults for what values.yaml does not set (chart 1.13.x values.yaml).
 CHART_DEFAULTS: dict[str, Any] = {
@@ -53,7 +55,8 @@ class DagsterRelease:
 
     @classmethod
     def load(cls, postgres_host: str, postgres_port: int | None = None) -> DagsterRelease:
-        values = yaml.safe_load(VALUES.read_text())
+        # the user's registry id where the values file leaves it to fill in
+        values = yaml.safe_load(VALUES.read_text().replace(REGISTRY_PLACEHOLDER, REGISTRY_ID))
         port = postgres_port or values["postgresql"]["service"]["port"]
         return cls(values, postgres_host, port)
 

@@ -6,6 +6,7 @@ processes (to freeze them) and to lose a node."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import json
 import os
 import shutil
@@ -24,12 +25,15 @@ from citus_pipeline.cluster.kubernetes import manifests as mf
 from citus_pipeline.cluster.kubernetes.manifests.files import write_rendered
 from citus_pipeline.cluster.spec import ClusterSpec, spec_from_mapping
 from citus_pipeline.drills.kubernetes import KubernetesFaults
+from citus_pipeline.images.debian_base import BASE_REFERENCE
 from citus_pipeline.sandbox import binaries
 from citus_pipeline.sandbox.product import passwords, prepare
 from citus_pipeline.sandbox.sandbox import Sandbox
 from citus_pipeline.sandbox.spec import sandbox_spec
 from citus_pipeline.settings import REPO_ROOT
 from citus_pipeline.waiting import until
+
+from .dagster_chart import REGISTRY_ID, REGISTRY_PLACEHOLDER
 
 REPO = REPO_ROOT
 
@@ -86,6 +90,58 @@ class Kube:
                     pod = (extra.get("authentication.kubernetes.io/pod-name") or ["?"])[0]
                     counts[pod] = counts.get(pod, 0) + 1
         return counts
+
+
+def probe_ports(
+    kube: Kube, namespace: str, address: str, ports: tuple[int, ...]
+) -> dict[int, bool]:
+    """Whether a pod of ``namespace`` can open a TCP connection to ``address`` on each port
+    (a pod of the Debian base image, bash's /dev/tcp, 3 s each)."""
+    core = client.CoreV1Api(kube.api())
+    name = f"port-probe-{int(time.time() * 1000) % 10**8}"
+    script = "; ".join(
+        f"if timeout 3 bash -c '</dev/tcp/{address}/{p}' 2>/dev/null; then echo {p}=open; "
+        f"else echo {p}=closed; fi"
+        for p in ports
+    )
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "probe",
+                        "image": BASE_REFERENCE,
+                        "imagePullPolicy": "Never",
+                        "command": ["bash", "-c", script],
+                        "securityContext": {"runAsUser": 65534, "allowPrivilegeEscalation": False},
+                    }
+                ],
+            },
+        },
+    )
+    until(
+        lambda: core.read_namespaced_pod(name, namespace).status.phase,
+        120,
+        1,
+        f"pod {namespace}/{name} to finish",
+        done=lambda phase: phase in ("Succeeded", "Failed"),
+    )
+    log = core.read_namespaced_pod_log(name, namespace)
+    core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+    found = dict(re.findall(r"\b(\d+)=(open|closed)\b", log))
+    return {p: found.get(str(p)) == "open" for p in ports}
+
+
+def ensure_namespace(kube: Kube, name: str) -> None:
+    core = client.CoreV1Api(kube.api())
+    try:
+        core.create_namespace({"metadata": {"name": name}})
+    except client.ApiException as e:
+        if e.status != 409:
+            raise
 
 
 def kubectl() -> Path | None:
@@ -178,6 +234,9 @@ def apply_overlay(kube: Kube, spec: ClusterSpec, workdir: Path) -> None:
     write_rendered(spec, root / "base")
     overlay = root / "overlays" / "yandex-cloud"
     shutil.copytree(REPO / "k8s" / "overlays" / "yandex-cloud", overlay)
+    # what README step 4 asks: the user's registry id in place of the placeholder
+    kustomization = overlay / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace(REGISTRY_PLACEHOLDER, REGISTRY_ID))
     r = subprocess.run(
         [str(exe), "apply", "-k", str(overlay)],
         env={**os.environ, "KUBECONFIG": str(kube.kubeconfig)},

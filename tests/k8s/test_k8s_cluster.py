@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import psycopg
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -17,7 +18,15 @@ from citus_pipeline.cluster.restore_points import GroupPosition, RestorePoint
 from citus_pipeline.errors import KubernetesClusterError
 from citus_pipeline.waiting import until
 
-from .drills import backend_as, group_pods, wait_ha, wait_members_ready, write_spec
+from .drills import (
+    backend_as,
+    ensure_namespace,
+    group_pods,
+    probe_ports,
+    wait_ha,
+    wait_members_ready,
+    write_spec,
+)
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus]
 
@@ -243,3 +252,30 @@ def test_dagster_runs_read_the_cluster_with_the_rendered_role(kube, cluster, spe
     assert 'cannot list resource "pods"' in message
     assert f"{k.dagster_namespace}/{k.dagster_service_account}" in message
     assert mf.dagster_role_name(spec) in message
+
+
+def test_network_policies_admit_only_what_they_allow(kube, cluster, spec):
+    """The rendered NetworkPolicies, enforced by the nodes (kube-router's firewall): a pod of
+    another namespace is refused on 5432 and 8008 of the coordinator's leader, a pod of the
+    Dagster namespace reaches its 5432 and nothing else, and this machine (a client CIDR)
+    reaches it through the load balancer."""
+    topo = cluster.status(with_shards=False)
+    pod = client.CoreV1Api(kube.api()).read_namespaced_pod(
+        topo.leader(0).name, spec.kubernetes.namespace
+    )
+    address = pod.status.pod_ip
+    ensure_namespace(kube, "netpol-outsider")
+    ensure_namespace(kube, spec.kubernetes.dagster_namespace)
+    assert probe_ports(kube, "netpol-outsider", address, (5432, 8008)) == {
+        5432: False,
+        8008: False,
+    }
+    assert probe_ports(kube, spec.kubernetes.dagster_namespace, address, (5432, 8008)) == {
+        5432: True,
+        8008: False,
+    }
+    # a pod of the cluster's own namespace that is not a member is no member either
+    assert probe_ports(kube, spec.kubernetes.namespace, address, (5432,)) == {5432: False}
+    client.CoreV1Api(kube.api()).delete_namespace("netpol-outsider")
+    with psycopg.connect(cluster.coordinator_dsn(), connect_timeout=10) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -29,7 +29,7 @@ from citus_pipeline.sandbox.pki import CA
 from citus_pipeline.settings import REPO_ROOT as REPO
 from citus_pipeline.waiting import until
 
-from .dagster_chart import DagsterRelease
+from .dagster_chart import REGISTRY_ID, REGISTRY_PLACEHOLDER, DagsterRelease
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus]
 
@@ -140,7 +140,8 @@ def test_yandex_cloud_overlay_applied_with_kubectl(kube, overlay_cluster, spec):
         sts = apps.read_namespaced_stateful_set(mf.group_name(spec, g), ns)
         assert sts.spec.volume_claim_templates[0].spec.storage_class_name == sc.metadata.name
         postgres = sts.spec.template.spec.containers[0]
-        assert postgres.image == f"{image['newName']}:{image['newTag']}"
+        name = image["newName"].replace(REGISTRY_PLACEHOLDER, REGISTRY_ID)
+        assert postgres.image == f"{name}:{image['newTag']}"
     # every member's disk from the overlay's class, kept (Retain) if its claim goes
     claims = core.list_namespaced_persistent_volume_claim(ns).items
     assert len(claims) == spec.coordinator.members + spec.workers.groups * spec.workers.members
@@ -184,14 +185,17 @@ def test_k8s_run_launcher_runs_a_job(kube, overlay_cluster, spec, tmp_path, monk
     ns, d = release.namespace, release.deployments[0]
     pg_password = secrets.token_urlsafe(18)
     crt, key = CA.create("dagster-pg-ca").issue("dagster-pg", ips=(gateway,), server=True)
-    hba = (
-        f"hostssl {release.postgres_database} {release.postgres_user} {CLUSTER_CIDR} scram-sha-256"
-    )
+    # the pods (the daemon, the code server, the run's Job), and this machine (the test plays
+    # the webserver) at the bridge's address
+    hba = [
+        f"hostssl {release.postgres_database} {release.postgres_user} {net} scram-sha-256"
+        for net in (CLUSTER_CIDR, f"{gateway}/32")
+    ]
     with plain_postgres(
         release.postgres_port,
         listen=f"{gateway},127.0.0.1",
         settings={"ssl": "on", "ssl_cert_file": "server.crt", "ssl_key_file": "server.key"},
-        hba=[hba],
+        hba=hba,
         files={"server.crt": crt, "server.key": key},
     ) as pg:
         _dagster_database(pg, release, pg_password)
