@@ -196,6 +196,10 @@ def local_path(layout: Layout) -> list[dict[str, Any]]:
     for d in docs:
         for c in _containers(d):
             c["image"], c["imagePullPolicy"] = reference(LOCAL_PATH), "Never"
+        if d["kind"] == "StorageClass":
+            # `local` volumes, not hostPath ones: the kubelet applies a pod's fsGroup to a
+            # local volume (as to a cloud disk), never to a hostPath
+            d["metadata"].setdefault("annotations", {})["defaultVolumeType"] = "local"
         if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "local-path-config":
             d["data"]["config.json"] = json.dumps({"nodePathMap": node_paths})
             helper = yaml.safe_load(d["data"]["helperPod.yaml"])

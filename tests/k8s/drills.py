@@ -6,9 +6,9 @@ processes (to freeze them) and to lose a node."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 import json
 import os
+import re
 import shutil
 import subprocess
 import time

@@ -279,3 +279,37 @@ def test_network_policies_admit_only_what_they_allow(kube, cluster, spec):
     client.CoreV1Api(kube.api()).delete_namespace("netpol-outsider")
     with psycopg.connect(cluster.coordinator_dsn(), connect_timeout=10) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_containers_run_with_the_security_context_the_kubelet_applies(kube, cluster, spec):
+    """What the rendered securityContext asks, as the real kubelet, containerd and runc give
+    it in a member's Patroni container: the image's non-root user, the volume's group from
+    fsGroup, a read-only root filesystem, no capabilities, the runtime's seccomp filter."""
+    from kubernetes.stream import stream
+
+    name = cluster.status(with_shards=False).leader(1).name
+    core = client.CoreV1Api(kube.api())
+    script = (
+        "id -u; id -G; stat -c %g /home/postgres/pgdata; "
+        "touch /usr/local/bin/probe 2>&1 || true; "
+        "grep -E '^(CapEff|Seccomp):' /proc/self/status"
+    )
+    out = stream(
+        core.connect_get_namespaced_pod_exec,
+        name,
+        spec.kubernetes.namespace,
+        container="patroni",
+        command=["bash", "-c", script],
+        stderr=True,
+        stdout=True,
+        stdin=False,
+        tty=False,
+    )
+    lines = out.splitlines()
+    assert lines[0] == str(mf.IMAGE_UID)
+    assert str(mf.IMAGE_UID) in lines[1].split()
+    assert lines[2] == str(mf.IMAGE_UID)  # fsGroup on the data volume
+    assert "Read-only file system" in out
+    caps = dict(line.split(":\t") for line in lines if line.startswith(("CapEff", "Seccomp")))
+    assert int(caps["CapEff"], 16) == 0
+    assert caps["Seccomp"].strip() == "2"  # a filter: containerd's RuntimeDefault profile

@@ -110,6 +110,8 @@ def test_metallb_runs_the_image_built_here_and_its_speaker_answers_arp():
 )
 def test_volumes_live_under_each_nodes_directory(layout):
     docs = addons.local_path(layout)
+    sc = next(d for d in docs if d["kind"] == "StorageClass")
+    assert sc["metadata"]["annotations"]["defaultVolumeType"] == "local"  # fsGroup applies
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     paths = {e["node"]: e["paths"] for e in json.loads(cm["data"]["config.json"])["nodePathMap"]}
     assert paths == {n.name: [str(n.volumes)] for n in layout.nodes}
