@@ -86,6 +86,9 @@ class NodeStack:
                 f'  sandbox = "{PAUSE_IMAGE}"',
                 "[plugins.'io.containerd.cri.v1.runtime']",
                 "  restrict_oom_score_adj = true",
+                # the pods' network namespaces under this node's state, not in /run/netns:
+                # `sandbox down` unmounts and removes them with the node
+                "  netns_mounts_under_state_dir = true",
                 "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]",
                 f'  BinaryName = "{binaries.exe("runc")}"',
                 f'  Root = "{n.path("runc")}"',

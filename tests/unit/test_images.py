@@ -80,6 +80,9 @@ def test_dockerfiles_need_no_registry_and_run_as_non_root(recipe):
     assert "COPY --from=" not in text  # nothing copied out of another registry image
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users[-1] == recipe.user and not users[-1].startswith("0")
+    # no downloaded .deb left in a layer
+    if "apt-get install" in text:
+        assert "apt-get clean" in text
     # nothing pinned to a package version a repository stops serving
     assert not re.search(r"apt-get install[^&]*=\S*\d", text)
     assert "apt.postgresql.org" not in text

@@ -58,6 +58,7 @@ def test_each_node_gets_its_own_runtime(layout):
     for c in configs:
         runtime = c["plugins"]["io.containerd.cri.v1.runtime"]
         assert runtime["restrict_oom_score_adj"] is True
+        assert runtime["netns_mounts_under_state_dir"] is True  # removed with the node
         assert c["plugins"]["io.containerd.nri.v1.nri"]["disable"] is True
         assert runtime["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
 
