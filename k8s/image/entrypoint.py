@@ -200,6 +200,17 @@ def prepare_tls(tls_dir: str | None, key_copy: Path = KEY_COPY) -> None:
     os.chmod(key_copy, 0o600)
 
 
+def restrict_data_dir(data_dir: str) -> None:
+    """A data directory the kubelet opened to the pod's fsGroup (g+rwx, setgid: what its
+    recursive ownership change gives every file of a volume) back to 0700: PostgreSQL refuses
+    to start on one a group may write. The StatefulSets ask for the change only when the
+    volume's root does not match (fsGroupChangePolicy: OnRootMismatch); this holds for a
+    volume changed anyway (another policy, a restore, an operator's chown)."""
+    d = Path(data_dir)
+    if d.is_dir() and d.stat().st_mode & 0o7077 not in (0, 0o050):
+        d.chmod(0o700)
+
+
 def write_config(config: dict[str, Any], path: Path = CONFIG_PATH) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -212,6 +223,7 @@ def main() -> None:
         prepare_tls(env.get("CITUS_TLS_DIR"))
         config = build_config(env)
         prepare_pgbackrest(env)
+        restrict_data_dir(config["postgresql"]["data_dir"])
         write_config(config)
     except (EntrypointError, OSError) as e:
         print(f"citus-entrypoint: {e}", file=sys.stderr)

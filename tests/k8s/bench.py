@@ -201,8 +201,20 @@ def main() -> int:
         out["coordinator_node_lost"] = failover(kube, c, 0, lose)
         if lost:
             sandbox.revive_node(lost[0])
+    except Exception:
+        # what the cluster looked like when the bench gave up, before the sandbox goes
+        from citus_pipeline.sandbox.addons import kubectl
+
+        with contextlib.suppress(Exception):
+            print(kubectl(sandbox.layout, "get", "pods", "-A", "-o", "wide"), file=sys.stderr)
+            print(
+                kubectl(sandbox.layout, "-n", ns, "get", "events", "--sort-by=.lastTimestamp"),
+                file=sys.stderr,
+            )
+        raise
     finally:
-        sandbox.down()
+        if not os.environ.get("CITUS_PIPELINE_KEEP_K8S"):
+            sandbox.down()
     lines = [
         f"Kubernetes deployment on the sandbox: three real nodes ({out['machine']})",
         "sandbox up (images cached): "

@@ -22,6 +22,7 @@ from .drills import (
     backend_as,
     ensure_namespace,
     group_pods,
+    kubectl,
     probe_ports,
     wait_ha,
     wait_members_ready,
@@ -110,6 +111,32 @@ def test_members_of_a_group_never_share_a_node_and_the_pdb_holds(kube, cluster, 
         evict(leader)
     assert refused.value.status == 429, refused.value
     assert "disruption budget" in refused.value.body
+    # and as an operator meets it: `kubectl drain` of the leader's node cannot evict it
+    node = core.read_namespaced_pod(leader, ns).spec.node_name
+    selector = f"{mf.GROUP_LABEL}={g},cluster-name={spec.name}"
+    exe = str(kubectl())
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig)}
+    try:
+        drain = subprocess.run(
+            [
+                exe,
+                "drain",
+                node,
+                f"--pod-selector={selector}",
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                "--timeout=20s",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+    finally:
+        subprocess.run([exe, "uncordon", node], env=env, check=True, capture_output=True)
+    assert drain.returncode != 0, drain.stdout
+    assert "disruption budget" in drain.stderr + drain.stdout
+    assert core.read_namespaced_pod(leader, ns).metadata.deletion_timestamp is None
     # the StatefulSet brings the evicted member back and it streams again
     wait_members_ready(kube, spec, g, timeout=240)
 

@@ -186,6 +186,10 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
             "runAsUser": IMAGE_UID,
             "runAsGroup": IMAGE_UID,
             "fsGroup": IMAGE_UID,
+            # the volume's files regrouped only while its root is not the pod's group (its
+            # first start): never again on a restart, where `Always` would give PGDATA
+            # g+rwx, which PostgreSQL refuses (the entrypoint puts 0700 back if it happens)
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "affinity": {
