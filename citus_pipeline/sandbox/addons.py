@@ -347,7 +347,7 @@ def metallb_pool() -> list[dict[str, Any]]:
     ]
 
 
-def rollout(layout: Layout, namespace: str, kind_name: str, timeout: float = 180) -> None:
+def rollout(layout: Layout, namespace: str, kind_name: str, timeout: float = 300) -> None:
     kubectl(layout, "-n", namespace, "rollout", "status", kind_name, f"--timeout={int(timeout)}s")
 
 

@@ -218,7 +218,7 @@ class NodeStack:
         path = f"{binaries.bin_dir()}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         return {"PATH": path, "HOME": str(self.node.dir), "LANG": "C.UTF-8"}
 
-    def start_containerd(self, timeout: float = 30) -> None:
+    def start_containerd(self, timeout: float = 90) -> None:
         d = self.daemon("containerd")
         if d.pid() is not None:
             return

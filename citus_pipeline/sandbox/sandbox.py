@@ -113,7 +113,7 @@ class Sandbox:
         out = addons.kubectl(self.layout, "get", "nodes", "-o", "json")
         return {n["metadata"]["name"]: n for n in json.loads(out)["items"]}
 
-    def _pod_cidrs(self, timeout: float = 120) -> dict[str, str]:
+    def _pod_cidrs(self, timeout: float = 300) -> dict[str, str]:
         names = {s.node.name for s in self.stacks}
 
         def read() -> dict[str, str]:
@@ -140,7 +140,7 @@ class Sandbox:
                 if d.pid() is None:
                     raise SandboxError(f"{d.name} is not running: {tail(d.log, 3)}", d.log)
 
-    def _wait_nodes_ready(self, timeout: float = 180) -> None:
+    def _wait_nodes_ready(self, timeout: float = 300) -> None:
         def ready() -> dict[str, str]:
             self._check_alive()
             out = {}

@@ -11,6 +11,7 @@ missing) or where Citus is missing, like the other Citus tests.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,11 +38,29 @@ def kube(require_citus) -> Iterator[Kube]:
     started_here = not sandbox.plane.running()["kube-apiserver"]
     workdir = Path(tempfile.mkdtemp(prefix="citus-k8s-"))
     try:
-        sandbox.up(print)
+        try:
+            sandbox.up(print)
+        except Exception as e:
+            # the logs go with the sandbox: keep them where the failure can be read
+            kept = workdir / "sandbox-logs"
+            shutil.copytree(sandbox.layout.root, kept, ignore=_not_logs, dirs_exist_ok=True)
+            raise AssertionError(f"sandbox up failed: {e} (its logs: {kept})") from e
         yield Kube(sandbox, workdir)
     finally:
         if started_here and not os.environ.get("CITUS_PIPELINE_KEEP_K8S"):
             sandbox.down()
+
+
+def _not_logs(directory: str, names: list[str]) -> list[str]:
+    """shutil.copytree's ignore: everything but logs, the state file and directories (the
+    containerd and kubelet roots are left out whole)."""
+    skip = {"containerd", "kubelet", "runc", "volumes", "etcd", "pki"}
+    return [
+        n
+        for n in names
+        if n in skip
+        or not (n.endswith((".log", ".json", ".yaml", ".toml")) or Path(directory, n).is_dir())
+    ]
 
 
 @pytest.fixture(scope="module")
