@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import settings
 from ..errors import ImageBuildError
 from . import citus_host, record
-from .buildah import Buildah, missing_reason
+from .buildah import Buildah, missing_reason, world_readable
 from .debian_base import BASE_REFERENCE, base_tarball
 from .recipes import DEFAULT_REGISTRY, RECIPES, Recipe
 
@@ -66,7 +66,13 @@ def _describe(b: Buildah, reference: str, recipe: Recipe) -> dict:
         }
 
 
-def build_images(
+def build_images(*args, **kwargs) -> dict:
+    """Build, archive and describe the images; returns what `images.json` holds."""
+    with world_readable():
+        return _build_images(*args, **kwargs)
+
+
+def _build_images(
     out: Path,
     *,
     citus_from_host: bool = False,
@@ -79,7 +85,6 @@ def build_images(
     log: Callable[[str], None] = lambda _m: None,
     echo: Callable[[str], None] = lambda _l: None,
 ) -> dict:
-    """Build, archive and describe the images; returns what `images.json` holds."""
     reason = missing_reason()
     if reason:
         raise ImageBuildError(reason)

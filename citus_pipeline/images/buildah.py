@@ -19,6 +19,21 @@ from pathlib import Path
 from ..errors import ImageBuildError
 
 BUILD_CA_PATH = "/run/build-ca-bundle.crt"
+# What a build creates (layers, the base's files) is world-readable whatever the caller's
+# umask: importing Patroni sets 0077 in a Python process, and images built under it would
+# give their non-root users directories they cannot enter.
+UMASK = 0o022
+
+
+@contextmanager
+def world_readable() -> Iterator[None]:
+    """The process's umask 022 for a while (and what it was after): the files and directories
+    this process makes for an image or a node stay readable for a container's non-root user."""
+    old = os.umask(UMASK)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def host_ca_bundle() -> Path | None:
@@ -51,7 +66,7 @@ class Buildah:
     def _run(self, *args: str, what: str, echo: Callable[[str], None] | None = None) -> str:
         argv = ["buildah", *self._global, *args]
         if echo is None:
-            proc = subprocess.run(argv, check=False, capture_output=True, text=True)
+            proc = subprocess.run(argv, check=False, capture_output=True, text=True, umask=UMASK)
             if proc.returncode != 0:
                 tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
                 raise ImageBuildError(f"{what} failed (buildah {args[0]}):\n{tail}")
@@ -59,7 +74,7 @@ class Buildah:
         # A long build: every line to the caller (progress), the last ones kept for the error.
         lines: list[str] = []
         with subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, umask=UMASK
         ) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:

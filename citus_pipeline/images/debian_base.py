@@ -59,7 +59,9 @@ def base_tarball(cache: Path, *, refresh: bool = False, log=None) -> tuple[Path,
         raise ImageBuildError("mmdebstrap is not installed (apt-get install mmdebstrap)")
     cache.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial.tar")
-    proc = subprocess.run(mmdebstrap_args(partial), check=False, capture_output=True, text=True)
+    proc = subprocess.run(
+        mmdebstrap_args(partial), check=False, capture_output=True, text=True, umask=0o022
+    )
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])

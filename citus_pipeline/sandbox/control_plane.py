@@ -24,6 +24,7 @@ from .layout import (
     CLUSTER_DOMAIN,
     GATEWAY,
     SERVICE_CIDR,
+    UMASK,
     Layout,
 )
 from .pki import CA, key_pem, kubeconfig, new_key, public_pem, write_private
@@ -209,7 +210,7 @@ class ControlPlane:
         for name in ORDER:
             d = self.daemon(name)
             if d.pid() is None:
-                proc = d.spawn(self._argv(name), cwd=self.dir)
+                proc = d.spawn(self._argv(name), cwd=self.dir, umask=UMASK)
                 if name == "kube-apiserver":
                     d.await_ready(
                         proc, self.ready, timeout, "kube-apiserver to be ready", ignore=(OSError,)

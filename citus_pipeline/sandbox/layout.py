@@ -26,6 +26,10 @@ CLUSTER_DOMAIN = "cluster.local"
 # MetalLB's L2 pool: LoadBalancer Services get an address on the node network
 LB_RANGE = (str(NODE_NETWORK[200]), str(NODE_NETWORK[239]))
 APISERVER_PORT = 6443
+# Every process of the sandbox creates what containers read (snapshot roots, volume and
+# Secret directories) world-readable, whatever its caller's umask: importing Patroni sets 0077
+# in a Python process, and a container's non-root user then could not even stat its own /.
+UMASK = 0o022
 ZONES = ("ru-central1-a", "ru-central1-b", "ru-central1-d")  # the Yandex node group's zones
 
 

@@ -23,9 +23,10 @@ from ..cluster.local.processes import Daemon, stop_all
 from ..errors import SandboxError
 from . import binaries
 from .control_plane import ControlPlane
-from .layout import CLUSTER_CIDR, CLUSTER_DOMAIN, DNS_SERVICE_IP, Node
+from .layout import CLUSTER_CIDR, CLUSTER_DOMAIN, DNS_SERVICE_IP, UMASK, Node
 
 PAUSE_IMAGE = "localhost/citus-pipeline/pause:3.10"
+
 K8S_NAMESPACE = "k8s.io"  # containerd's namespace for the CRI
 # How Yandex Managed Kubernetes labels a node group's nodes (zone and region are the
 # well-known labels the manifests' anti-affinity and zone spreading read)
@@ -224,7 +225,7 @@ class NodeStack:
             return
         n = self.node
         argv = [binaries.exe("containerd"), f"--config={n.path('containerd.toml')}"]
-        proc = d.spawn(argv, cwd=n.dir, env=self._env(), netns=n.netns_path)
+        proc = d.spawn(argv, cwd=n.dir, env=self._env(), netns=n.netns_path, umask=UMASK)
         d.await_ready(
             proc,
             lambda: self.ctr("version").returncode == 0,
@@ -279,14 +280,14 @@ class NodeStack:
             f"--node-labels={label_arg}",
             "--v=1",
         ]
-        d.spawn(argv, cwd=n.dir, env=self._env(), netns=n.netns_path)
+        d.spawn(argv, cwd=n.dir, env=self._env(), netns=n.netns_path, umask=UMASK)
 
     def start_kube_proxy(self) -> None:
         d, n = self.daemon("kube-proxy"), self.node
         if d.pid() is not None:
             return
         argv = [binaries.exe("kube-proxy"), f"--config={n.path('kube-proxy.yaml')}", "--v=1"]
-        d.spawn(argv, cwd=n.dir, env=self._env(), netns=n.netns_path)
+        d.spawn(argv, cwd=n.dir, env=self._env(), netns=n.netns_path, umask=UMASK)
 
     def stop(self, timeout: float = 20) -> None:
         """kube-proxy and the kubelet, then every container (through containerd's shims) and

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..cluster.local.processes import tail
 from ..errors import SandboxError
+from ..images.buildah import world_readable
 from ..waiting import until
 from . import addons, binaries, faults, kernel, network
 from .control_plane import ControlPlane
@@ -49,6 +50,10 @@ class Sandbox:
 
     # -- up ----------------------------------------------------------------------------------
     def up(self, log: Log = lambda _m: None) -> dict:
+        with world_readable():
+            return self._up(log)
+
+    def _up(self, log: Log) -> dict:
         started = time.monotonic()
         timings: dict[str, float] = {}
 

@@ -134,9 +134,9 @@ def test_members_of_a_group_never_share_a_node_and_the_pdb_holds(kube, cluster, 
         )
     finally:
         subprocess.run([exe, "uncordon", node], env=env, check=True, capture_output=True)
-    assert drain.returncode != 0, drain.stdout
-    assert "disruption budget" in drain.stderr + drain.stdout
-    assert core.read_namespaced_pod(leader, ns).metadata.deletion_timestamp is None
+    # drain retries the leader's eviction until the budget allows it again (the evicted
+    # member back and Ready): refused while one member of the group was down
+    assert "violate the pod's disruption budget" in drain.stderr, drain.stderr
     # the StatefulSet brings the evicted member back and it streams again
     wait_members_ready(kube, spec, g, timeout=240)
 
