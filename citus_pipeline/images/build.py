@@ -66,13 +66,8 @@ def _describe(b: Buildah, reference: str, recipe: Recipe) -> dict:
         }
 
 
-def build_images(*args, **kwargs) -> dict:
-    """Build, archive and describe the images; returns what `images.json` holds."""
-    with world_readable():
-        return _build_images(*args, **kwargs)
-
-
-def _build_images(
+@world_readable()
+def build_images(
     out: Path,
     *,
     citus_from_host: bool = False,
@@ -85,6 +80,7 @@ def _build_images(
     log: Callable[[str], None] = lambda _m: None,
     echo: Callable[[str], None] = lambda _l: None,
 ) -> dict:
+    """Build, archive and describe the images; returns what `images.json` holds."""
     reason = missing_reason()
     if reason:
         raise ImageBuildError(reason)

@@ -28,7 +28,8 @@ UMASK = 0o022
 @contextmanager
 def world_readable() -> Iterator[None]:
     """The process's umask 022 for a while (and what it was after): the files and directories
-    this process makes for an image or a node stay readable for a container's non-root user."""
+    this process makes for an image or a node stay readable for a container's non-root user.
+    Also a decorator (``@world_readable()``), as every generator context manager is."""
     old = os.umask(UMASK)
     try:
         yield

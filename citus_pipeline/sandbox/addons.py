@@ -47,6 +47,34 @@ def apply(layout: Layout, docs: list[dict[str, Any]]) -> None:
     )
 
 
+def cluster_identity(
+    account: str, namespace: str, role: str, rules: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A ServiceAccount, a ClusterRole with ``rules`` and the binding between them: what an
+    add-on that reads the whole cluster runs as."""
+    rbac = "rbac.authorization.k8s.io"
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": account, "namespace": namespace},
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": role},
+            "rules": rules,
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+        },
+    ]
+
+
 def coredns() -> list[dict[str, Any]]:
     ns, labels = "kube-system", {"k8s-app": "kube-dns"}
     corefile = f"""\
@@ -84,40 +112,20 @@ def coredns() -> list[dict[str, Any]]:
         },
         "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
     }
+    rules = [
+        {
+            "apiGroups": [""],
+            "resources": ["endpoints", "services", "pods", "namespaces"],
+            "verbs": ["list", "watch"],
+        },
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["list", "watch"],
+        },
+    ]
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "coredns", "namespace": ns},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "system:coredns"},
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["endpoints", "services", "pods", "namespaces"],
-                    "verbs": ["list", "watch"],
-                },
-                {
-                    "apiGroups": ["discovery.k8s.io"],
-                    "resources": ["endpointslices"],
-                    "verbs": ["list", "watch"],
-                },
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "system:coredns"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:coredns",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": ns}],
-        },
+        *cluster_identity("coredns", ns, "system:coredns", rules),
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -262,46 +270,22 @@ def kube_router() -> list[dict[str, Any]]:
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
         "volumeMounts": [{"name": "xtables-lock", "mountPath": "/run/xtables.lock"}],
     }
+    rules = [
+        {
+            "apiGroups": [""],
+            "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
+            "verbs": read,
+        },
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": read},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        },
+    ]
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "kube-router", "namespace": ns},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "kube-router"},
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
-                    "verbs": read,
-                },
-                {
-                    "apiGroups": ["networking.k8s.io"],
-                    "resources": ["networkpolicies"],
-                    "verbs": read,
-                },
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
-                {
-                    "apiGroups": ["coordination.k8s.io"],
-                    "resources": ["leases"],
-                    "verbs": ["get", "create", "update"],
-                },
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "kube-router"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "kube-router",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "kube-router", "namespace": ns}],
-        },
+        *cluster_identity("kube-router", ns, "kube-router", rules),
         {
             "apiVersion": "apps/v1",
             "kind": "DaemonSet",

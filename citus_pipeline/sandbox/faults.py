@@ -11,8 +11,9 @@ import signal
 from pathlib import Path
 
 from ..errors import SandboxError
+from . import network
 from .addons import kubectl
-from .layout import GATEWAY, Layout
+from .layout import Layout
 from .network import ip
 from .node import NodeStack, kill_matching
 
@@ -75,8 +76,8 @@ def lose_node(stacks: list[NodeStack], node_name: str) -> list[int]:
 
 
 def revive_node(stack: NodeStack) -> None:
-    ip("link", "set", "eth0", "up", netns=stack.node.netns)
-    ip("route", "replace", "default", "via", GATEWAY, netns=stack.node.netns)
+    """The node booted again: its network as `up` makes it, then its daemons."""
+    network.up_node(stack.node)
     stack.start_containerd()
     stack.start_kubelet()
     stack.start_kube_proxy()

@@ -49,11 +49,8 @@ class Sandbox:
         self.layout.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
     # -- up ----------------------------------------------------------------------------------
+    @world_readable()
     def up(self, log: Log = lambda _m: None) -> dict:
-        with world_readable():
-            return self._up(log)
-
-    def _up(self, log: Log) -> dict:
         started = time.monotonic()
         timings: dict[str, float] = {}
 
@@ -81,7 +78,7 @@ class Sandbox:
         ensure_images(self.layout, log)
         step("images", t0)
         t0 = time.monotonic()
-        wanted = [a for a in archives(self.layout)]
+        wanted = archives(self.layout)
 
         def bring_node(s: NodeStack) -> list[str]:
             make_cgroups(s.node.cgroup_root)
