@@ -1,14 +1,17 @@
-"""The sandbox's certificate authority and the certificates it issues (x509 client
-certificates for the components and kubelets, serving certificates for the apiserver).
+"""A certificate authority of the project's own and the certificates it issues: the k8s
+sandbox's (client certificates of its components and kubelets, serving certificates of the
+apiserver) and a local cluster's (a serving certificate per member, `tls:` in the spec).
 
-The CA is written once into the sandbox's pki directory and read back by a later `up`, so the
-kubeconfigs a user holds stay valid for the sandbox's life (a year).
+A CA is written once into its directory and read back later, so what a user holds (a
+kubeconfig, a client's sslrootcert) stays valid for the CA's life.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,14 +86,14 @@ class CA:
         return cls(key, cert)
 
     @classmethod
-    def load_or_create(cls, directory: Path, cn: str) -> CA:
+    def load_or_create(cls, directory: Path, cn: str, valid: dt.timedelta = VALID) -> CA:
         crt, key = directory / "ca.crt", directory / "ca.key"
         if crt.exists() and key.exists():
             return cls(
                 serialization.load_pem_private_key(key.read_bytes(), password=None),
                 x509.load_pem_x509_certificate(crt.read_bytes()),
             )
-        ca = cls.create(cn)
+        ca = cls.create(cn, valid)
         write_private(key, key_pem(ca.key))
         write_private(crt, ca.pem, 0o644)
         return ca
@@ -104,6 +107,7 @@ class CA:
         ips: tuple[str, ...] = (),
         server: bool = False,
         client: bool = True,
+        valid: dt.timedelta = VALID,
     ) -> tuple[bytes, bytes]:
         """(certificate PEM, key PEM) for a client (CN = user, O = groups), a server, or both."""
         key = new_key()
@@ -119,7 +123,7 @@ class CA:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(min(now + VALID, self.cert.not_valid_after_utc))
+            .not_valid_after(min(now + valid, self.cert.not_valid_after_utc))
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )
         sans = [x509.DNSName(d) for d in dns] + [
@@ -142,18 +146,11 @@ class CA:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
 
-def kubeconfig(server: str, ca_file: Path, crt: Path, key: Path, user: str) -> dict:
-    """A kubeconfig for one client certificate."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "sandbox",
-                "cluster": {"server": server, "certificate-authority": str(ca_file)},
-            }
-        ],
-        "users": [{"name": user, "user": {"client-certificate": str(crt), "client-key": str(key)}}],
-        "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": user}}],
-        "current-context": "sandbox",
-    }
+def client_context(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """What an HTTPS client (httpx's ``verify``) trusts: ``ca_file``, or the system's CAs."""
+    return _context(str(ca_file)) if ca_file else True
+
+
+@functools.lru_cache(maxsize=8)
+def _context(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)

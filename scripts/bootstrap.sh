@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what this project needs that a package manager can install. Two levels:
 #   scripts/bootstrap.sh        what the main job needs: Debian's postgresql-15, etcd, pgbackrest,
-#                               iproute2, uv and the locked environment's main dependencies, and
+#                               pgbouncer, haproxy, iproute2, uv and the locked environment's main dependencies, and
 #                               Citus (below). It runs no `go`, even where Go is installed.
 #   scripts/bootstrap.sh --dev  also the test and bench tools: chromium (UI tests, screenshots),
 #                               prometheus and its postgres exporter (`--with-metrics`), pgloader
@@ -41,6 +41,9 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 [ -x /usr/bin/python3.11 ] || need+=(python3.11)
 # WAL archiving, backups and point-in-time restore of every Citus group
 command -v pgbackrest >/dev/null || need+=(pgbackrest)
+# the pooler (`pooler:`): PgBouncer behind which HAProxy follows the coordinator's leader
+command -v pgbouncer >/dev/null || need+=(pgbouncer)
+command -v haproxy >/dev/null || need+=(haproxy)
 command -v curl >/dev/null || need+=(curl ca-certificates gnupg)
 # `local.network: netns` (a network namespace per member) and the k8s tests' pod networks
 command -v ip >/dev/null || need+=(iproute2)

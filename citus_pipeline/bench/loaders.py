@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from ..data.schema import RAW_DDL, drop_all, q, regclass
 from ..errors import WaitTimeout
@@ -223,11 +224,13 @@ def parallel_copy(
 
 def pgloader_url(dsn: str) -> str:
     """The coordinator's leader as the postgresql:// URL pgloader reads: pgloader takes one
-    host and no passfile, so both come from a connection libpq made with the conninfo."""
+    host and no passfile, so both come from a connection libpq made with the conninfo. Over
+    TLS where that connection was (pgloader's strongest mode, `require`, checks no name)."""
     with psycopg.connect(dsn) as conn:
         i = conn.info
         auth = quote(i.user, safe="") + (":" + quote(i.password, safe="") if i.password else "")
-        return f"postgresql://{auth}@{i.host}:{i.port}/{quote(i.dbname, safe='')}"
+        tls = "?sslmode=require" if conn.pgconn.ssl_in_use else ""
+        return f"postgresql://{auth}@{i.host}:{i.port}/{quote(i.dbname, safe='')}{tls}"
 
 
 PGLOADER_COMMAND = """LOAD CSV
@@ -271,7 +274,10 @@ def pgloader(
             )
         )
         command.chmod(0o600)
-        m = run_children([[binary, "--quiet", "--root-dir", tmp, str(command)]], usage)
+        # pgloader verifies the server against OpenSSL's default CA file: the cluster's CA
+        ca = conninfo_to_dict(dsn).get("sslrootcert")
+        env = {**os.environ, **({"SSL_CERT_FILE": str(ca)} if ca else {})}
+        m = run_children([[binary, "--quiet", "--root-dir", tmp, str(command)]], usage, env=env)
     return _result("pgloader", "(d) pgloader", m, _count(dsn, RAW_TABLE), f"{streams} workers")
 
 

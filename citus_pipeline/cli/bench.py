@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from ..bench import backup, cluster, faults, load, queries, rebalance
+from ..bench import backup, cluster, endpoints, faults, load, queries, rebalance
 from ..bench.loaders import LOADERS
 from ..bench.rebalance import BENCH_STATE
 from ..bench.seed import RESULTS, SECTIONS, run_seed
@@ -23,7 +23,7 @@ from ..drills import SCENARIOS
 from ..pipeline.report import REFERENCE_ROWS
 
 app = typer.Typer(
-    help="Benchmarks: load, rebalance, queries, cluster, backup, faults, seed (figures and ratios).",
+    help="Benchmarks: load, rebalance, queries, endpoints, cluster, backup, faults, seed (figures and ratios).",
     no_args_is_help=True,
 )
 
@@ -95,6 +95,21 @@ def queries_command(
 ) -> None:
     """The four timing-check queries on (a) the reference schema and (b) uk_price."""
     queries.run_bench(rows, seed, runs, keep, state_dir, spec)
+
+
+@app.command("endpoints")
+def endpoints_command(
+    rows: Annotated[
+        int, typer.Option(help="rows of uk_price for the analytic queries")
+    ] = 2_000_000,
+    seed: Annotated[int, typer.Option(help="seed of the generated data")] = 2024,
+    seconds: Annotated[int, typer.Option(help="seconds of each pgbench run")] = 20,
+    keep: KeepOpt = False,
+    state_dir: BenchStateOpt = BENCH_STATE,
+    spec: BaseSpecOpt = None,
+) -> None:
+    """The pooler (pgbench at 100 and 1,000 clients) and the read endpoint vs direct."""
+    endpoints.run_bench(rows, seed, seconds, keep, state_dir, spec)
 
 
 @app.command("cluster")

@@ -88,6 +88,9 @@ def up(
     out.print(
         f"coordinator DSN: [bold]{run(c.coordinator_dsn)}[/]", highlight=False, soft_wrap=True
     )
+    for what, dsn in (("pooler DSN", topo.pooler_dsn), ("read DSN", topo.read_dsn)):
+        if dsn:
+            out.print(f"{what}: [bold]{dsn}[/]", highlight=False, soft_wrap=True)
     print_topology(topo, out)
     if isinstance(c, LocalCluster) and c.metrics_on():
         out.print(f"prometheus: [bold]{c.monitoring.prometheus_url}[/]")

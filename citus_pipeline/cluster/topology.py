@@ -82,6 +82,8 @@ class ClusterTopology(BaseModel):
     shards: list[NodeShards] = []
     shards_unanswered: str | None = None  # why shards per node are missing, when asked for
     coordinator_dsn: str | None = None  # never contains a password
+    pooler_dsn: str | None = None  # the pooler in front of the coordinator leader, where on
+    read_dsn: str | None = None  # a coordinator standby, reads from the workers' standbys
 
     @property
     def groups(self) -> list[int]:
@@ -117,6 +119,8 @@ def cluster_topology(
     members: list[MemberStatus],
     read_coordinator: Callable[[ClusterTopology, MemberStatus], ClusterTopology],
     coordinator_dsn: str | None = None,
+    pooler_dsn: str | None = None,
+    read_dsn: str | None = None,
 ) -> ClusterTopology:
     """A backend's status, put together the same way by both: Patroni's ``members`` first;
     then, only where the coordinator group has a leader to ask, what ``read_coordinator``
@@ -128,6 +132,8 @@ def cluster_topology(
         backend=backend.name,
         members=members,
         coordinator_dsn=coordinator_dsn,
+        pooler_dsn=pooler_dsn,
+        read_dsn=read_dsn,
     )
     leader = topo.leader(0)
     return topo if leader is None else read_coordinator(topo, leader)

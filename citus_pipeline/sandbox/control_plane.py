@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..cluster.local.processes import Daemon, stop_all
+from ..pki import CA, key_pem, new_key, public_pem, write_private
 from ..waiting import until
 from . import binaries
 from .layout import (
@@ -27,7 +28,6 @@ from .layout import (
     UMASK,
     Layout,
 )
-from .pki import CA, key_pem, kubeconfig, new_key, public_pem, write_private
 
 ETCD_CLIENT_PORT = 23790
 ETCD_PEER_PORT = 23800
@@ -239,3 +239,20 @@ class ControlPlane:
         # the consumers of the API first, etcd last
         stop_all([self.daemon(n) for n in reversed(ORDER[1:])], timeout)
         stop_all([self.daemon("etcd")], timeout)
+
+
+def kubeconfig(server: str, ca_file: Path, crt: Path, key: Path, user: str) -> dict:
+    """A kubeconfig for one client certificate."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "sandbox",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [{"name": user, "user": {"client-certificate": str(crt), "client-key": str(key)}}],
+        "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": user}}],
+        "current-context": "sandbox",
+    }

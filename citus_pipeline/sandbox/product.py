@@ -12,9 +12,9 @@ from typing import Any
 
 from ..cluster.kubernetes import manifests as mf
 from ..cluster.spec import ClusterSpec, spec_from_mapping
+from ..pki import CA, write_private
 from .addons import apply, kubectl
 from .layout import Layout
-from .pki import CA, write_private
 from .spec import sandbox_spec
 
 PASSWORD_KEYS = ("superuser-password", "replication-password", "restapi-password")

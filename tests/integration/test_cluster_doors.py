@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from citus_pipeline.cluster.local.faults import cluster_pids
+from citus_pipeline.pki import client_context
 
 
 def _b64(text: str) -> str:
@@ -66,11 +67,14 @@ def test_patronis_etcd_user_reaches_its_namespace_only(citus_cluster):
 def test_patronis_unsafe_rest_calls_need_the_password(citus_cluster, method, path, body):
     leader = citus_cluster.status(with_shards=False).leader(1)
     user = citus_cluster.spec.credentials.restapi_user
+    tls = client_context(citus_cluster.layout.ca_file)
     for auth in (None, (user, "not-the-password")):
-        r = httpx.request(method, f"{leader.api_url}{path}", json=body, auth=auth, timeout=5)
+        r = httpx.request(
+            method, f"{leader.api_url}{path}", json=body, auth=auth, timeout=5, verify=tls
+        )
         assert r.status_code == 401, (path, auth, r.status_code, r.text)
     # reading is open, as Patroni's health checks and load balancers need
-    assert httpx.get(f"{leader.api_url}/patroni", timeout=5).status_code == 200
+    assert httpx.get(f"{leader.api_url}/patroni", timeout=5, verify=tls).status_code == 200
 
 
 def test_postgresql_refuses_a_wrong_password_on_every_member(citus_cluster):

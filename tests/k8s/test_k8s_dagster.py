@@ -23,9 +23,9 @@ from psycopg import sql
 
 from citus_pipeline.cluster.kubernetes import manifests as mf
 from citus_pipeline.images.recipes import DAGSTER
+from citus_pipeline.pki import CA
 from citus_pipeline.sandbox.addons import YANDEX_DISK_CSI
 from citus_pipeline.sandbox.layout import CLUSTER_CIDR, GATEWAY
-from citus_pipeline.sandbox.pki import CA
 from citus_pipeline.settings import REPO_ROOT as REPO
 from citus_pipeline.waiting import until
 

@@ -1,6 +1,6 @@
 """The package's import graph: no cycles, and no import running back up the layers.
 
-Layers, bottom up: errors/settings/waiting -> cluster -> images/sandbox (the images users
+Layers, bottom up: errors/settings/waiting/pki -> cluster -> images/sandbox (the images users
 deploy, the Kubernetes sandbox) -> data -> defs (with definitions.py) -> pipeline (the main job
 from nothing) -> drills -> bench -> cli. A layer imports only the
 layers below it. The cluster layer knows nothing of the data path or Dagster, the data path
@@ -19,7 +19,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "citus_pipeline"
 # Bottom up; a package that does not exist yet (drills/ while it is being written) holds no
 # module, so its rule simply applies from the day it does.
 LAYERS = [
-    ("citus_pipeline.errors", "citus_pipeline.settings", "citus_pipeline.waiting"),
+    (
+        "citus_pipeline.errors",
+        "citus_pipeline.settings",
+        "citus_pipeline.waiting",
+        "citus_pipeline.pki",
+    ),
     ("citus_pipeline.cluster",),
     ("citus_pipeline.images", "citus_pipeline.sandbox"),
     ("citus_pipeline.data",),

@@ -145,9 +145,13 @@ def test_every_node_connection_gets_tcp_timeouts_unless_the_spec_sets_its_own():
         m = Layout(spec, Path("/x")).member(1, 1)
         creds = dict.fromkeys(("superuser", "replication", "restapi", "etcd"), "pw")
         cfg = patroni_config(spec, m, creds, Path("/usr/lib/postgresql/15/bin"))
-        return cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]["citus.node_conninfo"]
+        assert "citus.node_conninfo" not in cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]
+        return cfg["postgresql"]["parameters"]["citus.node_conninfo"]
 
-    assert conninfo(load_spec(DEFAULT_SPEC_PATH)) == f"sslmode=disable {TCP_TIMEOUTS}"
+    tls = "sslmode=verify-full sslrootcert=/x/tls/ca.crt"
+    assert conninfo(load_spec(DEFAULT_SPEC_PATH)) == f"{tls} {TCP_TIMEOUTS}"
+    plain = spec_from_mapping({"tls": {"enabled": False}})
+    assert conninfo(plain) == f"sslmode=disable {TCP_TIMEOUTS}"
     own = "sslmode=disable keepalives=0"
     params = {**ClusterSpec().postgresql.parameters, "citus.node_conninfo": own}
     assert conninfo(spec_from_mapping({"postgresql": {"parameters": params}})) == own

@@ -29,13 +29,14 @@ from ..citus_meta import cleanup_orphans, drain_group, remove_group_nodes
 from ..restore_points import RestorePointFile, RestorePoints
 from ..spec import ClusterSpec
 from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress, cluster_topology
-from . import coordinator, credentials, observe, patroni, preflight, processes
+from . import coordinator, credentials, observe, patroni, preflight, processes, tls
 from .backup import HOLD_ARCHIVE, LocalBackups, RestoreStart
 from .etcd import DCS_NAMESPACE, Etcd
 from .layout import Layout, Member
 from .monitoring import Monitoring
 from .netns import MemberNetwork
 from .patroni import PatroniAPI
+from .pooler import Pooler
 from .state import ClusterState
 from .supervisor import Supervisor
 
@@ -57,6 +58,7 @@ class LocalCluster(ClusterBackend):
         self.monitoring = Monitoring(self.layout, self._run_as, self.network)
         self.backups = LocalBackups(self.layout, self._run_as)
         self.supervisor = Supervisor(self.layout)
+        self.pooler = Pooler(self.layout, self._run_as)
 
     def worker_groups(self) -> list[int]:
         """Worker groups of this cluster: the spec's, plus any added with add-worker."""
@@ -100,6 +102,11 @@ class LocalCluster(ClusterBackend):
         """libpq conninfo for the coordinator leader; the password is in a passfile, not here."""
         return credentials.coordinator_dsn(self.layout)
 
+    def read_dsn(self) -> str:
+        """libpq conninfo of the read endpoint (a coordinator standby; reads go to the worker
+        groups' standbys, writes are refused)."""
+        return credentials.read_dsn(self.layout)
+
     def member_dsn(self, m: Member, dbname: str | None = None) -> str:
         return credentials.member_dsn(self.layout, m, dbname)
 
@@ -117,6 +124,7 @@ class LocalCluster(ClusterBackend):
         if self.backups.enabled or restore:
             self.backups.write_member_config(m)
         self.network.ensure_member(m)
+        tls.ensure(self.layout, [m], self._run_as)
         config = self.patroni_config(m, creds, restore)
         patroni.start(self.layout, m, config, self._run_as, self.network)
         return True
@@ -127,6 +135,17 @@ class LocalCluster(ClusterBackend):
         killed = processes.kill_member(m)
         self._start_member(m, self.credentials())
         return killed
+
+    def _refresh_running(self, members: list[Member], creds: dict[str, str]) -> None:
+        """A running member whose certificate is renewed now, or whose patroni.yml this
+        version writes otherwise (an upgrade, a changed spec), reloads: Patroni re-reads its
+        configuration and REST API certificate, PostgreSQL its parameters, pg_hba and TLS
+        files (Patroni reloads it on SIGHUP)."""
+        running = [m for m in members if processes.member_pid(m)]
+        renewed = tls.ensure(self.layout, running, self._run_as)
+        for m in running:
+            if m in renewed or patroni.config_changed(m, self.patroni_config(m, creds)):
+                self.reload_member(m, creds)
 
     def reload_member(self, m: Member, creds: dict[str, str]) -> None:
         """Rewrite m's patroni.yml as `up` would and have Patroni apply it (SIGHUP)."""
@@ -168,6 +187,8 @@ class LocalCluster(ClusterBackend):
                 started,
             ),
             self.coordinator_dsn(),
+            pooler_dsn=self.pooler_dsn(),
+            read_dsn=self.read_dsn(),
         )
 
     def restore_points(self) -> RestorePoints:
@@ -274,6 +295,7 @@ class LocalCluster(ClusterBackend):
             if not any(processes.member_pid(m) for m in members):
                 # no Patroni runs without etcd credentials that this could lock out
                 self.etcd.enable_auth()
+            self._refresh_running(members, creds)
             # coordinator first: its Patroni registers the workers as they come up
             for m in members:
                 if self._start_member(m, creds):
@@ -284,6 +306,7 @@ class LocalCluster(ClusterBackend):
                 self.state.save(state)
             self.wait_ready(self.groups(), timeout, progress)
             self.ensure_stanzas(self.groups())
+            self._start_pooler(creds, progress)
             if self.spec.local.supervisor:
                 self.supervisor.start()
             else:
@@ -295,6 +318,21 @@ class LocalCluster(ClusterBackend):
             raise
         return self.status()
 
+    def _start_pooler(self, creds: dict[str, str], progress: Progress | None = None) -> None:
+        """PgBouncer and HAProxy before the coordinator's leader (stopped where the spec
+        turned the pooler off)."""
+        if not self.pooler.enabled:
+            self.pooler.stop()
+            return
+        if progress:
+            progress("starting the pooler", 0, 1)
+        tls.ensure_pooler(self.layout, self._run_as)
+        self.pooler.start(self.members([0]), creds["superuser"])
+
+    def pooler_dsn(self) -> str | None:
+        """libpq conninfo of the pooler; None where the spec has it off."""
+        return credentials.pooler_dsn(self.layout) if self.pooler.enabled else None
+
     def down(self, purge: bool = False) -> None:
         with self.state.exclusive("down"):
             return self._down_locked(purge)
@@ -303,6 +341,7 @@ class LocalCluster(ClusterBackend):
         members = self.members()
         self.supervisor.stop()  # first: it would take members stopping for hung ones
         self.monitoring.stop()  # exporters would only log the members going away
+        self.pooler.stop()
         if any(processes.member_pid(m) for m in members):
             paused = self.api.pause_groups(self.groups())
             state = self.state.read()

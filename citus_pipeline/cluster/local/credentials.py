@@ -78,6 +78,13 @@ def write_client_passfile(layout: Layout, creds: dict[str, str]) -> None:
     write_private(layout.client_passfile, f"*:*:*:{user}:{creds['superuser']}\n", None)
 
 
+def tls_options(layout: Layout) -> str:
+    """What a client's conninfo adds to reach a member: verify-full against the cluster's CA
+    (nothing with tls off)."""
+    ca = layout.ca_file
+    return f" sslmode=verify-full sslrootcert={ca}" if ca else ""
+
+
 def coordinator_dsn(layout: Layout) -> str:
     """libpq conninfo for the coordinator leader; the password is in a passfile, not here."""
     coord = layout.members([0])
@@ -87,6 +94,40 @@ def coordinator_dsn(layout: Layout) -> str:
         f"host={hosts} port={ports} dbname={layout.spec.database} "
         f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
         f"target_session_attrs=read-write connect_timeout=5 {TCP_TIMEOUTS}"
+        f"{tls_options(layout)}"
+    )
+
+
+def pooler_dsn(layout: Layout) -> str:
+    """libpq conninfo of the pooler (PgBouncer before the coordinator's leader). Transaction
+    pooling: a client through it keeps no session state and prepares no statements
+    (psycopg: ``prepare_threshold=None``)."""
+    s = layout.spec
+    return (
+        f"host={s.pooler_address} port={s.pooler.port} dbname={s.database} "
+        f"user={s.credentials.superuser} passfile={layout.client_passfile} "
+        f"connect_timeout=5 {TCP_TIMEOUTS}"
+        f"{tls_options(layout)}"
+    )
+
+
+# The read endpoint's sessions: Citus sends their reads to each worker group's standbys, and
+# nothing they run may write (the same, should libpq fall back to the leader).
+READ_SESSION_OPTIONS = "-c citus.use_secondary_nodes=always -c default_transaction_read_only=on"
+
+
+def read_dsn(layout: Layout) -> str:
+    """libpq conninfo of the read endpoint: a coordinator standby (the leader only where no
+    standby answers), whose sessions read from the worker groups' standbys."""
+    coord = layout.members([0])
+    hosts = ",".join(m.address for m in coord)
+    ports = ",".join(str(m.pg_port) for m in coord)
+    return (
+        f"host={hosts} port={ports} dbname={layout.spec.database} "
+        f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
+        f"target_session_attrs=prefer-standby options='{READ_SESSION_OPTIONS}' "
+        f"application_name=citus-pipeline-read connect_timeout=5 {TCP_TIMEOUTS}"
+        f"{tls_options(layout)}"
     )
 
 
@@ -97,6 +138,7 @@ def member_dsn(
         f"host={m.address} port={m.pg_port} dbname={dbname or layout.spec.database} "
         f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
         f"connect_timeout={connect_timeout} {TCP_TIMEOUTS}"
+        f"{tls_options(layout)}"
     )
 
 
@@ -112,6 +154,9 @@ __all__ = [
     "coordinator_dsn",
     "load",
     "member_dsn",
+    "pooler_dsn",
+    "read_dsn",
+    "tls_options",
     "write_client_passfile",
     "write_private",
 ]

@@ -43,8 +43,9 @@ def member_processes(m: Member) -> list[int]:
 
 
 def cluster_pids(cluster) -> list[int]:
-    """Every process of a LocalCluster: etcd, Patroni, postmasters and their children."""
-    roots = [p for p in [cluster.etcd.pid()] if p]
+    """Every process of a LocalCluster: etcd, the pooler, Patroni, postmasters and their
+    children."""
+    roots = [p for p in [cluster.etcd.pid(), *cluster.pooler.pids()] if p]
     for m in cluster.members():
         roots += [p for p in (member_pid(m), postmaster_pid(m)) if p]
     ppids = processes.parents()  # one pass over /proc for every root

@@ -6,11 +6,13 @@ sees the addresses and files it works on and nothing else.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import ClusterError
+from ...pki import client_context
 from ..spec import ClusterSpec
 
 
@@ -23,6 +25,7 @@ class Member:
     pg_port: int
     api_port: int
     dir: Path
+    ca_file: Path | None = None  # the cluster's CA where tls is on: HTTPS, verify-full
 
     @property
     def data_dir(self) -> Path:
@@ -66,8 +69,23 @@ class Member:
         return self.dir / "pgbackrest.conf"
 
     @property
+    def tls_cert(self) -> Path:
+        """This member's serving certificate (PostgreSQL and Patroni's REST API)."""
+        return self.dir / "tls" / "server.crt"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.dir / "tls" / "server.key"
+
+    @property
     def api_url(self) -> str:
-        return f"http://{self.address}:{self.api_port}"
+        scheme = "https" if self.ca_file else "http"
+        return f"{scheme}://{self.address}:{self.api_port}"
+
+    @property
+    def api_verify(self) -> ssl.SSLContext | bool:
+        """httpx's ``verify`` for this member's REST API."""
+        return client_context(self.ca_file)
 
 
 class Layout:
@@ -115,6 +133,25 @@ class Layout:
         return self.state_dir / ".lock"
 
     @property
+    def tls_dir(self) -> Path:
+        """The cluster's CA (ca.crt, ca.key) where tls is on."""
+        return self.state_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self.tls_dir / "ca.crt" if self.spec.tls.enabled else None
+
+    @property
+    def pooler_dir(self) -> Path:
+        """PgBouncer's and HAProxy's configs, pidfiles, logs (``pooler:``)."""
+        return self.state_dir / "pooler"
+
+    @property
+    def pooler_tls(self) -> tuple[Path, Path]:
+        """PgBouncer's serving certificate and key."""
+        return self.pooler_dir / "tls" / "server.crt", self.pooler_dir / "tls" / "server.key"
+
+    @property
     def secrets_file(self) -> Path:
         return self.state_dir / "secrets.json"
 
@@ -147,6 +184,7 @@ class Layout:
             pg_port=self.spec.local.postgres_port,
             api_port=self.spec.local.restapi_port,
             dir=self.state_dir / "members" / name,
+            ca_file=self.ca_file,
         )
 
     def members(self, groups: Iterable[int]) -> list[Member]:

@@ -113,6 +113,9 @@ class Monitoring:
                 "file_sd_configs": [{"files": [str(self.dir / "targets" / f"{job}.json")]}],
             }
 
+        patroni = file_sd("patroni")
+        if self.layout.ca_file:  # Patroni's REST API (and /metrics) on HTTPS
+            patroni.update(scheme="https", tls_config={"ca_file": str(self.layout.ca_file)})
         return {
             "global": {
                 "scrape_interval": every,
@@ -121,7 +124,7 @@ class Monitoring:
             },
             "rule_files": [str(self.dir / "rules.yml")],
             "scrape_configs": [
-                file_sd("patroni"),
+                patroni,
                 file_sd("postgres"),
                 {
                     "job_name": "etcd",
@@ -172,6 +175,11 @@ class Monitoring:
                 f"stop it or change {field} in the spec"
             )
 
+    @property
+    def _sslmode(self) -> str:
+        ca = self.layout.ca_file
+        return f"sslmode=verify-full&sslrootcert={ca}" if ca else "sslmode=disable"
+
     def start_exporter(self, m: Member) -> bool:
         """Start m's exporter unless it runs; returns whether this call started it."""
         if self.exporter_pid(m):
@@ -181,7 +189,7 @@ class Monitoring:
             self._check_port(listen, f"exporter of {m.name}", "local.exporter_port")
         dsn = (
             f"postgresql://{self.spec.credentials.superuser}@{m.address}:{m.pg_port}/"
-            f"{self.spec.database}?sslmode=disable&connect_timeout=3"
+            f"{self.spec.database}?connect_timeout=3&{self._sslmode}"
         )
         self._spawn(
             f"exporter-{m.name}",

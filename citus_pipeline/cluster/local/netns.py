@@ -86,12 +86,17 @@ class MemberNetwork:
     def _exists(self, *args: str) -> bool:
         return _ip(*args, check=False).returncode == 0
 
+    def _bridge_addresses(self) -> list:
+        s = self.spec
+        extra = [s.leader_endpoint_address, s.pooler_address] if s.pooler.enabled else []
+        return [s.etcd_address, s.prometheus_address, *extra]
+
     def ensure_bridge(self) -> None:
-        """The bridge with etcd's and Prometheus's addresses (idempotent)."""
+        """The bridge with etcd's, Prometheus's and the pooler's addresses (idempotent)."""
         if not self.enabled:
             return
         br = self.bridge
-        for a in (self.spec.etcd_address, self.spec.prometheus_address):
+        for a in self._bridge_addresses():
             holders = {
                 line.split()[1]
                 for line in _ip("-o", "addr", "show", "to", f"{a}/32").stdout.splitlines()
@@ -104,7 +109,7 @@ class MemberNetwork:
                 )
         if not self._exists("link", "show", br):
             _ip("link", "add", br, "type", "bridge")
-        for a in (self.spec.etcd_address, self.spec.prometheus_address):
+        for a in self._bridge_addresses():
             _ip("addr", "replace", f"{a}/{PREFIX_LEN}", "dev", br)
         _ip("link", "set", br, "up")
 

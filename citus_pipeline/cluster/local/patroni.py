@@ -19,6 +19,7 @@ import httpx
 import yaml
 
 from ...errors import ClusterError, WaitTimeout
+from ...pki import client_context
 from ...waiting import until
 from ..spec import REPLICA_BASEBACKUP_OPTIONS, ClusterSpec, with_tcp_timeouts
 from ..topology import MemberStatus
@@ -87,6 +88,7 @@ def patroni_config(
                 "unix_socket_directories": str(m.socket_dir),
                 "password_encryption": "scram-sha-256",
                 "cluster_name": m.name,
+                NODE_CONNINFO: node_conninfo(s, m.ca_file),
             },
             "pg_hba": [f"local all {c.superuser} scram-sha-256"]
             + [
@@ -105,6 +107,8 @@ def patroni_config(
             "nosync": False,
         },
     }
+    if m.ca_file:
+        _with_tls(config, m)
     if archive:
         pg = config["postgresql"]
         if "archive_command" in archive:
@@ -138,14 +142,37 @@ def patroni_config(
 
 
 S3_KEY_ENV_PREFIX = "PGBACKREST_REPO1_S3_KEY"
+NODE_CONNINFO = "citus.node_conninfo"
+
+
+def _with_tls(config: dict, m: Member) -> None:
+    """PostgreSQL and the REST API on m's certificate; TCP clients on TLS only (``hostssl``);
+    Patroni's own connections to other members (replication, rewind, REST) verify them."""
+    ca = str(m.ca_file)
+    config["restapi"].update(certfile=str(m.tls_cert), keyfile=str(m.tls_key), cafile=ca)
+    pg = config["postgresql"]
+    pg["parameters"].update(ssl="on", ssl_cert_file=str(m.tls_cert), ssl_key_file=str(m.tls_key))
+    for auth in pg["authentication"].values():
+        auth.update(sslmode="verify-full", sslrootcert=ca)
+    pg["pg_hba"] = [
+        "hostssl" + rule.removeprefix("host") if rule.startswith("host ") else rule
+        for rule in pg["pg_hba"]
+    ]
 
 
 def _parameters(spec: ClusterSpec) -> dict:
     params = {**spec.postgresql.parameters, "citus.shard_count": spec.shard_count}
-    params["citus.node_conninfo"] = with_tcp_timeouts(
-        str(params.get("citus.node_conninfo", "sslmode=disable"))
-    )
+    params.pop(NODE_CONNINFO, None)  # the member's own (node_conninfo below)
     return params
+
+
+def node_conninfo(spec: ClusterSpec, ca_file: Path | None) -> str:
+    """How Citus connects between nodes: the spec's own conninfo, else verify-full against
+    the cluster's CA (plain TCP with tls off). Set in each member's patroni.yml rather than
+    the DCS: that copy is rewritten at every start, so turning tls on or off reaches a
+    cluster bootstrapped before."""
+    tls = f"sslmode=verify-full sslrootcert={ca_file}" if ca_file else "sslmode=disable"
+    return with_tcp_timeouts(str(spec.postgresql.parameters.get(NODE_CONNINFO, tls)))
 
 
 def _client_networks(spec: ClusterSpec) -> list[str]:
@@ -158,6 +185,17 @@ def _client_networks(spec: ClusterSpec) -> list[str]:
 
 def write_config(m: Member, config: dict, owner: pwd.struct_passwd | None) -> None:
     write_private(m.config, yaml.safe_dump(config, sort_keys=False), owner)
+
+
+def config_changed(m: Member, config: dict) -> bool:
+    """Whether m's patroni.yml differs from ``config`` (its bootstrap section aside: it only
+    ever applied once, and a restore writes its own)."""
+    try:
+        written = yaml.safe_load(m.config.read_text())
+    except (OSError, yaml.YAMLError):
+        return True
+    strip = lambda c: {k: v for k, v in (c or {}).items() if k != "bootstrap"}
+    return strip(written) != strip(config)
 
 
 def start(
@@ -200,7 +238,7 @@ def _empty(items: list) -> bool:
 
 def _cluster_view(m: Member, timeout: float) -> dict | None:
     try:
-        r = httpx.get(f"{m.api_url}/cluster", timeout=timeout)
+        r = httpx.get(f"{m.api_url}/cluster", timeout=timeout, verify=m.api_verify)
         return r.json() if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
@@ -240,7 +278,13 @@ class PatroniAPI:
 
         The configuration lives in the DCS, so one member that answers is enough for its group."""
         try:
-            r = httpx.patch(f"{m.api_url}/config", json=patch, auth=self._auth(), timeout=2)
+            r = httpx.patch(
+                f"{m.api_url}/config",
+                json=patch,
+                auth=self._auth(),
+                timeout=2,
+                verify=m.api_verify,
+            )
         except httpx.HTTPError:
             return False
         return r.status_code == 200
@@ -281,7 +325,8 @@ class PatroniAPI:
 
     def _reports_pause(self, m: Member) -> bool:
         try:
-            return bool(httpx.get(f"{m.api_url}/patroni", timeout=1).json().get("pause"))
+            r = httpx.get(f"{m.api_url}/patroni", timeout=1, verify=m.api_verify)
+            return bool(r.json().get("pause"))
         except (httpx.HTTPError, ValueError):
             return False
 
@@ -308,7 +353,16 @@ class PatroniAPI:
     def post(self, m: MemberStatus, path: str, body: dict) -> httpx.Response:
         """POST to one member's API (``/switchover``, ``/failover``); leader changes take long."""
         auth = self._auth()
-        return httpx.request("POST", f"{m.api_url}{path}", json=body, timeout=60, auth=auth)
+        verify = client_context(self.layout.ca_file)
+        url = f"{m.api_url}{path}"
+        return httpx.request("POST", url, json=body, timeout=60, auth=auth, verify=verify)
 
 
-__all__ = ["S3_KEY_ENV_PREFIX", "PatroniAPI", "patroni_config", "start", "write_config"]
+__all__ = [
+    "S3_KEY_ENV_PREFIX",
+    "PatroniAPI",
+    "config_changed",
+    "patroni_config",
+    "start",
+    "write_config",
+]

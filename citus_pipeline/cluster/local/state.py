@@ -45,6 +45,8 @@ OWNED = (
     "metrics",
     "backup",
     "supervisor",
+    "pooler",
+    "tls",
     "cluster.json",
     "secrets.json",
     "pgpass",

@@ -31,7 +31,7 @@ def _probe_all(cluster: LocalCluster, members: list[Member]) -> list[Answer]:
     def one(m: Member) -> Answer:
         try:
             with cluster.network.entered(m):
-                return probe(m.api_url, LIVENESS.timeout_s)
+                return probe(m.api_url, LIVENESS.timeout_s, m.api_verify)
         except (OSError, ClusterError):
             return "refused"  # its namespace is gone: the member with it
 

@@ -22,6 +22,7 @@ left alone. Interventions take the state directory's lock without waiting, so `u
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +41,11 @@ FAILED: dict[str, str] = {
 }
 
 
-def probe(url: str, timeout: float) -> Answer:
+def probe(url: str, timeout: float, verify: ssl.SSLContext | bool = True) -> Answer:
     """One ``/liveness`` call: ``ok``, ``refused`` (nothing listens), ``hung`` (no answer in
     time) or ``stuck`` (Patroni answers that its loop has not run for too long)."""
     try:
-        r = httpx.get(f"{url}/liveness", timeout=timeout)
+        r = httpx.get(f"{url}/liveness", timeout=timeout, verify=verify)
     except httpx.ConnectError:
         return "refused"
     except httpx.HTTPError:

@@ -17,7 +17,9 @@ from .sections import (
     CredentialsSpec,
     MetricsSpec,
     PatroniSpec,
+    PoolerSpec,
     PostgresSpec,
+    TLSSpec,
     WorkersSpec,
 )
 
@@ -33,6 +35,8 @@ class ClusterSpec(StrictModel):
     patroni: PatroniSpec = PatroniSpec()
     postgresql: PostgresSpec = PostgresSpec()
     credentials: CredentialsSpec = CredentialsSpec()
+    tls: TLSSpec = TLSSpec()
+    pooler: PoolerSpec = PoolerSpec()
     metrics: MetricsSpec = MetricsSpec()
     backup: BackupSpec = BackupSpec()
     local: LocalSpec = LocalSpec()
@@ -72,6 +76,15 @@ class ClusterSpec(StrictModel):
         claim(e, loc.etcd_client_port, "etcd client")
         claim(e, loc.etcd_peer_port, "etcd peer")
         claim(str(self.prometheus_address), loc.prometheus_port, "prometheus")
+        if self.pooler.enabled:
+            claim(str(self.leader_endpoint_address), loc.postgres_port, "leader endpoint")
+            claim(str(self.pooler_address), self.pooler.port, "pooler")
+        conns = int(self.postgresql.parameters.get("max_connections", 100))
+        if self.pooler.enabled and self.pooler.default_pool_size > conns // 2:
+            raise ValueError(
+                f"pooler.default_pool_size {self.pooler.default_pool_size} must leave the "
+                f"coordinator's max_connections ({conns}) half for Citus, Patroni and backups"
+            )
         return self
 
     # ---- derived topology -------------------------------------------------------------
@@ -82,6 +95,17 @@ class ClusterSpec(StrictModel):
     @property
     def prometheus_address(self) -> ipaddress.IPv4Address:
         return self.local.prometheus_address or self.local.base_address + 253
+
+    @property
+    def leader_endpoint_address(self) -> ipaddress.IPv4Address:
+        """Local: HAProxy's address, where the coordinator's leader answers (what the leader
+        Service is on Kubernetes); PgBouncer's server side."""
+        return self.local.base_address + 252
+
+    @property
+    def pooler_address(self) -> ipaddress.IPv4Address:
+        """Local: PgBouncer's address."""
+        return self.local.base_address + 251
 
     def member_address(self, group: int, index: int) -> ipaddress.IPv4Address:
         return self.local.base_address + 256 * group + index

@@ -68,8 +68,8 @@ class PostgresSpec(StrictModel):
             "max_replication_slots": 20,
             "max_wal_senders": 20,
             "wal_retrieve_retry_interval": "250ms",
-            # local loopback; k8s renders verify-full; both add TCP_TIMEOUTS
-            "citus.node_conninfo": "sslmode=disable",
+            # citus.node_conninfo is the backends': sslmode=verify-full with the cluster's CA
+            # (locally where tls.enabled) and TCP_TIMEOUTS; a spec may still set its own
             "citus.max_cached_conns_per_worker": 4,
             # Four shard moves at once (Citus's global limit is 1, which runs every move of a
             # rebalance alone whatever the per-node limit says): 33 MB/s instead of 30 at
@@ -119,6 +119,40 @@ class MetricsSpec(StrictModel):
     scrape_interval: int = Field(10, ge=1, le=300, description="seconds between scrapes")
     prepared_xact_alert_seconds: int = Field(
         300, ge=1, description="a prepared (2PC) transaction older than this raises an alert"
+    )
+
+
+class TLSSpec(StrictModel):
+    """TLS between every client and member: a CA of the cluster's own, a certificate per
+    member (its address), ``hostssl`` rules only, ``sslmode=verify-full`` for Citus's and
+    Patroni's connections, Patroni's REST API on HTTPS.
+
+    Locally the CA and the certificates are generated into the state directory (keys mode
+    0600); on Kubernetes TLS is always on, from the Secret ``kubernetes.tls_secret``.
+    """
+
+    enabled: bool = Field(True, description="local: off only to compare against plain TCP")
+    validity_days: int = Field(
+        365, ge=2, le=3650, description="local certificates; renewed by `up` in their last tenth"
+    )
+
+
+class PoolerSpec(StrictModel):
+    """PgBouncer in front of the coordinator's leader, the clients' default way in.
+
+    Transaction pooling: a client keeps no session state (no SET, no session temp tables, no
+    server-side prepared statements: the project's clients connect with psycopg's
+    ``prepare_threshold=None``); one server connection serves many clients in turn. Locally
+    PgBouncer reaches the leader through HAProxy, which asks each coordinator member's
+    Patroni ``/primary`` every second; on Kubernetes, through the leader Service.
+    """
+
+    enabled: bool = Field(True, description="off: clients connect to the coordinator directly")
+    port: Port = 6432
+    pool_mode: Literal["transaction", "session"] = "transaction"
+    max_client_conn: int = Field(2000, ge=10, le=100_000, description="clients at once")
+    default_pool_size: int = Field(
+        40, ge=1, le=1000, description="server connections per database and user"
     )
 
 
@@ -176,6 +210,8 @@ __all__ = [
     "CredentialsSpec",
     "MetricsSpec",
     "PatroniSpec",
+    "PoolerSpec",
     "PostgresSpec",
+    "TLSSpec",
     "WorkersSpec",
 ]

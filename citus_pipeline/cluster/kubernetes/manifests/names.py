@@ -98,6 +98,11 @@ def check_names(spec: ClusterSpec) -> None:
     longest = f"{spec.name}-{highest_group(spec)}-config"
     if len(longest) > 63:
         raise SpecError(f"name: {spec.name!r} is too long for Kubernetes object names")
+    if not spec.tls.enabled:
+        raise SpecError(
+            "tls.enabled: false is for the local backend only: on Kubernetes every connection "
+            f"uses TLS (the Secret {spec.kubernetes.tls_secret!r})"
+        )
 
 
 def highest_group(spec: ClusterSpec) -> int:
