@@ -91,6 +91,47 @@ def test_services_select_exactly_the_current_leaders(kube, cluster, spec):
     assert _wait_ips(kube, spec, mf.workers_lb_name(spec), workers) == workers
 
 
+def test_the_read_endpoint_reads_from_the_standbys_and_refuses_writes(kube, cluster, spec):
+    """`read_dsn`: the coordinator's standbys behind their load balancer, whose sessions read
+    every worker group from its standby (pg_dist_node's secondaries) and write nothing."""
+    with psycopg.connect(cluster.coordinator_dsn(), autocommit=True, connect_timeout=10) as c:
+        c.execute("DROP TABLE IF EXISTS read_probe")
+        c.execute("CREATE TABLE read_probe (id int PRIMARY KEY)")
+        c.execute("SELECT create_distributed_table('read_probe', 'id')")
+        c.execute("INSERT INTO read_probe SELECT generate_series(1, 300)")
+        secondaries = {
+            r[0]
+            for r in c.execute(
+                "SELECT nodename FROM pg_dist_node WHERE noderole = 'secondary' AND groupid > 0"
+            ).fetchall()
+        }
+    assert secondaries, "Patroni registered no worker standby"
+    dsn = until(
+        lambda: cluster.status(with_shards=False).read_dsn, 120, 2, "the read endpoint's address"
+    )
+    read = mf.read_lb_name(spec)
+    standbys = {
+        p.status.pod_ip
+        for p in group_pods(kube, spec, 0)
+        if p.metadata.labels.get("role") == mf.FOLLOWER_LABEL_VALUE
+    }
+    assert _wait_ips(kube, spec, read, standbys) == standbys
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+        until(
+            lambda: conn.execute("SELECT count(*) FROM read_probe").fetchone(),
+            60,
+            0.5,
+            "the standbys to replay the rows",
+            done=lambda got: got == (300,),
+            ignore=(psycopg.errors.UndefinedTable,),
+        )
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN SELECT count(*) FROM read_probe"))
+        assert any(f"host={h} " in plan for h in secondaries), plan
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("INSERT INTO read_probe VALUES (1000)")
+
+
 def test_members_of_a_group_never_share_a_node_and_the_pdb_holds(kube, cluster, spec):
     for g in range(spec.workers.groups + 1):
         nodes = [p.spec.node_name for p in group_pods(kube, spec, g)]

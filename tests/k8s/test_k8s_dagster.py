@@ -150,7 +150,7 @@ def test_yandex_cloud_overlay_applied_with_kubectl(kube, overlay_cluster, spec):
         assert claim.status.phase == "Bound"
         assert volumes[claim.spec.volume_name].spec.persistent_volume_reclaim_policy == "Retain"
     # the internal load balancers: annotated for Yandex's cloud controller, served here
-    for name in (mf.coordinator_lb_name(spec), mf.workers_lb_name(spec)):
+    for name in (mf.coordinator_lb_name(spec), mf.workers_lb_name(spec), mf.read_lb_name(spec)):
         svc = core.read_namespaced_service(name, ns)
         assert svc.metadata.annotations["yandex.cloud/load-balancer-type"] == "internal"
         assert svc.status.load_balancer.ingress

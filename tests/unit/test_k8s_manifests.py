@@ -212,18 +212,19 @@ def test_patroni_dcs_services_and_endpoints(spec, objs):
 def test_services_with_a_selector_stay_out_of_patronis_label_selector(spec, objs):
     patroni_selector = {**mf.patroni_kubernetes_labels(spec), "cluster-name": spec.name}
     selected = [n for n, s in by_kind(objs, "Service").items() if "selector" in s["spec"]]
-    assert len(selected) == spec.workers.groups + 1 + 2  # headless per group + two load balancers
+    assert len(selected) == spec.workers.groups + 1 + 3  # headless per group + three load balancers
     for name in selected:
         labels = by_kind(objs, "Service")[name]["metadata"]["labels"]
         assert not all(labels.get(k) == v for k, v in patroni_selector.items()), name
 
 
-def test_two_load_balancers(spec, objs):
+def test_three_load_balancers(spec, objs):
     lbs = {
         n: s for n, s in by_kind(objs, "Service").items() if s["spec"].get("type") == "LoadBalancer"
     }
-    assert set(lbs) == {"citusdemo-coordinator", "citusdemo-workers"}
+    assert set(lbs) == {"citusdemo-coordinator", "citusdemo-workers", "citusdemo-read"}
     coord, workers = lbs["citusdemo-coordinator"]["spec"], lbs["citusdemo-workers"]["spec"]
+    read = lbs["citusdemo-read"]["spec"]
     assert coord["selector"] == {
         "application": "citus-pipeline",
         "cluster-name": spec.name,
@@ -233,7 +234,9 @@ def test_two_load_balancers(spec, objs):
     assert (
         workers["selector"]["citus-type"] == "worker" and workers["selector"]["role"] == "primary"
     )
-    for s in (coord, workers):
+    # the read endpoint: the coordinator's standbys, never its leader
+    assert read["selector"] == {**coord["selector"], "role": "replica"}
+    for s in (coord, workers, read):
         assert s["ports"][0]["port"] == 5432
 
 
@@ -281,6 +284,15 @@ def test_network_policies(spec, objs):
     assert [f["ipBlock"]["cidr"] for f in lb["ingress"][0]["from"]] == list(
         spec.kubernetes.client_cidrs
     )
+    # the read endpoint's clients reach the coordinator's standbys, no worker standby
+    read = pols["citusdemo-read-clients"]["spec"]
+    assert read["podSelector"]["matchLabels"] == {
+        **mf.base_labels(spec),
+        "citus-type": "coordinator",
+        "role": "replica",
+    }
+    assert read["ingress"][0]["from"] == lb["ingress"][0]["from"]
+    assert read["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
     # nothing else opens a port
     opened = {
         p["port"] for pol in pols.values() for rule in pol["spec"]["ingress"] for p in rule["ports"]

@@ -30,7 +30,7 @@ from ..citus_meta import (
 )
 from ..health import leaderless
 from ..restore_points import RestorePoints
-from ..spec import TCP_TIMEOUTS, ClusterSpec, load_spec
+from ..spec import READ_SESSION_OPTIONS, TCP_TIMEOUTS, ClusterSpec, load_spec
 from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress, cluster_topology
 from . import handover, restarts
 from . import manifests as mf
@@ -100,7 +100,16 @@ class KubernetesCluster(ClusterBackend):
             return self._dsn
         if dsn := settings.DSN.get():
             return dsn
-        name = mf.coordinator_lb_name(self.spec)
+        return self._lb_dsn(mf.coordinator_lb_name(self.spec))
+
+    def read_dsn(self) -> str:
+        """libpq DSN of the read endpoint: the coordinator's standbys behind their load
+        balancer, each session reading from the worker groups' standbys."""
+        options = f"options='{READ_SESSION_OPTIONS}' application_name=citus-pipeline-read"
+        return f"{self._lb_dsn(mf.read_lb_name(self.spec))} {options}"
+
+    def _lb_dsn(self, name: str) -> str:
+        """A DSN (no password) of the load balancer Service ``name``'s address."""
         try:
             svc = self.core.read_namespaced_service(name, self.namespace)
         except Exception as e:  # the client's ApiException, or a fake's
@@ -138,6 +147,10 @@ class KubernetesCluster(ClusterBackend):
             log.warning("%s", e)
             return topo
         topo.coordinator_dsn = dsn
+        try:
+            topo.read_dsn = self.read_dsn()
+        except KubernetesClusterError as e:
+            log.warning("%s", e)
         try:
             with self._connect(dsn) as conn:
                 read_metadata(conn, topo, with_shards)

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 
 from ...errors import ClusterError
-from ..spec import TCP_TIMEOUTS
+from ..spec import READ_SESSION_OPTIONS, TCP_TIMEOUTS
 from .layout import Layout, Member
 
 # The embedded etcd exists only locally: its passwords are generated in either mode.
@@ -109,11 +109,6 @@ def pooler_dsn(layout: Layout) -> str:
         f"connect_timeout=5 {TCP_TIMEOUTS}"
         f"{tls_options(layout)}"
     )
-
-
-# The read endpoint's sessions: Citus sends their reads to each worker group's standbys, and
-# nothing they run may write (the same, should libpq fall back to the leader).
-READ_SESSION_OPTIONS = "-c citus.use_secondary_nodes=always -c default_transaction_read_only=on"
 
 
 def read_dsn(layout: Layout) -> str:

@@ -39,6 +39,12 @@ class LivenessProbe:
 LIVENESS = LivenessProbe(initial_delay_s=30, period_s=5, timeout_s=5, failure_threshold=3)
 
 
+# The read endpoint's sessions (both backends): Citus sends their reads to each worker
+# group's standbys, and nothing they run may write (the same, should a session land on a
+# leader). A superuser's startup option: citus.use_secondary_nodes is set at connection start.
+READ_SESSION_OPTIONS = "-c citus.use_secondary_nodes=always -c default_transaction_read_only=on"
+
+
 def with_tcp_timeouts(conninfo: str) -> str:
     """``conninfo`` with :data:`TCP_TIMEOUTS`, unless it sets TCP timeouts of its own."""
     if "keepalives" in conninfo or "tcp_user_timeout" in conninfo:
@@ -48,6 +54,7 @@ def with_tcp_timeouts(conninfo: str) -> str:
 
 __all__ = [
     "LIVENESS",
+    "READ_SESSION_OPTIONS",
     "REPLICA_BASEBACKUP_OPTIONS",
     "TCP_TIMEOUTS",
     "LivenessProbe",

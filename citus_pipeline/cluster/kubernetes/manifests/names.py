@@ -25,6 +25,7 @@ GROUP_LABEL = "citus-group"  # Patroni: <mpp type>-group (postgresql/mpp/__init_
 TYPE_LABEL = "citus-type"
 ROLE_LABEL = "role"  # set by Patroni on its own pod
 LEADER_LABEL_VALUE = "primary"
+FOLLOWER_LABEL_VALUE = "replica"  # Patroni's label on every other running member
 FOLLOWER_LABEL_VALUE = "replica"
 FIELD_MANAGER = "citus-pipeline"
 
@@ -170,6 +171,11 @@ def workers_lb_name(spec: ClusterSpec) -> str:
     return f"{spec.name}-workers"
 
 
+def read_lb_name(spec: ClusterSpec) -> str:
+    """The read endpoint: the coordinator's standbys."""
+    return f"{spec.name}-read"
+
+
 def member_dns_name(
     spec: ClusterSpec, group: int, ordinal: int, namespace: str | None = None
 ) -> str:
@@ -190,6 +196,7 @@ def tls_dns_names(spec: ClusterSpec, groups: int | None = None) -> list[str]:
         names.append(f"*.{headless_name(spec, g)}.{ns}.svc.cluster.local")
     names.append(f"{coordinator_lb_name(spec)}.{ns}.svc")
     names.append(f"{workers_lb_name(spec)}.{ns}.svc")
+    names.append(f"{read_lb_name(spec)}.{ns}.svc")
     return names
 
 
@@ -310,6 +317,7 @@ __all__ = [
     "object_meta",
     "patroni_kubernetes_labels",
     "pgbackrest_configmap_name",
+    "read_lb_name",
     "restore_points_name",
     "selector_service_labels",
     "service_account_name",

@@ -14,6 +14,7 @@ from .names import (
     APP_VALUE,
     BACKUP_RBAC_RULES,
     BOOTSTRAP_KEY,
+    FOLLOWER_LABEL_VALUE,
     LEADER_LABEL_VALUE,
     PATRONI_RBAC_RULES,
     POSTGRES_PORT,
@@ -31,6 +32,7 @@ from .names import (
     coordinator_lb_name,
     dagster_role_name,
     object_meta,
+    read_lb_name,
     restore_points_name,
     selector_service_labels,
     service_account_name,
@@ -200,11 +202,14 @@ def bootstrap_configmap(spec: ClusterSpec) -> Manifest:
 
 def load_balancer_manifests(spec: ClusterSpec) -> list[Manifest]:
     out = []
-    for name, kind in (
-        (coordinator_lb_name(spec), "coordinator"),
-        (workers_lb_name(spec), "worker"),
+    for name, kind, role in (
+        (coordinator_lb_name(spec), "coordinator", LEADER_LABEL_VALUE),
+        (workers_lb_name(spec), "worker", LEADER_LABEL_VALUE),
+        # the read endpoint: the coordinator's standbys (its sessions read from the worker
+        # groups' standbys, citus.use_secondary_nodes = 'always', set by the client)
+        (read_lb_name(spec), "coordinator", FOLLOWER_LABEL_VALUE),
     ):
-        selector = {**base_labels(spec), TYPE_LABEL: kind, ROLE_LABEL: LEADER_LABEL_VALUE}
+        selector = {**base_labels(spec), TYPE_LABEL: kind, ROLE_LABEL: role}
         out.append(
             {
                 "apiVersion": "v1",
@@ -279,10 +284,27 @@ def network_policy_manifests(spec: ClusterSpec) -> list[Manifest]:
                 }
             ],
         ),
-        # Load balancer clients reach the leaders (the LBs' only targets) on 5432.
+        # Load balancer clients reach the leaders (the leader LBs' only targets) on 5432,
         policy(
             f"{spec.name}-load-balancer-clients",
             {"matchLabels": {**labels, ROLE_LABEL: LEADER_LABEL_VALUE}},
+            [
+                {
+                    "from": [{"ipBlock": {"cidr": c}} for c in spec.kubernetes.client_cidrs],
+                    "ports": [port(POSTGRES_PORT)],
+                }
+            ],
+        ),
+        # and the coordinator's standbys (the read endpoint's), no other standby.
+        policy(
+            f"{spec.name}-read-clients",
+            {
+                "matchLabels": {
+                    **labels,
+                    TYPE_LABEL: "coordinator",
+                    ROLE_LABEL: FOLLOWER_LABEL_VALUE,
+                }
+            },
             [
                 {
                     "from": [{"ipBlock": {"cidr": c}} for c in spec.kubernetes.client_cidrs],
