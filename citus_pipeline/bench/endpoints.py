@@ -74,40 +74,32 @@ def _reason(error: str) -> str:
     return error.splitlines()[0][:120]
 
 
-def _env(dsn: str) -> dict[str, str]:
-    """libpq's environment for pgbench from a conninfo (pgbench takes host, port etc.)."""
-    names = {
-        "host": "PGHOST",
-        "port": "PGPORT",
-        "dbname": "PGDATABASE",
-        "user": "PGUSER",
-        "passfile": "PGPASSFILE",
-        "sslmode": "PGSSLMODE",
-        "sslrootcert": "PGSSLROOTCERT",
-        "target_session_attrs": "PGTARGETSESSIONATTRS",
-        "connect_timeout": "PGCONNECT_TIMEOUT",
-    }
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    env.update({v: str(params[k]) for k, v in names.items() if k in params})
-    return env
+def _pgbench_argv(
+    dsn: str, script: Path, clients: int, jobs: int, seconds: int, new_conn: bool = False
+) -> list[str]:
+    """pgbench's command line; the DSN is its database argument, which libpq expands."""
+    return [
+        "pgbench",
+        "--no-vacuum",
+        f"--client={clients}",
+        f"--jobs={jobs}",
+        f"--time={seconds}",
+        f"--file={script}",
+        "--protocol=simple",  # PgBouncer 1.18 pools no prepared statements
+        *(["--connect"] if new_conn else []),
+        dsn,
+    ]
+
+
+# no PG* variable of the caller's may fill in what a DSN leaves out
+PGBENCH_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
 def pgbench(
     dsn: str, script: Path, clients: int, seconds: int, new_conn: bool = False
 ) -> PgbenchRun:
-    cmd = [
-        "pgbench",
-        "--no-vacuum",
-        f"--client={clients}",
-        f"--jobs={min(clients, 2)}",
-        f"--time={seconds}",
-        f"--file={script}",
-        "--protocol=simple",  # PgBouncer 1.18 pools no prepared statements
-    ]
-    if new_conn:
-        cmd.append("--connect")
-    r = subprocess.run(cmd, env=_env(dsn), capture_output=True, text=True, check=False)
+    cmd = _pgbench_argv(dsn, script, clients, min(clients, 2), seconds, new_conn)
+    r = subprocess.run(cmd, env=PGBENCH_ENV, capture_output=True, text=True, check=False)
     out = r.stdout + r.stderr
     tps = re.search(r"tps = ([0-9.]+)", out)
     failed = re.search(r"number of failed transactions: (\d+)", out)
@@ -187,16 +179,8 @@ def _reads_under_load(direct: str, read: str, writer: Path, rows: int, seed: int
     out: dict = {}
     for name, dsn in (("leader", direct), ("read endpoint", read)):
         w = subprocess.Popen(
-            [
-                "pgbench",
-                "--no-vacuum",
-                "--client=4",
-                "--jobs=1",
-                "--time=600",
-                f"--file={writer}",
-                "--protocol=simple",
-            ],
-            env=_env(direct),
+            _pgbench_argv(direct, writer, clients=4, jobs=1, seconds=600),
+            env=PGBENCH_ENV,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

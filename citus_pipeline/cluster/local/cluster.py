@@ -144,12 +144,16 @@ class LocalCluster(ClusterBackend):
         running = [m for m in members if processes.member_pid(m)]
         renewed = tls.ensure(self.layout, running, self._run_as)
         for m in running:
-            if m in renewed or patroni.config_changed(m, self.patroni_config(m, creds)):
-                self.reload_member(m, creds)
+            config = self.patroni_config(m, creds)
+            if m in renewed or patroni.config_changed(m, config):
+                self._reload(m, config)
 
     def reload_member(self, m: Member, creds: dict[str, str]) -> None:
         """Rewrite m's patroni.yml as `up` would and have Patroni apply it (SIGHUP)."""
-        patroni.write_config(m, self.patroni_config(m, creds), self._run_as)
+        self._reload(m, self.patroni_config(m, creds))
+
+    def _reload(self, m: Member, config: dict) -> None:
+        patroni.write_config(m, config, self._run_as)
         processes.signal_member(m, signal.SIGHUP)
 
     def ensure_stanzas(self, groups: list[int]) -> None:

@@ -85,17 +85,27 @@ def tls_options(layout: Layout) -> str:
     return f" sslmode=verify-full sslrootcert={ca}" if ca else ""
 
 
+def _dsn(
+    layout: Layout,
+    members: list[Member],
+    attrs: str = "",
+    dbname: str | None = None,
+    connect_timeout: int = 5,
+) -> str:
+    """libpq conninfo of ``members`` (libpq tries them in turn) as the superuser, through the
+    passfile; ``attrs`` are further keywords, each followed by a space."""
+    hosts = ",".join(m.address for m in members)
+    ports = ",".join(str(m.pg_port) for m in members)
+    return (
+        f"host={hosts} port={ports} dbname={dbname or layout.spec.database} "
+        f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
+        f"{attrs}connect_timeout={connect_timeout} {TCP_TIMEOUTS}{tls_options(layout)}"
+    )
+
+
 def coordinator_dsn(layout: Layout) -> str:
     """libpq conninfo for the coordinator leader; the password is in a passfile, not here."""
-    coord = layout.members([0])
-    hosts = ",".join(m.address for m in coord)
-    ports = ",".join(str(m.pg_port) for m in coord)
-    return (
-        f"host={hosts} port={ports} dbname={layout.spec.database} "
-        f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
-        f"target_session_attrs=read-write connect_timeout=5 {TCP_TIMEOUTS}"
-        f"{tls_options(layout)}"
-    )
+    return _dsn(layout, layout.members([0]), "target_session_attrs=read-write ")
 
 
 def pooler_dsn(layout: Layout) -> str:
@@ -106,35 +116,24 @@ def pooler_dsn(layout: Layout) -> str:
     return (
         f"host={s.pooler_address} port={s.pooler.port} dbname={s.database} "
         f"user={s.credentials.superuser} passfile={layout.client_passfile} "
-        f"connect_timeout=5 {TCP_TIMEOUTS}"
-        f"{tls_options(layout)}"
+        f"connect_timeout=5 {TCP_TIMEOUTS}{tls_options(layout)}"
     )
 
 
 def read_dsn(layout: Layout) -> str:
     """libpq conninfo of the read endpoint: a coordinator standby (the leader only where no
     standby answers), whose sessions read from the worker groups' standbys."""
-    coord = layout.members([0])
-    hosts = ",".join(m.address for m in coord)
-    ports = ",".join(str(m.pg_port) for m in coord)
-    return (
-        f"host={hosts} port={ports} dbname={layout.spec.database} "
-        f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
+    attrs = (
         f"target_session_attrs=prefer-standby options='{READ_SESSION_OPTIONS}' "
-        f"application_name=citus-pipeline-read connect_timeout=5 {TCP_TIMEOUTS}"
-        f"{tls_options(layout)}"
+        "application_name=citus-pipeline-read "
     )
+    return _dsn(layout, layout.members([0]), attrs)
 
 
 def member_dsn(
     layout: Layout, m: Member, dbname: str | None = None, connect_timeout: int = 3
 ) -> str:
-    return (
-        f"host={m.address} port={m.pg_port} dbname={dbname or layout.spec.database} "
-        f"user={layout.spec.credentials.superuser} passfile={layout.client_passfile} "
-        f"connect_timeout={connect_timeout} {TCP_TIMEOUTS}"
-        f"{tls_options(layout)}"
-    )
+    return _dsn(layout, [m], dbname=dbname, connect_timeout=connect_timeout)
 
 
 def connect_coordinator(layout: Layout, timeout: int = 5) -> psycopg.Connection:
