@@ -74,8 +74,13 @@ class WriteProbe(threading.Thread):
             row_id, self.next_id = self.next_id, self.next_id + 1
             try:
                 if conn is None or conn.closed:
+                    # no server-side prepared statements: the probe runs as well through
+                    # the pooler's transaction pooling as straight to PostgreSQL
                     conn = psycopg.connect(
-                        self.dsn, autocommit=True, connect_timeout=self.connect_timeout
+                        self.dsn,
+                        autocommit=True,
+                        connect_timeout=self.connect_timeout,
+                        prepare_threshold=None,
                     )
                 conn.execute(self.insert_sql, self.params(row_id))
                 self.acked.append(row_id)

@@ -76,4 +76,14 @@ EXPORTER = Recipe(
     site_packages="-",  # no Python
     user="999:999",
 )
-RECIPES = (PATRONI_CITUS, DAGSTER, EXPORTER)
+POOLER = Recipe(
+    key="pgbouncer",
+    repository="pgbouncer",
+    tag="1.18.0",  # Debian bookworm's pgbouncer
+    dockerfile=REPO_ROOT / "k8s" / "pooler" / "Dockerfile",
+    context=REPO_ROOT / "k8s" / "pooler",
+    copy_context=False,
+    site_packages="-",  # no Python
+    user="999:999",
+)
+RECIPES = (PATRONI_CITUS, DAGSTER, EXPORTER, POOLER)

@@ -32,6 +32,7 @@ def sandbox_spec() -> dict[str, Any]:
             # pods reach the members only as the NetworkPolicies say (members, Dagster)
             "client_cidrs": [str(NODE_NETWORK)],
             "exporter_image": EXPORTER.reference(),
+            "pooler_resources": {"cpu": "50m", "memory": "32Mi", "memory_limit": "128Mi"},
         },
     }
 

@@ -132,6 +132,42 @@ def test_the_read_endpoint_reads_from_the_standbys_and_refuses_writes(kube, clus
             conn.execute("INSERT INTO read_probe VALUES (1000)")
 
 
+def test_the_pooler_reaches_the_coordinators_leader_with_tls_and_scram(kube, cluster, spec):
+    """`pooler_dsn`: PgBouncer's pods (the image built from k8s/pooler) behind their load
+    balancer, serving TLS with the members' certificate, SCRAM against the superuser's
+    password, their server the coordinator's leader Service (verify-full)."""
+    dsn = until(
+        lambda: cluster.status(with_shards=False).pooler_dsn, 120, 2, "the pooler's address"
+    )
+    leader = client.CoreV1Api(kube.api()).read_namespaced_pod(
+        cluster.status(with_shards=False).leader(0).name, spec.kubernetes.namespace
+    )
+
+    def through() -> tuple:
+        with psycopg.connect(dsn, connect_timeout=5, prepare_threshold=None) as conn:
+            return conn.execute(
+                "SELECT host(inet_server_addr()), pg_is_in_recovery(), "
+                "(SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())"
+            ).fetchone()
+
+    # the server side is the leader over TLS (PgBouncer verified its certificate's name)
+    assert until(through, 120, 2, "a query through the pooler", ignore=(psycopg.Error,)) == (
+        leader.status.pod_ip,
+        False,
+        True,
+    )
+    with pytest.raises(psycopg.OperationalError, match="SSL required"):
+        psycopg.connect(f"{dsn} sslmode=disable", connect_timeout=5)
+    with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+        psycopg.connect(dsn, password="not-the-password", connect_timeout=5)
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        assert conn.pgconn.ssl_in_use
+    dep = client.AppsV1Api(kube.api()).read_namespaced_deployment(
+        mf.pooler_name(spec), spec.kubernetes.namespace
+    )
+    assert dep.status.ready_replicas == spec.kubernetes.pooler_replicas
+
+
 def test_members_of_a_group_never_share_a_node_and_the_pdb_holds(kube, cluster, spec):
     for g in range(spec.workers.groups + 1):
         nodes = [p.spec.node_name for p in group_pods(kube, spec, g)]

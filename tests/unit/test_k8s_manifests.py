@@ -188,7 +188,8 @@ def test_anti_affinity_across_nodes(objs):
 def test_pdb_per_group(spec, objs):
     pdbs = by_kind(objs, "PodDisruptionBudget")
     sts = by_kind(objs, "StatefulSet")
-    assert set(pdbs) == set(sts)
+    assert set(pdbs) == set(sts) | {"citusdemo-pooler"}  # the pooler's: tests/unit/test_k8s_pooler
+    pdbs.pop("citusdemo-pooler")
     for name, pdb in pdbs.items():
         assert pdb["spec"]["maxUnavailable"] == 1
         assert (
@@ -212,17 +213,24 @@ def test_patroni_dcs_services_and_endpoints(spec, objs):
 def test_services_with_a_selector_stay_out_of_patronis_label_selector(spec, objs):
     patroni_selector = {**mf.patroni_kubernetes_labels(spec), "cluster-name": spec.name}
     selected = [n for n, s in by_kind(objs, "Service").items() if "selector" in s["spec"]]
-    assert len(selected) == spec.workers.groups + 1 + 3  # headless per group + three load balancers
+    # headless per group + four load balancers
+    assert len(selected) == spec.workers.groups + 1 + 4
     for name in selected:
         labels = by_kind(objs, "Service")[name]["metadata"]["labels"]
         assert not all(labels.get(k) == v for k, v in patroni_selector.items()), name
 
 
-def test_three_load_balancers(spec, objs):
+def test_four_load_balancers(spec, objs):
     lbs = {
         n: s for n, s in by_kind(objs, "Service").items() if s["spec"].get("type") == "LoadBalancer"
     }
-    assert set(lbs) == {"citusdemo-coordinator", "citusdemo-workers", "citusdemo-read"}
+    # the pooler's: tests/unit/test_k8s_pooler.py
+    assert set(lbs) == {
+        "citusdemo-coordinator",
+        "citusdemo-workers",
+        "citusdemo-read",
+        "citusdemo-pooler",
+    }
     coord, workers = lbs["citusdemo-coordinator"]["spec"], lbs["citusdemo-workers"]["spec"]
     read = lbs["citusdemo-read"]["spec"]
     assert coord["selector"] == {
@@ -297,4 +305,5 @@ def test_network_policies(spec, objs):
     opened = {
         p["port"] for pol in pols.values() for rule in pol["spec"]["ingress"] for p in rule["ports"]
     }
-    assert opened == {5432, 8008, 9187}  # 9187: the exporters, for the Prometheus namespace only
+    # 9187: the exporters, for the Prometheus namespace only; 6432: the pooler
+    assert opened == {5432, 6432, 8008, 9187}

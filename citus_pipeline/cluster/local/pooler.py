@@ -28,13 +28,11 @@ import psycopg
 
 from ...errors import ClusterError, WaitTimeout
 from ...waiting import until
+from ..pooler_ini import PoolerPlace, pgbouncer_ini
 from .credentials import pooler_dsn, write_private
 from .layout import Layout, Member
 from .processes import Daemon, stop_all
 
-# A leader endpoint that is down for the failover's seconds: PgBouncer retries the login
-# every second instead of its default 15 s, so the pool follows the new leader at once.
-SERVER_LOGIN_RETRY_S = 1
 HEALTH_INTERVAL_MS = 1000
 
 
@@ -97,37 +95,20 @@ listen coordinator-leader
 """
 
     def pgbouncer_config(self) -> str:
-        s, p = self.spec, self.spec.pooler
-        ca = self.layout.ca_file
+        s = self.spec
         crt, key = self.layout.pooler_tls
-        tls = (
-            f"server_tls_sslmode = verify-full\nserver_tls_ca_file = {ca}\n"
-            f"client_tls_sslmode = require\nclient_tls_cert_file = {crt}\n"
-            f"client_tls_key_file = {key}\n"
-            if ca
-            else ""
+        place = PoolerPlace(
+            listen_addr=s.pooler_address,
+            server_host=s.leader_endpoint_address,
+            server_port=s.local.postgres_port,
+            auth_file=str(self.dir / "userlist.txt"),
+            ca_file=str(self.layout.ca_file) if self.layout.ca_file else None,
+            cert_file=str(crt),
+            key_file=str(key),
         )
-        return f"""; written by citus-pipeline at every `cluster up`: edits are overwritten
-[databases]
-* = host={s.leader_endpoint_address} port={s.local.postgres_port}
-
-[pgbouncer]
-listen_addr = {s.pooler_address}
-listen_port = {p.port}
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = {self.dir / "userlist.txt"}
-admin_users = {s.credentials.superuser}
-stats_users = {s.credentials.superuser}
-pool_mode = {p.pool_mode}
-max_client_conn = {p.max_client_conn}
-default_pool_size = {p.default_pool_size}
-server_login_retry = {SERVER_LOGIN_RETRY_S}
-server_connect_timeout = 5
-ignore_startup_parameters = extra_float_digits
-log_connections = 0
-log_disconnections = 0
-{tls}"""
+        return pgbouncer_ini(
+            s, place, "written by citus-pipeline at every `cluster up`: edits are overwritten"
+        )
 
     def write_config(self, coordinators: list[Member], superuser_password: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

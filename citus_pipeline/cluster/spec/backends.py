@@ -126,6 +126,12 @@ class KubernetesSpec(StrictModel):
     # the release of Debian's prometheus-postgres-exporter, which the tests run with the same
     # arguments and queries as this sidecar
     exporter_image: str = "quay.io/prometheuscommunity/postgres-exporter:v0.11.1"
+    # the pooler (pooler.enabled): Debian's PgBouncer, built from k8s/pooler/Dockerfile
+    pooler_image: str = "cr.yandex/citus-pipeline/pgbouncer:1.18.0"
+    pooler_replicas: int = Field(
+        2, ge=1, le=16, description="PgBouncer pods behind the pooler's load balancer"
+    )
+    pooler_resources: ResourcesSpec = ResourcesSpec(cpu="250m", memory="64Mi", memory_limit="256Mi")
     prometheus_namespace: Identifier = Field(
         "monitoring", description="namespace whose Prometheus may scrape the members' metrics"
     )

@@ -18,6 +18,8 @@ Kubernetes DCS calls), the Patroni bootstrap ConfigMap, NetworkPolicies and the 
 ``<scope>-workers`` -> worker leaders). Metrics: every member's pod has a postgres exporter
 sidecar and ``prometheus.io`` scrape annotations; the exporter queries' ConfigMap, a
 NetworkPolicy for the Prometheus namespace and (``kubernetes.pod_monitor``) a PodMonitor.
+The pooler (``pooler.enabled``): PgBouncer's Deployment in front of the coordinator's leader
+Service, its ConfigMap, load balancer, PDB and NetworkPolicies.
 Backups (``backup.archiving``): a pgBackRest ConfigMap every member mounts, the S3 keys from a
 Secret, and a CronJob that backs up each group on its leader (its own ServiceAccount and Role).
 Secrets are referenced, never rendered.
@@ -27,11 +29,14 @@ from __future__ import annotations
 
 # Each submodule's __all__ is its public names, spelled once there; the package re-exports
 # them all (the asyncio layout), so a name added to a submodule needs no second list here.
-from . import backup, files, group, names, shared
+from . import backup, files, group, names, pooler, shared
 from .backup import *
 from .files import *
 from .group import *
 from .names import *
+from .pooler import *
 from .shared import *
 
-__all__ = backup.__all__ + files.__all__ + group.__all__ + names.__all__ + shared.__all__
+__all__ = (
+    backup.__all__ + files.__all__ + group.__all__ + names.__all__ + pooler.__all__ + shared.__all__
+)

@@ -17,6 +17,7 @@ from .names import (
     Manifest,
     check_names,
 )
+from .pooler import pooler_manifests
 from .shared import (
     bootstrap_configmap,
     load_balancer_manifests,
@@ -42,6 +43,8 @@ def render_files(spec: ClusterSpec) -> dict[str, str]:
         "load-balancers.yaml": dump_yaml(load_balancer_manifests(spec)),
         "monitoring.yaml": dump_yaml(monitoring_manifests(spec)),
     }
+    if spec.pooler.enabled:
+        files["pooler.yaml"] = dump_yaml(pooler_manifests(spec))
     if spec.backup.archiving:
         files["backup.yaml"] = dump_yaml(backup_manifests(spec))
     check_names(spec)

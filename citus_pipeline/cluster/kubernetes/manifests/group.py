@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from ....errors import SpecError
-from ...spec import LIVENESS, ClusterSpec, ResourcesSpec
+from ...spec import LIVENESS, ClusterSpec
 from .backup import backup_manifests, pgbackrest_env, pgbackrest_mount, pgbackrest_volume
 from .monitoring import (
     exporter_container,
@@ -39,6 +39,7 @@ from .names import (
     bootstrap_configmap_name,
     check_names,
     config_name,
+    container_resources,
     container_security,
     group_labels,
     group_name,
@@ -46,9 +47,11 @@ from .names import (
     headless_name,
     object_meta,
     patroni_kubernetes_labels,
+    secret_env,
     selector_service_labels,
     service_account_name,
 )
+from .pooler import pooler_manifests
 from .shared import (
     bootstrap_configmap,
     load_balancer_manifests,
@@ -56,21 +59,6 @@ from .shared import (
     network_policy_manifests,
     rbac_manifests,
 )
-
-
-def _resources(r: ResourcesSpec) -> Manifest:
-    out: Manifest = {"requests": {"cpu": r.cpu, "memory": r.memory}}
-    limits = {k: v for k, v in (("cpu", r.cpu_limit), ("memory", r.memory_limit)) if v}
-    if limits:
-        out["limits"] = limits
-    return out
-
-
-def _secret_env(spec: ClusterSpec, name: str, key: str) -> Manifest:
-    return {
-        "name": name,
-        "valueFrom": {"secretKeyRef": {"name": spec.credentials.kubernetes_secret, "key": key}},
-    }
 
 
 def _field_env(name: str, path: str) -> Manifest:
@@ -108,13 +96,13 @@ def member_env(spec: ClusterSpec, group: int) -> list[Manifest]:
         {"name": "PATRONI_RESTAPI_LISTEN", "value": f"0.0.0.0:{RESTAPI_PORT}"},
         {"name": "PATRONI_RESTAPI_CONNECT_ADDRESS", "value": f"{dns}:{RESTAPI_PORT}"},
         {"name": "PATRONI_RESTAPI_USERNAME", "value": cred.restapi_user},
-        _secret_env(spec, "PATRONI_RESTAPI_PASSWORD", SECRET_KEYS["restapi"]),
+        secret_env(spec, "PATRONI_RESTAPI_PASSWORD", SECRET_KEYS["restapi"]),
         {"name": "PATRONI_SUPERUSER_USERNAME", "value": cred.superuser},
-        _secret_env(spec, "PATRONI_SUPERUSER_PASSWORD", SECRET_KEYS["superuser"]),
+        secret_env(spec, "PATRONI_SUPERUSER_PASSWORD", SECRET_KEYS["superuser"]),
         {"name": "PATRONI_SUPERUSER_SSLMODE", "value": "verify-full"},
         {"name": "PATRONI_SUPERUSER_SSLROOTCERT", "value": ca},
         {"name": "PATRONI_REPLICATION_USERNAME", "value": cred.replication_user},
-        _secret_env(spec, "PATRONI_REPLICATION_PASSWORD", SECRET_KEYS["replication"]),
+        secret_env(spec, "PATRONI_REPLICATION_PASSWORD", SECRET_KEYS["replication"]),
         {"name": "PATRONI_REPLICATION_SSLMODE", "value": "verify-full"},
         {"name": "PATRONI_REPLICATION_SSLROOTCERT", "value": ca},
         {"name": "CITUS_PATRONI_BOOTSTRAP_FILE", "value": f"{BOOTSTRAP_MOUNT}/{BOOTSTRAP_KEY}"},
@@ -146,7 +134,7 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
             {"name": "patroni", "containerPort": RESTAPI_PORT, "protocol": "TCP"},
         ],
         "env": member_env(spec, group),
-        "resources": _resources(resources),
+        "resources": container_resources(resources),
         "readinessProbe": {
             "httpGet": {"path": "/readiness", "port": "patroni", "scheme": "HTTP"},
             "initialDelaySeconds": 5,
@@ -316,6 +304,7 @@ def shared_manifests(spec: ClusterSpec) -> list[Manifest]:
         bootstrap_configmap(spec),
         *network_policy_manifests(spec),
         *load_balancer_manifests(spec),
+        *pooler_manifests(spec),
         *monitoring_manifests(spec),
         *backup_manifests(spec),
     ]

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from ....errors import SpecError
-from ...spec import ClusterSpec
+from ...spec import ClusterSpec, ResourcesSpec
 
 Manifest = dict[str, Any]
 
@@ -176,6 +176,25 @@ def read_lb_name(spec: ClusterSpec) -> str:
     return f"{spec.name}-read"
 
 
+def pooler_name(spec: ClusterSpec) -> str:
+    """The pooler's Deployment, load balancer Service and PDB (``-config``: its ConfigMap)."""
+    return f"{spec.name}-pooler"
+
+
+def pooler_labels(spec: ClusterSpec) -> dict[str, str]:
+    """The pooler's pods: not Patroni's labels (its selector would take them for members)."""
+    return {
+        SCOPE_LABEL: spec.name,
+        "app.kubernetes.io/part-of": APP_VALUE,
+        "app.kubernetes.io/component": "pooler",
+    }
+
+
+def leader_service_host(spec: ClusterSpec, group: int) -> str:
+    """The DNS name of a group's leader Service (the Endpoints Patroni keeps on its leader)."""
+    return f"{group_name(spec, group)}.{spec.kubernetes.namespace}.svc"
+
+
 def member_dns_name(
     spec: ClusterSpec, group: int, ordinal: int, namespace: str | None = None
 ) -> str:
@@ -197,6 +216,9 @@ def tls_dns_names(spec: ClusterSpec, groups: int | None = None) -> list[str]:
     names.append(f"{coordinator_lb_name(spec)}.{ns}.svc")
     names.append(f"{workers_lb_name(spec)}.{ns}.svc")
     names.append(f"{read_lb_name(spec)}.{ns}.svc")
+    # the pooler serves with the same certificate and reaches the coordinator's leader Service
+    names.append(f"{pooler_name(spec)}.{ns}.svc")
+    names.append(leader_service_host(spec, 0))
     return names
 
 
@@ -257,6 +279,23 @@ def container_security(**more: Any) -> Manifest:
     }
 
 
+def container_resources(r: ResourcesSpec) -> Manifest:
+    """A container's requests and limits."""
+    out: Manifest = {"requests": {"cpu": r.cpu, "memory": r.memory}}
+    limits = {k: v for k, v in (("cpu", r.cpu_limit), ("memory", r.memory_limit)) if v}
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def secret_env(spec: ClusterSpec, name: str, key: str) -> Manifest:
+    """An environment variable from a key of the members' password Secret."""
+    return {
+        "name": name,
+        "valueFrom": {"secretKeyRef": {"name": spec.credentials.kubernetes_secret, "key": key}},
+    }
+
+
 def object_meta(spec: ClusterSpec, name: str, labels: dict[str, str], **extra: Any) -> Manifest:
     meta: Manifest = {"name": name, "namespace": spec.kubernetes.namespace, "labels": dict(labels)}
     meta.update(extra)
@@ -303,6 +342,7 @@ __all__ = [
     "bootstrap_configmap_name",
     "check_names",
     "config_name",
+    "container_resources",
     "container_security",
     "coordinator_lb_name",
     "dagster_role_name",
@@ -313,12 +353,16 @@ __all__ = [
     "group_type",
     "headless_name",
     "highest_group",
+    "leader_service_host",
     "member_dns_name",
     "object_meta",
     "patroni_kubernetes_labels",
     "pgbackrest_configmap_name",
+    "pooler_labels",
+    "pooler_name",
     "read_lb_name",
     "restore_points_name",
+    "secret_env",
     "selector_service_labels",
     "service_account_name",
     "sync_name",
