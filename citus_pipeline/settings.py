@@ -108,6 +108,11 @@ ALL = (
 )
 
 
+def cache_dir() -> Path:
+    """The user's cache: downloads, built images, the sandbox, the API's last answers."""
+    return CACHE_DIR.path() or Path.home() / ".cache" / "citus-pipeline"
+
+
 def default_state_dir() -> Path:
     return (STATE_DIR.path() or Path.cwd() / ".citus-pipeline").resolve()
 
@@ -134,5 +139,6 @@ __all__ = [
     "TEST_DSN",
     "WORK_DIR",
     "Setting",
+    "cache_dir",
     "default_state_dir",
 ]

@@ -91,7 +91,12 @@ def shard_rows(topo: ClusterTopology) -> list[list[str]]:
 def rich_tables(topo: ClusterTopology) -> Group:
     parts = []
     for title, header, rows in (
-        (f"Citus cluster {topo.scope} ({topo.backend})", MEMBER_HEADER, member_rows(topo)),
+        (
+            f"Citus cluster {topo.scope} ({topo.backend})"
+            + (f" — not answered: {topo.members_unanswered}" if topo.members_unanswered else ""),
+            MEMBER_HEADER,
+            member_rows(topo),
+        ),
         ("pg_dist_node", NODE_HEADER, node_rows(topo)),
         (
             "Shards per node"

@@ -81,6 +81,7 @@ class ClusterTopology(BaseModel):
     dist_nodes: list[DistNode] = []
     shards: list[NodeShards] = []
     shards_unanswered: str | None = None  # why shards per node are missing, when asked for
+    members_unanswered: str | None = None  # why the members are missing (an API not answering)
     coordinator_dsn: str | None = None  # never contains a password
     pooler_dsn: str | None = None  # the pooler in front of the coordinator leader, where on
     read_dsn: str | None = None  # a coordinator standby, reads from the workers' standbys

@@ -31,7 +31,7 @@ from .. import settings
 from ..errors import SourceError
 
 DEFAULT_CHUNK_BYTES = 24 << 20  # one loader transaction (see load.py)
-DEFAULT_CACHE_DIR = settings.CACHE_DIR.path() or Path.home() / ".cache" / "citus-pipeline"
+DEFAULT_CACHE_DIR = settings.cache_dir()
 DATA_SUFFIXES = (".csv", ".csv.gz", ".gz", ".txt")
 
 

@@ -28,8 +28,7 @@ MANIFEST = "images.json"
 
 
 def image_cache() -> Path:
-    base = settings.CACHE_DIR.path() or Path.home() / ".cache" / "citus-pipeline"
-    return base / "images"
+    return settings.cache_dir() / "images"
 
 
 @contextmanager

@@ -88,8 +88,7 @@ class Layout:
 
     @classmethod
     def default(cls) -> Layout:
-        base = settings.CACHE_DIR.path() or Path.home() / ".cache" / "citus-pipeline"
-        return cls(base / "sandbox")
+        return cls(settings.cache_dir() / "sandbox")
 
     @property
     def nodes(self) -> tuple[Node, ...]:

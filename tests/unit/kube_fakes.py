@@ -154,7 +154,7 @@ class FakeCore:
         )
 
     def read_namespaced_service(self, name, namespace):
-        if name != "citusdemo-coordinator":
+        if name not in ("citusdemo-coordinator", "citusdemo-pooler"):
             raise NotFound()
         ingress = [V1LoadBalancerIngress(ip=self.lb_ip)] if self.lb_ip else []
         return V1Service(
@@ -408,9 +408,10 @@ class Forbidden(Exception):
 
 
 @pytest.fixture(autouse=True)
-def no_dsn_env(monkeypatch):
+def no_dsn_env(monkeypatch, tmp_path):
     """Every test here reads the coordinator's address from the fakes, never the caller's
-    environment."""
+    environment, and keeps the addresses it saw in a cache of its own."""
+    monkeypatch.setenv("CITUS_PIPELINE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("CITUS_PIPELINE_DSN", raising=False)
     monkeypatch.delenv("CITUS_DSN", raising=False)
     monkeypatch.delenv("CITUS_COORDINATOR_DSN", raising=False)

@@ -104,6 +104,12 @@ class KubeApi:
     policy = _loaded_client("_policy", "The PolicyV1Api client.")
 
     @property
+    def server(self) -> str:
+        """The API server's URL, as the clients were configured ("" for injected fakes)."""
+        config = getattr(getattr(self.core, "api_client", None), "configuration", None)
+        return str(getattr(config, "host", "") or "")
+
+    @property
     def selector(self) -> str:
         """Label selector of every object of this cluster (its scope), whatever its group."""
         return ",".join(f"{k}={v}" for k, v in mf.base_labels(self.spec).items())

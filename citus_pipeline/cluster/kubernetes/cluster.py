@@ -14,6 +14,7 @@ injectable, so tests pass fakes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,8 @@ import psycopg
 
 from ... import settings
 from ...errors import KubernetesClusterError
+from ...waiting import until
+from ..budget import STATUS_BUDGET_S, ask_within
 from ..citus_meta import (
     cleanup_orphans,
     drain_group,
@@ -34,6 +37,7 @@ from ..spec import READ_SESSION_OPTIONS, TCP_TIMEOUTS, ClusterSpec, load_spec
 from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress, cluster_topology
 from . import handover, restarts
 from . import manifests as mf
+from .addresses import AddressBook
 from .api import KubeApi, poll, status_of
 from .apply import apply_manifests
 from .groups import Groups
@@ -43,10 +47,22 @@ from .restore_points import ConfigMapRestorePoints
 log = logging.getLogger(__name__)
 
 ConnectFn = Callable[[str], psycopg.Connection]
+# The API's share of `cluster status`'s budget: a live API server answers the two lists in
+# tens of milliseconds; the rest is the coordinator's.
+API_BUDGET_S = 2.0
 
 
 def _default_connect(dsn: str) -> psycopg.Connection:
     return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+
+
+def _unreachable(err: BaseException | None) -> bool:
+    """An API server that is down, frozen or cut off (no answer, a socket or HTTP error
+    below the API, a 5xx of an API server without its etcd), not one that refused."""
+    from urllib3.exceptions import HTTPError
+
+    code = status_of(err) if isinstance(err, Exception) else None
+    return isinstance(err, HTTPError | OSError) or (code is not None and code >= 500)
 
 
 def _from_api(name: str) -> property:
@@ -108,7 +124,14 @@ class KubernetesCluster(ClusterBackend):
         options = f"options='{READ_SESSION_OPTIONS}' application_name=citus-pipeline-read"
         return f"{self._lb_dsn(mf.read_lb_name(self.spec))} {options}"
 
-    def _lb_dsn(self, name: str) -> str:
+    def pooler_dsn(self) -> str | None:
+        """libpq DSN of the pooler (PgBouncer before the coordinator's leader Service) behind
+        its load balancer; None when the spec has no pooler."""
+        if not self.spec.pooler.enabled:
+            return None
+        return self._lb_dsn(mf.pooler_name(self.spec), self.spec.pooler.port)
+
+    def _lb_dsn(self, name: str, port: int = mf.POSTGRES_PORT) -> str:
         """A DSN (no password) of the load balancer Service ``name``'s address."""
         try:
             svc = self.core.read_namespaced_service(name, self.namespace)
@@ -126,44 +149,136 @@ class KubernetesCluster(ClusterBackend):
                 f"(set {settings.DSN.name} to override)"
             )
         return (
-            f"host={addr} port={mf.POSTGRES_PORT} dbname={self.spec.database} "
+            f"host={addr} port={port} dbname={self.spec.database} "
             f"user={self.spec.credentials.superuser} sslmode=require connect_timeout=10 "
             + TCP_TIMEOUTS
         )
 
     def status(self, with_shards: bool = True) -> ClusterTopology:
-        return cluster_topology(
-            self,
-            self.member_statuses(),
-            lambda topo, _leader: self._read_coordinator(topo, with_shards),
+        """Within :data:`STATUS_BUDGET_S` whatever the API server and the coordinator do:
+        the members from the API (its share, :data:`API_BUDGET_S`), then the coordinator at
+        its load balancer; while the API does not answer, the coordinator at the address the
+        API gave last, and ``members_unanswered`` says why the members are missing."""
+        started = time.monotonic()
+        asked = ask_within(
+            lambda: (self.member_statuses(), self._endpoint_dsns()), API_BUDGET_S, "status-api"
+        )
+        if asked.answered and asked.error is None:
+            members, dsns = asked.value
+            self.addresses.save(dsns)
+            unanswered = None
+        elif asked.answered and not _unreachable(asked.error):
+            raise asked.error  # a refusal or a bug: said as it is, never as "unanswered"
+        else:
+            members, dsns = [], {**self.addresses.load(), **self._override_dsn()}
+            unanswered = self._api_unanswered(asked.error)
+
+        def read(topo: ClusterTopology, _leader: Any) -> ClusterTopology:
+            return self._read_coordinator(topo, with_shards, started)
+
+        topo = cluster_topology(self, members, read, **dsns)
+        if unanswered:
+            topo.members_unanswered = unanswered
+            topo = read(topo, None)
+        return topo
+
+    @property
+    def addresses(self) -> AddressBook:
+        """The load balancers' DSNs as this API server last gave them."""
+        return AddressBook(self.api.server, self.namespace, self.spec.name)
+
+    def _override_dsn(self) -> dict[str, str]:
+        dsn = self._dsn or settings.DSN.get()
+        return {"coordinator_dsn": dsn} if dsn else {}
+
+    def _endpoint_dsns(self) -> dict[str, str | None]:
+        """The three ways in, each None where its Service has no address yet."""
+        out: dict[str, str | None] = {}
+        for key, endpoint in (
+            ("coordinator_dsn", self.coordinator_dsn),
+            ("read_dsn", self.read_dsn),
+            ("pooler_dsn", self.pooler_dsn),
+        ):
+            try:
+                out[key] = endpoint()
+            except KubernetesClusterError as e:
+                log.warning("%s", e)
+                out[key] = None
+        return out
+
+    def _api_unanswered(self, error: BaseException | None) -> str:
+        where = f"the Kubernetes API{f' ({self.api.server})' if self.api.server else ''}"
+        said = (
+            f"did not answer within {API_BUDGET_S:g} s"
+            if error is None
+            else f"failed: {(str(error).strip().splitlines() or [type(error).__name__])[0]}"
+        )
+        return (
+            f"{where} {said}; members and roles unknown, pg_dist_node as the coordinator "
+            "sees it at its load balancer's last known address"
         )
 
-    def _read_coordinator(self, topo: ClusterTopology, with_shards: bool) -> ClusterTopology:
-        """pg_dist_node (and the shards) through the coordinator's load balancer; a
-        coordinator not reachable yet leaves the topology as Patroni reports it."""
-        try:
-            dsn = self.coordinator_dsn()
-        except KubernetesClusterError as e:
-            log.warning("%s", e)
+    def _read_coordinator(
+        self, topo: ClusterTopology, with_shards: bool, started: float
+    ) -> ClusterTopology:
+        """pg_dist_node (and the shards) through the coordinator's load balancer, within
+        what is left of the budget; a coordinator not reachable, or not in time, leaves the
+        topology as Patroni reports it, saying so."""
+        dsn = topo.coordinator_dsn
+        if not dsn:
             return topo
-        topo.coordinator_dsn = dsn
-        try:
-            topo.read_dsn = self.read_dsn()
-        except KubernetesClusterError as e:
-            log.warning("%s", e)
-        try:
+        found = topo.model_copy(deep=True)
+
+        def ask() -> None:
             with self._connect(dsn) as conn:
-                read_metadata(conn, topo, with_shards)
-        except psycopg.Error as e:
-            log.warning("coordinator not reachable for Citus metadata: %s", e)
-        return topo
+                read_metadata(conn, found, with_shards)
+
+        left = STATUS_BUDGET_S - (time.monotonic() - started)
+        asked = ask_within(ask, left, "status-coordinator")
+        if not asked.answered:
+            topo.shards_unanswered = (
+                f"the coordinator did not answer at its load balancer within "
+                f"{STATUS_BUDGET_S:g} s of asking"
+            )
+            return topo
+        if isinstance(asked.error, psycopg.Error):
+            log.warning("coordinator not reachable for Citus metadata: %s", asked.error)
+            topo.shards_unanswered = (
+                "the coordinator refused or could not be reached: "
+                + (str(asked.error).strip().splitlines() or ["?"])[0]
+            )
+            return topo
+        if asked.error is not None:
+            raise asked.error
+        return found
 
     # ---- lifecycle --------------------------------------------------------------------------
     def up(self, progress: Progress | None = None, timeout: float = 900) -> ClusterTopology:
         """Apply the rendered manifests (server-side) and wait for a leader in every group."""
+        started = time.monotonic()
         apply_manifests(mf.cluster_manifests(self.spec), self.core.api_client)
         groups = list(range(self.spec.workers.groups + 1))
-        return self.wait_for_leaders(groups, timeout, progress)
+        topo = self.wait_for_leaders(groups, timeout, progress)
+        self.wait_for_pooler(timeout - (time.monotonic() - started))
+        return topo
+
+    def wait_for_pooler(self, timeout: float) -> None:
+        """Until the pooler's Deployment has a ready pod (PgBouncer listening); at once when
+        the spec has no pooler."""
+        if not self.spec.pooler.enabled:
+            return
+        name = mf.pooler_name(self.spec)
+
+        def ready() -> bool:
+            dep = self.apps.read_namespaced_deployment_status(name, self.namespace)
+            return (get_path(dep, "status", "ready_replicas") or 0) >= 1
+
+        until(
+            ready,
+            max(timeout, 30),
+            2,
+            f"a ready pod of the pooler (kubectl -n {self.namespace} get deployment {name})",
+        )
 
     def ensure_up(self) -> ClusterTopology:
         return self.status()

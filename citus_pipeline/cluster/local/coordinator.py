@@ -3,24 +3,22 @@
 `cluster status` answers within :data:`STATUS_BUDGET_S` whatever the members do (frozen, cut
 off, the DCS gone). Patroni's views take at most 1.5 s; the coordinator's part gets what is
 left. A statement on a frozen node can outlast its own timeout (Citus cancels it with a
-blocking call), so the reading thread is left behind rather than waited for, and the status
-says what did not answer.
+blocking call): ``budget.ask_within`` leaves it behind, and the status says what did not
+answer.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
 import psycopg
 
+from ..budget import STATUS_BUDGET_S, ask_within
 from ..citus_meta import read_metadata
 from ..topology import ClusterTopology, MemberStatus
 from . import credentials
 from .layout import Layout, Member
-
-STATUS_BUDGET_S = 4.5
 
 
 def _secs(left: float) -> int:
@@ -51,12 +49,8 @@ def read_within_budget(
     did not."""
     left = STATUS_BUDGET_S - (time.monotonic() - started)
     found = topo.model_copy(deep=True)
-    reader = threading.Thread(
-        target=lambda: _read(layout, member(), found, with_shards, left), daemon=True
-    )
-    reader.start()
-    reader.join(max(0.0, left))
-    if reader.is_alive():
+    asked = ask_within(lambda: _read(layout, member(), found, with_shards, left), left)
+    if not asked.answered:
         topo.shards_unanswered = (
             f"the coordinator leader {leader.name} did not answer within "
             f"{STATUS_BUDGET_S:g} s of asking"
