@@ -1,17 +1,20 @@
-"""`citus-pipeline bench faults`: the fault matrix on the local backend, under writes, as figures.
+"""`citus-pipeline bench faults`: the fault matrix under writes, as figures, on the local
+backend (the dedicated bench cluster) or on Kubernetes (``--backend kubernetes``: the
+sandbox's real nodes, the cluster deployed from the sandbox's spec).
 
 The scenarios, the writer and the check that nothing acknowledged is lost are the drills
 library's (``citus_pipeline.drills``, where ``drills.runner`` says what each figure means);
-the integration tests run the same scenarios and assert what each must guarantee. This
-module runs them on the dedicated bench cluster and reports: a table, the figures as JSON
-(``bench-results/faults.json``, and ``--json``) and a plot of the acknowledged writes around
-each fault (``bench-results/faults.png``).
+the integration and Kubernetes tests run the same scenarios and assert what each must
+guarantee. Each backend runs every scenario its fault injector can give, and reports: a
+table, the figures as JSON (``bench-results/faults[-kubernetes].json``, and ``--json``) and a
+plot of the acknowledged writes around each fault (``faults[-kubernetes].png``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,16 +22,21 @@ from rich.console import Console
 from rich.table import Table
 
 from ..cluster import failover
-from ..drills import NETNS_SCENARIOS, SCENARIOS, Outcome, run_scenario, wait_whole
+from ..cluster.topology import ClusterBackend
+from ..drills import (
+    NETNS_SCENARIOS,
+    SCENARIOS,
+    FaultInjector,
+    Outcome,
+    injector_for,
+    run_scenario,
+    runnable,
+    wait_whole,
+)
 from ..errors import ClusterError
 from .backup import RESULTS
 
 console = Console(width=160)
-
-
-def default_scenarios(netns: bool) -> list[str]:
-    """Every scenario, but the partitions where the cluster cannot have its own network."""
-    return [n for n in SCENARIOS if netns or n not in NETNS_SCENARIOS]
 
 
 def print_outcomes(outcomes: list[Outcome], ttl: int, loop_wait: int) -> None:
@@ -88,40 +96,72 @@ def write_plot(outcomes: list[Outcome], path: Path) -> None:
     plt.close(fig)
 
 
+def _local(spec: str | None, quiet: bool) -> tuple[ClusterBackend, FaultInjector, Callable]:
+    """The bench cluster, on its own network namespaces where this process is root (the
+    partitions need them), and what takes it down."""
+    from .rebalance import BENCH_STATE, bench_cluster
+
+    netns = os.geteuid() == 0
+    if not netns and not quiet:
+        console.print(f"not root: no network namespaces, so not {', '.join(NETNS_SCENARIOS)}")
+    cluster = bench_cluster(BENCH_STATE, spec, "netns" if netns else "loopback")
+    return cluster, injector_for(cluster), lambda: cluster.down(purge=True)
+
+
+def _kubernetes(quiet: bool) -> tuple[ClusterBackend, FaultInjector, Callable]:
+    """The sandbox (brought up unless it runs) and the cluster of its spec deployed on it;
+    what removes the cluster, and the sandbox where this run started it."""
+    from ..drills.sandbox import SandboxFaults
+    from ..sandbox.product import deploy, undeploy
+    from ..sandbox.sandbox import Sandbox
+
+    sandbox = Sandbox()
+    started = not sandbox.plane.running()["kube-apiserver"]
+    log = (lambda _m: None) if quiet else console.print
+    sandbox.up(log)
+    cluster = deploy(sandbox.layout)
+
+    def down() -> None:
+        undeploy(sandbox.layout, cluster.spec)
+        if started:
+            sandbox.down(log)
+
+    return cluster, SandboxFaults(cluster, sandbox), down
+
+
 def run_faults(
     names: list[str] | None = None,
     *,
     json_out: bool = False,
     keep: bool = False,
     spec: str | None = None,
+    backend: str = "local",
 ) -> dict:
-    """Run ``names`` (default: every scenario this machine can give) on the bench cluster,
-    one after the other; report them and return the figures. A scenario that does not
-    complete is said and kept apart; the others still run, then this raises."""
-    from .rebalance import BENCH_STATE, bench_cluster
-
-    # partitions need the cluster's own network namespaces, which need root
-    netns = os.geteuid() == 0
-    names = names or default_scenarios(netns)
-    if not netns and not json_out:
-        console.print(f"not root: no network namespaces, so not {', '.join(NETNS_SCENARIOS)}")
-    cluster = bench_cluster(BENCH_STATE, spec, "netns" if netns else "loopback")
+    """Run ``names`` (default: every scenario the backend's injector can give) one after
+    the other; report them and return the figures. A scenario that does not complete is
+    said and kept apart; the others still run, then this raises."""
+    if backend == "kubernetes":
+        cluster, injector, down = _kubernetes(json_out)
+    else:
+        cluster, injector, down = _local(spec, json_out)
+    names = names or runnable(injector)
     outcomes, broken = [], []
     try:
         for name in names:
             if not json_out:
                 console.print(f"[bold]{name}[/]: {SCENARIOS[name].what}")
             try:
-                outcomes.append(run_scenario(cluster, name))
+                outcomes.append(run_scenario(cluster, name, faults=injector))
             except Exception as err:  # noqa: BLE001 - said, kept with the others' figures
                 broken.append(f"{name}: {failover.type_and_first_line(err)}")
                 console.print(f"[red]{broken[-1]}[/]")
-                wait_whole(cluster)  # the next scenario needs a whole cluster, or stop here
+                wait_whole(cluster, faults=injector)  # the next needs a whole cluster
     finally:
         if not keep:
-            cluster.down(purge=True)
+            down()
     p = cluster.spec.patroni
     figures = {
+        "backend": cluster.name,
         "ttl": p.ttl,
         "loop_wait": p.loop_wait,
         "failed_scenarios": broken,
@@ -129,17 +169,18 @@ def run_faults(
             {k: v for k, v in asdict(o).items() if k != "acked_after_s"} for o in outcomes
         ],
     }
+    stem = "faults" if cluster.name == "local" else f"faults-{cluster.name}"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "faults.json").write_text(json.dumps(figures, indent=2))
-    write_plot(outcomes, RESULTS / "faults.png")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(figures, indent=2))
+    write_plot(outcomes, RESULTS / f"{stem}.png")
     if json_out:
         print(json.dumps(figures, indent=2))
     else:
         print_outcomes(outcomes, p.ttl, p.loop_wait)
-        console.print(f"figures: {RESULTS / 'faults.json'}, plot: {RESULTS / 'faults.png'}")
+        console.print(f"figures: {RESULTS / f'{stem}.json'}, plot: {RESULTS / f'{stem}.png'}")
     if broken:
         raise ClusterError("scenarios that did not complete: " + "; ".join(broken))
     return figures
 
 
-__all__ = ["default_scenarios", "print_outcomes", "run_faults", "write_plot"]
+__all__ = ["print_outcomes", "run_faults", "write_plot"]

@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -147,12 +147,20 @@ def faults_command(
     spec: Annotated[
         str | None, typer.Option(help="base spec (addresses/ports are moved to the bench block)")
     ] = None,
+    backend: Annotated[
+        Literal["local", "kubernetes"],
+        typer.Option(help="local: the bench cluster; kubernetes: the sandbox's nodes (root)"),
+    ] = "local",
 ) -> None:
-    """Kill and freeze members and the DCS under writes: lost writes, gaps, recovery."""
+    """Kill and freeze members, nodes and the DCS under writes: lost writes, gaps, recovery."""
     unknown = [n for n in scenario or [] if n not in SCENARIOS]
     if unknown:
         raise typer.BadParameter(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
-    faults.run_faults(scenario, json_out=json_out, keep=keep, spec=spec)
+    if backend == "kubernetes" and spec:
+        raise typer.BadParameter(
+            "--spec is the local bench cluster's; Kubernetes runs the sandbox's"
+        )
+    faults.run_faults(scenario, json_out=json_out, keep=keep, spec=spec, backend=backend)
 
 
 @app.command("seed")

@@ -28,6 +28,7 @@ DCS = "dcs"  # the DCS stops answering for a while
 PARTITION = "partition"  # a member cut off from some or all of the network
 DISK = "disk"  # a member's filesystem filled, then given its room back
 MEMBER_SQL = "member-sql"  # a session on one member's PostgreSQL (who is out of recovery)
+NODE = "node"  # the machine (a Kubernetes node) holding a member lost whole, then rebooted
 
 
 class FaultInjector(abc.ABC):
@@ -38,6 +39,7 @@ class FaultInjector(abc.ABC):
 
     backend_name: ClassVar[str]
     watchdog: ClassVar[str] = "the watchdog"  # who kills a hung member, in a drill's detail
+    dcs_fault: ClassVar[str] = "the DCS frozen"  # what `dcs_frozen` does, in a drill's detail
     faults: frozenset[str] = frozenset()  # what this injector gives: each backend's sets it
 
     def __init__(self, cluster: ClusterBackend, spec: ClusterSpec) -> None:
@@ -99,6 +101,12 @@ class FaultInjector(abc.ABC):
         """The DCS stops answering for the block."""
         raise self._refuse(DCS)
 
+    def node_lost(self, name: str) -> AbstractContextManager[str]:
+        """The node holding the member lost whole for the block (every process on it killed,
+        its network gone: a VM that died), given as the block's value; booted again after
+        it, with its members running again."""
+        raise self._refuse(NODE)
+
     def cut_off(self, name: str, whole: bool) -> AbstractContextManager[None]:
         """The member cut off for the block: from the DCS and its group's other members
         (``whole`` False: the coordinator still reaches it), or from everything."""
@@ -120,6 +128,7 @@ __all__ = [
     "FREEZE",
     "KILL",
     "MEMBER_SQL",
+    "NODE",
     "PARTITION",
     "FaultInjector",
 ]

@@ -12,7 +12,7 @@ import time
 from ..cluster.topology import ClusterBackend, down_lines
 from ..errors import ClusterError
 from ..waiting import until
-from .injector import DCS, FREEZE, KILL, FaultInjector
+from .injector import DCS, FREEZE, KILL, NODE, FaultInjector
 from .ready import MID_FAULT, leader_name, sync_standby, wait_new_leader, wait_registered
 from .scenario import FaultRun, Scenario, leader_lost_for
 
@@ -69,13 +69,29 @@ def freeze_leader(c: ClusterBackend, f: FaultInjector, group: int) -> FaultRun:
 
 
 def dcs_outage(c: ClusterBackend, f: FaultInjector) -> FaultRun:
-    """The DCS (the embedded default's one etcd) frozen for 30 s, longer than ttl: with
-    failsafe mode each leader stays primary while it reaches the members of its group."""
+    """The DCS (the embedded default's one etcd; on Kubernetes the API server) frozen for
+    30 s, longer than ttl: with failsafe mode each leader stays primary while it reaches the
+    members of its group."""
     fault = f.dcs_frozen()
     t0 = time.monotonic()
     with fault:
         time.sleep(DCS_OUTAGE_S)
-    return FaultRun(t0, time.monotonic(), f"etcd frozen {DCS_OUTAGE_S} s")
+    return FaultRun(t0, time.monotonic(), f"{f.dcs_fault} {DCS_OUTAGE_S} s")
+
+
+def lose_leaders_node(c: ClusterBackend, f: FaultInjector, group: int) -> FaultRun:
+    """The node holding ``group``'s leader lost whole (a VM that died: every pod on it, a
+    worker's leader too where one shares it); booted again once the group has a new
+    registered leader."""
+    old = leader_name(c, group)
+    t0 = time.monotonic()
+    with f.node_lost(old) as node:
+        new = wait_new_leader(c, group, old, faults=f)
+        failover = time.monotonic() - t0
+        wait_registered(c, group, new)
+        registered = time.monotonic() - t0
+    detail = f"node {node} lost with {old}, {new} leads; the node booted again"
+    return FaultRun(t0, time.monotonic(), detail, failover, registered)
 
 
 def lose_worker_group(c: ClusterBackend, f: FaultInjector) -> FaultRun:
@@ -130,6 +146,14 @@ SCENARIOS = (
         (FREEZE,),
     ),
 )
+NODE_SCENARIOS = (
+    Scenario(
+        "lose-coordinator-node",
+        "the node holding the coordinator's leader lost whole, booted again after failover",
+        lambda c, f: lose_leaders_node(c, f, 0),
+        (NODE,),
+    ),
+)
 DCS_SCENARIOS = (
     Scenario(
         "dcs-outage", f"the one etcd frozen for {DCS_OUTAGE_S} s (past ttl)", dcs_outage, (DCS,)
@@ -148,6 +172,7 @@ __all__ = [
     "DCS_OUTAGE_S",
     "DCS_SCENARIOS",
     "GROUP_SCENARIOS",
+    "NODE_SCENARIOS",
     "SCENARIOS",
     "dcs_outage",
     "freeze_leader",

@@ -23,6 +23,7 @@ from .injector import DCS, DISK, FREEZE, KILL, MEMBER_SQL, PARTITION, FaultInjec
 class LocalFaults(FaultInjector):
     backend_name = "local"
     watchdog = "the supervisor"
+    dcs_fault = "etcd frozen"
 
     def __init__(self, cluster: LocalCluster) -> None:
         super().__init__(cluster, cluster.spec)

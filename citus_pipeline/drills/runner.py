@@ -43,6 +43,7 @@ SCENARIOS: dict[str, Scenario] = {
         *kill.SCENARIOS,
         *network.SCENARIOS,
         *kill.DCS_SCENARIOS,
+        *kill.NODE_SCENARIOS,
         *disk.SCENARIOS,
         *kill.GROUP_SCENARIOS,
         *rolling.SCENARIOS,

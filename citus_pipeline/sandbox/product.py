@@ -1,7 +1,9 @@
 """What README step 3 has a user create before the first deploy, done for the sandbox: the
 namespace, the members' passwords (a Secret), and their TLS certificate (a Secret, issued by
 the sandbox's CA for every name `k8s tls-sans` lists, as `verify-full` needs). The passwords
-also go to a libpq passfile beside the kubeconfig, for the CLI on this machine."""
+also go to a libpq passfile beside the kubeconfig, for the CLI on this machine. Then the
+deploy itself (the backend's `up`), and its removal, for what drives the sandbox from a
+program (`bench faults --backend kubernetes`)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import json
 import os
 from typing import Any
 
+from ..cluster.kubernetes import KubernetesCluster
 from ..cluster.kubernetes import manifests as mf
 from ..cluster.spec import ClusterSpec, spec_from_mapping
+from ..cluster.topology import Progress
 from ..pki import CA, write_private
 from .addons import apply, kubectl
 from .layout import Layout
@@ -80,3 +84,23 @@ def prepare(layout: Layout) -> ClusterSpec:
     )
     passfile(layout, spec)
     return spec
+
+
+def deploy(
+    layout: Layout, progress: Progress | None = None, timeout: float = 900
+) -> KubernetesCluster:
+    """The sandbox's spec deployed and every group led (`cluster up --backend kubernetes`);
+    this process then talks to it as the README's shell does: the sandbox's kubeconfig and
+    passfile in its environment."""
+    spec = prepare(layout)
+    os.environ["KUBECONFIG"] = str(layout.kubeconfig)
+    os.environ["PGPASSFILE"] = str(layout.passfile)
+    cluster = KubernetesCluster(spec)
+    cluster.up(progress, timeout)
+    return cluster
+
+
+def undeploy(layout: Layout, spec: ClusterSpec, timeout: int = 300) -> None:
+    """The cluster's namespace deleted, and gone (its volumes with their claims)."""
+    ns = spec.kubernetes.namespace
+    kubectl(layout, "delete", "namespace", ns, "--ignore-not-found", f"--timeout={timeout}s")

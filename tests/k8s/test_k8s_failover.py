@@ -1,20 +1,28 @@
 """Failover on a real control plane under streaming single-row inserts through the
-coordinator's load balancer: a worker leader's pod deleted, then the node that holds the
-coordinator leader lost. Nothing acknowledged may be lost."""
+coordinator's load balancer (through the pooler for its switchover): a worker leader's pod
+deleted, then the node that holds the coordinator leader lost. Nothing acknowledged may be
+lost."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import psycopg
 import pytest
 from kubernetes import client
 
+from citus_pipeline.cluster.budget import STATUS_BUDGET_S
 from citus_pipeline.cluster.rolling import rolling_restart
 from citus_pipeline.drills import start_writer, wait_leader_change
+from citus_pipeline.drills.kill import DCS_OUTAGE_S
+from citus_pipeline.drills.sandbox import SandboxFaults
 from citus_pipeline.waiting import until
 
-from .drills import PROBE_TABLE, faults, wait_ha, wait_members_ready
+from .drills import PROBE_TABLE, faults, wait_ha, wait_members_ready, write_spec
 
 pytestmark = [pytest.mark.k8s, pytest.mark.citus, pytest.mark.destructive]
 
@@ -47,6 +55,86 @@ def test_deleting_a_worker_leader_pod_fails_over_and_loses_nothing(kube, cluster
     print(
         f"worker leader pod deleted: {change.new} leads after {change.seconds:.1f}s, "
         f"longest write gap {probe.longest_gap(t0):.1f}s, {probe.failed} failed inserts"
+    )
+
+
+def test_the_pooler_follows_a_coordinator_switchover_and_never_writes_to_a_standby(
+    kube, cluster, spec
+):
+    """Single-row writes through `pooler_dsn` (PgBouncer before the coordinator's leader
+    Service) while the coordinator's leader switches over: nothing acknowledged lost, no
+    write refused as read-only, and the pool's server is the new leader after."""
+    wait_ha(kube, cluster)
+    dsn = cluster.status(with_shards=False).pooler_dsn
+    assert dsn, "no pooler_dsn"
+    probe = start_writer(dsn, "pooled_probe")
+    time.sleep(3)
+    old = cluster.status(with_shards=False).leader(0).name
+    t0 = time.monotonic()
+    new = cluster.switchover(0)
+    _acked_after(probe, time.monotonic())
+    time.sleep(2)
+    probe.stop()
+    assert new != old
+    assert not probe.lost()
+    assert not [e for e in probe.errors if "read-only" in e], probe.distinct_errors()
+    core = client.CoreV1Api(kube.api())
+    ip = core.read_namespaced_pod(new, spec.kubernetes.namespace).status.pod_ip
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        assert conn.execute("SELECT host(inet_server_addr())").fetchone() == (ip,)
+    print(
+        f"coordinator switchover {old} -> {new} through the pooler: longest write gap "
+        f"{probe.longest_gap(t0):.1f}s, {probe.failed} failed inserts "
+        f"({'; '.join(probe.distinct_errors(t0))})"
+    )
+
+
+def test_a_stopped_api_server_keeps_the_leaders_and_status_answers_within_its_budget(
+    kube, cluster, spec, tmp_path
+):
+    """kube-apiserver stopped for 30 s (killed, then started again: what the drills' DCS
+    outage does on the sandbox) under writes through the coordinator's load balancer:
+    Patroni's failsafe mode keeps every leader (nothing acknowledged lost, the same leaders
+    after), and `cluster status --backend kubernetes --json` answers within its budget, the
+    members unknown and said so, pg_dist_node from the coordinator at the address the API
+    gave last."""
+    wait_ha(kube, cluster)
+    before = cluster.status(with_shards=False)  # the API answers: its addresses are kept
+    leaders = {g: before.leader(g).name for g in before.groups}
+    probe = start_writer(cluster.coordinator_dsn(), PROBE_TABLE)
+    time.sleep(3)
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "CITUS_PIPELINE_BACKEND": "kubernetes"}
+    argv = [sys.executable, "-m", "citus_pipeline.cli", "cluster", "status", "--json"]
+    argv += ["--spec", str(write_spec(tmp_path / "cluster.yaml"))]
+    # the CLI once while the API answers: it keeps the load balancers' addresses
+    subprocess.run(argv, check=True, capture_output=True, text=True, env=env, timeout=60)
+    t0 = time.monotonic()
+    with SandboxFaults(cluster, kube.sandbox).dcs_frozen():
+        time.sleep(5)
+        started = time.monotonic()
+        seen = cluster.status()
+        took = time.monotonic() - started
+        out = subprocess.run(argv, check=False, capture_output=True, text=True, env=env, timeout=60)
+        time.sleep(max(0.0, DCS_OUTAGE_S - (time.monotonic() - t0)))
+    _acked_after(probe, time.monotonic())
+    time.sleep(2)
+    probe.stop()
+    assert took < STATUS_BUDGET_S + 0.5, took
+    assert seen.members == [] and "Kubernetes API" in seen.members_unanswered
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["members"] == [] and "Kubernetes API" in shown["members_unanswered"]
+    assert shown["coordinator_dsn"] == before.coordinator_dsn
+    primaries = {n["groupid"] for n in shown["dist_nodes"] if n["role"] == "primary"}
+    assert primaries == set(range(spec.workers.groups + 1))  # the coordinator is group 0
+    wait_ha(kube, cluster)
+    assert not probe.lost()
+    after = cluster.status(with_shards=False)
+    assert {g: after.leader(g).name for g in after.groups} == leaders  # failsafe: no failover
+    print(
+        f"kube-apiserver stopped {DCS_OUTAGE_S} s: status in {took:.1f} s without it, longest "
+        f"write gap {probe.longest_gap(t0):.1f}s, {probe.failed} failed inserts "
+        f"({'; '.join(probe.distinct_errors(t0))}), every leader kept"
     )
 
 

@@ -22,6 +22,7 @@ BENCH_FAULTS = [
     ("isolate-worker-leader", False),
     ("isolate-coordinator-leader", False),
     ("dcs-outage", False),
+    ("lose-coordinator-node", False),
     ("disk-full-worker-leader", False),
     ("lose-worker-group", True),
     ("rolling-restart", True),

@@ -1,0 +1,59 @@
+"""The fault injector of a cluster on the `k8s sandbox`: what the Kubernetes injector gives
+through the API, and what the sandbox's machine gives below it, as a cloud's console would:
+a pod's processes frozen (its node's containerd lists them), the API server stopped (the DCS
+of Patroni's Kubernetes mode; killed and started again, as a control plane that crashed: a
+frozen one would answer its queued requests late, which no real outage does), a node lost
+whole and booted again."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..cluster.kubernetes import KubernetesCluster
+from ..errors import ClusterError
+from ..sandbox.sandbox import Sandbox
+from ..waiting import until
+from .injector import DCS, FREEZE, KILL, NODE
+from .kubernetes import KubernetesFaults
+
+
+class SandboxFaults(KubernetesFaults):
+    dcs_fault = "kube-apiserver stopped"
+
+    def __init__(self, cluster: KubernetesCluster, sandbox: Sandbox, **kw) -> None:
+        super().__init__(cluster, pod_processes=sandbox.pod_processes, **kw)
+        self.sandbox = sandbox
+        self.faults = frozenset({KILL, FREEZE, DCS, NODE})
+
+    @contextmanager
+    def dcs_frozen(self) -> Iterator[None]:
+        api = self.sandbox.plane.daemon("kube-apiserver")
+        if not api.pid():
+            raise ClusterError("the sandbox's kube-apiserver is not running")
+        api.send_signal(signal.SIGKILL)
+        until(lambda: api.pid() is None, 10, 0.1, "kube-apiserver to be gone")
+        try:
+            yield
+        finally:
+            self.sandbox.plane.start()  # starts what does not run: the API server
+
+    @contextmanager
+    def node_lost(self, name: str) -> Iterator[str]:
+        node = self.kube.core.read_namespaced_pod(name, self.namespace).spec.node_name
+        self.sandbox.lose_node(node)
+        try:
+            yield node
+        finally:
+            self.sandbox.revive_node(node)
+            groups = sorted(self.kube.statefulset_groups())
+            until(
+                lambda: all(self.members_ready(g) for g in groups),
+                self.revive_timeout,
+                2,
+                f"every member ready again after node {node} booted",
+            )
+
+
+__all__ = ["SandboxFaults"]
