@@ -101,6 +101,7 @@ class KubernetesFaults(FaultInjector):
             f"pod {name} recreated",
             # the client's ApiException (404 until the StatefulSet has made the pod again)
             ignore=(Exception,),
+            done=lambda _group: True,  # any group read is the pod back, the coordinator's 0 too
         )
         until(
             lambda: self.members_ready(group),

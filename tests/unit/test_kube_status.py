@@ -96,3 +96,15 @@ def test_a_refusal_is_still_an_error_not_an_unanswered_api(monkeypatch):
     monkeypatch.setattr(type(core), "list_namespaced_pod", refuse)
     with pytest.raises(KubernetesClusterError, match="grants this"):
         c.status()
+
+
+def test_a_killed_coordinator_member_is_awaited_back_like_any_other():
+    """Group 0 is the coordinator's: a revive must not take its id for "not back yet"."""
+    from citus_pipeline.drills.kubernetes import KubernetesFaults
+
+    c, *_ = make()
+    faults = KubernetesFaults(c, revive_timeout=5)
+    faults.members_ready = lambda _group: True  # the fakes' pods carry no Ready condition
+    t0 = time.monotonic()
+    faults.revive("citusdemo-0-0")
+    assert time.monotonic() - t0 < 5
