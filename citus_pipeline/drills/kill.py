@@ -156,7 +156,11 @@ NODE_SCENARIOS = (
 )
 DCS_SCENARIOS = (
     Scenario(
-        "dcs-outage", f"the one etcd frozen for {DCS_OUTAGE_S} s (past ttl)", dcs_outage, (DCS,)
+        "dcs-outage",
+        f"the DCS out for {DCS_OUTAGE_S} s, past ttl (etcd frozen; on Kubernetes the API "
+        "server stopped)",
+        dcs_outage,
+        (DCS,),
     ),
 )
 GROUP_SCENARIOS = (

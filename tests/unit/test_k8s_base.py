@@ -117,3 +117,9 @@ def test_tls_sans_cover_every_group_member(spec):
     host = mf.member_dns_name(spec, 1, 0)
     first, rest = host.split(".", 1)
     assert first == "citusdemo-1-0" and f"*.{rest}" in sans  # a wildcard covers exactly one label
+
+
+def test_tls_sans_cover_a_members_connections_to_itself(spec):
+    # Patroni sets citus.local_hostname to localhost in the pods: Citus's background
+    # rebalance connects there with verify-full
+    assert "localhost" in mf.tls_dns_names(spec)

@@ -219,6 +219,9 @@ def tls_dns_names(spec: ClusterSpec, groups: int | None = None) -> list[str]:
     # the pooler serves with the same certificate and reaches the coordinator's leader Service
     names.append(f"{pooler_name(spec)}.{ns}.svc")
     names.append(leader_service_host(spec, 0))
+    # a member's connections to itself: Patroni's and Citus's (citus.local_hostname, which
+    # Patroni sets to localhost here: the background rebalance's tasks connect through it)
+    names.append("localhost")
     return names
 
 
