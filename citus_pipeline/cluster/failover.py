@@ -43,8 +43,14 @@ TRANSIENT_CLASSES = ("08",)
 # functions refuse, "recovery is in progress"), or the promoted node's Citus metadata is not
 # synced yet and DDL waits for it ("... is a metadata node, but is out of sync"; Citus's
 # maintenance daemon syncs it within seconds). 55000 with any other message is a real error.
-OBJECT_STATE = "55000"
-OBJECT_STATE_TRANSIENT = ("recovery is in progress", "is a metadata node, but is out of sync")
+# 58030 (io_error) is Citus's "failed to COPY to shard N on host:port" when its connection
+# to the shard's node broke mid-COPY (that node's leader killed): the chunk's transaction
+# rolls back whole. A worker's own I/O failure arrives with the worker's SQLSTATE and words.
+# A state here counts only with one of its messages; any other message is a real error.
+STATE_MESSAGES = {
+    "55000": ("recovery is in progress", "is a metadata node, but is out of sync"),
+    "58030": ("failed to COPY to shard",),
+}
 # Citus reports a lost worker connection as XX000 with the worker's message; client-side
 # errors carry no SQLSTATE. Either counts only when its message says a connection went away.
 TRANSIENT_MESSAGES = (
@@ -81,7 +87,7 @@ def is_transient(err: BaseException) -> bool:
         if state:
             if state in TRANSIENT_SQLSTATES or state.startswith(TRANSIENT_CLASSES):
                 return True
-            if state == OBJECT_STATE and any(m in str(err) for m in OBJECT_STATE_TRANSIENT):
+            if any(m in str(err) for m in STATE_MESSAGES.get(state, ())):
                 return True
             if not state.startswith(("XX", "57")):
                 return False  # syntax, constraint, privilege ...: a real error, never retried

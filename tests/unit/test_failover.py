@@ -21,6 +21,9 @@ from citus_pipeline.errors import FailoverRetriesExhausted, GroupUnreachable, Tr
             True,
         ),
         (psycopg.errors.ObjectNotInPrerequisiteState("cannot drop a table in use"), False),
+        # Citus, when its COPY stream to a shard's node broke (that node's leader killed)
+        (psycopg.errors.IoError("failed to COPY to shard 102016 on 127.0.101.1:6432"), True),
+        (psycopg.errors.IoError("could not read block 7 in file base/1/2"), False),
         (psycopg.errors.ReadOnlySqlTransaction("read-only transaction"), True),
         (psycopg.errors.UniqueViolation("duplicate key value violates unique"), False),
         (psycopg.errors.CheckViolation('violates check constraint "cheap"'), False),
