@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from citus_pipeline.images.buildah import missing_reason as images_missing
-from citus_pipeline.images.recipes import PATRONI_CITUS
+from citus_pipeline.images.recipes import RECIPES
 from citus_pipeline.sandbox.binaries import missing_reason as stack_missing
 from citus_pipeline.sandbox.sandbox import Sandbox
 from citus_pipeline.settings import REPO_ROOT
@@ -94,8 +94,9 @@ def overlay_cluster(kube, spec, require_citus, tmp_path_factory):
     overlay = yaml.safe_load(
         (REPO_ROOT / "k8s/overlays/yandex-cloud/kustomization.yaml").read_text()
     )
+    built = {r.reference().rsplit(":", 1)[0]: r for r in RECIPES}
     for image in overlay.get("images", []):
         # `skopeo copy ... docker://cr.yandex/<registry-id>/...` as README step 2 pushes it
         name = image["newName"].replace(REGISTRY_PLACEHOLDER, REGISTRY_ID)
-        kube.sandbox.tag_image(PATRONI_CITUS.reference(), f"{name}:{image['newTag']}")
+        kube.sandbox.tag_image(built[image["name"]].reference(), f"{name}:{image['newTag']}")
     yield from _cluster(kube, spec, tmp_path_factory.mktemp("overlay"))

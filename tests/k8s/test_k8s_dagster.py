@@ -129,7 +129,8 @@ def _explain(kube, instance, run_id: str) -> str:
 def test_yandex_cloud_overlay_applied_with_kubectl(kube, overlay_cluster, spec):
     """README step 4 as written for Yandex Cloud: what the overlay changes is what runs."""
     overlay = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
-    (image,) = overlay["images"]
+    images = {i["name"].rsplit("/", 1)[1]: i for i in overlay["images"]}
+    image, pooler = images["patroni-citus"], images["pgbouncer"]
     (sc_doc,) = [d for d in yaml.safe_load_all((OVERLAY / "storage-class.yaml").read_text()) if d]
     api = kube.api()
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
@@ -150,12 +151,18 @@ def test_yandex_cloud_overlay_applied_with_kubectl(kube, overlay_cluster, spec):
         assert claim.status.phase == "Bound"
         assert volumes[claim.spec.volume_name].spec.persistent_volume_reclaim_policy == "Retain"
     # the internal load balancers: annotated for Yandex's cloud controller, served here
-    for name in (mf.coordinator_lb_name(spec), mf.workers_lb_name(spec), mf.read_lb_name(spec)):
+    lbs = (mf.coordinator_lb_name(spec), mf.workers_lb_name(spec), mf.read_lb_name(spec))
+    for name in (*lbs, mf.pooler_name(spec)):
         svc = core.read_namespaced_service(name, ns)
         assert svc.metadata.annotations["yandex.cloud/load-balancer-type"] == "internal"
         assert svc.status.load_balancer.ingress
     topo = overlay_cluster.status()
     assert all(topo.leader(g) is not None for g in range(spec.workers.groups + 1))
+    # the pooler runs the image the overlay names, pushed to the registry as README step 2 says
+    name = pooler["newName"].replace(REGISTRY_PLACEHOLDER, REGISTRY_ID)
+    dep = apps.read_namespaced_deployment(mf.pooler_name(spec), ns)
+    assert dep.spec.template.spec.containers[0].image == f"{name}:{pooler['newTag']}"
+    overlay_cluster.wait_for_pooler(120)
 
 
 def _deploy(kube, release: DagsterRelease, spec, pg_password: str) -> None:
