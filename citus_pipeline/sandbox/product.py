@@ -93,8 +93,10 @@ def deploy(
     this process then talks to it as the README's shell does: the sandbox's kubeconfig and
     passfile in its environment."""
     ns = spec_from_mapping(sandbox_spec()).kubernetes.namespace
-    phase = kubectl(layout, "get", "namespace", ns, "--ignore-not-found", "-o", "name")
-    if phase and "Terminating" in kubectl(layout, "get", "namespace", ns, "--no-headers"):
+    phase = kubectl(
+        layout, "get", "namespace", ns, "--ignore-not-found", "-o", "jsonpath={.status.phase}"
+    )
+    if phase.strip() == "Terminating":
         # the last run's cluster still going: a namespace being deleted takes no new objects
         kubectl(layout, "wait", "--for=delete", f"namespace/{ns}", f"--timeout={int(timeout)}s")
     spec = prepare(layout)

@@ -36,9 +36,10 @@ class AddressBook:
 
     def save(self, dsns: dict[str, str | None]) -> None:
         """Keep ``dsns`` (those known; an unknown one keeps its last value)."""
-        merged = {**self.load(), **{k: v for k, v in dsns.items() if k in KEYS and v}}
+        kept = self.load()
+        merged = {**kept, **{k: v for k, v in dsns.items() if k in KEYS and v}}
         try:
-            if merged == self.load() and self.path.exists():
+            if merged == kept and self.path.exists():
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(f"{self.path}.{os.getpid()}.tmp")

@@ -23,6 +23,7 @@ import psycopg
 from ... import settings
 from ...errors import KubernetesClusterError
 from ...waiting import until
+from .. import failover
 from ..budget import STATUS_BUDGET_S, ask_within
 from ..citus_meta import (
     cleanup_orphans,
@@ -112,11 +113,7 @@ class KubernetesCluster(ClusterBackend):
         balancer's address. The password comes from PGPASSFILE / ~/.pgpass (or PGPASSWORD from
         a Secret), never from the DSN.
         """
-        if self._dsn:
-            return self._dsn
-        if dsn := settings.DSN.get():
-            return dsn
-        return self._lb_dsn(mf.coordinator_lb_name(self.spec))
+        return self._given_dsn() or self._lb_dsn(mf.coordinator_lb_name(self.spec))
 
     def read_dsn(self) -> str:
         """libpq DSN of the read endpoint: the coordinator's standbys behind their load
@@ -187,8 +184,12 @@ class KubernetesCluster(ClusterBackend):
         """The load balancers' DSNs as this API server last gave them."""
         return AddressBook(self.api.server, self.namespace, self.spec.name)
 
+    def _given_dsn(self) -> str | None:
+        """The coordinator DSN the caller gave (the argument, else the environment)."""
+        return self._dsn or settings.DSN.get() or None
+
     def _override_dsn(self) -> dict[str, str]:
-        dsn = self._dsn or settings.DSN.get()
+        dsn = self._given_dsn()
         return {"coordinator_dsn": dsn} if dsn else {}
 
     def _endpoint_dsns(self) -> dict[str, str | None]:
@@ -211,7 +212,7 @@ class KubernetesCluster(ClusterBackend):
         said = (
             f"did not answer within {API_BUDGET_S:g} s"
             if error is None
-            else f"failed: {(str(error).strip().splitlines() or [type(error).__name__])[0]}"
+            else f"failed: {failover.type_and_first_line(error)}"
         )
         return (
             f"{where} {said}; members and roles unknown, pg_dist_node as the coordinator "
@@ -245,7 +246,7 @@ class KubernetesCluster(ClusterBackend):
             log.warning("coordinator not reachable for Citus metadata: %s", asked.error)
             topo.shards_unanswered = (
                 "the coordinator refused or could not be reached: "
-                + (str(asked.error).strip().splitlines() or ["?"])[0]
+                + failover.type_and_first_line(asked.error)
             )
             return topo
         if asked.error is not None:

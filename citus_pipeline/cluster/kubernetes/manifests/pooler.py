@@ -17,6 +17,7 @@ import hashlib
 from ...pooler_ini import PoolerPlace, pgbouncer_ini
 from ...spec import ClusterSpec
 from .names import (
+    IMAGE_UID,
     POSTGRES_PORT,
     SECRET_KEYS,
     TLS_MOUNT,
@@ -105,9 +106,9 @@ def _deployment(spec: ClusterSpec, config: str) -> Manifest:
                     "terminationGracePeriodSeconds": 30,
                     "securityContext": {
                         "runAsNonRoot": True,
-                        "runAsUser": 999,
-                        "runAsGroup": 999,
-                        "fsGroup": 999,  # reads the TLS Secret (mode 0440) by group
+                        "runAsUser": IMAGE_UID,
+                        "runAsGroup": IMAGE_UID,
+                        "fsGroup": IMAGE_UID,  # reads the TLS Secret (mode 0440) by group
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "affinity": {
