@@ -25,22 +25,32 @@ class Asked(Generic[T]):
     error: BaseException | None = None
 
 
+class Pending(Generic[T]):
+    """``work()`` started in a daemon thread, to be waited for later within a budget: two
+    asks started together share one budget instead of splitting it."""
+
+    def __init__(self, work: Callable[[], T], name: str = "status-ask") -> None:
+        self._box: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                self._box["value"] = work()
+            except Exception as e:  # noqa: BLE001 -- handed to the caller, who decides
+                self._box["error"] = e
+
+        self._thread = threading.Thread(target=run, daemon=True, name=name)
+        self._thread.start()
+
+    def wait(self, seconds: float) -> Asked[T]:
+        self._thread.join(max(0.0, seconds))
+        if self._thread.is_alive():
+            return Asked(False)
+        return Asked(True, self._box.get("value"), self._box.get("error"))  # type: ignore[arg-type]
+
+
 def ask_within(work: Callable[[], T], seconds: float, name: str = "status-ask") -> Asked[T]:
     """``work()`` run in a daemon thread and waited for at most ``seconds``."""
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = work()
-        except Exception as e:  # noqa: BLE001 -- handed to the caller, who decides
-            box["error"] = e
-
-    thread = threading.Thread(target=run, daemon=True, name=name)
-    thread.start()
-    thread.join(max(0.0, seconds))
-    if thread.is_alive():
-        return Asked(False)
-    return Asked(True, box.get("value"), box.get("error"))  # type: ignore[arg-type]
+    return Pending(work, name).wait(seconds)
 
 
-__all__ = ["STATUS_BUDGET_S", "Asked", "ask_within"]
+__all__ = ["STATUS_BUDGET_S", "Asked", "Pending", "ask_within"]

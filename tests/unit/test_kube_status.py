@@ -47,9 +47,27 @@ def test_a_frozen_api_leaves_the_members_unknown_and_the_coordinator_is_still_as
     topo, took = _timed(c)
     assert took < STATUS_BUDGET_S + 0.5
     assert topo.members == []
-    assert "did not answer within 2 s" in topo.members_unanswered
+    assert "did not answer within" in topo.members_unanswered
     assert db.dsns == [known] and topo.coordinator_dsn == known
     assert [n.groupid for n in topo.dist_nodes] == [1, 2]  # what the coordinator still tells
+
+
+def test_a_slow_api_and_the_coordinator_share_the_budget_instead_of_splitting_it(monkeypatch):
+    """A loaded machine's API taking most of the budget still gives the members, and the
+    coordinator (asked at once at the known address) still gives pg_dist_node."""
+    c, _log, core, *_ = make()
+    c.status()
+    answer = type(core).list_namespaced_pod
+
+    def slow(*a, **k):
+        time.sleep(STATUS_BUDGET_S - 1.0)
+        return answer(*a, **k)
+
+    monkeypatch.setattr(type(core), "list_namespaced_pod", slow)
+    topo, took = _timed(c)
+    assert took < STATUS_BUDGET_S + 0.5
+    assert topo.members_unanswered is None and len(topo.members) == 7
+    assert [n.groupid for n in topo.dist_nodes] == [1, 2]
 
 
 def test_an_api_that_is_down_says_so_at_once(monkeypatch):

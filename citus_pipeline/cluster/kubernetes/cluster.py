@@ -24,7 +24,7 @@ from ... import settings
 from ...errors import KubernetesClusterError
 from ...waiting import until
 from .. import failover
-from ..budget import STATUS_BUDGET_S, ask_within
+from ..budget import STATUS_BUDGET_S, Pending
 from ..citus_meta import (
     cleanup_orphans,
     drain_group,
@@ -48,9 +48,10 @@ from .restore_points import ConfigMapRestorePoints
 log = logging.getLogger(__name__)
 
 ConnectFn = Callable[[str], psycopg.Connection]
-# The API's share of `cluster status`'s budget: a live API server answers the two lists in
-# tens of milliseconds; the rest is the coordinator's.
-API_BUDGET_S = 2.0
+# The API's share of `cluster status`'s budget when the coordinator's address is not known yet
+# and can only be asked after the API: a live API server answers in tens of milliseconds,
+# but a first call on a loaded machine (TLS, the client's models) has taken over 2 s.
+API_BUDGET_S = 3.0
 
 
 def _default_connect(dsn: str) -> psycopg.Connection:
@@ -152,14 +153,20 @@ class KubernetesCluster(ClusterBackend):
         )
 
     def status(self, with_shards: bool = True) -> ClusterTopology:
-        """Within :data:`STATUS_BUDGET_S` whatever the API server and the coordinator do:
-        the members from the API (its share, :data:`API_BUDGET_S`), then the coordinator at
-        its load balancer; while the API does not answer, the coordinator at the address the
-        API gave last, and ``members_unanswered`` says why the members are missing."""
-        started = time.monotonic()
-        asked = ask_within(
-            lambda: (self.member_statuses(), self._endpoint_dsns()), API_BUDGET_S, "status-api"
-        )
+        """Within :data:`STATUS_BUDGET_S` whatever the API server and the coordinator do.
+
+        The members come from the API; pg_dist_node (and the shards) from the coordinator at
+        its load balancer. Both are asked at once when the API gave that address before (kept
+        in :attr:`addresses`), so a slow API costs the coordinator nothing; without one, the
+        API gets :data:`API_BUDGET_S` and the coordinator the rest. An API that does not answer
+        leaves the members unknown and ``members_unanswered`` says why."""
+        deadline = time.monotonic() + STATUS_BUDGET_S
+        known = {**self.addresses.load(), **self._override_dsn()}
+        api = Pending(lambda: (self.member_statuses(), self._endpoint_dsns()), "status-api")
+        early_dsn = known.get("coordinator_dsn")
+        early = self._ask_coordinator(early_dsn, with_shards) if early_dsn else None
+        api_share = deadline - time.monotonic() if early else API_BUDGET_S
+        asked = api.wait(api_share)
         if asked.answered and asked.error is None:
             members, dsns = asked.value
             self.addresses.save(dsns)
@@ -167,11 +174,16 @@ class KubernetesCluster(ClusterBackend):
         elif asked.answered and not _unreachable(asked.error):
             raise asked.error  # a refusal or a bug: said as it is, never as "unanswered"
         else:
-            members, dsns = [], {**self.addresses.load(), **self._override_dsn()}
-            unanswered = self._api_unanswered(asked.error)
+            members, dsns = [], known
+            unanswered = self._api_unanswered(asked.error, api_share)
+        dsn = dsns.get("coordinator_dsn")
+        if dsn == early_dsn:
+            coordinator = early
+        else:  # the load balancer's address changed, or was not known before
+            coordinator = self._ask_coordinator(dsn, with_shards) if dsn else None
 
         def read(topo: ClusterTopology, _leader: Any) -> ClusterTopology:
-            return self._read_coordinator(topo, with_shards, started)
+            return self._with_coordinator(topo, coordinator, deadline)
 
         topo = cluster_topology(self, members, read, **dsns)
         if unanswered:
@@ -207,10 +219,10 @@ class KubernetesCluster(ClusterBackend):
                 out[key] = None
         return out
 
-    def _api_unanswered(self, error: BaseException | None) -> str:
+    def _api_unanswered(self, error: BaseException | None, waited: float) -> str:
         where = f"the Kubernetes API{f' ({self.api.server})' if self.api.server else ''}"
         said = (
-            f"did not answer within {API_BUDGET_S:g} s"
+            f"did not answer within {waited:.1f} s"
             if error is None
             else f"failed: {failover.type_and_first_line(error)}"
         )
@@ -219,23 +231,31 @@ class KubernetesCluster(ClusterBackend):
             "sees it at its load balancer's last known address"
         )
 
-    def _read_coordinator(
-        self, topo: ClusterTopology, with_shards: bool, started: float
-    ) -> ClusterTopology:
-        """pg_dist_node (and the shards) through the coordinator's load balancer, within
-        what is left of the budget; a coordinator not reachable, or not in time, leaves the
-        topology as Patroni reports it, saying so."""
-        dsn = topo.coordinator_dsn
-        if not dsn:
-            return topo
-        found = topo.model_copy(deep=True)
+    def _ask_coordinator(self, dsn: str, with_shards: bool) -> Pending[ClusterTopology]:
+        """pg_dist_node (and the shards) from the coordinator at ``dsn``, asked in the
+        background: a topology holding only what the coordinator told."""
 
-        def ask() -> None:
+        def ask() -> ClusterTopology:
+            found = ClusterTopology(
+                scope=self.spec.name, database=self.spec.database, backend=self.name, members=[]
+            )
             with self._connect(dsn) as conn:
                 read_metadata(conn, found, with_shards)
+            return found
 
-        left = STATUS_BUDGET_S - (time.monotonic() - started)
-        asked = ask_within(ask, left, "status-coordinator")
+        return Pending(ask, "status-coordinator")
+
+    def _with_coordinator(
+        self,
+        topo: ClusterTopology,
+        coordinator: Pending[ClusterTopology] | None,
+        deadline: float,
+    ) -> ClusterTopology:
+        """``topo`` with what the coordinator told by ``deadline``; a coordinator not
+        reachable, or not in time, leaves the topology as Patroni reports it, saying so."""
+        if coordinator is None:
+            return topo
+        asked = coordinator.wait(deadline - time.monotonic())
         if not asked.answered:
             topo.shards_unanswered = (
                 f"the coordinator did not answer at its load balancer within "
@@ -251,7 +271,14 @@ class KubernetesCluster(ClusterBackend):
             return topo
         if asked.error is not None:
             raise asked.error
-        return found
+        told = asked.value
+        return topo.model_copy(
+            update={
+                "dist_nodes": told.dist_nodes,
+                "shards": told.shards,
+                "shards_unanswered": told.shards_unanswered,
+            }
+        )
 
     # ---- lifecycle --------------------------------------------------------------------------
     def up(self, progress: Progress | None = None, timeout: float = 900) -> ClusterTopology:
