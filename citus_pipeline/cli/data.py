@@ -1,7 +1,8 @@
 """`citus-pipeline data`: generate, load (+ publish), publish, apply-monthly, drop.
 
 Every command but generate talks to the coordinator: ``--dsn``, else ``$CITUS_PIPELINE_DSN``,
-else the DSN of the cluster backend ``$CITUS_PIPELINE_BACKEND`` names (default local). Reports
+else the cluster backend's (``$CITUS_PIPELINE_BACKEND``, default local) way in for clients:
+its pooler's session pool, or the coordinator where the spec has no pooler. Reports
 and progress go to stderr; ``--json`` reports go to stdout.
 """
 
@@ -24,12 +25,10 @@ app = typer.Typer(
 def _dsn(dsn: str | None) -> str:
     if dsn:
         return dsn
-    if from_env := settings.DSN.get():
-        return from_env
     from ..cluster.backend import get_backend
 
     with user_errors():
-        return get_backend().coordinator_dsn()
+        return get_backend().client_dsn()  # $CITUS_PIPELINE_DSN, else the pooler's session pool
 
 
 DsnOpt = Annotated[
@@ -37,7 +36,8 @@ DsnOpt = Annotated[
     typer.Option(
         "--dsn",
         help=f"libpq conninfo of the coordinator (default: ${settings.DSN.name}, "
-        f"else the cluster backend's: ${settings.BACKEND.name}, default local)",
+        f"else the pooler's session pool of the cluster backend ${settings.BACKEND.name}, "
+        "default local; the coordinator where the spec has no pooler)",
     ),
 ]
 SchemaOpt = Annotated[str, typer.Option("--schema", help="PostgreSQL schema holding the tables")]

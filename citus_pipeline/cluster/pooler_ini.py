@@ -14,6 +14,14 @@ from .spec import ClusterSpec
 SERVER_LOGIN_RETRY_S = 1
 
 
+def session_database(spec: ClusterSpec) -> str:
+    """The pooler's second name for the database, pooled per session instead of per
+    transaction: the project's own clients (the Dagster resources, the CLI) connect to it,
+    since they keep session state (search_path, statement_timeout, the loaders' temp tables);
+    applications take the transaction pool under the database's own name."""
+    return f"{spec.database}_session"
+
+
 @dataclass(frozen=True)
 class PoolerPlace:
     """Where one backend's PgBouncer listens, reaches the leader and finds its files."""
@@ -42,6 +50,7 @@ def pgbouncer_ini(spec: ClusterSpec, place: PoolerPlace, header: str) -> str:
     return f"""; {header}
 [databases]
 * = host={place.server_host} port={place.server_port}
+{session_database(spec)} = host={place.server_host} port={place.server_port} dbname={spec.database} pool_mode=session
 
 [pgbouncer]
 listen_addr = {place.listen_addr}
@@ -62,4 +71,4 @@ log_disconnections = 0
 {tls}"""
 
 
-__all__ = ["SERVER_LOGIN_RETRY_S", "PoolerPlace", "pgbouncer_ini"]
+__all__ = ["SERVER_LOGIN_RETRY_S", "PoolerPlace", "pgbouncer_ini", "session_database"]

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
+from .. import settings
+
 if TYPE_CHECKING:
     from .restore_points import RestorePoints
     from .spec import ClusterSpec
@@ -174,6 +176,17 @@ class ClusterBackend(abc.ABC):
     @abc.abstractmethod
     def coordinator_dsn(self) -> str:
         """libpq conninfo of the coordinator leader; never contains a password."""
+
+    @abc.abstractmethod
+    def pooler_dsn(self, session: bool = False) -> str | None:
+        """libpq conninfo of the pooler before the coordinator's leader (``session``: its
+        session pool, else the transaction pool); None where the spec has no pooler."""
+
+    def client_dsn(self) -> str:
+        """The way the project's own clients (the Dagster resources, the CLI's data commands)
+        come in: ``$CITUS_PIPELINE_DSN`` when set, else the pooler's session pool where the
+        spec has a pooler, else the coordinator itself."""
+        return settings.DSN.get() or self.pooler_dsn(session=True) or self.coordinator_dsn()
 
     @abc.abstractmethod
     def add_worker(self, progress: Progress | None = None, timeout: float = ...) -> int:

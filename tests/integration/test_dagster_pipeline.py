@@ -34,8 +34,7 @@ def _resources(cluster, tmp_path: Path, schema: str = "public", **files_kw) -> d
         spec_path=_spec_file(cluster, tmp_path), state_dir=str(cluster.state_dir)
     )
     return {
-        "citus": CitusResource(
-            dsn=cluster.coordinator_dsn(),
+        "citus": CitusResource(  # no DSN: the default way in, the pooler's session pool
             cluster=backend,
             db_schema=schema,
             retry_base_seconds=0.5,

@@ -87,22 +87,59 @@ def test_the_read_endpoint_reads_from_the_standbys_and_refuses_writes(citus_clus
             conn.execute("INSERT INTO read_probe VALUES (1000, 'x')")
 
 
+def _pooled_transactions(cluster) -> dict[str, int]:
+    """Transactions PgBouncer served per database, from its admin console."""
+    admin = cluster.pooler_dsn().replace(f"dbname={cluster.spec.database} ", "dbname=pgbouncer ")
+    with _pooled(admin) as conn:
+        cur = conn.execute("SHOW STATS")
+        names = [d.name for d in cur.description]
+        return {r[0]: r[names.index("total_xact_count")] for r in cur.fetchall()}
+
+
 def test_a_load_through_the_pooler_is_exact(citus_cluster):
+    """The CLI's default way in is the pooler's session pool; the transaction pool takes the
+    same load."""
     pooler = citus_cluster.status(with_shards=False).pooler_dsn
     schema = "pooled_load"
     with psycopg.connect(citus_cluster.coordinator_dsn(), autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    args = ["data", "load", str(SAMPLE), "--dsn", pooler, "--schema", schema, "--json"]
+    before = _pooled_transactions(citus_cluster).get("citus_session", 0)
+    args = ["data", "load", str(SAMPLE), "--schema", schema, "--json"]
     r = _cli(citus_cluster, *args, "--chunk-mb", "1", "--jobs", "2")
     assert r.returncode == 0, r.stderr + r.stdout
+    assert _pooled_transactions(citus_cluster)["citus_session"] > before
     with psycopg.connect(citus_cluster.coordinator_dsn(), autocommit=True) as conn:
         (n,) = conn.execute(f"SELECT count(*) FROM {schema}.uk_price").fetchone()
     assert n == 10_298
-    # a rerun cut differently: the ON CONFLICT path, its temporary table in each transaction
-    again = _cli(citus_cluster, *args)
+    # a rerun cut differently, through the transaction pool: the ON CONFLICT path, its
+    # temporary table in each transaction
+    again = _cli(citus_cluster, *args, "--dsn", pooler)
     assert again.returncode == 0, again.stderr
     with psycopg.connect(citus_cluster.coordinator_dsn(), autocommit=True) as conn:
         assert conn.execute(f"SELECT count(*) FROM {schema}.uk_price").fetchone() == (n,)
+
+
+def test_the_dagster_resource_comes_in_through_the_session_pool_with_its_settings(
+    citus_cluster, tmp_path
+):
+    from citus_pipeline.defs.citus.resources import CitusResource, ClusterResource
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps(citus_cluster.spec.model_dump(mode="json")))
+    backend = ClusterResource(spec_path=str(spec), state_dir=str(citus_cluster.state_dir))
+    citus = CitusResource(cluster=backend, db_schema="probe_pooled", statement_timeout_ms=4321)
+    try:
+        assert citus.conninfo() == citus_cluster.pooler_dsn(session=True)
+        with citus.connection() as conn:
+            # PgBouncer takes no `options`: the settings are SET on the pooled connection
+            assert conn.execute("SHOW search_path").fetchone() == ("probe_pooled, public",)
+            assert conn.execute("SHOW statement_timeout").fetchone() == ("4321ms",)
+            conn.execute("CREATE TEMP TABLE kept (x int)")
+            conn.execute("INSERT INTO kept VALUES (1)")  # the session outlives a statement
+            assert conn.execute("SELECT count(*) FROM kept").fetchone() == (1,)
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    finally:
+        citus.close()
 
 
 def test_the_pooler_follows_a_switchover_and_never_writes_to_a_standby(fresh_cluster):

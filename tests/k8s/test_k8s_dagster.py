@@ -22,6 +22,7 @@ from plain_pg import plain_postgres
 from psycopg import sql
 
 from citus_pipeline.cluster.kubernetes import manifests as mf
+from citus_pipeline.cluster.pooler_ini import session_database
 from citus_pipeline.images.recipes import DAGSTER
 from citus_pipeline.pki import CA
 from citus_pipeline.sandbox.addons import YANDEX_DISK_CSI
@@ -72,13 +73,15 @@ def _secrets(core, release: DagsterRelease, spec, pg_password: str) -> None:
     creds = core.read_namespaced_secret(
         spec.credentials.kubernetes_secret, spec.kubernetes.namespace
     )
-    host = f"{mf.coordinator_lb_name(spec)}.{spec.kubernetes.namespace}.svc"
+    # README step 6: through the pooler's session pool, as the project's clients come in
+    host = f"{mf.pooler_name(spec)}.{spec.kubernetes.namespace}.svc"
     core.create_namespaced_secret(
         ns,
         {
             "metadata": {"name": "citus-dsn"},
             "stringData": {
-                "dsn": f"host={host} port=5432 dbname={spec.database} user=postgres sslmode=require",
+                "dsn": f"host={host} port={spec.pooler.port} "
+                f"dbname={session_database(spec)} user=postgres sslmode=require",
                 "password": base64.b64decode(creds.data["superuser-password"]).decode(),
             },
         },

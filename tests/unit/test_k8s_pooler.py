@@ -65,6 +65,10 @@ def test_the_config_points_at_the_leader_service_and_verifies_it(spec, objs):
     text = cm["data"]["pgbouncer.ini"]
     ini = _ini(text)
     assert ini["databases"]["*"] == "host=citusdemo-0.citus.svc port=5432"
+    # the project's own clients' session pool, beside the applications' transaction pool
+    assert ini["databases"]["citus_session"] == (
+        "host=citusdemo-0.citus.svc port=5432 dbname=citus pool_mode=session"
+    )
     pgb = ini["pgbouncer"]
     assert pgb["auth_type"] == "scram-sha-256" and pgb["pool_mode"] == "transaction"
     assert pgb["server_tls_sslmode"] == "verify-full"
@@ -97,6 +101,7 @@ def test_both_backends_write_the_same_pgbouncer_settings_but_for_where_things_ar
         "client_tls_key_file",
         "client_tls_ca_file",
     }
+    assert set(_ini(local)["databases"]) == set(_ini(k8s)["databases"]) == {"*", "citus_session"}
     a, b = _ini(local)["pgbouncer"], _ini(k8s)["pgbouncer"]
     assert {k: v for k, v in a.items() if k not in places} == {
         k: v for k, v in b.items() if k not in places
@@ -148,6 +153,28 @@ def test_no_pooler_renders_nothing_of_it_and_has_no_dsn():
 def test_the_status_carries_the_pooler_dsn():
     c, *_ = make()
     assert c.status().pooler_dsn == c.pooler_dsn()
+
+
+def test_clients_come_in_through_the_session_pool_unless_a_dsn_is_given(monkeypatch):
+    c, *_ = make()
+    assert c.pooler_dsn(session=True) == c.pooler_dsn().replace(
+        "dbname=citus ", "dbname=citus_session "
+    )
+    assert c.client_dsn() == c.pooler_dsn(session=True)
+    monkeypatch.setenv("CITUS_PIPELINE_DSN", "host=elsewhere dbname=citus")
+    assert c.client_dsn() == "host=elsewhere dbname=citus"
+    monkeypatch.delenv("CITUS_PIPELINE_DSN")
+    c.spec = spec_from_mapping({"pooler": {"enabled": False}})
+    assert c.client_dsn() == c.coordinator_dsn()
+
+
+def test_the_local_backend_names_the_same_session_pool(tmp_path):
+    from citus_pipeline.cluster.local import credentials
+
+    layout = Layout(spec_from_mapping({}), tmp_path)
+    session, transaction = credentials.pooler_dsn(layout, True), credentials.pooler_dsn(layout)
+    assert "dbname=citus_session " in session and "dbname=citus " in transaction
+    assert session.replace("citus_session", "citus") == transaction
 
 
 @pytest.mark.parametrize("password", ["plain-Pass_1", 'with"quote'])

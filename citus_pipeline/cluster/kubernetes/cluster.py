@@ -33,6 +33,7 @@ from ..citus_meta import (
     remove_group_nodes,
 )
 from ..health import leaderless
+from ..pooler_ini import session_database
 from ..restore_points import RestorePoints
 from ..spec import READ_SESSION_OPTIONS, TCP_TIMEOUTS, ClusterSpec, load_spec
 from ..topology import ClusterBackend, ClusterTopology, MemberStatus, Progress, cluster_topology
@@ -122,12 +123,20 @@ class KubernetesCluster(ClusterBackend):
         options = f"options='{READ_SESSION_OPTIONS}' application_name=citus-pipeline-read"
         return f"{self._lb_dsn(mf.read_lb_name(self.spec))} {options}"
 
-    def pooler_dsn(self) -> str | None:
+    def pooler_dsn(self, session: bool = False) -> str | None:
         """libpq DSN of the pooler (PgBouncer before the coordinator's leader Service) behind
-        its load balancer; None when the spec has no pooler."""
+        its load balancer (``session``: its session pool); None when the spec has no pooler."""
         if not self.spec.pooler.enabled:
             return None
-        return self._lb_dsn(mf.pooler_name(self.spec), self.spec.pooler.port)
+        dsn = self._lb_dsn(mf.pooler_name(self.spec), self.spec.pooler.port)
+        if session:
+            dsn = dsn.replace(
+                f"dbname={self.spec.database} ", f"dbname={session_database(self.spec)} "
+            )
+        return dsn
+
+    def client_dsn(self) -> str:
+        return self._given_dsn() or super().client_dsn()
 
     def _lb_dsn(self, name: str, port: int = mf.POSTGRES_PORT) -> str:
         """A DSN (no password) of the load balancer Service ``name``'s address."""

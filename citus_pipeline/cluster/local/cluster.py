@@ -333,9 +333,10 @@ class LocalCluster(ClusterBackend):
         tls.ensure_pooler(self.layout, self._run_as)
         self.pooler.start(self.members([0]), creds["superuser"])
 
-    def pooler_dsn(self) -> str | None:
-        """libpq conninfo of the pooler; None where the spec has it off."""
-        return credentials.pooler_dsn(self.layout) if self.pooler.enabled else None
+    def pooler_dsn(self, session: bool = False) -> str | None:
+        """libpq conninfo of the pooler (``session``: its session pool); None where the spec
+        has it off."""
+        return credentials.pooler_dsn(self.layout, session) if self.pooler.enabled else None
 
     def down(self, purge: bool = False) -> None:
         with self.state.exclusive("down"):

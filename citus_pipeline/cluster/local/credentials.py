@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 
 from ...errors import ClusterError
+from ..pooler_ini import session_database
 from ..spec import READ_SESSION_OPTIONS, TCP_TIMEOUTS
 from .layout import Layout, Member
 
@@ -108,13 +109,14 @@ def coordinator_dsn(layout: Layout) -> str:
     return _dsn(layout, layout.members([0]), "target_session_attrs=read-write ")
 
 
-def pooler_dsn(layout: Layout) -> str:
-    """libpq conninfo of the pooler (PgBouncer before the coordinator's leader). Transaction
-    pooling: a client through it keeps no session state and prepares no statements
-    (psycopg: ``prepare_threshold=None``)."""
+def pooler_dsn(layout: Layout, session: bool = False) -> str:
+    """libpq conninfo of the pooler (PgBouncer before the coordinator's leader). Its
+    transaction pool (the spec's ``pool_mode``): a client keeps no session state and prepares
+    no statements (psycopg: ``prepare_threshold=None``); ``session``: the session pool."""
     s = layout.spec
+    dbname = session_database(s) if session else s.database
     return (
-        f"host={s.pooler_address} port={s.pooler.port} dbname={s.database} "
+        f"host={s.pooler_address} port={s.pooler.port} dbname={dbname} "
         f"user={s.credentials.superuser} passfile={layout.client_passfile} "
         f"connect_timeout=5 {TCP_TIMEOUTS}{tls_options(layout)}"
     )

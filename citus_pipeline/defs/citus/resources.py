@@ -57,6 +57,10 @@ class ClusterResource(dg.ConfigurableResource):
     def coordinator_dsn(self) -> str:
         return self.get_backend().coordinator_dsn()
 
+    def client_dsn(self) -> str:
+        """The pooler's session pool where the spec has a pooler, else the coordinator."""
+        return self.get_backend().client_dsn()
+
     def topology(self) -> ClusterTopology:
         """Groups, members, roles, lag and pg_dist_node, as the backend reports them."""
         return self.get_backend().status()
@@ -99,8 +103,11 @@ class CitusResource(dg.ConfigurableResource):
     """The Citus coordinator, reached through a libpq DSN that follows the leader.
 
     ``dsn`` comes from the environment (``CITUS_PIPELINE_DSN``, mapped from a Secret on
-    Kubernetes). Left empty, ``cluster`` (the local backend by default) supplies it. It
-    carries no password (the password lives in a passfile it names) and is never logged.
+    Kubernetes). Left empty, ``cluster`` (the local backend by default) supplies it: the
+    pooler's session pool where the spec has a pooler (PgBouncer accepts no ``options``
+    startup parameter, so the session settings are SET on each new connection), else the
+    coordinator. It carries no password (the password lives in a passfile it names) and is
+    never logged.
     """
 
     dsn: str = ""
@@ -117,10 +124,10 @@ class CitusResource(dg.ConfigurableResource):
 
     # ---- the DSN --------------------------------------------------------------------
     def conninfo(self) -> str:
-        """The coordinator DSN (secret-free, but still never log it)."""
+        """The DSN to the coordinator's leader (secret-free, but still never log it)."""
         if self.dsn:
             return self.dsn
-        return (self.cluster or ClusterResource()).coordinator_dsn()
+        return (self.cluster or ClusterResource()).client_dsn()
 
     def checked_schema(self) -> str:
         if not _SCHEMA_RE.match(self.db_schema):
@@ -130,22 +137,29 @@ class CitusResource(dg.ConfigurableResource):
         return self.db_schema
 
     # ---- connections ----------------------------------------------------------------
+    def session_settings(self) -> dict[str, str]:
+        """What each pooled connection SETs once it is opened."""
+        settings_: dict[str, str] = {}
+        if self.statement_timeout_ms:
+            settings_["statement_timeout"] = str(int(self.statement_timeout_ms))
+        if self.db_schema != "public":
+            # Our SQL names tables unqualified; tests give each run its own schema.
+            settings_["search_path"] = f"{self.checked_schema()},public"
+        return settings_
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        for name, value in self.session_settings().items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
     def _get_pool(self) -> ConnectionPool:
         if self._pool is None:
-            kwargs: dict = {"autocommit": True}
-            options = []
-            if self.statement_timeout_ms:
-                options.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
-            if self.db_schema != "public":
-                # Our SQL names tables unqualified; tests give each run its own schema.
-                options.append(f"-c search_path={self.checked_schema()},public")
-            if options:
-                kwargs["options"] = " ".join(options)
             self._pool = ConnectionPool(
                 self.conninfo(),
                 min_size=0,
                 max_size=self.pool_max_size,
-                kwargs=kwargs,
+                # no server-side prepared statements: a DSN may name a transaction pooler
+                kwargs={"autocommit": True, "prepare_threshold": None},
+                configure=self._configure,
                 check=ConnectionPool.check_connection,  # drop connections a failover broke
                 open=True,
                 timeout=self.connect_wait_seconds,
