@@ -132,7 +132,7 @@ def test_the_dagster_resource_comes_in_through_the_session_pool_with_its_setting
         assert citus.conninfo() == citus_cluster.pooler_dsn(session=True)
         with citus.connection() as conn:
             # PgBouncer takes no `options`: the settings are SET on the pooled connection
-            assert conn.execute("SHOW search_path").fetchone() == ("probe_pooled, public",)
+            assert conn.execute("SHOW search_path").fetchone() == ("probe_pooled,public",)
             assert conn.execute("SHOW statement_timeout").fetchone() == ("4321ms",)
             conn.execute("CREATE TEMP TABLE kept (x int)")
             conn.execute("INSERT INTO kept VALUES (1)")  # the session outlives a statement
