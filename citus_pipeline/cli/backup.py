@@ -15,23 +15,21 @@ from typing import Annotated, Literal
 import typer
 from pydantic import BaseModel
 
-from .cluster import BackendOpt, _local
+from .cluster import BackendOpt, _backend
 from .render import _fmt_bytes, titled_table
-from .terminal import SpecOpt, fail, out, run, step_bar
+from .terminal import ContextOpt, SpecOpt, fail, out, run, step_bar
 
 app = typer.Typer()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def _recovery(spec, backend, command: str):
-    from ..cluster.local.recovery import LocalRecovery
+def _recovery(spec, backend, context=None):
+    """The backend's backups and restores: locally pgBackRest on this machine; on
+    Kubernetes a Job of the backup CronJob, and pgBackRest in a member's pod."""
+    from ..cluster.backend import get_recovery
 
-    hint = (
-        "the CronJob <scope>-backup takes the backups there; by hand: "
-        "`kubectl exec <group leader pod> -c patroni -- citus-backup backup`"
-    )
-    return LocalRecovery(_local(command, spec, backend, hint))
+    return get_recovery(_backend(spec, backend, context))
 
 
 @app.command("backup")
@@ -41,9 +39,11 @@ def backup(
     ] = "full",
     spec: SpecOpt = None,
     backend: BackendOpt = None,
+    context: ContextOpt = None,
 ):
-    """Back up every group with pgBackRest (from a streaming standby where there is one)."""
-    r = _recovery(spec, backend, "backup")
+    """Back up every group with pgBackRest (from a streaming standby where there is one; on
+    Kubernetes in a Job of the backup CronJob)."""
+    r = _recovery(spec, backend, context)
     with step_bar("backup") as progress:
         done = run(r.backup, backup_type, progress)
     for b in done:
@@ -92,9 +92,14 @@ def _backup_rows(infos) -> Iterator[tuple[str, ...]]:
 
 
 @app.command("backups")
-def backups(spec: SpecOpt = None, backend: BackendOpt = None, as_json: JsonOpt = False):
+def backups(
+    spec: SpecOpt = None,
+    backend: BackendOpt = None,
+    context: ContextOpt = None,
+    as_json: JsonOpt = False,
+):
     """Every group's backups: size, duration, WAL range; and its archive."""
-    r = _recovery(spec, backend, "backups")
+    r = _recovery(spec, backend, context)
     infos = run(r.list)
     header = ("Group", "Stanza", "Label", "Type", "Stopped", "Seconds", "Size", "Repo", "WAL")
     if _print_listing(infos, as_json, "Backups (pgBackRest)", header, _backup_rows(infos)):
@@ -105,18 +110,25 @@ def backups(spec: SpecOpt = None, backend: BackendOpt = None, as_json: JsonOpt =
 
 
 @app.command("restore-point")
-def restore_point(name: str, spec: SpecOpt = None, backend: BackendOpt = None):
+def restore_point(
+    name: str, spec: SpecOpt = None, backend: BackendOpt = None, context: ContextOpt = None
+):
     """A cluster-consistent restore point NAME (citus_create_restore_point), once archived."""
-    r = _recovery(spec, backend, "restore-point")
+    r = _recovery(spec, backend, context)
     p = run(r.restore_point, name)
     where = ", ".join(f"group {g} {pos.lsn}" for g, pos in sorted(p.groups.items()))
     out.print(f"restore point {p.name} at {p.created_at:%Y-%m-%d %H:%M:%S} UTC: {where}")
 
 
 @app.command("restore-points")
-def restore_points(spec: SpecOpt = None, backend: BackendOpt = None, as_json: JsonOpt = False):
+def restore_points(
+    spec: SpecOpt = None,
+    backend: BackendOpt = None,
+    context: ContextOpt = None,
+    as_json: JsonOpt = False,
+):
     """Every restore point taken: name, time, Dagster run, and its position in each group."""
-    r = _recovery(spec, backend, "restore-points")
+    r = _recovery(spec, backend, context)
     points = run(r.restore_points)
     rows = (
         (
@@ -147,10 +159,11 @@ def restore(
     ] = False,
     spec: SpecOpt = None,
     backend: BackendOpt = None,
+    context: ContextOpt = None,
 ):
     """Every group back to restore point --to (or --to-time); refuses, changing nothing, when a
     group's backup or WAL does not reach it."""
-    r = _recovery(spec, backend, "restore")
+    r = _recovery(spec, backend, context)
     if to_time and to_time.tzinfo is None:
         to_time = to_time.replace(tzinfo=UTC)
     plan = run(r.plan, to, to_time)
@@ -160,6 +173,8 @@ def restore(
             f"group {gr.group}: backup {gr.backup.label}, then {len(gr.wal_needed)} WAL files "
             f"on timeline {gr.timeline}"
         )
+    if r.restore_missing:
+        fail(r.restore_missing)
     if not yes and not typer.confirm(f"stop the cluster and restore every group to {target}?"):
         fail("restore cancelled: nothing changed")
     with step_bar("restore") as progress:

@@ -13,6 +13,7 @@ from typing import Literal, get_args
 
 from .. import settings
 from ..errors import UserError
+from .recovery import Recovery
 from .spec import ClusterSpec, load_spec
 from .topology import ClusterBackend
 
@@ -46,4 +47,16 @@ def get_backend(
     return KubernetesCluster(spec, context=context)
 
 
-__all__ = ["BackendKind", "get_backend"]
+def get_recovery(backend: ClusterBackend) -> Recovery:
+    """``backend``'s backups, restore points and restores (pgBackRest and Citus): on this
+    machine through the service user, on Kubernetes through a Job and the members' pods."""
+    if backend.name == "local":
+        from .local.recovery import LocalRecovery
+
+        return LocalRecovery(backend)  # type: ignore[arg-type]
+    from .kubernetes.recovery import KubernetesRecovery
+
+    return KubernetesRecovery(backend)  # type: ignore[arg-type]
+
+
+__all__ = ["BackendKind", "get_backend", "get_recovery"]

@@ -42,11 +42,13 @@ def render_config(
     repo_path: str,
     stanzas: dict[str, list[PgTarget]],
     work_dir: str,
+    more_global: Iterable[str] = (),
 ) -> str:
     """A pgbackrest.conf: the repository from the spec, and ``pg1..pgN`` of each stanza.
 
     ``work_dir`` holds the spool (async archiving), lock and log files: each member has its
     own, because members of one group may share a machine (locally they always do).
+    ``more_global``: further ``key=value`` lines of ``[global]`` (Kubernetes: the TLS server).
     """
     b = spec.backup
     lines = [
@@ -77,6 +79,7 @@ def render_config(
         "log-level-file=info",
         "log-level-console=warn",
         "log-level-stderr=error",
+        *more_global,
     ]
     user = spec.credentials.superuser
     for name, targets in stanzas.items():

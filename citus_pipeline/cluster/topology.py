@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel
 
 from .. import settings
+from .progress import Progress
 
 if TYPE_CHECKING:
     from .restore_points import RestorePoints
     from .spec import ClusterSpec
 
-# (message, done, total): how far a long backend operation is, for a progress bar
-Progress = Callable[[str, int, int], None]
 Role = Literal["leader", "sync_standby", "quorum_standby", "replica", "unknown"]
 
 

@@ -5,15 +5,20 @@ scheduled run of every group).
 * ``citus-backup stanza [ACTION ROLE SCOPE]``: Patroni's on_start / on_role_change callback
   (or by hand). On a primary, create the group's stanza or confirm it. Offline: pgBackRest
   then reads pg_control and needs no password, which Patroni does not pass on to callbacks.
-* ``citus-backup backup [--type T]``: in a member's pod (``kubectl exec``, or the scheduled
-  run through the exec API). Confirm the stanza, then back up the group from this member,
-  which must be its primary (pgBackRest refuses a standby). pgBackRest reaches PostgreSQL
-  through its socket as the superuser, with the container's PATRONI_SUPERUSER_PASSWORD (an
-  exec'd process has the container's environment) as PGPASSWORD, given to pgBackRest only.
+* ``citus-backup backup [--type T] [--standby HOST ...]``: in a member's pod (``kubectl
+  exec``, or the scheduled run through the exec API), which must be its group's primary.
+  Confirm the stanza, then back up the group: with standbys named, pgBackRest copies the
+  files from one of them (``--backup-standby``; each standby is ``pg2``, ``pg3``, ... reached
+  through its pgBackRest TLS server with this member's certificate), this member only runs
+  the start/stop calls; a backup from the standbys that fails is taken from this primary
+  instead, said on stderr. pgBackRest reaches PostgreSQL through its socket as the
+  superuser, with the container's PATRONI_SUPERUSER_PASSWORD (an exec'd process has the
+  container's environment) as PGPASSWORD, given to pgBackRest only.
 * ``citus-backup schedule --type T --members SELECTOR ...``: the CronJob (same image). List
-  the members, find each group's leader by its role label, and run ``citus-backup backup``
-  in it through the exec API with the pod's ServiceAccount, one group after the other. Every
-  group is tried; the run fails when any group has no leader or its backup failed.
+  the members, find each group's leader and running standbys by their role labels, and run
+  ``citus-backup backup`` in the leader through the exec API with the pod's ServiceAccount,
+  one group after the other. Every group is tried; the run fails when any group has no
+  leader or its backup failed.
 
 The member's CITUS_PGBACKREST_CONFIG and CITUS_PGBACKREST_STANZA come from its StatefulSet.
 """
@@ -21,6 +26,7 @@ The member's CITUS_PGBACKREST_CONFIG and CITUS_PGBACKREST_STANZA come from its S
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
 import subprocess
 import sys
@@ -58,10 +64,47 @@ def stanza_command(env: dict[str, str]) -> list[str]:
     return pgbackrest(env, "--no-online", "stanza-create")
 
 
-def backup_command(env: dict[str, str], backup_type: str) -> list[str]:
+def backup_command(env: dict[str, str], backup_type: str, *more: str) -> list[str]:
     # detail: a line per file, so a long backup keeps its exec stream busy (kubelet closes
     # streams idle for its streaming-connection-idle-timeout, 4 h by default)
-    return pgbackrest(env, f"--type={backup_type}", "--log-level-console=detail", "backup")
+    return pgbackrest(env, f"--type={backup_type}", "--log-level-console=detail", *more, "backup")
+
+
+PG_KEYS = ("path", "socket-path", "port", "user")
+
+
+def standby_options(env: dict[str, str], hosts: Iterable[str], tls_port: int) -> list[str]:
+    """``--backup-standby`` and one ``pgN`` per standby (N from 2: this primary is pg1),
+    reached through its pgBackRest TLS server, verified against the cluster's CA, with this
+    member's certificate; its data directory, socket, port and user are this member's own
+    (every member runs the same image and spec), read from the stanza's pg1."""
+    conf = pgbackrest(env)[1].removeprefix("--config=")
+    stanza = env["CITUS_PGBACKREST_STANZA"]
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(Path(conf).read_text())
+        pg1 = {
+            k: parser.get(stanza, f"pg1-{k}")
+            for k in PG_KEYS
+            if parser.has_option(stanza, f"pg1-{k}")
+        }
+    except (OSError, configparser.Error) as e:
+        raise BackupError(f"{conf}: cannot read pg1 of stanza {stanza}: {e}") from None
+    tls = env.get("CITUS_TLS_DIR")
+    if not tls:
+        raise BackupError("CITUS_TLS_DIR is not set: the standbys are reached over TLS only")
+    out = ["--backup-standby"]
+    for i, host in enumerate(hosts, start=2):
+        out += [
+            f"--pg{i}-host={host}",
+            f"--pg{i}-host-type=tls",
+            f"--pg{i}-host-port={tls_port}",
+            f"--pg{i}-host-cert-file={tls}/tls.crt",
+            f"--pg{i}-host-key-file={tls}/tls.key",
+            f"--pg{i}-host-ca-file={tls}/ca.crt",
+            *(f"--pg{i}-{k}={v}" for k, v in pg1.items()),
+        ]
+    return out
 
 
 def backup_env(env: dict[str, str]) -> dict[str, str]:
@@ -81,10 +124,27 @@ def stanza(env: dict[str, str], role: str | None, run: RunFn = _run) -> int:
     return run(stanza_command(env), env)
 
 
-def backup(env: dict[str, str], backup_type: str, run: RunFn = _run) -> int:
+def backup(
+    env: dict[str, str],
+    backup_type: str,
+    run: RunFn = _run,
+    standbys: tuple[str, ...] = (),
+    tls_port: int = 8432,
+) -> int:
     status = run(stanza_command(env), env)
     if status != 0:
         return status
+    if standbys:
+        options = standby_options(env, standbys, tls_port)
+        status = run(backup_command(env, backup_type, *options), backup_env(env))
+        if status == 0:
+            return 0
+        print(
+            f"{SCRIPT}: the backup from a standby failed (exit status {status}); "
+            "taking it from this primary",
+            file=sys.stderr,
+            flush=True,
+        )
     return run(backup_command(env, backup_type), backup_env(env))
 
 
@@ -116,13 +176,28 @@ def leaders(pods: Iterable[Pod], group_label: str, leader: str) -> dict[int, str
     return dict(sorted(out.items()))
 
 
+def standbys(pods: Iterable[Pod], group_label: str, standby: str) -> dict[int, list[str]]:
+    """Every group -> its running pods that carry Patroni's replica label ``key=value``."""
+    key, _, value = standby.partition("=")
+    out: dict[int, list[str]] = {}
+    for p in sorted(pods, key=lambda p: p.name):
+        group = p.labels.get(group_label, "")
+        if group.isdigit() and p.running and p.labels.get(key) == value:
+            out.setdefault(int(group), []).append(p.name)
+    return out
+
+
 def schedule(
     groups: dict[int, str | None],
     backup_type: str,
     exec_in: ExecFn,
     say: Callable[[str], None] = print,
+    sources: dict[int, list[str]] | None = None,
+    tls_port: int | None = None,
 ) -> int:
-    """Back up each group on its leader, one after the other; 1 if any group was not."""
+    """Back up each group on its leader, one after the other, copying from the group's
+    standbys (``sources``: group -> their addresses) where it has any; 1 if any group was
+    not backed up."""
     if not groups:
         say("no member pods found: nothing backed up")
         return 1
@@ -132,9 +207,16 @@ def schedule(
             say(f"group {g}: no leader pod right now; not backed up")
             failed.append(g)
             continue
-        say(f"group {g}: {backup_type} backup on {pod}")
+        hosts = (sources or {}).get(g, [])
+        command = [SCRIPT, "backup", f"--type={backup_type}"]
+        if hosts:
+            command += [f"--standby={h}" for h in hosts]
+            command += [f"--tls-port={tls_port}"] if tls_port else []
+            say(f"group {g}: {backup_type} backup on {pod}, copied from a standby")
+        else:
+            say(f"group {g}: {backup_type} backup on {pod} (no standby running)")
         try:
-            status = exec_in(pod, [SCRIPT, "backup", f"--type={backup_type}"])
+            status = exec_in(pod, command)
         except Exception as e:  # noqa: BLE001 - refused, or the pod went away: the others run
             say(f"group {g}: could not run the backup on {pod}: {e}")
             failed.append(g)
@@ -227,11 +309,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     s.add_argument("scope", nargs="?")
     b = sub.add_parser("backup", help="back up this member's group (on its primary)")
     b.add_argument("--type", choices=BACKUP_TYPES, default="incr")
+    b.add_argument("--standby", action="append", default=[], help="a standby's address")
+    b.add_argument("--tls-port", type=int, default=8432, help="pgBackRest's TLS server port")
     r = sub.add_parser("schedule", help="back up every group on its leader (the CronJob)")
     r.add_argument("--type", choices=BACKUP_TYPES, default="incr")
     r.add_argument("--members", required=True, help="label selector of the member pods")
     r.add_argument("--group-label", required=True, help="the label holding the Citus group")
     r.add_argument("--leader", required=True, help="the leader's label, key=value")
+    r.add_argument("--standby", help="a streaming standby's label, key=value")
+    r.add_argument(
+        "--standby-host", default="{pod}", help="a standby's address from {pod} and {group}"
+    )
+    r.add_argument("--tls-port", type=int, default=8432, help="pgBackRest's TLS server port")
     r.add_argument("--container", required=True, help="the container pgBackRest runs in")
     r.add_argument("--namespace", help="default: the ServiceAccount's namespace")
     return p.parse_args(argv)
@@ -244,11 +333,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stanza":
             return stanza(env, args.role)
         if args.command == "backup":
-            return backup(env, args.type)
+            return backup(env, args.type, standbys=tuple(args.standby), tls_port=args.tls_port)
         namespace = args.namespace or SA_NAMESPACE.read_text().strip()
         members = KubernetesMembers(namespace, args.container)
-        groups = leaders(members.pods(args.members), args.group_label, args.leader)
-        return schedule(groups, args.type, members.exec_in, lambda m: print(m, flush=True))
+        pods = members.pods(args.members)
+        groups = leaders(pods, args.group_label, args.leader)
+        found = standbys(pods, args.group_label, args.standby) if args.standby else {}
+        sources = {
+            g: [args.standby_host.format(pod=p, group=g) for p in names]
+            for g, names in found.items()
+        }
+        say = lambda m: print(m, flush=True)
+        return schedule(groups, args.type, members.exec_in, say, sources, args.tls_port)
     except (BackupError, OSError) as e:
         print(f"{SCRIPT}: {e}", file=sys.stderr)
         return 2

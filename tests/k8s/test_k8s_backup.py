@@ -1,17 +1,26 @@
-"""Archiving and the scheduled backup on real nodes: every member archives its group's WAL to
-an S3 repository (moto's server on the node network, standing in for Yandex Object Storage),
-and the rendered CronJob, fired by the real CronJob controller, backs up every group from
-its leader through `citus-backup schedule` in the members' own image."""
+"""Archiving and the backups on real nodes: every member archives its group's WAL to an S3
+repository (moto's server on the node network, standing in for Yandex Object Storage); the
+rendered CronJob, fired by the real CronJob controller, backs up every group through
+`citus-backup schedule` in the members' own image, copied from a streaming standby through
+its pgBackRest TLS server; and the `cluster backup | backups | restore-point |
+restore-points | restore` commands work on the cluster with `--backend kubernetes`."""
 
 from __future__ import annotations
 
 import base64
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
+import yaml
 from kubernetes import client
 from s3_server import ACCESS_KEY, SECRET_KEY, keys, s3_server
 
+from citus_pipeline.cluster.backend import get_recovery
 from citus_pipeline.cluster.kubernetes import manifests as mf
 from citus_pipeline.cluster.pgbackrest import stanza
 from citus_pipeline.cluster.spec import spec_from_mapping
@@ -86,6 +95,10 @@ def test_the_cronjob_controller_fires_the_backup_of_every_group(kube, cluster, s
     )
     logs = "\n".join(kube.container_log(ns, p.metadata.name, "backup") for p in pods)
     assert job.status.succeeded == 1, logs
+    # each group copied from a standby, through the standby's pgBackRest TLS server
+    for g in range(spec.workers.groups + 1):
+        assert f"group {g}: incr backup" in logs and "copied from a standby" in logs, logs
+    assert logs.count("replay on the standby reached") == spec.workers.groups + 1, logs
     assert pods[0].spec.containers[0].image == spec.kubernetes.image
     # in the bucket: every group's WAL and a full backup of every group
     port = spec.backup.s3_port
@@ -95,3 +108,59 @@ def test_the_cronjob_controller_fires_the_backup_of_every_group(kube, cluster, s
         assert any(n.endswith(".lz4") for n in archived), (name, archived[:10])
         backed_up = keys(GATEWAY, port, f"{spec.name}/backup/{name}/")
         assert any(n.endswith("F/backup.manifest") for n in backed_up), (name, backed_up[:10])
+
+
+def _cli(kube, spec, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    spec_file = tmp_path / "cluster.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kube.kubeconfig),
+        "CITUS_PIPELINE_BACKEND": "kubernetes",
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "citus_pipeline.cli", "cluster", *args, "--spec", str(spec_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+
+
+def test_the_backup_commands_work_on_kubernetes(kube, cluster, spec, tmp_path):
+    """A backup of every group from a standby (a Job of the CronJob), the listing read in a
+    member, a restore point recorded in the ConfigMap, and a restore planned from them."""
+    recovery = get_recovery(cluster)
+    done = recovery.backup("full")
+    assert sorted(b.group for b in done) == list(range(spec.workers.groups + 1))
+    assert all(b.type == "full" and b.size > 0 for b in done)
+    assert recovery.log.count("copied from a standby") == spec.workers.groups + 1
+    assert recovery.log.count("replay on the standby reached") == spec.workers.groups + 1
+
+    with psycopg.connect(cluster.coordinator_dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS kept (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO kept VALUES (1) ON CONFLICT DO NOTHING")
+    r = _cli(kube, spec, tmp_path, "restore-point", "k8s-point-1")
+    assert r.returncode == 0, r.stderr
+    assert "restore point k8s-point-1" in r.stdout and "group 2" in r.stdout
+
+    listing = _cli(kube, spec, tmp_path, "backups", "--json")
+    assert listing.returncode == 0, listing.stderr
+    infos = json.loads(listing.stdout)
+    assert [i["group"] for i in infos] == list(range(spec.workers.groups + 1))
+    for i in infos:
+        assert i["status"] == "ok" and i["backups"][-1]["label"] in {b.label for b in done}
+    points = json.loads(_cli(kube, spec, tmp_path, "restore-points", "--json").stdout)
+    assert "k8s-point-1" in [p["name"] for p in points]
+
+    # the plan reads the repository; the restore itself says it is not built, changing nothing
+    planned = _cli(kube, spec, tmp_path, "restore", "--to", "k8s-point-1", "--yes")
+    assert planned.returncode != 0
+    for b in done:
+        assert f"group {b.group}: backup {b.label}, then" in planned.stdout, planned.stdout
+    assert "not built yet" in planned.stderr
+    unknown = _cli(kube, spec, tmp_path, "restore", "--to", "no-such-point", "--yes")
+    assert unknown.returncode != 0 and "no-such-point" in unknown.stderr
+    assert unknown.stderr.strip().count("\n") == 0  # one line

@@ -412,6 +412,106 @@ def test_schedule_arguments_are_what_the_cronjob_passes(helper):
     args = helper.parse_args(c["command"][1:] + c["args"])
     assert (args.command, args.type, args.group_label) == ("schedule", "incr", "citus-group")
     assert args.leader == "role=primary" and args.container == "patroni"
+    assert args.standby == "role=replica" and args.tls_port == mf.PGBACKREST_TLS_PORT
+    # the standby's address is its pod's name under its group's headless Service
+    host = args.standby_host.format(pod="citusdemo-2-1", group=2)
+    assert host == f"citusdemo-2-1.{mf.headless_name(spec_from_mapping({}), 2)}.citus.svc"
+
+
+def test_schedule_names_each_groups_running_standbys(helper):
+    pods = [
+        pod(helper, "citusdemo-1-0", "1", "primary"),
+        pod(helper, "citusdemo-1-1", "1", "replica"),
+        pod(helper, "citusdemo-1-2", "1", "replica", running=False),
+        pod(helper, "citusdemo-2-0", "2", "primary"),
+    ]
+    assert helper.standbys(pods, "citus-group", "role=replica") == {1: ["citusdemo-1-1"]}
+    calls, said = [], []
+    groups = {1: "citusdemo-1-0", 2: "citusdemo-2-0"}
+    sources = {1: ["citusdemo-1-1.h.citus.svc"]}
+
+    def exec_in(pod_name, command):
+        calls.append((pod_name, command))
+        return 0
+
+    assert helper.schedule(groups, "full", exec_in, said.append, sources, 8432) == 0
+    assert calls == [
+        (
+            "citusdemo-1-0",
+            [
+                "citus-backup",
+                "backup",
+                "--type=full",
+                "--standby=citusdemo-1-1.h.citus.svc",
+                "--tls-port=8432",
+            ],
+        ),
+        ("citusdemo-2-0", ["citus-backup", "backup", "--type=full"]),
+    ]
+    assert "copied from a standby" in said[0] and "no standby running" in said[2]
+
+
+@pytest.fixture
+def member_conf(tmp_path):
+    conf = tmp_path / "pgbackrest.conf"
+    conf.write_text(mf.pgbackrest_conf(spec_from_mapping({})))
+    return {
+        **MEMBER,
+        "CITUS_PGBACKREST_CONFIG": str(conf),
+        "CITUS_TLS_DIR": mf.TLS_MOUNT,
+    }
+
+
+def test_a_backup_from_standbys_reaches_each_through_its_tls_server(helper, member_conf):
+    run = Recorder()
+    hosts = ("a.h.citus.svc", "b.h.citus.svc")
+    assert helper.backup(member_conf, "full", run, standbys=hosts, tls_port=8432) == 0
+    _stanza, (cmd, env) = run.calls
+    assert cmd[-1] == "backup" and "--backup-standby" in cmd
+    assert env["PGPASSWORD"] == "s3cret-su"
+    opts = dict(a.removeprefix("--").split("=", 1) for a in cmd if a.startswith("--pg"))
+    for i, host in ((2, hosts[0]), (3, hosts[1])):
+        assert opts[f"pg{i}-host"] == host and opts[f"pg{i}-host-type"] == "tls"
+        assert opts[f"pg{i}-host-port"] == "8432"
+        assert opts[f"pg{i}-host-ca-file"] == f"{mf.TLS_MOUNT}/ca.crt"
+        assert opts[f"pg{i}-host-cert-file"] == f"{mf.TLS_MOUNT}/tls.crt"
+        assert opts[f"pg{i}-path"] == mf.PGDATA_DIR and opts[f"pg{i}-port"] == "5432"
+        assert opts[f"pg{i}-socket-path"] == mf.SOCKET_DIR
+    assert not any(k.startswith("pg1-") for k in opts)  # this primary: the config's pg1
+
+
+def test_a_failed_backup_from_the_standbys_is_taken_from_the_primary(helper, member_conf, capsys):
+    run = Recorder([0, 56, 0])  # stanza ok, from the standby: "unable to find standby"
+    assert helper.backup(member_conf, "incr", run, standbys=("a.h",)) == 0
+    (_s, _), (first, _), (second, _) = run.calls
+    assert "--backup-standby" in first and "--backup-standby" not in second
+    assert "taking it from this primary" in capsys.readouterr().err
+    both_fail = Recorder([0, 56, 55])
+    assert helper.backup(member_conf, "incr", both_fail, standbys=("a.h",)) == 55
+
+
+def test_the_members_run_pgbackrests_tls_server_beside_patroni():
+    spec = spec_from_mapping({})
+    sts = next(m for m in mf.cluster_manifests(spec) if m["kind"] == "StatefulSet")
+    containers = {c["name"]: c for c in sts["spec"]["template"]["spec"]["containers"]}
+    server = containers[mf.PGBACKREST_CONTAINER]
+    assert server["command"][-1] == "server" and server["image"] == spec.kubernetes.image
+    mounts = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}
+    patroni = {m["name"]: m["mountPath"] for m in containers["patroni"]["volumeMounts"]}
+    for shared in ("pgdata", "run", "tls", "pgbackrest"):
+        assert mounts[shared] == patroni[shared]  # the same files and socket as PostgreSQL
+    conf = mf.pgbackrest_conf(spec)
+    assert f"tls-server-auth={mf.MEMBER_CERT_CN}=*" in conf
+    assert f"tls-server-port={mf.PGBACKREST_TLS_PORT}" in conf
+    pols = {
+        p["metadata"]["name"]: p for p in mf.cluster_manifests(spec) if p["kind"] == "NetworkPolicy"
+    }
+    ports = pols["citusdemo-members"]["spec"]["ingress"][0]["ports"]
+    assert {"protocol": "TCP", "port": mf.PGBACKREST_TLS_PORT} in ports
+    off = spec_from_mapping({"backup": {"archiving": False}})
+    sts = next(m for m in mf.cluster_manifests(off) if m["kind"] == "StatefulSet")
+    names = [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]]
+    assert mf.PGBACKREST_CONTAINER not in names
 
 
 class FakeStream:

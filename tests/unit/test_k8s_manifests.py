@@ -279,7 +279,8 @@ def test_network_policies(spec, objs):
     deny = pols["citusdemo-default-deny"]["spec"]
     assert deny["ingress"] == [] and deny["policyTypes"] == ["Ingress"]
     members = pols["citusdemo-members"]["spec"]["ingress"][0]
-    assert sorted(p["port"] for p in members["ports"]) == [5432, 8008]
+    # PostgreSQL, Patroni's REST API, pgBackRest's TLS server (a backup from a standby)
+    assert sorted(p["port"] for p in members["ports"]) == [5432, 8008, 8432]
     assert members["from"] == [{"podSelector": {"matchLabels": mf.base_labels(spec)}}]
     dag = pols["citusdemo-dagster-to-coordinator"]["spec"]
     assert dag["podSelector"]["matchLabels"]["citus-type"] == "coordinator"
@@ -305,5 +306,6 @@ def test_network_policies(spec, objs):
     opened = {
         p["port"] for pol in pols.values() for rule in pol["spec"]["ingress"] for p in rule["ports"]
     }
-    # 9187: the exporters, for the Prometheus namespace only; 6432: the pooler
-    assert opened == {5432, 6432, 8008, 9187}
+    # 9187: the exporters, for the Prometheus namespace only; 6432: the pooler; 8432:
+    # pgBackRest's TLS server, for the members only
+    assert opened == {5432, 6432, 8008, 8432, 9187}

@@ -9,7 +9,6 @@ naming every member as pg1..pgN, for the commands that look at the whole group: 
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shlex
@@ -21,6 +20,7 @@ from pathlib import Path
 from ...errors import BackupError
 from .. import pgbackrest as pgbr
 from ..pgbackrest import PgTarget, StanzaInfo
+from ..repository import Repository
 from .credentials import write_private
 from .layout import Layout, Member
 from .patroni import S3_KEY_ENV_PREFIX
@@ -233,48 +233,28 @@ class LocalBackups:
         ]
         self.run(conf, args, on_line)
 
-    def info(self, groups: list[int], members: Callable[[int], list[Member]]) -> list[StanzaInfo]:
-        out = []
-        for g in groups:
-            conf = self.write_group_config(g, members(g))
-            text = self.run(conf, [f"--stanza={self.stanza(g)}", "--output=json", "info"])
-            entries = json.loads(text or "[]")
-            out.append(
-                pgbr.parse_info(g, entries[0])
-                if entries
-                else StanzaInfo(group=g, stanza=self.stanza(g), status="missing")
+    def repository(self, members: Callable[[int], list[Member]] | None = None) -> Repository:
+        """The repository read through each group's config (written anew from ``members``
+        where given, else as written last)."""
+
+        def run(group: int, args: list[str]) -> str:
+            conf = (
+                self.write_group_config(group, members(group))
+                if members
+                else self.group_config(group)
             )
-        return out
+            return self.run(conf, [f"--stanza={self.stanza(group)}", *args])
+
+        return Repository(self.spec, run)
+
+    def info(self, groups: list[int], members: Callable[[int], list[Member]]) -> list[StanzaInfo]:
+        return self.repository(members).info(groups)
 
     def archived(self, group: int, archive_id: str, prefixes: set[str]) -> set[str]:
-        """WAL file names in the repository's archive under the given 16-digit directories."""
-        conf = self.group_config(group)
-        names: set[str] = set()
-        for prefix in sorted(prefixes):
-            path = f"archive/{self.stanza(group)}/{archive_id}/{prefix}"
-            text = self.run(
-                conf, [f"--stanza={self.stanza(group)}", "--output=json", "repo-ls", path]
-            )
-            names |= pgbr.archived_names(json.loads(text or "{}").keys())
-        return names
+        return self.repository().archived(group, archive_id, prefixes)
 
     def history(self, group: int, archive_id: str, timeline: int) -> str | None:
-        """The history file of ``timeline`` from the archive (None for timeline 1).
-
-        Read with repo-get (history files are stored as they are, uncompressed): unlike
-        archive-get it needs no data directory, which a lost group no longer has."""
-        if timeline == 1:
-            return None
-        name = f"{timeline:08X}.history"
-        path = f"archive/{self.stanza(group)}/{archive_id}/{name}"
-        try:
-            return self.run(
-                self.group_config(group), [f"--stanza={self.stanza(group)}", "repo-get", path]
-            )
-        except BackupError:
-            raise BackupError(
-                f"group {group}: timeline history {name} is not in the repository"
-            ) from None
+        return self.repository().history(group, archive_id, timeline)
 
 
 __all__ = ["HOLD_ARCHIVE", "LocalBackups", "RestoreStart"]

@@ -17,11 +17,11 @@ from datetime import datetime
 
 from ...errors import BackupError, UserError, WaitTimeout
 from ...waiting import until
-from .. import pgbackrest as pgbr
 from .. import restore_points
-from ..pgbackrest import BackupInfo, GroupRestore, StanzaInfo
-from ..restore_points import RestorePoint
-from ..topology import ClusterTopology, Progress
+from ..pgbackrest import BackupInfo, GroupRestore
+from ..recovery import Recovery, restore_target
+from ..repository import Repository
+from ..topology import Progress
 from . import processes
 from .cluster import LocalCluster, RestoreStart
 from .etcd import DCS_NAMESPACE
@@ -30,7 +30,7 @@ from .layout import Member
 ASIDE = "data.before-restore"
 
 
-class LocalRecovery:
+class LocalRecovery(Recovery):
     """What pgBackRest and Citus restore points do for one :class:`LocalCluster`."""
 
     def __init__(self, cluster: LocalCluster) -> None:
@@ -75,70 +75,14 @@ class LocalRecovery:
             progress("done", len(groups), len(groups))
         return [i.backups[-1] for i in self.list() if i.backups]
 
-    def list(self) -> list[StanzaInfo]:
-        self._require_archiving()
+    def groups(self) -> list[int]:
+        return self.cluster.groups()
+
+    def repository(self) -> Repository:
         c = self.cluster
-        return self.backups.info(c.groups(), lambda g: c.members([g]))
-
-    # ---- restore points -----------------------------------------------------------------
-
-    def restore_point(self, name: str, run_id: str | None = None) -> RestorePoint:
-        """citus_create_restore_point on every group; recorded once archived."""
-        self._require_archiving()
-        return self.points.take(name, run_id)
-
-    def restore_points(self) -> list[RestorePoint]:
-        self._require_archiving()
-        return self.points.list()
+        return self.backups.repository(lambda g: c.members([g]))
 
     # ---- restore ------------------------------------------------------------------------
-
-    def plan(self, to: str | None = None, to_time: datetime | None = None) -> list[GroupRestore]:
-        """Which backup and WAL take every group to the target; refuses naming the group."""
-        self._require_archiving()
-        if (to is None) == (to_time is None):
-            raise BackupError("give exactly one target: a restore point name or a time")
-        c = self.cluster
-        groups = c.groups()
-        infos = {i.group: i for i in self.backups.info(groups, lambda g: c.members([g]))}
-        point = restore_points.find(self.points.list(), to) if to else None
-        if point and sorted(point.groups) != groups:
-            raise BackupError(
-                f"restore point {to!r} has groups {sorted(point.groups)}, the cluster has "
-                f"{groups}: add or remove worker groups to match first"
-            )
-        return [self._plan_group(infos[g], point, to_time) for g in groups]
-
-    def _plan_group(
-        self, info: StanzaInfo, point: RestorePoint | None, to_time: datetime | None
-    ) -> GroupRestore:
-        g = info.group
-        if not info.backups or not info.archive_id or not info.wal_max:
-            raise BackupError(f"group {g}: no backup in the repository ({info.status})")
-        if point:
-            pos = point.groups[g]
-            if info.system_id is not None and str(info.system_id) != pos.system_id:
-                raise BackupError(
-                    f"group {g}: the repository holds system {info.system_id}, the restore "
-                    f"point was taken on {pos.system_id}"
-                )
-            timeline, lsn = pos.timeline, pgbr.parse_lsn(pos.lsn)
-            last = pgbr.parse_segment_name(pos.wal_file)[1]
-            before = point.created_at
-        else:
-            timeline, last = pgbr.parse_segment_name(info.wal_max)
-            lsn, before = (last + 1) * pgbr.WAL_SEGMENT_SIZE, to_time
-        spans = pgbr.timeline_path(timeline, self.backups.history(g, info.archive_id, timeline))
-        backup = pgbr.choose_backup(g, info.backups, spans, lsn, before)
-        needed = pgbr.wal_needed(backup, spans, last)
-        have = self.backups.archived(g, info.archive_id, {n[:16] for n in needed})
-        missing = pgbr.missing_wal(needed, have)
-        if missing:
-            raise BackupError(
-                f"group {g}: WAL file {missing} is missing from the repository, so the target "
-                f"cannot be reached from backup {backup.label}"
-            )
-        return GroupRestore(g, backup, timeline, needed)
 
     def restore(
         self,
@@ -147,7 +91,7 @@ class LocalRecovery:
         progress: Progress | None = None,
         timeout: float = 900,
         backup_after: bool = True,
-    ) -> ClusterTopology:
+    ) -> None:
         """Every group back to the restore point ``to`` (or the time ``to_time``, per group).
 
         Refuses, changing nothing, when :meth:`plan` does. A failure once the cluster is
@@ -156,14 +100,7 @@ class LocalRecovery:
         c = self.cluster
         with c.state.exclusive("restore"):
             plan = self.plan(to, to_time)
-            target = (
-                ["--type=name", f"--target={to}"]
-                if to
-                else [
-                    "--type=time",
-                    f"--target={to_time.isoformat(sep=' ')}",
-                ]
-            )
+            target = restore_target(to, to_time)
             self._step(progress, "stopping the cluster", 0)
             c._down_locked()
             members = c.members()
@@ -186,7 +123,6 @@ class LocalRecovery:
         if backup_after:
             # new standbys restore the latest backup: it must be on the restored timeline
             self.backup("full", progress)
-        return c.status()
 
     def _step(self, progress: Progress | None, what: str, done: int) -> None:
         if progress:

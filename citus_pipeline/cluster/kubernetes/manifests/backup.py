@@ -11,9 +11,14 @@ here, with the keys from the Secret ``backup.s3_secret`` (``infra/`` creates the
 key).
 
 The scheduled backup is a CronJob in the members' own image: ``citus-backup schedule`` finds
-each group's leader pod by its labels and runs ``citus-backup backup`` in it through the exec
-API, because pgBackRest backs up the data directory where it lies. Its ServiceAccount may list
-pods and exec into them in this namespace, nothing else (``BACKUP_RBAC_RULES``).
+each group's leader pod and its standbys by their labels and runs ``citus-backup backup`` in
+the leader through the exec API. pgBackRest there copies the files from a streaming standby
+(``--backup-standby``), reaching it through pgBackRest's TLS server, a sidecar in every
+member (``pgbackrest_server_container``): certificates from the cluster's CA both ways, the
+members' own certificate as the client's, admitted by its CN. The leader only runs the
+start/stop calls; a group without a standby answering is backed up from its leader. Its
+ServiceAccount may list pods and exec into them in this namespace, nothing else
+(``BACKUP_RBAC_RULES``).
 """
 
 from __future__ import annotations
@@ -23,27 +28,36 @@ from ... import pgbackrest as pgbr
 from ...spec import ClusterSpec
 from .names import (
     BACKUP_SCRIPT,
+    FOLLOWER_LABEL_VALUE,
     GROUP_LABEL,
     IMAGE_UID,
     LEADER_LABEL_VALUE,
+    MEMBER_CERT_CN,
     PATRONI_CONTAINER,
     PGBACKREST_CONF_KEY,
     PGBACKREST_CONFIG,
+    PGBACKREST_CONTAINER,
     PGBACKREST_MOUNT,
+    PGBACKREST_TLS_PORT,
     PGBACKREST_WORK_DIR,
     PGDATA_DIR,
+    PGDATA_MOUNT,
     POSTGRES_PORT,
     ROLE_LABEL,
     S3_SECRET_KEYS,
+    SECRET_KEYS,
     SOCKET_DIR,
+    TLS_MOUNT,
     Manifest,
     backup_labels,
     backup_name,
     base_labels,
     container_security,
+    headless_name,
     highest_group,
     object_meta,
     pgbackrest_configmap_name,
+    secret_env,
 )
 
 VOLUME = "pgbackrest"
@@ -73,7 +87,17 @@ def pgbackrest_conf(spec: ClusterSpec) -> str:
     s3, path = kubernetes_repository(spec)
     pod = [pgbr.PgTarget(PGDATA_DIR, SOCKET_DIR, POSTGRES_PORT)]
     stanzas = {pgbr.stanza(spec, g): pod for g in range(highest_group(spec) + 1)}
-    return pgbr.render_config(s3, path, stanzas, PGBACKREST_WORK_DIR)
+    # the TLS server's settings (only `pgbackrest server` reads them); the Secret's key is
+    # root's, mode 0440, which pgBackRest accepts for a key file owned by root
+    server = [
+        "tls-server-address=*",
+        f"tls-server-port={PGBACKREST_TLS_PORT}",
+        f"tls-server-cert-file={TLS_MOUNT}/tls.crt",
+        f"tls-server-key-file={TLS_MOUNT}/tls.key",
+        f"tls-server-ca-file={TLS_MOUNT}/ca.crt",
+        f"tls-server-auth={MEMBER_CERT_CN}=*",
+    ]
+    return pgbr.render_config(s3, path, stanzas, PGBACKREST_WORK_DIR, server)
 
 
 def pgbackrest_configmap(spec: ClusterSpec) -> Manifest:
@@ -109,6 +133,46 @@ def pgbackrest_mount() -> Manifest:
     return {"name": VOLUME, "mountPath": PGBACKREST_MOUNT, "readOnly": True}
 
 
+def pgbackrest_server_container(spec: ClusterSpec) -> Manifest:
+    """pgBackRest's TLS server beside Patroni: what a backup run on the group's leader reads
+    this member's files and PostgreSQL through, when this member is the standby it copies
+    from. It shares the data volume and PostgreSQL's socket with the Patroni container."""
+    return {
+        "name": PGBACKREST_CONTAINER,
+        "image": spec.kubernetes.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["pgbackrest", f"--config={PGBACKREST_CONFIG}", "server"],
+        # the remote it starts for a backup logs in to PostgreSQL over the socket (SCRAM)
+        "env": [secret_env(spec, "PGPASSWORD", SECRET_KEYS["superuser"])],
+        "ports": [{"name": "pgbackrest", "containerPort": PGBACKREST_TLS_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "tcpSocket": {"port": "pgbackrest"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+        },
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "32Mi"},
+            # a backup's remote reads and compresses (process-max) with 1 MiB buffers
+            "limits": {"memory": "256Mi"},
+        },
+        "securityContext": container_security(),
+        "volumeMounts": [
+            {"name": "pgdata", "mountPath": PGDATA_MOUNT},
+            {"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True},
+            {"name": "run", "mountPath": SOCKET_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+            pgbackrest_mount(),
+        ],
+    }
+
+
+def standby_host_template(spec: ClusterSpec) -> str:
+    """A member's address by pod name and group, as the scheduled backup names standbys."""
+    ns = spec.kubernetes.namespace
+    service = headless_name(spec, "{group}")  # type: ignore[arg-type] -- a placeholder
+    return "{pod}." + f"{service}.{ns}.svc"
+
+
 def backup_cronjob(spec: ClusterSpec) -> Manifest:
     """``backup.schedule``: a ``backup.scheduled_type`` backup of every group, on its leader."""
     b = spec.backup
@@ -124,6 +188,9 @@ def backup_cronjob(spec: ClusterSpec) -> Manifest:
             f"--members={members}",
             f"--group-label={GROUP_LABEL}",
             f"--leader={ROLE_LABEL}={LEADER_LABEL_VALUE}",
+            f"--standby={ROLE_LABEL}={FOLLOWER_LABEL_VALUE}",
+            f"--standby-host={standby_host_template(spec)}",
+            f"--tls-port={PGBACKREST_TLS_PORT}",
             f"--container={PATRONI_CONTAINER}",
         ],
         "resources": {
@@ -184,6 +251,8 @@ __all__ = [
     "pgbackrest_configmap",
     "pgbackrest_env",
     "pgbackrest_mount",
+    "pgbackrest_server_container",
     "pgbackrest_volume",
     "s3_secret_name",
+    "standby_host_template",
 ]

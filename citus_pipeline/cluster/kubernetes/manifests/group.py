@@ -7,7 +7,13 @@ import json
 
 from ....errors import SpecError
 from ...spec import LIVENESS, ClusterSpec
-from .backup import backup_manifests, pgbackrest_env, pgbackrest_mount, pgbackrest_volume
+from .backup import (
+    backup_manifests,
+    pgbackrest_env,
+    pgbackrest_mount,
+    pgbackrest_server_container,
+    pgbackrest_volume,
+)
 from .monitoring import (
     exporter_container,
     exporter_queries_configmap,
@@ -201,7 +207,11 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
                 ],
             }
         },
-        "containers": [container, exporter_container(spec)],
+        "containers": [
+            container,
+            exporter_container(spec),
+            *([pgbackrest_server_container(spec)] if archiving else []),
+        ],
         "volumes": [
             {"name": "tls", "secret": {"secretName": k.tls_secret, "defaultMode": 0o440}},
             {"name": "bootstrap", "configMap": {"name": bootstrap_configmap_name(spec)}},

@@ -58,6 +58,12 @@ PGBACKREST_CONFIG = f"{PGBACKREST_MOUNT}/{PGBACKREST_CONF_KEY}"
 # restarts and on the filesystem of pg_wal; the logs then survive the pod too.
 PGBACKREST_WORK_DIR = f"{PGDATA_MOUNT}/pgbackrest"
 BACKUP_SCRIPT = "citus-backup"  # k8s/image/backup.py, on the image's PATH
+# pgBackRest's TLS server in every member (a sidecar): the group's leader backs up from a
+# standby through it. It admits clients whose certificate's CN is MEMBER_CERT_CN: the
+# members' own certificate (k8s/README.md issues it with that CN), which they present.
+PGBACKREST_CONTAINER = "pgbackrest"
+PGBACKREST_TLS_PORT = 8432
+MEMBER_CERT_CN = "citus"
 # The Secret spec.backup.s3_secret: pgBackRest's environment variable -> the Secret's key.
 S3_SECRET_KEYS = {
     "PGBACKREST_REPO1_S3_KEY": "access-key",
@@ -320,11 +326,14 @@ __all__ = [
     "GROUP_LABEL",
     "IMAGE_UID",
     "LEADER_LABEL_VALUE",
+    "MEMBER_CERT_CN",
     "PATRONI_CONTAINER",
     "PATRONI_RBAC_RULES",
     "PGBACKREST_CONFIG",
     "PGBACKREST_CONF_KEY",
+    "PGBACKREST_CONTAINER",
     "PGBACKREST_MOUNT",
+    "PGBACKREST_TLS_PORT",
     "PGBACKREST_WORK_DIR",
     "PGDATA_DIR",
     "PGDATA_MOUNT",

@@ -17,6 +17,7 @@ from .names import (
     FOLLOWER_LABEL_VALUE,
     LEADER_LABEL_VALUE,
     PATRONI_RBAC_RULES,
+    PGBACKREST_TLS_PORT,
     POSTGRES_PORT,
     RESTAPI_PORT,
     ROLE_LABEL,
@@ -254,14 +255,19 @@ def network_policy_manifests(spec: ClusterSpec) -> list[Manifest]:
     return [
         # Everything not allowed below is denied.
         policy(f"{spec.name}-default-deny", {"matchLabels": dict(labels)}, []),
-        # Members reach each other: replication/Citus on 5432, Patroni REST API on 8008.
+        # Members reach each other: replication/Citus on 5432, Patroni REST API on 8008,
+        # and (archiving) pgBackRest's TLS server, a leader's backup copying from a standby.
         policy(
             f"{spec.name}-members",
             citus_pods,
             [
                 {
                     "from": [{"podSelector": {"matchLabels": dict(labels)}}],
-                    "ports": [port(POSTGRES_PORT), port(RESTAPI_PORT)],
+                    "ports": [
+                        port(POSTGRES_PORT),
+                        port(RESTAPI_PORT),
+                        *([port(PGBACKREST_TLS_PORT)] if spec.backup.archiving else []),
+                    ],
                 }
             ],
         ),
