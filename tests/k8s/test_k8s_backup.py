@@ -132,6 +132,10 @@ def _cli(kube, spec, tmp_path, *args: str) -> subprocess.CompletedProcess:
 def test_the_backup_commands_work_on_kubernetes(kube, cluster, spec, tmp_path):
     """A backup of every group from a standby (a Job of the CronJob), the listing read in a
     member, a restore point recorded in the ConfigMap, and a restore planned from them."""
+    # the module's CronJob fires every minute: suspended, so the listing below is ours
+    client.BatchV1Api(kube.api()).patch_namespaced_cron_job(
+        mf.backup_name(spec), spec.kubernetes.namespace, {"spec": {"suspend": True}}
+    )
     recovery = get_recovery(cluster)
     done = recovery.backup("full")
     assert sorted(b.group for b in done) == list(range(spec.workers.groups + 1))
@@ -152,6 +156,7 @@ def test_the_backup_commands_work_on_kubernetes(kube, cluster, spec, tmp_path):
     assert [i["group"] for i in infos] == list(range(spec.workers.groups + 1))
     for i in infos:
         assert i["status"] == "ok" and i["backups"][-1]["label"] in {b.label for b in done}
+        assert i["backups"][-1]["type"] == "full"
     points = json.loads(_cli(kube, spec, tmp_path, "restore-points", "--json").stdout)
     assert "k8s-point-1" in [p["name"] for p in points]
 
