@@ -173,8 +173,6 @@ def restore(
             f"group {gr.group}: backup {gr.backup.label}, then {len(gr.wal_needed)} WAL files "
             f"on timeline {gr.timeline}"
         )
-    if r.restore_missing:
-        fail(r.restore_missing)
     if not yes and not typer.confirm(f"stop the cluster and restore every group to {target}?"):
         fail("restore cancelled: nothing changed")
     with step_bar("restore") as progress:

@@ -26,8 +26,6 @@ class Recovery(abc.ABC):
     """One cluster's backups and restores; the CLI and the Dagster resource call only these."""
 
     points: RestorePoints
-    # why this backend cannot restore yet (None: it can); the plan still answers
-    restore_missing: str | None = None
 
     @abc.abstractmethod
     def _require_archiving(self) -> None:

@@ -17,11 +17,20 @@ Inputs (set by the StatefulSets rendered by `citus-pipeline k8s render`):
   reads it back, and a new standby restores the latest backup before it streams (pg_basebackup
   when there is none); Patroni's callbacks create the stanza on a new primary (`citus-backup`).
   The S3 keys reach pgBackRest as PGBACKREST_REPO1_S3_KEY[_SECRET], never through a file.
+* CITUS_RESTORE (from the ConfigMap `<scope>-restore`, present only during `cluster restore
+  --backend kubernetes`): JSON {"id", "phase", "groups": {group: pgBackRest's restore
+  arguments}}. In a group it names, phase "restore" sets the member's data directory aside
+  once per id and holds its WAL archiving (a file on the volume that archive_command checks)
+  until the restore is done; member 0 bootstraps its group from the repository (Patroni's
+  custom bootstrap running `pgbackrest restore`), the others clone from it with
+  pg_basebackup only (the repository's latest backup may be on a timeline the restore
+  leaves). Phase "rollback" puts a set-aside directory back.
 """
 
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import shlex
 import shutil
@@ -51,6 +60,9 @@ REQUIRED = (
 PGBACKREST_WORK_PATHS = ("spool-path", "lock-path", "log-path")
 # Patroni runs it with: <action> <role> <scope>; on a primary it creates or confirms the stanza.
 STANZA_CALLBACK = "citus-backup stanza"
+# Beside the data directory on its volume, during `cluster restore` (names.py has the same):
+RESTORE_ASIDE = "data.before-restore"  # the data directory as it was before the restore
+HOLD_ARCHIVE = "restore-hold-archive"  # while it exists, archive_command keeps WAL in pg_wal
 
 
 class EntrypointError(RuntimeError):
@@ -123,7 +135,96 @@ def build_config(env: dict[str, str]) -> dict[str, Any]:
     }
     if env.get("PATRONI_POSTGRESQL_BIN_DIR"):
         local["postgresql"]["bin_dir"] = env["PATRONI_POSTGRESQL_BIN_DIR"]
-    return _merge(_merge(base, local), pgbackrest_config(env))
+    config = _merge(_merge(base, local), pgbackrest_config(env))
+    return _merge(config, restore_config(env, restore_request(env)))
+
+
+def data_dir_of(env: dict[str, str]) -> Path:
+    return Path(env.get("PATRONI_POSTGRESQL_DATA_DIR", DATA_DIR))
+
+
+def restore_request(env: dict[str, str]) -> dict[str, Any] | None:
+    """The restore's request where it names this member's group, else None."""
+    text = env.get("CITUS_RESTORE")
+    if not text:
+        return None
+    try:
+        request = json.loads(text)
+        groups, phase, rid = request["groups"], request["phase"], str(request["id"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise EntrypointError(f"CITUS_RESTORE: not a restore request ({e})") from None
+    if phase not in ("restore", "rollback") or not rid.isalnum():
+        raise EntrypointError(f"CITUS_RESTORE: unknown phase {phase!r} or id {rid!r}")
+    return request if env.get("PATRONI_CITUS_GROUP") in groups else None
+
+
+def restore_config(env: dict[str, str], request: dict[str, Any] | None) -> dict[str, Any]:
+    """patroni.yml settings of a member inside a restore: clone from the restored leader
+    only; member 0 bootstraps its group from the repository."""
+    found = _pgbackrest_env(env)
+    if request is None or request["phase"] != "restore" or found is None:
+        return {}
+    out: dict[str, Any] = {"postgresql": {"create_replica_methods": ["basebackup"]}}
+    if env.get("PATRONI_NAME", "").endswith("-0"):
+        conf, stanza = found
+        args = " ".join(shlex.quote(a) for a in request["groups"][env["PATRONI_CITUS_GROUP"]])
+        command = (
+            f"pgbackrest --config={shlex.quote(conf)} --stanza={shlex.quote(stanza)} {args} restore"
+        )
+        # pgBackRest writes the recovery target; Patroni starts with it, kept
+        out["bootstrap"] = {
+            "method": "pgbackrest",
+            "pgbackrest": {
+                "command": command,
+                "keep_existing_recovery_conf": True,
+                "no_params": True,
+            },
+        }
+    return out
+
+
+def prepare_restore(request: dict[str, Any] | None, data_dir: Path) -> None:
+    """Set the data directory aside (phase restore) or put it back (rollback), once per
+    restore: a marker beside it says this member's part was done."""
+    if request is None:
+        return
+    root = data_dir.parent
+    marker, aside, hold = (
+        root / f"restore-{request['id']}",
+        root / RESTORE_ASIDE,
+        root / HOLD_ARCHIVE,
+    )
+    if request["phase"] == "restore":
+        if marker.exists():
+            return
+        if aside.exists():  # an earlier restore's, finished: the cluster runs on `data` since
+            shutil.rmtree(aside)
+        if data_dir.exists():
+            data_dir.rename(aside)
+        hold.touch()
+        marker.touch()
+        return
+    if not marker.exists():
+        return  # this member was not started by the restore: its data is as it was
+    if aside.exists():
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+        aside.rename(data_dir)
+        unpause_cached_config(data_dir)
+    hold.unlink(missing_ok=True)
+    marker.unlink()
+
+
+def unpause_cached_config(data_dir: Path) -> None:
+    """Patroni keeps the DCS config it last saw in the data directory and writes it back to
+    an empty DCS: a copy saved while the group was paused would keep it in maintenance mode."""
+    cache = data_dir / "patroni.dynamic.json"
+    try:
+        config = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return
+    if config.pop("pause", None) is not None:
+        cache.write_text(json.dumps(config))
 
 
 def _pgbackrest_env(env: dict[str, str]) -> tuple[str, str] | None:
@@ -147,11 +248,14 @@ def pgbackrest_config(env: dict[str, str]) -> dict[str, Any]:
         return {}
     conf, stanza = found
     pgbackrest = f"pgbackrest --config={shlex.quote(conf)} --stanza={shlex.quote(stanza)}"
+    hold = shlex.quote(str(data_dir_of(env).parent / HOLD_ARCHIVE))
     return {
         "postgresql": {
             "parameters": {
                 "archive_mode": "on",
-                "archive_command": f"{pgbackrest} archive-push %p",
+                # held (WAL kept in pg_wal, PostgreSQL retrying) while a restore is under way:
+                # a restore rolled back must leave no new timeline in the repository
+                "archive_command": f"test ! -e {hold} && {pgbackrest} archive-push %p",
             },
             "recovery_conf": {"restore_command": f"{pgbackrest} archive-get %f %p"},
             # a new standby restores the latest backup and replays the archive, so cloning
@@ -222,6 +326,7 @@ def main() -> None:
     try:
         prepare_tls(env.get("CITUS_TLS_DIR"))
         config = build_config(env)
+        prepare_restore(restore_request(env), Path(config["postgresql"]["data_dir"]))
         prepare_pgbackrest(env)
         restrict_data_dir(config["postgresql"]["data_dir"])
         write_config(config)

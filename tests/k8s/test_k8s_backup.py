@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client
 from s3_server import ACCESS_KEY, SECRET_KEY, keys, s3_server
 
+from citus_pipeline.cluster import health
 from citus_pipeline.cluster.backend import get_recovery
 from citus_pipeline.cluster.kubernetes import manifests as mf
 from citus_pipeline.cluster.pgbackrest import stanza
@@ -129,13 +130,17 @@ def _cli(kube, spec, tmp_path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_backup_commands_work_on_kubernetes(kube, cluster, spec, tmp_path):
-    """A backup of every group from a standby (a Job of the CronJob), the listing read in a
-    member, a restore point recorded in the ConfigMap, and a restore planned from them."""
-    # the module's CronJob fires every minute: suspended, so the listing below is ours
+def _suspend_schedule(kube, spec) -> None:
+    """The module's CronJob fires every minute: suspended, so what is listed is the test's."""
     client.BatchV1Api(kube.api()).patch_namespaced_cron_job(
         mf.backup_name(spec), spec.kubernetes.namespace, {"spec": {"suspend": True}}
     )
+
+
+def test_the_backup_commands_work_on_kubernetes(kube, cluster, spec, tmp_path):
+    """A backup of every group from a standby (a Job of the CronJob), the listing read in a
+    member, a restore point recorded in the ConfigMap, and a restore planned from them."""
+    _suspend_schedule(kube, spec)
     recovery = get_recovery(cluster)
     done = recovery.backup("full")
     assert sorted(b.group for b in done) == list(range(spec.workers.groups + 1))
@@ -160,12 +165,56 @@ def test_the_backup_commands_work_on_kubernetes(kube, cluster, spec, tmp_path):
     points = json.loads(_cli(kube, spec, tmp_path, "restore-points", "--json").stdout)
     assert "k8s-point-1" in [p["name"] for p in points]
 
-    # the plan reads the repository; the restore itself says it is not built, changing nothing
-    planned = _cli(kube, spec, tmp_path, "restore", "--to", "k8s-point-1", "--yes")
-    assert planned.returncode != 0
-    for b in done:
-        assert f"group {b.group}: backup {b.label}, then" in planned.stdout, planned.stdout
-    assert "not built yet" in planned.stderr
+    # an unknown point: refused in one line, nothing changed
     unknown = _cli(kube, spec, tmp_path, "restore", "--to", "no-such-point", "--yes")
     assert unknown.returncode != 0 and "no-such-point" in unknown.stderr
     assert unknown.stderr.strip().count("\n") == 0  # one line
+
+
+def _table(dsn: str) -> tuple[int, str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*), md5(string_agg(id::text || ':' || v, ',' ORDER BY id)) FROM sold"
+        ).fetchone()
+
+
+def test_damage_then_restore_to_a_point_gives_back_the_table_exactly(kube, cluster, spec, tmp_path):
+    """A distributed table at a point, then damaged; `cluster restore --to` the point brings
+    back every row (count and hash over every row), every group led, pg_dist_node following."""
+    _suspend_schedule(kube, spec)
+    if not all(i.backups for i in get_recovery(cluster).list()):
+        get_recovery(cluster).backup("full")  # this test alone: a backup before the point
+    dsn = cluster.coordinator_dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE sold (id bigint PRIMARY KEY, v text NOT NULL)")
+        conn.execute("SELECT create_distributed_table('sold', 'id')")
+        conn.execute("INSERT INTO sold SELECT i, md5(i::text) FROM generate_series(1, 20000) i")
+    before = _table(dsn)
+    r = _cli(kube, spec, tmp_path, "restore-point", "k8s-before-damage")
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM sold WHERE id % 3 = 0")
+        conn.execute("UPDATE sold SET v = 'damaged' WHERE id % 5 = 0")
+    assert _table(dsn) != before
+
+    restored = _cli(kube, spec, tmp_path, "restore", "--to", "k8s-before-damage", "--yes")
+    assert restored.returncode == 0, restored.stderr + restored.stdout
+    assert "cluster restored to restore point k8s-before-damage" in restored.stdout
+    assert _table(cluster.coordinator_dsn()) == before
+    topo = cluster.status()
+    assert health.every_group_has_a_leader(topo).holds
+    assert health.dist_nodes_follow_leaders(topo).holds
+    assert (
+        len(topo.members) == spec.coordinator.members + spec.workers.groups * spec.workers.members
+    )
+    # nothing of the restore is left: its ConfigMap, the set-aside data, the archive hold
+    core = client.CoreV1Api(kube.api())
+    names = [
+        c.metadata.name for c in core.list_namespaced_config_map(spec.kubernetes.namespace).items
+    ]
+    assert mf.restore_name(spec) not in names
+    # the restored timelines are archived and a full backup follows the restore
+    infos = json.loads(_cli(kube, spec, tmp_path, "backups", "--json").stdout)
+    for i in infos:
+        assert i["backups"][-1]["type"] == "full"
+        assert int(i["backups"][-1]["wal_start"][:8], 16) >= 2, i  # on the new timeline

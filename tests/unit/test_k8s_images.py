@@ -4,9 +4,9 @@ its pgBackRest helper (citus-backup). How they are built: tests/unit/test_images
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import stat
-import sys
 import tomllib
 from pathlib import Path
 
@@ -225,7 +225,8 @@ def test_entrypoint_wires_pgbackrest_into_patroni_like_the_local_backend(entrypo
     base = f"pgbackrest --config={conf} --stanza=citusdemo-g2"
     params = pg["parameters"]
     assert params["archive_mode"] == "on"
-    assert params["archive_command"] == f"{base} archive-push %p"
+    hold = f"{Path(mf.PGDATA_DIR).parent}/{mf.HOLD_ARCHIVE}"
+    assert params["archive_command"] == f"test ! -e {hold} && {base} archive-push %p"
     assert params["archive_timeout"] == 60  # from the bootstrap file (the spec)
     assert params["ssl"] == "on"  # merged with, not replacing, the bootstrap file's
     assert pg["recovery_conf"] == {"restore_command": f"{base} archive-get %f %p"}
@@ -299,287 +300,76 @@ def test_statefulsets_regroup_a_volume_only_on_its_first_start():
     assert ctx["fsGroupChangePolicy"] == "OnRootMismatch"
 
 
-@pytest.fixture(scope="module")
-def helper():
-    spec = importlib.util.spec_from_file_location(
-        "citus_backup", REPO / "k8s" / "image" / "backup.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+# ---- entrypoint: `cluster restore` ------------------------------------------------------------
+def _restore(env, phase="restore", group="1", rid="abc123"):
+    args = ["--set=20261207-101010F", "--type=name", "--target=p 1", "--target-timeline=2"]
+    env["CITUS_RESTORE"] = json.dumps({"id": rid, "phase": phase, "groups": {group: args}})
+    return env
 
 
-MEMBER = {
-    "CITUS_PGBACKREST_CONFIG": "/etc/pgbackrest/pgbackrest.conf",
-    "CITUS_PGBACKREST_STANZA": "citusdemo-g1",
-    "PATRONI_SUPERUSER_PASSWORD": "s3cret-su",
-}
+def test_entrypoint_and_manifests_agree_on_the_restore(entrypoint):
+    assert entrypoint.RESTORE_ASIDE == mf.RESTORE_ASIDE
+    assert entrypoint.HOLD_ARCHIVE == mf.HOLD_ARCHIVE
+    sts = next(m for m in mf.cluster_manifests(spec_from_mapping({})) if m["kind"] == "StatefulSet")
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ref = env["CITUS_RESTORE"]["valueFrom"]["configMapKeyRef"]
+    assert ref == {"name": "citusdemo-restore", "key": mf.RESTORE_KEY, "optional": True}
 
 
-class Recorder:
-    def __init__(self, statuses=()):
-        self.calls, self.statuses = [], list(statuses)
-
-    def __call__(self, cmd, env):
-        self.calls.append((cmd, env))
-        return self.statuses.pop(0) if self.statuses else 0
-
-
-def test_callback_creates_the_stanza_on_a_primary_only(helper):
-    run = Recorder()
-    assert helper.stanza(MEMBER, "replica", run) == 0 and run.calls == []
-    assert helper.stanza(MEMBER, "primary", run) == 0
-    ((cmd, env),) = run.calls
-    assert cmd == [
-        "pgbackrest",
-        "--config=/etc/pgbackrest/pgbackrest.conf",
-        "--stanza=citusdemo-g1",
-        "--no-online",  # pg_control only: callbacks get no password from Patroni
-        "stanza-create",
-    ]
-    assert "PGPASSWORD" not in env
-    args = helper.parse_args(["stanza", "on_role_change", "primary", "citusdemo"])
-    assert (args.command, args.role) == ("stanza", "primary")
-
-
-def test_backup_confirms_the_stanza_then_backs_up_with_the_password(helper):
-    run = Recorder()
-    assert helper.backup(MEMBER, "incr", run) == 0
-    (stanza_cmd, stanza_env), (backup_cmd, backup_env) = run.calls
-    assert stanza_cmd[-1] == "stanza-create" and "PGPASSWORD" not in stanza_env
-    assert backup_cmd[:3] == helper.pgbackrest(MEMBER)
-    assert "--type=incr" in backup_cmd and backup_cmd[-1] == "backup"
-    assert backup_env["PGPASSWORD"] == "s3cret-su"
-    failing = Recorder([55])
-    assert helper.backup(MEMBER, "full", failing) == 55 and len(failing.calls) == 1
+def test_in_a_restore_member_0_bootstraps_from_the_repository_the_others_clone(
+    entrypoint, tmp_path
+):
+    env = _restore(pod_env(tmp_path, group=1))
+    env["PATRONI_NAME"] = "citusdemo-1-0"
+    cfg = entrypoint.build_config(env)
+    boot = cfg["bootstrap"]
+    assert boot["method"] == "pgbackrest" and boot["dcs"]  # the DCS settings kept
+    command = boot["pgbackrest"]["command"]
+    assert command.startswith(f"pgbackrest --config={env['CITUS_PGBACKREST_CONFIG']} ")
+    assert "--stanza=citusdemo-g1 --set=20261207-101010F --type=name" in command
+    assert "'--target=p 1'" in command and command.endswith(" restore")
+    assert boot["pgbackrest"]["keep_existing_recovery_conf"] is True
+    assert cfg["postgresql"]["create_replica_methods"] == ["basebackup"]
+    env["PATRONI_NAME"] = "citusdemo-1-1"
+    other = entrypoint.build_config(env)
+    assert "method" not in other["bootstrap"]
+    assert other["postgresql"]["create_replica_methods"] == ["basebackup"]
+    # another group's member, or no restore: nothing changes
+    for plain in (_restore(pod_env(tmp_path, group=2)), pod_env(tmp_path, group=1)):
+        cfg = entrypoint.build_config(plain)
+        assert "method" not in cfg["bootstrap"]
+        assert cfg["postgresql"]["create_replica_methods"] == ["pgbackrest", "basebackup"]
 
 
-def test_backup_outside_a_member_is_one_error_line(helper, capsys, monkeypatch):
-    monkeypatch.delenv("CITUS_PGBACKREST_CONFIG", raising=False)
-    assert helper.main(["backup", "--type", "full"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("citus-backup: CITUS_PGBACKREST_CONFIG")
+def test_a_restore_sets_the_data_aside_once_and_a_rollback_puts_it_back(entrypoint, tmp_path):
+    data = tmp_path / "pgroot" / "data"
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("15")
+    (data / "patroni.dynamic.json").write_text(json.dumps({"pause": True, "ttl": 30}))
+    env = _restore(pod_env(tmp_path))
+    request = entrypoint.restore_request(env)
+    entrypoint.prepare_restore(request, data)
+    aside = tmp_path / "pgroot" / mf.RESTORE_ASIDE
+    assert (aside / "PG_VERSION").exists() and not data.exists()
+    assert (tmp_path / "pgroot" / mf.HOLD_ARCHIVE).exists()
+    data.mkdir()
+    (data / "PG_VERSION").write_text("restored")
+    entrypoint.prepare_restore(request, data)  # the container restarted: nothing moves again
+    assert (data / "PG_VERSION").read_text() == "restored"
+    rollback = entrypoint.restore_request(_restore(pod_env(tmp_path), phase="rollback"))
+    entrypoint.prepare_restore(rollback, data)
+    assert (data / "PG_VERSION").read_text() == "15" and not aside.exists()
+    assert json.loads((data / "patroni.dynamic.json").read_text()) == {"ttl": 30}
+    assert not (tmp_path / "pgroot" / mf.HOLD_ARCHIVE).exists()
+    entrypoint.prepare_restore(rollback, data)  # again: nothing set aside, nothing moves
+    assert (data / "PG_VERSION").read_text() == "15"
 
 
-def pod(helper, name, group, role=None, running=True):
-    labels = {"application": "citus-pipeline", "cluster-name": "citusdemo", "citus-group": group}
-    if role:
-        labels["role"] = role
-    return helper.Pod(name, labels, running)
-
-
-def test_schedule_finds_each_groups_leader(helper):
-    pods = [
-        pod(helper, "citusdemo-0-1", "0", "primary"),
-        pod(helper, "citusdemo-0-0", "0", "replica"),
-        pod(helper, "citusdemo-1-0", "1", "primary", running=False),  # terminating
-        pod(helper, "citusdemo-1-1", "1", "primary"),
-        pod(helper, "citusdemo-2-0", "2", "replica"),
-        helper.Pod("citusdemo-backup-29000000-abcde", {"cluster-name": "citusdemo"}),
-    ]
-    assert helper.leaders(pods, "citus-group", "role=primary") == {
-        0: "citusdemo-0-1",
-        1: "citusdemo-1-1",
-        2: None,
-    }
-
-
-def test_schedule_backs_up_every_group_and_fails_if_one_was_not(helper):
-    calls, said = [], []
-
-    def exec_in(pod_name, command):
-        calls.append((pod_name, command))
-        if pod_name == "citusdemo-1-0":
-            raise RuntimeError("pods/exec is forbidden")
-        return 0
-
-    groups = {0: "citusdemo-0-0", 1: "citusdemo-1-0", 2: None, 3: "citusdemo-3-1"}
-    assert helper.schedule(groups, "diff", exec_in, said.append) == 1
-    assert calls == [
-        (p, ["citus-backup", "backup", "--type=diff"])
-        for p in ("citusdemo-0-0", "citusdemo-1-0", "citusdemo-3-1")
-    ]
-    assert said[-1] == "not backed up: groups 1, 2"
-    assert helper.schedule({0: "citusdemo-0-0"}, "incr", lambda p, c: 0, said.append) == 0
-    assert helper.schedule({}, "incr", lambda p, c: 0, said.append) == 1
-
-
-def test_schedule_arguments_are_what_the_cronjob_passes(helper):
-    cj = mf.backup_cronjob(spec_from_mapping({}))
-    c = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert c["command"][0] == mf.BACKUP_SCRIPT == helper.SCRIPT
-    args = helper.parse_args(c["command"][1:] + c["args"])
-    assert (args.command, args.type, args.group_label) == ("schedule", "incr", "citus-group")
-    assert args.leader == "role=primary" and args.container == "patroni"
-    assert args.standby == "role=replica" and args.tls_port == mf.PGBACKREST_TLS_PORT
-    # the standby's address is its pod's name under its group's headless Service
-    host = args.standby_host.format(pod="citusdemo-2-1", group=2)
-    assert host == f"citusdemo-2-1.{mf.headless_name(spec_from_mapping({}), 2)}.citus.svc"
-
-
-def test_schedule_names_each_groups_running_standbys(helper):
-    pods = [
-        pod(helper, "citusdemo-1-0", "1", "primary"),
-        pod(helper, "citusdemo-1-1", "1", "replica"),
-        pod(helper, "citusdemo-1-2", "1", "replica", running=False),
-        pod(helper, "citusdemo-2-0", "2", "primary"),
-    ]
-    assert helper.standbys(pods, "citus-group", "role=replica") == {1: ["citusdemo-1-1"]}
-    calls, said = [], []
-    groups = {1: "citusdemo-1-0", 2: "citusdemo-2-0"}
-    sources = {1: ["citusdemo-1-1.h.citus.svc"]}
-
-    def exec_in(pod_name, command):
-        calls.append((pod_name, command))
-        return 0
-
-    assert helper.schedule(groups, "full", exec_in, said.append, sources, 8432) == 0
-    assert calls == [
-        (
-            "citusdemo-1-0",
-            [
-                "citus-backup",
-                "backup",
-                "--type=full",
-                "--standby=citusdemo-1-1.h.citus.svc",
-                "--tls-port=8432",
-            ],
-        ),
-        ("citusdemo-2-0", ["citus-backup", "backup", "--type=full"]),
-    ]
-    assert "copied from a standby" in said[0] and "no standby running" in said[2]
-
-
-@pytest.fixture
-def member_conf(tmp_path):
-    conf = tmp_path / "pgbackrest.conf"
-    conf.write_text(mf.pgbackrest_conf(spec_from_mapping({})))
-    return {
-        **MEMBER,
-        "CITUS_PGBACKREST_CONFIG": str(conf),
-        "CITUS_TLS_DIR": mf.TLS_MOUNT,
-    }
-
-
-def test_a_backup_from_standbys_reaches_each_through_its_tls_server(helper, member_conf):
-    run = Recorder()
-    hosts = ("a.h.citus.svc", "b.h.citus.svc")
-    assert helper.backup(member_conf, "full", run, standbys=hosts, tls_port=8432) == 0
-    _stanza, (cmd, env) = run.calls
-    assert cmd[-1] == "backup" and "--backup-standby" in cmd
-    assert env["PGPASSWORD"] == "s3cret-su"
-    opts = dict(a.removeprefix("--").split("=", 1) for a in cmd if a.startswith("--pg"))
-    for i, host in ((2, hosts[0]), (3, hosts[1])):
-        assert opts[f"pg{i}-host"] == host and opts[f"pg{i}-host-type"] == "tls"
-        assert opts[f"pg{i}-host-port"] == "8432"
-        assert opts[f"pg{i}-host-ca-file"] == f"{mf.TLS_MOUNT}/ca.crt"
-        assert opts[f"pg{i}-host-cert-file"] == f"{mf.TLS_MOUNT}/tls.crt"
-        assert opts[f"pg{i}-path"] == mf.PGDATA_DIR and opts[f"pg{i}-port"] == "5432"
-        assert opts[f"pg{i}-socket-path"] == mf.SOCKET_DIR
-    assert not any(k.startswith("pg1-") for k in opts)  # this primary: the config's pg1
-
-
-def test_a_failed_backup_from_the_standbys_is_taken_from_the_primary(helper, member_conf, capsys):
-    run = Recorder([0, 56, 0])  # stanza ok, from the standby: "unable to find standby"
-    assert helper.backup(member_conf, "incr", run, standbys=("a.h",)) == 0
-    (_s, _), (first, _), (second, _) = run.calls
-    assert "--backup-standby" in first and "--backup-standby" not in second
-    assert "taking it from this primary" in capsys.readouterr().err
-    both_fail = Recorder([0, 56, 55])
-    assert helper.backup(member_conf, "incr", both_fail, standbys=("a.h",)) == 55
-
-
-def test_the_members_run_pgbackrests_tls_server_beside_patroni():
-    spec = spec_from_mapping({})
-    sts = next(m for m in mf.cluster_manifests(spec) if m["kind"] == "StatefulSet")
-    containers = {c["name"]: c for c in sts["spec"]["template"]["spec"]["containers"]}
-    server = containers[mf.PGBACKREST_CONTAINER]
-    assert server["command"][-1] == "server" and server["image"] == spec.kubernetes.image
-    mounts = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}
-    patroni = {m["name"]: m["mountPath"] for m in containers["patroni"]["volumeMounts"]}
-    for shared in ("pgdata", "run", "tls", "pgbackrest"):
-        assert mounts[shared] == patroni[shared]  # the same files and socket as PostgreSQL
-    conf = mf.pgbackrest_conf(spec)
-    assert f"tls-server-auth={mf.MEMBER_CERT_CN}=*" in conf
-    assert f"tls-server-port={mf.PGBACKREST_TLS_PORT}" in conf
-    pols = {
-        p["metadata"]["name"]: p for p in mf.cluster_manifests(spec) if p["kind"] == "NetworkPolicy"
-    }
-    ports = pols["citusdemo-members"]["spec"]["ingress"][0]["ports"]
-    assert {"protocol": "TCP", "port": mf.PGBACKREST_TLS_PORT} in ports
-    off = spec_from_mapping({"backup": {"archiving": False}})
-    sts = next(m for m in mf.cluster_manifests(off) if m["kind"] == "StatefulSet")
-    names = [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]]
-    assert mf.PGBACKREST_CONTAINER not in names
-
-
-class FakeStream:
-    """The kubernetes client's WSClient as exec_in uses it: output frames, then the status."""
-
-    def __init__(self, frames, status):
-        self.frames, self.status, self.out, self.err = list(frames), status, "", ""
-        self.closed = False
-
-    def is_open(self):
-        return bool(self.frames)
-
-    def update(self, timeout=0):
-        channel, data = self.frames.pop(0)
-        if channel == 1:
-            self.out += data
-        else:
-            self.err += data
-
-    def peek_stdout(self):
-        return self.out
-
-    def read_stdout(self):
-        out, self.out = self.out, ""
-        return out
-
-    def peek_stderr(self):
-        return self.err
-
-    def read_stderr(self):
-        err, self.err = self.err, ""
-        return err
-
-    @property
-    def returncode(self):
-        if isinstance(self.status, Exception):
-            raise self.status
-        return self.status
-
-    def close(self):
-        self.closed = True
-
-
-def test_exec_in_forwards_the_output_and_returns_the_exit_status(helper, monkeypatch, capsys):
-    import kubernetes.stream
-    from kubernetes import client
-
-    members = object.__new__(helper.KubernetesMembers)  # without the in-cluster config
-    members.core, members.namespace, members.container = client.CoreV1Api(), "citus", "patroni"
-    seen = {}
-
-    def fake_stream(fn, pod, namespace, **kw):
-        # the exec call of the client the image pins (a GET: `get` on pods/exec)
-        assert fn.__name__ == "connect_get_namespaced_pod_exec"
-        seen.update(kw, pod=pod, namespace=namespace)
-        return resp
-
-    monkeypatch.setattr(kubernetes.stream, "stream", fake_stream)
-    resp = FakeStream([(1, "backup start\n"), (2, "WARN: x\n"), (1, "backup stop\n")], 0)
-    assert members.exec_in("citusdemo-1-0", ["citus-backup", "backup"]) == 0
-    assert resp.closed
-    assert seen["pod"] == "citusdemo-1-0" and seen["container"] == "patroni"
-    assert seen["command"] == ["citus-backup", "backup"] and seen["tty"] is False
-    out = capsys.readouterr()
-    assert out.out == "backup start\nbackup stop\n" and out.err == "WARN: x\n"
-    resp = FakeStream([(1, "x\n")], 55)
-    assert members.exec_in("citusdemo-1-0", ["citus-backup", "backup"]) == 55
-    # a stream that broke without an exit status counts as a failure
-    resp = FakeStream([], TypeError("'NoneType' object is not subscriptable"))
-    assert members.exec_in("citusdemo-1-0", ["citus-backup", "backup"]) == 1
-    assert "without an exit status" in capsys.readouterr().err
+def test_a_broken_restore_request_is_one_error(entrypoint, tmp_path):
+    env = pod_env(tmp_path)
+    env["CITUS_RESTORE"] = "{not json"
+    with pytest.raises(entrypoint.EntrypointError, match="CITUS_RESTORE: not a restore request"):
+        entrypoint.build_config(env)
+    env = _restore(pod_env(tmp_path), phase="later")
+    with pytest.raises(entrypoint.EntrypointError, match="unknown phase 'later'"):
+        entrypoint.build_config(env)

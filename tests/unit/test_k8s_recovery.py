@@ -112,8 +112,10 @@ def test_without_archiving_there_is_nothing_to_back_up():
         get_recovery(c).list()
 
 
-def test_a_restore_is_planned_then_refused_as_not_built(recovery, monkeypatch):
+def test_a_restore_the_plan_refuses_changes_nothing(recovery, monkeypatch):
+    c = recovery.cluster
+    log = c.api.core.log
     monkeypatch.setattr(recovery.points, "list", list)
     with pytest.raises(BackupError, match="unknown restore point 'p1'"):
         recovery.restore("p1")
-    assert recovery.restore_missing and "not built yet" in recovery.restore_missing
+    assert not [e for e in log if e[0] in ("create", "replace", "patch", "delete")]

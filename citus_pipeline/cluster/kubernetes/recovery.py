@@ -19,7 +19,7 @@ from ...waiting import until
 from .. import pgbackrest as pgbr
 from ..pgbackrest import BackupInfo
 from ..progress import Progress
-from ..recovery import Recovery
+from ..recovery import Recovery, restore_target
 from ..repository import Repository
 from . import manifests as mf
 from .api import status_of
@@ -40,13 +40,6 @@ def first_error(text: str, default: str) -> str:
 
 class KubernetesRecovery(Recovery):
     """What pgBackRest and Citus restore points do for one :class:`KubernetesCluster`."""
-
-    # A restore of every group through Patroni's custom bootstrap driven by the StatefulSets
-    # is not built yet; the plan (which backup and WAL each group would restore) is.
-    restore_missing = (
-        "restoring a Kubernetes cluster to a point is not built yet (the plan above is what "
-        "it would restore); the backups and the WAL are in the S3 repository"
-    )
 
     def __init__(self, cluster: KubernetesCluster) -> None:
         self.cluster = cluster
@@ -240,8 +233,16 @@ class KubernetesRecovery(Recovery):
         timeout: float = 900,
         backup_after: bool = True,
     ) -> None:
-        self.plan(to, to_time)  # a refusal names what is missing first
-        raise BackupError(self.restore_missing)
+        """Every group back to the restore point ``to`` (or the time ``to_time``, per group)
+        through the StatefulSets; refuses, changing nothing, when :meth:`plan` does; a
+        failure once the cluster is stopped puts it back as it was."""
+        from .restore import StatefulSetRestore
+
+        plan = self.plan(to, to_time)
+        StatefulSetRestore(self.cluster, plan, restore_target(to, to_time)).run(progress, timeout)
+        if backup_after:
+            # new standbys restore the latest backup: it must be on the restored timeline
+            self.backup("full", progress)
 
 
 __all__ = ["KubernetesRecovery"]

@@ -34,6 +34,7 @@ from .names import (
     PGDATA_MOUNT,
     POSTGRES_PORT,
     RESTAPI_PORT,
+    RESTORE_KEY,
     ROLE_LABEL,
     SCOPE_LABEL,
     SECRET_KEYS,
@@ -53,6 +54,7 @@ from .names import (
     headless_name,
     object_meta,
     patroni_kubernetes_labels,
+    restore_name,
     secret_env,
     selector_service_labels,
     service_account_name,
@@ -114,6 +116,17 @@ def member_env(spec: ClusterSpec, group: int) -> list[Manifest]:
         {"name": "CITUS_PATRONI_BOOTSTRAP_FILE", "value": f"{BOOTSTRAP_MOUNT}/{BOOTSTRAP_KEY}"},
         {"name": "CITUS_TLS_DIR", "value": TLS_MOUNT},
         *pgbackrest_env(spec, group),
+        # only while `cluster restore` runs (read at the container's start)
+        {
+            "name": "CITUS_RESTORE",
+            "valueFrom": {
+                "configMapKeyRef": {
+                    "name": restore_name(spec),
+                    "key": RESTORE_KEY,
+                    "optional": True,
+                }
+            },
+        },
     ]
 
 

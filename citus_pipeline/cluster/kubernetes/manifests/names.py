@@ -62,6 +62,11 @@ BACKUP_SCRIPT = "citus-backup"  # k8s/image/backup.py, on the image's PATH
 # standby through it. It admits clients whose certificate's CN is MEMBER_CERT_CN: the
 # members' own certificate (k8s/README.md issues it with that CN), which they present.
 PGBACKREST_CONTAINER = "pgbackrest"
+# `cluster restore`: the request every member reads at its start (k8s/image/entrypoint.py),
+# and what it leaves beside its data directory until the restore is done
+RESTORE_KEY = "request"
+RESTORE_ASIDE = "data.before-restore"
+HOLD_ARCHIVE = "restore-hold-archive"
 PGBACKREST_TLS_PORT = 8432
 MEMBER_CERT_CN = "citus"
 # The Secret spec.backup.s3_secret: pgBackRest's environment variable -> the Secret's key.
@@ -157,6 +162,11 @@ def restore_points_name(spec: ClusterSpec) -> str:
 
 def dagster_role_name(spec: ClusterSpec) -> str:
     return f"{spec.name}-dagster"
+
+
+def restore_name(spec: ClusterSpec) -> str:
+    """The ConfigMap of a restore under way (absent otherwise)."""
+    return f"{spec.name}-restore"
 
 
 def backup_name(spec: ClusterSpec) -> str:
@@ -324,6 +334,7 @@ __all__ = [
     "FIELD_MANAGER",
     "FOLLOWER_LABEL_VALUE",
     "GROUP_LABEL",
+    "HOLD_ARCHIVE",
     "IMAGE_UID",
     "LEADER_LABEL_VALUE",
     "MEMBER_CERT_CN",
@@ -339,6 +350,8 @@ __all__ = [
     "PGDATA_MOUNT",
     "POSTGRES_PORT",
     "RESTAPI_PORT",
+    "RESTORE_ASIDE",
+    "RESTORE_KEY",
     "ROLE_LABEL",
     "S3_SECRET_KEYS",
     "SCOPE_LABEL",
@@ -373,6 +386,7 @@ __all__ = [
     "pooler_labels",
     "pooler_name",
     "read_lb_name",
+    "restore_name",
     "restore_points_name",
     "secret_env",
     "selector_service_labels",
