@@ -8,6 +8,7 @@ restore-points | restore` commands work on the cluster with `--backend kubernete
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from citus_pipeline.cluster.backend import get_recovery
 from citus_pipeline.cluster.kubernetes import manifests as mf
 from citus_pipeline.cluster.pgbackrest import stanza
 from citus_pipeline.cluster.spec import spec_from_mapping
+from citus_pipeline.errors import BackupError
 from citus_pipeline.sandbox.layout import GATEWAY
 from citus_pipeline.waiting import until
 
@@ -218,3 +220,44 @@ def test_damage_then_restore_to_a_point_gives_back_the_table_exactly(kube, clust
     for i in infos:
         assert i["backups"][-1]["type"] == "full"
         assert int(i["backups"][-1]["wal_start"][:8], 16) >= 2, i  # on the new timeline
+
+
+def test_a_restore_failing_half_way_puts_the_cluster_back_as_it_was(
+    kube, cluster, spec, tmp_path, monkeypatch
+):
+    """Group 2's first member cannot restore (its backup is gone from the plan's label):
+    the restore stops naming group 2, and every member is back on its own data, nothing of
+    the restore left, no restored timeline archived."""
+    _suspend_schedule(kube, spec)
+    if not all(i.backups for i in get_recovery(cluster).list()):
+        get_recovery(cluster).backup("full")  # this test alone: a backup before the point
+    dsn = cluster.coordinator_dsn()
+    r = _cli(kube, spec, tmp_path, "restore-point", "k8s-never-reached")
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS sold (id bigint PRIMARY KEY, v text NOT NULL)")
+        conn.execute("INSERT INTO sold VALUES (-1, 'after the point') ON CONFLICT DO NOTHING")
+    before = _table(dsn)
+    recovery = get_recovery(cluster)
+    planned = recovery.plan("k8s-never-reached")
+    last = len(planned) - 1
+    gone = planned[last].backup.model_copy(update={"label": "20991231-000000F"})
+    planned[last] = dataclasses.replace(planned[last], backup=gone)
+    monkeypatch.setattr(recovery, "plan", lambda *_a, **_k: planned)
+    timelines = {i.group: i.wal_max for i in recovery.list()}
+
+    with pytest.raises(BackupError, match=f"group {last}: "):
+        recovery.restore("k8s-never-reached", timeout=300, backup_after=False)
+
+    assert _table(cluster.coordinator_dsn()) == before  # the rows after the point: all there
+    topo = cluster.status()
+    assert health.every_group_has_a_leader(topo).holds
+    assert all(m.state in ("running", "streaming") for m in topo.members), topo.members
+    core = client.CoreV1Api(kube.api())
+    names = [
+        c.metadata.name for c in core.list_namespaced_config_map(spec.kubernetes.namespace).items
+    ]
+    assert mf.restore_name(spec) not in names
+    after = {i.group: i.wal_max for i in get_recovery(cluster).list()}
+    for g, wal in after.items():  # still on the timeline the cluster was on
+        assert wal[:8] == timelines[g][:8], (g, timelines[g], wal)

@@ -119,3 +119,29 @@ def test_a_restore_the_plan_refuses_changes_nothing(recovery, monkeypatch):
     with pytest.raises(BackupError, match="unknown restore point 'p1'"):
         recovery.restore("p1")
     assert not [e for e in log if e[0] in ("create", "replace", "patch", "delete")]
+
+
+def test_a_member_whose_patroni_ended_fails_the_restore_at_once(recovery):
+    """Patroni exits with status 0 after a failed bootstrap: any end of its container is
+    the restore's failure, named by group, not a wait until the timeout."""
+    from citus_pipeline.cluster.kubernetes.restore import StatefulSetRestore
+
+    run = StatefulSetRestore(recovery.cluster, [], ["--type=name", "--target=p"])
+    ended = SimpleNamespace(exit_code=0)
+    pod = SimpleNamespace(
+        metadata=SimpleNamespace(name="citusdemo-2-0"),
+        status=SimpleNamespace(
+            container_statuses=[
+                SimpleNamespace(
+                    name="patroni",
+                    state=SimpleNamespace(terminated=None),
+                    last_state=SimpleNamespace(terminated=ended),
+                )
+            ]
+        ),
+    )
+    run._last_log = lambda *_a, **_k: "PatroniFatalException: Failed to bootstrap cluster"
+    with pytest.raises(BackupError, match="group 2: citusdemo-2-0 exited .* Failed to bootstrap"):
+        run._raise_if_failed(2, pod)
+    pod.status.container_statuses[0].last_state.terminated = None
+    run._raise_if_failed(2, pod)  # running, never ended: no failure

@@ -140,8 +140,10 @@ class StatefulSetRestore:
         for s in pod.status.container_statuses or []:
             if s.name != mf.PATRONI_CONTAINER:
                 continue
+            # Patroni never ends on its own while its pod runs: any exit is a failure (after
+            # a failed bootstrap it exits with status 0)
             term = (s.state and s.state.terminated) or (s.last_state and s.last_state.terminated)
-            if term is not None and term.exit_code not in (0, None):
+            if term is not None:
                 raise BackupError(
                     f"group {group}: {pod.metadata.name} exited ({term.exit_code}) during the "
                     f"restore: {self._last_log(group, pod.metadata.name, previous=True)}"
