@@ -8,6 +8,7 @@ join the ``cluster`` group (cli/__init__.py), with its ``--spec`` and ``--backen
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -175,9 +176,17 @@ def restore(
         )
     if not yes and not typer.confirm(f"stop the cluster and restore every group to {target}?"):
         fail("restore cancelled: nothing changed")
+    started = time.monotonic()
     with step_bar("restore") as progress:
-        run(r.restore, to, to_time, progress, backup_after=not no_backup)
-    out.print(f"cluster restored to {target}")
+        run(r.restore, to, to_time, progress, backup_after=False)
+    out.print(f"cluster restored to {target} in {time.monotonic() - started:.0f} s")
+    if not no_backup:
+        # new standbys restore the latest backup: it must be on the restored timeline
+        started = time.monotonic()
+        with step_bar("backup") as progress:
+            done = run(r.backup, "full", progress)
+        took = time.monotonic() - started
+        out.print(f"full backup of {len(done)} groups on the restored timelines in {took:.0f} s")
 
 
 __all__ = ["app"]

@@ -145,3 +145,19 @@ def test_a_member_whose_patroni_ended_fails_the_restore_at_once(recovery):
         run._raise_if_failed(2, pod)
     pod.status.container_statuses[0].last_state.terminated = None
     run._raise_if_failed(2, pod)  # running, never ended: no failure
+
+
+def test_a_backup_pod_that_wrote_nothing_yet_has_an_empty_log(recovery, monkeypatch):
+    """The API answers a container's empty log with no body at all (None in the client)."""
+    core = recovery.api.core
+    pod = SimpleNamespace(metadata=SimpleNamespace(name="citusdemo-backup-manual-1-x"))
+    monkeypatch.setattr(
+        type(core),
+        "list_namespaced_pod",
+        lambda *_a, **_k: SimpleNamespace(items=[pod]),
+        raising=False,
+    )
+    monkeypatch.setattr(
+        type(core), "read_namespaced_pod_log", lambda *_a, **_k: None, raising=False
+    )
+    assert recovery._job_log("citusdemo-backup-manual-1", tail=1) == ""

@@ -156,11 +156,10 @@ class KubernetesRecovery(Recovery):
         for p in sorted(pods, key=lambda p: p.metadata.name):
             try:
                 kw = {"tail_lines": tail} if tail else {}
-                out.append(
-                    self.api.core.read_namespaced_pod_log(
-                        p.metadata.name, self.namespace, container=BACKUP_CONTAINER, **kw
-                    )
+                text = self.api.core.read_namespaced_pod_log(
+                    p.metadata.name, self.namespace, container=BACKUP_CONTAINER, **kw
                 )
+                out.append(text or "")  # None: the container has written nothing yet
             except Exception as e:
                 if status_of(e) not in (400, 404):
                     raise

@@ -157,7 +157,7 @@ class StatefulSetRestore:
             )
         except Exception:  # noqa: BLE001 -- no log yet: say where to look
             return f"(kubectl -n {self.ns} logs {name} -c {mf.PATRONI_CONTAINER})"
-        lines = [x for x in str(text).splitlines() if x.strip()]
+        lines = [x for x in (text or "").splitlines() if x.strip()]
         return lines[-1] if lines else "(no output)"
 
     def _in_members(self, command: list[str]) -> None:
