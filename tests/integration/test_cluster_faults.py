@@ -116,7 +116,7 @@ def test_add_worker_then_remove_it_after_a_drain(cluster):
     assert all(n.groupid != 3 for n in topo.dist_nodes)
     assert len(_ids(dsn)) == count_before
     # the removed group's stanza went with it: the next group 3 is a new system
-    (info,) = cluster.backups.info([3], lambda g: cluster.members([g]))
+    (info,) = cluster.backups.repository(lambda g: cluster.members([g])).info([3])
     assert info.status == "missing stanza path"
 
 

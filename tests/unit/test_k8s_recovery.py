@@ -13,6 +13,7 @@ from kubernetes.client import ApiClient
 
 from citus_pipeline.cluster.backend import get_recovery
 from citus_pipeline.cluster.kubernetes import manifests as mf
+from citus_pipeline.cluster.repository import Repository
 from citus_pipeline.cluster.spec import spec_from_mapping
 from citus_pipeline.errors import BackupError
 
@@ -75,7 +76,8 @@ def recovery(monkeypatch):
     c, *_ = make()
     c.spec = ARCHIVING
     r = get_recovery(c)
-    monkeypatch.setattr(r, "_pgbackrest", lambda g, args: _info(g, f"2026120{g}F"))
+    repo = Repository(ARCHIVING, lambda g, args: _info(g, f"2026120{g}F"))
+    monkeypatch.setattr(r, "repository", lambda: repo)
     return r
 
 

@@ -128,18 +128,15 @@ class KubernetesCluster(ClusterBackend):
         its load balancer (``session``: its session pool); None when the spec has no pooler."""
         if not self.spec.pooler.enabled:
             return None
-        dsn = self._lb_dsn(mf.pooler_name(self.spec), self.spec.pooler.port)
-        if session:
-            dsn = dsn.replace(
-                f"dbname={self.spec.database} ", f"dbname={session_database(self.spec)} "
-            )
-        return dsn
+        dbname = session_database(self.spec) if session else None
+        return self._lb_dsn(mf.pooler_name(self.spec), self.spec.pooler.port, dbname)
 
     def client_dsn(self) -> str:
         return self._given_dsn() or super().client_dsn()
 
-    def _lb_dsn(self, name: str, port: int = mf.POSTGRES_PORT) -> str:
-        """A DSN (no password) of the load balancer Service ``name``'s address."""
+    def _lb_dsn(self, name: str, port: int = mf.POSTGRES_PORT, dbname: str | None = None) -> str:
+        """A DSN (no password) of the load balancer Service ``name``'s address, to the spec's
+        database unless ``dbname`` names another."""
         try:
             svc = self.core.read_namespaced_service(name, self.namespace)
         except Exception as e:  # the client's ApiException, or a fake's
@@ -156,7 +153,7 @@ class KubernetesCluster(ClusterBackend):
                 f"(set {settings.DSN.name} to override)"
             )
         return (
-            f"host={addr} port={port} dbname={self.spec.database} "
+            f"host={addr} port={port} dbname={dbname or self.spec.database} "
             f"user={self.spec.credentials.superuser} sslmode=require connect_timeout=10 "
             + TCP_TIMEOUTS
         )

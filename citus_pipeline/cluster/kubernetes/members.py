@@ -56,6 +56,18 @@ def pod_status(pod: Any) -> dict[str, Any]:
     return status if isinstance(status, dict) else {}
 
 
+def patroni_container(pod: Any) -> Any | None:
+    """The kubelet's status of the member's Patroni container (None before it has one)."""
+    statuses = get_path(pod, "status", "container_statuses") or []
+    return next((s for s in statuses if s.name == mf.PATRONI_CONTAINER), None)
+
+
+def patroni_ready(pod: Any) -> bool:
+    """The member's Patroni container passes its readiness probe."""
+    patroni = patroni_container(pod)
+    return bool(patroni and patroni.ready)
+
+
 def member_statuses(spec: ClusterSpec, pods: list[Any], endpoints: list[Any]) -> list[MemberStatus]:
     """One row per pod that carries a group label, ordered by group and name."""
     annotations = {e.metadata.name: (e.metadata.annotations or {}) for e in endpoints}
@@ -168,4 +180,12 @@ def _member(
     )
 
 
-__all__ = ["get_path", "lsn", "member_statuses", "pod_status", "read_member_statuses"]
+__all__ = [
+    "get_path",
+    "lsn",
+    "member_statuses",
+    "patroni_container",
+    "patroni_ready",
+    "pod_status",
+    "read_member_statuses",
+]

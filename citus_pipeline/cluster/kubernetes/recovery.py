@@ -23,6 +23,7 @@ from ..recovery import Recovery, restore_target
 from ..repository import Repository
 from . import manifests as mf
 from .api import status_of
+from .members import patroni_ready
 from .pod_exec import run_in_pod
 
 if TYPE_CHECKING:
@@ -62,31 +63,31 @@ class KubernetesRecovery(Recovery):
     # ---- the repository, read inside a member -------------------------------------------
 
     def repository(self) -> Repository:
-        return Repository(self.spec, self._pgbackrest)
-
-    def _reader_pod(self, group: int) -> str:
-        """A running member to run pgBackRest in: one of ``group``'s, else any (every
-        member's config names every group's stanza and the same repository)."""
+        """The repository read by pgBackRest in a running member, the members listed once:
+        one of the group's own where it has one, else any (every member's config names every
+        group's stanza and the same repository)."""
         pods = self.api.core.list_namespaced_pod(
             self.namespace, label_selector=self.api.selector
         ).items
+        running = sorted(
+            (p for p in pods if p.status.phase == "Running" and patroni_ready(p)),
+            key=lambda p: p.metadata.name,
+        )
 
-        def ready(p: Any) -> bool:
-            statuses = p.status.container_statuses or []
-            patroni = next((c for c in statuses if c.name == mf.PATRONI_CONTAINER), None)
-            return p.status.phase == "Running" and bool(patroni and patroni.ready)
+        def run(group: int, args: list[str]) -> str:
+            if not running:
+                raise BackupError(
+                    f"no member of {self.spec.name} is running in namespace {self.namespace} "
+                    "to read the backup repository from"
+                )
+            own = [
+                p for p in running if (p.metadata.labels or {}).get(mf.GROUP_LABEL) == str(group)
+            ]
+            return self._pgbackrest((own or running)[0].metadata.name, group, args)
 
-        running = sorted((p for p in pods if ready(p)), key=lambda p: p.metadata.name)
-        own = [p for p in running if (p.metadata.labels or {}).get(mf.GROUP_LABEL) == str(group)]
-        if not running:
-            raise BackupError(
-                f"no member of {self.spec.name} is running in namespace {self.namespace} to "
-                "read the backup repository from"
-            )
-        return (own or running)[0].metadata.name
+        return Repository(self.spec, run)
 
-    def _pgbackrest(self, group: int, args: list[str]) -> str:
-        pod = self._reader_pod(group)
+    def _pgbackrest(self, pod: str, group: int, args: list[str]) -> str:
         cmd = [
             "pgbackrest",
             f"--config={mf.PGBACKREST_CONFIG}",
@@ -205,14 +206,13 @@ class KubernetesRecovery(Recovery):
             return st.succeeded or 0, st.failed or 0
 
         try:
-            until(look, timeout, 3, f"the backup Job {job}", done=lambda s: any(s))
+            succeeded, _ = until(look, timeout, 3, f"the backup Job {job}", done=lambda s: any(s))
         except WaitTimeout:
             raise BackupError(
                 f"the backup Job {self.namespace}/{job} did not finish within {timeout:.0f} s "
                 f"(kubectl -n {self.namespace} logs job/{job})"
             ) from None
         self.log = self._job_log(job)
-        succeeded, _ = look()
         if not succeeded:
             said = [x for x in self.log.splitlines() if x.startswith("not backed up")]
             raise BackupError(

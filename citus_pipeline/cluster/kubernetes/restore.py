@@ -27,6 +27,8 @@ from ..pgbackrest import GroupRestore
 from ..progress import Progress
 from . import manifests as mf
 from .api import status_of
+from .apply import apply_manifests
+from .members import patroni_container, patroni_ready
 from .pod_exec import run_in_pod
 
 if TYPE_CHECKING:
@@ -41,7 +43,6 @@ class StatefulSetRestore:
     def __init__(self, cluster: KubernetesCluster, plan: list[GroupRestore], target: list[str]):
         self.c, self.api = cluster, cluster.api
         self.ns = cluster.namespace
-        self.plan = plan
         self.id = secrets.token_hex(6)
         self.args = {
             str(gr.group): [
@@ -71,12 +72,7 @@ class StatefulSetRestore:
                 mf.RESTORE_KEY: json.dumps({"id": self.id, "phase": phase, "groups": self.args})
             },
         }
-        try:
-            self.api.core.replace_namespaced_config_map(body["metadata"]["name"], self.ns, body)
-        except Exception as e:  # the client's ApiException
-            if status_of(e) != 404:
-                raise
-            self.api.core.create_namespaced_config_map(self.ns, body)
+        apply_manifests([body], self.api.core.api_client)
 
     def _drop_request(self) -> None:
         try:
@@ -115,9 +111,7 @@ class StatefulSetRestore:
             for g in counts:
                 for p in self.api.group_pods(g):
                     self._raise_if_failed(g, p)
-                    statuses = p.status.container_statuses or []
-                    patroni = next((s for s in statuses if s.name == mf.PATRONI_CONTAINER), None)
-                    if patroni and patroni.ready:
+                    if patroni_ready(p):
                         out[g] = out.get(g, 0) + 1
             return out
 
@@ -137,17 +131,17 @@ class StatefulSetRestore:
             ) from None
 
     def _raise_if_failed(self, group: int, pod: Any) -> None:
-        for s in pod.status.container_statuses or []:
-            if s.name != mf.PATRONI_CONTAINER:
-                continue
-            # Patroni never ends on its own while its pod runs: any exit is a failure (after
-            # a failed bootstrap it exits with status 0)
-            term = (s.state and s.state.terminated) or (s.last_state and s.last_state.terminated)
-            if term is not None:
-                raise BackupError(
-                    f"group {group}: {pod.metadata.name} exited ({term.exit_code}) during the "
-                    f"restore: {self._last_log(group, pod.metadata.name, previous=True)}"
-                )
+        s = patroni_container(pod)
+        if s is None:
+            return
+        # Patroni never ends on its own while its pod runs: any exit is a failure (after a
+        # failed bootstrap it exits with status 0)
+        term = (s.state and s.state.terminated) or (s.last_state and s.last_state.terminated)
+        if term is not None:
+            raise BackupError(
+                f"group {group}: {pod.metadata.name} exited ({term.exit_code}) during the "
+                f"restore: {self._last_log(group, pod.metadata.name, previous=True)}"
+            )
 
     def _last_log(self, group: int, pod: str | None = None, previous: bool = False) -> str:
         name = pod or f"{mf.group_name(self.c.spec, group)}-0"

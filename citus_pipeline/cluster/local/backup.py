@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ...errors import BackupError
 from .. import pgbackrest as pgbr
-from ..pgbackrest import PgTarget, StanzaInfo
+from ..pgbackrest import PgTarget
 from ..repository import Repository
 from .credentials import write_private
 from .layout import Layout, Member
@@ -233,28 +233,17 @@ class LocalBackups:
         ]
         self.run(conf, args, on_line)
 
-    def repository(self, members: Callable[[int], list[Member]] | None = None) -> Repository:
-        """The repository read through each group's config (written anew from ``members``
-        where given, else as written last)."""
+    def repository(self, members: Callable[[int], list[Member]]) -> Repository:
+        """The repository read through each group's config, written from ``members`` once
+        per group (the first time that group is read)."""
+        written: dict[int, Path] = {}
 
         def run(group: int, args: list[str]) -> str:
-            conf = (
-                self.write_group_config(group, members(group))
-                if members
-                else self.group_config(group)
-            )
-            return self.run(conf, [f"--stanza={self.stanza(group)}", *args])
+            if group not in written:
+                written[group] = self.write_group_config(group, members(group))
+            return self.run(written[group], [f"--stanza={self.stanza(group)}", *args])
 
         return Repository(self.spec, run)
-
-    def info(self, groups: list[int], members: Callable[[int], list[Member]]) -> list[StanzaInfo]:
-        return self.repository(members).info(groups)
-
-    def archived(self, group: int, archive_id: str, prefixes: set[str]) -> set[str]:
-        return self.repository().archived(group, archive_id, prefixes)
-
-    def history(self, group: int, archive_id: str, timeline: int) -> str | None:
-        return self.repository().history(group, archive_id, timeline)
 
 
 __all__ = ["HOLD_ARCHIVE", "LocalBackups", "RestoreStart"]
