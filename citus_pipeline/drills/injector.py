@@ -29,6 +29,7 @@ PARTITION = "partition"  # a member cut off from some or all of the network
 DISK = "disk"  # a member's filesystem filled, then given its room back
 MEMBER_SQL = "member-sql"  # a session on one member's PostgreSQL (who is out of recovery)
 NODE = "node"  # the machine (a Kubernetes node) holding a member lost whole, then rebooted
+LINK = "link"  # the network between the machines of two members cut, then healed
 
 
 class FaultInjector(abc.ABC):
@@ -112,6 +113,12 @@ class FaultInjector(abc.ABC):
         (``whole`` False: the coordinator still reaches it), or from everything."""
         raise self._refuse(PARTITION)
 
+    def machines_cut(self, a: str, b: str) -> AbstractContextManager[str]:
+        """The network between the machines holding members ``a`` and ``b`` cut both ways for
+        the block, each still reaching everything else (the DCS too); the block's value names
+        the two machines."""
+        raise self._refuse(LINK)
+
     def own_disk(self, name: str, room_mb: int) -> Callable[[], None]:
         """Put the member on a filesystem of its own with ``room_mb`` to spare; returns what
         puts it back (the member is stopped and started around both)."""
@@ -127,6 +134,7 @@ __all__ = [
     "DISK",
     "FREEZE",
     "KILL",
+    "LINK",
     "MEMBER_SQL",
     "NODE",
     "PARTITION",

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from ..cluster.local import LocalCluster
 from ..cluster.local.faults import back_on_disk, fill, frozen, member_processes, own_filesystem
 from ..errors import ClusterError
-from .injector import DCS, DISK, FREEZE, KILL, MEMBER_SQL, PARTITION, FaultInjector
+from .injector import DCS, DISK, FREEZE, KILL, LINK, MEMBER_SQL, PARTITION, FaultInjector
 
 
 class LocalFaults(FaultInjector):
@@ -30,7 +30,7 @@ class LocalFaults(FaultInjector):
         self.local = cluster
         faults = {KILL, FREEZE, DCS, MEMBER_SQL}
         if cluster.network.enabled:
-            faults.add(PARTITION)
+            faults |= {PARTITION, LINK}
         if os.geteuid() == 0:  # mount
             faults.add(DISK)
         self.faults = frozenset(faults)
@@ -94,6 +94,18 @@ class LocalFaults(FaultInjector):
             *(m.address for m in self.local.members([member.group]) if m != member),
         ]
         return self.local.network.cut_off(member, None if whole else peers)
+
+    @contextmanager
+    def machines_cut(self, a: str, b: str) -> Iterator[str]:
+        """Each member is a machine of its own here (its network namespace): each cut off
+        from the other's address alone (blackhole routes, as the partitions: their own sends
+        to the other fail at once)."""
+        if LINK not in self.faults:
+            raise self._refuse(LINK)
+        ma, mb = self.local.member_by_name(a), self.local.member_by_name(b)
+        net = self.local.network
+        with net.cut_off(ma, [mb.address]), net.cut_off(mb, [ma.address]):
+            yield f"{a}'s and {b}'s namespaces"
 
     def own_disk(self, name: str, room_mb: int) -> Callable[[], None]:
         member = self.local.member_by_name(name)

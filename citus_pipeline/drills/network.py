@@ -1,15 +1,23 @@
-"""A leader cut off from the network for 2 x ttl, then healed: the partitions.
+"""The network broken for 2 x ttl, then healed: the partitions.
 
-Cut off from the DCS and its group's other members only, the coordinator still reaches it:
-the case that could split the brain, so who is out of recovery is sampled throughout. Cut
-off from everything, its writes hold only until its successor is registered.
+A leader cut off from the DCS and its group's other members only, the coordinator still
+reaching it: the case that could split the brain, so who is out of recovery is sampled
+throughout. Cut off from everything, its writes hold only until its successor is
+registered. The link between the machines of a leader and its synchronous standby cut, both
+still reaching the DCS: the leader keeps its lock, and its commits wait for a standby that
+cannot answer until PostgreSQL's ``wal_sender_timeout`` ends that standby's stream and
+Patroni takes it out of ``synchronous_standby_names``.
 """
 
 from __future__ import annotations
 
+import time
+
 from ..cluster.topology import ClusterBackend
-from .injector import MEMBER_SQL, PARTITION, FaultInjector
-from .ready import leader_name
+from ..errors import ClusterError
+from ..waiting import until
+from .injector import LINK, MEMBER_SQL, PARTITION, FaultInjector
+from .ready import MID_FAULT, leader_name, sync_standby
 from .scenario import FaultRun, Scenario, leader_lost_for
 from .watchers import PrimaryWatch
 
@@ -28,6 +36,34 @@ def partition_leader(c: ClusterBackend, f: FaultInjector, group: int, whole: boo
         run = leader_lost_for(c, f, group, old, hold, cut, f"{what} for {hold} s", "heal")
     finally:
         most = watch.stop()
+    run.max_primaries = most
+    return run
+
+
+def cut_leader_from_standby(c: ClusterBackend, f: FaultInjector, group: int) -> FaultRun:
+    """The network between the machines of ``group``'s leader and its synchronous standby
+    cut for 2 x ttl, then healed; every other path (the DCS, the coordinator, the clients)
+    stays. Who leads after, and the most members out of recovery at once where the
+    injector can ask each member."""
+    topo = c.status(with_shards=False)
+    old, standby = leader_name(c, group), sync_standby(topo, group)
+    if standby is None:
+        raise ClusterError(f"group {group} has no synchronous standby to cut its leader from")
+    hold = 2 * f.spec.patroni.ttl
+    watch = PrimaryWatch(c, group, f) if f.supports(MEMBER_SQL) else None
+    if watch:
+        watch.start()
+    t0 = time.monotonic()
+    try:
+        with f.machines_cut(old, standby) as machines:
+            time.sleep(hold)
+    finally:
+        most = watch.stop() if watch else None
+    ended = time.monotonic()
+    new = until(lambda: leader_name(c, group), 60, 1, f"group {group} led", ignore=MID_FAULT)
+    led = f"{old} still leads" if new == old else f"{new} leads"
+    who = f"{old}, leader, and {standby}, its synchronous standby"
+    run = FaultRun(t0, ended, f"{machines} ({who}) cut for {hold} s; {led}")
     run.max_primaries = most
     return run
 
@@ -51,6 +87,13 @@ SCENARIOS = (
         lambda c, f: partition_leader(c, f, 0, whole=True),
         (PARTITION, MEMBER_SQL),
     ),
+    Scenario(
+        "cut-leader-from-standby",
+        "the network between the machines of group 1's leader and its synchronous standby "
+        "cut for 2 x ttl (netns; on Kubernetes their two nodes), then healed",
+        lambda c, f: cut_leader_from_standby(c, f, 1),
+        (LINK,),
+    ),
 )
 
-__all__ = ["SCENARIOS", "partition_leader"]
+__all__ = ["SCENARIOS", "cut_leader_from_standby", "partition_leader"]

@@ -3,7 +3,7 @@ through the API, and what the sandbox's machine gives below it, as a cloud's con
 a pod's processes frozen (its node's containerd lists them), the API server stopped (the DCS
 of Patroni's Kubernetes mode; killed and started again, as a control plane that crashed: a
 frozen one would answer its queued requests late, which no real outage does), a node lost
-whole and booted again."""
+whole and booted again, the network between two nodes cut and healed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..cluster.kubernetes import KubernetesCluster
 from ..errors import ClusterError
 from ..sandbox.sandbox import Sandbox
 from ..waiting import until
-from .injector import DCS, FREEZE, KILL, NODE
+from .injector import DCS, FREEZE, KILL, LINK, NODE
 from .kubernetes import KubernetesFaults
 
 
@@ -25,7 +25,7 @@ class SandboxFaults(KubernetesFaults):
     def __init__(self, cluster: KubernetesCluster, sandbox: Sandbox, **kw) -> None:
         super().__init__(cluster, pod_processes=sandbox.pod_processes, **kw)
         self.sandbox = sandbox
-        self.faults = frozenset({KILL, FREEZE, DCS, NODE})
+        self.faults = frozenset({KILL, FREEZE, DCS, NODE, LINK})
 
     @contextmanager
     def dcs_frozen(self) -> Iterator[None]:
@@ -41,7 +41,7 @@ class SandboxFaults(KubernetesFaults):
 
     @contextmanager
     def node_lost(self, name: str) -> Iterator[str]:
-        node = self.kube.core.read_namespaced_pod(name, self.namespace).spec.node_name
+        node = self._node_of(name)
         self.sandbox.lose_node(node)
         try:
             yield node
@@ -54,6 +54,20 @@ class SandboxFaults(KubernetesFaults):
                 2,
                 f"every member ready again after node {node} booted",
             )
+
+    def _node_of(self, name: str) -> str:
+        return self.kube.core.read_namespaced_pod(name, self.namespace).spec.node_name
+
+    @contextmanager
+    def machines_cut(self, a: str, b: str) -> Iterator[str]:
+        na, nb = self._node_of(a), self._node_of(b)
+        if na == nb:
+            raise ClusterError(f"{a} and {b} both run on node {na}: no network between them")
+        self.sandbox.cut_nodes(na, nb)
+        try:
+            yield f"nodes {na} and {nb}"
+        finally:
+            self.sandbox.heal_nodes(na, nb)
 
 
 __all__ = ["SandboxFaults"]

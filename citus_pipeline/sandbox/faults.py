@@ -1,13 +1,15 @@
 """What the drills do to the sandbox's nodes below the API: the processes of a pod's
-containers (to freeze them: the real kubelet's liveness probe then kills the container), and
-a node lost at once (its kubelet, kube-proxy, containerd, shims and every container killed,
-its network cable pulled), as a cloud VM that dies."""
+containers (to freeze them: the real kubelet's liveness probe then kills the container), a
+node lost at once (its kubelet, kube-proxy, containerd, shims and every container killed,
+its network cable pulled), as a cloud VM that dies, and the network between two nodes cut
+(their packets to each other dropped, as a broken link or a wrong route in a VPC does)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 from ..errors import SandboxError
@@ -81,3 +83,58 @@ def revive_node(stack: NodeStack) -> None:
     stack.start_containerd()
     stack.start_kubelet()
     stack.start_kube_proxy()
+
+
+# Every rule of a cut carries this comment: healing deletes exactly these.
+CUT_COMMENT = "citus-pipeline drill: nodes cut"
+
+
+def _iptables(stack: NodeStack, *args: str, check: bool = True) -> bool:
+    argv = ["nsenter", f"--net={stack.node.netns_path}", "iptables", "-w", *args]
+    proc = subprocess.run(argv, check=False, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise SandboxError(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
+    return proc.returncode == 0
+
+
+def _cut_rules(there: NodeStack, pod_cidrs: dict[str, str]) -> list[list[str]]:
+    """The rules a node drops the other node's packets by: its address (its kubelet, the
+    load balancer addresses it announces, what it masquerades) and its pods' /24, in and
+    out through the node's link. The mangle table, after kube-proxy's DNAT: a Service's
+    address already names the pod it leads to; kube-proxy and kube-router keep their rules
+    in the nat and filter tables and leave these alone."""
+    cidr = pod_cidrs.get(there.node.name)
+    if cidr is None:
+        raise SandboxError(f"no pod CIDR recorded for node {there.node.name}: is the sandbox up?")
+    nets = [there.node.address, cidr]
+    tail = ["-m", "comment", "--comment", CUT_COMMENT, "-j", "DROP"]
+    return [
+        rule
+        for net in nets
+        for rule in (
+            ["PREROUTING", "-i", "eth0", "-s", net, *tail],
+            ["POSTROUTING", "-o", "eth0", "-d", net, *tail],
+        )
+    ]
+
+
+def cut_nodes(stacks: list[NodeStack], a: str, b: str, pod_cidrs: dict[str, str]) -> None:
+    """Nodes ``a`` and ``b`` stop hearing each other, both ways, until :func:`heal_nodes`;
+    each still reaches the control plane, the host and the third node."""
+    sa, sb = stack_of(stacks, a), stack_of(stacks, b)
+    try:
+        for here, there in ((sa, sb), (sb, sa)):
+            for rule in _cut_rules(there, pod_cidrs):
+                _iptables(here, "-t", "mangle", "-I", *rule)
+    except SandboxError:
+        heal_nodes(stacks, a, b, pod_cidrs)  # no half-made cut left behind
+        raise
+
+
+def heal_nodes(stacks: list[NodeStack], a: str, b: str, pod_cidrs: dict[str, str]) -> None:
+    """Every rule of a cut between ``a`` and ``b`` deleted (those not there are fine)."""
+    sa, sb = stack_of(stacks, a), stack_of(stacks, b)
+    for here, there in ((sa, sb), (sb, sa)):
+        for rule in _cut_rules(there, pod_cidrs):
+            while _iptables(here, "-t", "mangle", "-D", *rule, check=False):
+                pass  # a rule inserted twice goes twice

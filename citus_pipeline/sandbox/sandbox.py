@@ -192,6 +192,12 @@ class Sandbox:
     def revive_node(self, name: str) -> None:
         faults.revive_node(faults.stack_of(self.stacks, name))
 
+    def cut_nodes(self, a: str, b: str) -> None:
+        faults.cut_nodes(self.stacks, a, b, self.state().get("pod_cidrs", {}))
+
+    def heal_nodes(self, a: str, b: str) -> None:
+        faults.heal_nodes(self.stacks, a, b, self.state().get("pod_cidrs", {}))
+
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict:
         out: dict = {

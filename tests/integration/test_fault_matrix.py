@@ -126,6 +126,19 @@ def test_a_leader_cut_off_from_everything_holds_writes_only_until_its_successor(
     _one_primary_per_group(cluster)
 
 
+@needs_netns
+def test_a_leader_cut_from_its_synchronous_standby_keeps_its_lock_and_commits(cluster):
+    before = _leaders(cluster)
+    o = run_scenario(cluster, "cut-leader-from-standby")
+    _nothing_lost(o)
+    assert o.max_primaries == 1, o
+    assert _leaders(cluster) == before, o.detail  # both still reach etcd: no failover
+    # commits resumed before the heal: the walsender gave up on the standby
+    # (wal_sender_timeout) and Patroni dropped the group to asynchronous
+    assert any(o.fault_s / 2 < t < o.fault_s for t in o.acked_after_s), o
+    _one_primary_per_group(cluster)
+
+
 def test_writes_go_on_while_a_synchronous_standby_is_down(cluster):
     before = _leaders(cluster)
     o = run_scenario(cluster, "kill-sync-standby")

@@ -1,7 +1,7 @@
 """Failover on a real control plane under streaming single-row inserts through the
 coordinator's load balancer (through the pooler for its switchover): a worker leader's pod
-deleted, then the node that holds the coordinator leader lost. Nothing acknowledged may be
-lost."""
+deleted, the network between a leader's node and its synchronous standby's cut, then the
+node that holds the coordinator leader lost. Nothing acknowledged may be lost."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from kubernetes import client
 
 from citus_pipeline.cluster.budget import STATUS_BUDGET_S
 from citus_pipeline.cluster.rolling import rolling_restart
-from citus_pipeline.drills import start_writer, wait_leader_change
+from citus_pipeline.drills import run_scenario, start_writer, wait_leader_change
 from citus_pipeline.drills.kill import DCS_OUTAGE_S
 from citus_pipeline.drills.sandbox import SandboxFaults
 from citus_pipeline.waiting import until
@@ -213,6 +213,23 @@ def test_a_rolling_restart_applies_a_parameter_through_new_pods_with_every_group
         f"rolling restart of {len(done)} members through new pods: {took:.0f}s, longest "
         f"write gap {probe.longest_gap(t0):.1f}s, {probe.failed} failed inserts"
     )
+
+
+def test_cutting_the_network_between_a_leader_and_its_synchronous_standby_loses_nothing(
+    kube, cluster
+):
+    wait_ha(kube, cluster)
+    before = cluster.status(with_shards=False).leader(1).name
+    faults = SandboxFaults(cluster, kube.sandbox)
+    o = run_scenario(cluster, "cut-leader-from-standby", faults=faults)
+    assert o.acked > 0 and (o.lost, o.duplicated) == (0, 0), o
+    # both nodes still reach the API server: the leader keeps its lock, nobody fails over
+    assert f"{before} still leads" in o.detail, o.detail
+    assert cluster.status(with_shards=False).leader(1).name == before
+    # commits went on before the heal: the leader's walsender gave up on the silent standby
+    # (wal_sender_timeout) and Patroni took it out of synchronous_standby_names
+    assert any(o.fault_s / 2 < t < o.fault_s for t in o.acked_after_s), o
+    print(f"{o.detail}: longest write gap {o.max_gap_s:.1f}s, {o.acked} acknowledged, 0 lost")
 
 
 def test_losing_the_coordinator_leaders_node_fails_over_and_loses_nothing(kube, cluster, spec):

@@ -21,6 +21,7 @@ BENCH_FAULTS = [
     ("partition-worker-leader", False),
     ("isolate-worker-leader", False),
     ("isolate-coordinator-leader", False),
+    ("cut-leader-from-standby", False),
     ("dcs-outage", False),
     ("lose-coordinator-node", False),
     ("disk-full-worker-leader", False),
@@ -62,6 +63,7 @@ def test_every_scenario_of_bench_faults_in_its_order():
         "partition-worker-leader",
         "isolate-worker-leader",
         "isolate-coordinator-leader",
+        "cut-leader-from-standby",
     )
 
 
@@ -72,3 +74,5 @@ def test_an_injector_runs_only_the_scenarios_whose_faults_it_gives():
         faults.frozen("citusdemo-1-1")
     with pytest.raises(FaultNotSupported, match="'partition'"):
         faults.cut_off("citusdemo-1-1", whole=True)
+    with pytest.raises(FaultNotSupported, match="'link'"):
+        faults.machines_cut("citusdemo-1-0", "citusdemo-1-1")

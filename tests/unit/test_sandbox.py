@@ -13,7 +13,8 @@ import yaml
 
 from citus_pipeline.cluster.kubernetes import manifests as mf
 from citus_pipeline.cluster.spec import spec_from_mapping
-from citus_pipeline.sandbox import addons, binaries, kernel
+from citus_pipeline.errors import SandboxError
+from citus_pipeline.sandbox import addons, binaries, faults, kernel
 from citus_pipeline.sandbox.control_plane import ControlPlane
 from citus_pipeline.sandbox.images import METALLB, SANDBOX_RECIPES, reference
 from citus_pipeline.sandbox.layout import LB_RANGE, NODE_NETWORK, Layout
@@ -130,3 +131,42 @@ def test_sandbox_images_are_non_root_and_need_no_registry():
         froms = [line for line in text.splitlines() if line.startswith("FROM")]
         assert froms in (["FROM scratch"], ["FROM ${BASE_IMAGE}"]), recipe.key
         assert not recipe.user.startswith("0")
+
+
+def test_a_cut_between_two_nodes_drops_both_ways_and_heals_exactly_its_rules(layout, monkeypatch):
+    plane = ControlPlane(layout)
+    stacks = [NodeStack(n, plane) for n in layout.nodes]
+    a, b, c = (s.node for s in stacks)
+    cidrs = {a.name: "10.244.0.0/24", b.name: "10.244.1.0/24", c.name: "10.244.2.0/24"}
+    calls: list[tuple[str, list[str]]] = []
+    present: list[tuple[str, tuple[str, ...]]] = []
+
+    def iptables(stack, *args, check=True):
+        calls.append((stack.node.name, list(args)))
+        rule = (stack.node.name, args[3:])
+        if args[2] == "-I":
+            present.append(rule)
+            return True
+        if rule in present:  # -D deletes one copy, as iptables does
+            present.remove(rule)
+            return True
+        return False
+
+    monkeypatch.setattr(faults, "_iptables", iptables)
+    faults.cut_nodes(stacks, a.name, b.name, cidrs)
+    dropped = {(node, args[5], args[7]) for node, args in calls}
+    # each side drops the other's address and pods, in and out; the third node is untouched
+    assert dropped == {
+        (a.name, "eth0", b.address),
+        (a.name, "eth0", cidrs[b.name]),
+        (b.name, "eth0", a.address),
+        (b.name, "eth0", cidrs[a.name]),
+    }
+    assert {args[3] for _, args in calls} == {"PREROUTING", "POSTROUTING"}
+    assert all(args[:3] == ["-t", "mangle", "-I"] and args[-1] == "DROP" for _, args in calls)
+    assert len(present) == 8
+    faults.cut_nodes(stacks, a.name, b.name, cidrs)  # a second cut: its rules go too
+    faults.heal_nodes(stacks, a.name, b.name, cidrs)
+    assert present == []
+    with pytest.raises(SandboxError, match=f"no pod CIDR recorded for node {b.name}"):
+        faults.cut_nodes(stacks, a.name, b.name, {a.name: cidrs[a.name]})

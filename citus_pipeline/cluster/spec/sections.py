@@ -68,6 +68,12 @@ class PostgresSpec(StrictModel):
             "max_replication_slots": 20,
             "max_wal_senders": 20,
             "wal_retrieve_retry_interval": "250ms",
+            # A synchronous standby that stops answering without its connection closing (the
+            # network between its node and its leader's cut) holds every commit of its group
+            # until the leader's walsender gives up on it and Patroni takes it out of
+            # synchronous_standby_names: after PostgreSQL's 60 s that was a 60 s write gap on
+            # the sandbox (`bench faults --scenario cut-leader-from-standby`).
+            "wal_sender_timeout": "10s",
             # citus.node_conninfo is the backends': sslmode=verify-full with the cluster's CA
             # (locally where tls.enabled) and TCP_TIMEOUTS; a spec may still set its own
             "citus.max_cached_conns_per_worker": 4,
