@@ -374,7 +374,8 @@ def test_network_policies_admit_only_what_they_allow(kube, cluster, spec):
         5432: False,
         8008: False,
     }
-    assert probe_ports(kube, spec.kubernetes.dagster_namespace, address, (5432, 8008)) == {
+    dagster_ns = spec.kubernetes.dagster_namespace
+    assert probe_ports(kube, dagster_ns, address, (5432, 8008), settle=(5432,)) == {
         5432: True,
         8008: False,
     }
