@@ -4,7 +4,8 @@
 #                               pgbouncer, haproxy, iproute2, uv and the locked environment's main dependencies, and
 #                               Citus (below). It runs no `go`, even where Go is installed.
 #   scripts/bootstrap.sh --dev  also the test and bench tools: chromium (UI tests, screenshots),
-#                               prometheus and its postgres exporter (`--with-metrics`), pgloader
+#                               prometheus, its postgres exporter and the pooler's exporter (PyPI,
+#                               in a venv on Debian's Python libraries; `--with-metrics`), pgloader
 #                               and GNU time (`bench seed`), buildah, mmdebstrap and skopeo
 #                               (`k8s build-images`), the CNI plugins and iptables of the sandbox's
 #                               nodes, the dev and bench dependency groups, and the pinned
@@ -53,6 +54,12 @@ if [ "$DEV" = 1 ]; then
   # `cluster up --with-metrics`: an exporter per member and a Prometheus scraping them
   command -v prometheus >/dev/null || need+=(prometheus)
   command -v prometheus-postgres-exporter >/dev/null || need+=(prometheus-postgres-exporter)
+  # the pooler's exporter (step 1b) imports these from Debian's Python (wheel: pip builds it)
+  for pkg in psycopg2:python3-psycopg2 prometheus_client:python3-prometheus-client \
+             pythonjsonlogger:python3-pythonjsonlogger yaml:python3-yaml wheel:python3-wheel; do
+    [ -d "/usr/lib/python3/dist-packages/${pkg%%:*}" ] || need+=("${pkg#*:}")
+  done
+  /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
   # `bench seed`: pgloader is one of the loaders compared; GNU time reads each child's CPU and RSS
   command -v pgloader >/dev/null || need+=(pgloader)
   [ -x /usr/bin/time ] || need+=(time)
@@ -70,6 +77,27 @@ if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# 1b. The pooler's exporter (--dev) --------------------------------------------------------------
+# spreaker's prometheus-pgbouncer-exporter from PyPI: Debian's 1.7 fails on its PgBouncer 1.18.
+# Its PyPI metadata pins psycopg2 and prometheus_client releases older than Debian's, which work
+# with it: no dependencies from PyPI (--no-deps), the venv sees Debian's (--system-site-packages).
+# The pin and its hash are the pooler image's (k8s/pooler/exporter-requirements.txt). Root-owned
+# and world-readable (umask 022 whatever the caller's): the service user runs it.
+EXPORTER_VENV=/opt/citus-pipeline/pgbouncer-exporter
+if [ "$DEV" = 1 ] && [ ! -x "$EXPORTER_VENV/bin/pgbouncer-exporter" ]; then
+  say "installing prometheus-pgbouncer-exporter from PyPI into $EXPORTER_VENV"
+  (
+    umask 022
+    $SUDO rm -rf "$EXPORTER_VENV"  # what a failed earlier run left
+    $SUDO /usr/bin/python3 -m venv --system-site-packages "$EXPORTER_VENV"
+    $SUDO "$EXPORTER_VENV/bin/pip" install --quiet --no-cache-dir --no-deps --require-hashes \
+      -r k8s/pooler/exporter-requirements.txt
+  )
+fi
+if [ "$DEV" = 1 ] && [ ! -e /usr/local/bin/pgbouncer-exporter ]; then
+  $SUDO ln -s "$EXPORTER_VENV/bin/pgbouncer-exporter" /usr/local/bin/pgbouncer-exporter
 fi
 
 # 2. uv and the locked environment -----------------------------------------------------------

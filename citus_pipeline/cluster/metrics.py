@@ -5,11 +5,14 @@ WAL positions, pause) and a postgres exporter with the queries below (PostgreSQL
 statistics plus Citus: shards and bytes per node, rebalance progress, replication lag, in-flight
 distributed transactions). The queries that read cluster-wide Citus metadata answer only on the
 coordinator's leader, so each such series exists once per cluster, not once per member that
-happens to hold a copy of the metadata. The alert rules are rendered from the same spec.
+happens to hold a copy of the metadata. The pooler has an exporter of its own, which reads
+PgBouncer's admin console (``SHOW STATS``, ``POOLS``, ``DATABASES``, ``CONFIG``). The alert
+rules are rendered from the same spec.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -187,6 +190,49 @@ def exporter_queries_yaml() -> str:
     return yaml.safe_dump(EXPORTER_QUERIES, sort_keys=False, width=100)
 
 
+# The pooler's exporter: spreaker's prometheus-pgbouncer-exporter from PyPI, pinned with its
+# hash in k8s/pooler/exporter-requirements.txt (the image and scripts/bootstrap.sh --dev install
+# it from there). Debian packages only its 1.7, which reads the SHOW STATS columns PgBouncer
+# renamed in 1.8 and fails on every scrape of Debian's PgBouncer 1.18.
+POOLER_EXPORTER_VERSION = "2.1.2"
+POOLER_EXPORTER_COMMAND = "pgbouncer-exporter"  # on PATH: a link into its venv
+
+
+def pooler_exporter_argv(config_file: str) -> list[str]:
+    """The pooler exporter's command line on both backends. It logs JSON lines to stdout, and
+    --log-file stays unset: the exporter compares its value with ``is not "stdout"``, so only
+    the default means stdout."""
+    return [POOLER_EXPORTER_COMMAND, "--config", config_file]
+
+
+def pooler_exporter_config(
+    spec: ClusterSpec, *, listen_host: str, listen_port: int, pooler_host: str, tls: str
+) -> str:
+    """The pooler exporter's config file: at every scrape it logs in to PgBouncer's admin
+    console as the superuser (one of ``stats_users``). ``tls`` is the DSN's query string.
+
+    No password is in it: libpq takes it from the environment (PGPASSFILE locally,
+    PGPASSWORD on Kubernetes), where a password needs no escaping, while in the URI a ``@``,
+    ``/`` or ``%`` in it would have to be percent-encoded or would break the DSN."""
+    dsn = (
+        f"postgresql://{spec.credentials.superuser}@{pooler_host}:{spec.pooler.port}/"
+        f"pgbouncer?{tls}"
+    )
+    config = {
+        "exporter_host": listen_host,
+        "exporter_port": listen_port,
+        "pgbouncers": [
+            {
+                "dsn": dsn,
+                "connect_timeout": 3,
+                # the admin console's own row counts the exporter's SHOW commands: noise
+                "exclude_databases": ["pgbouncer"],
+            }
+        ],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
 def alert_rules(spec: ClusterSpec) -> dict[str, Any]:
     """Prometheus alerting rules for the cluster of ``spec`` (``rule_files`` format)."""
     m = spec.metrics
@@ -241,17 +287,45 @@ def alert_rules(spec: ClusterSpec) -> dict[str, Any]:
                         "warning",
                         "0s",
                     ),
+                    *(_pooler_rules(rule, every) if spec.pooler.enabled else []),
                 ],
             }
         ]
     }
 
 
+def _pooler_rules(rule: Callable[..., dict], every: str) -> list[dict]:
+    return [
+        rule(
+            "CitusPoolerDown",
+            'pgbouncer_up == 0 or up{job="pgbouncer"} == 0',
+            "the pooler {{ $labels.pooler }} does not answer its exporter: clients that come "
+            "in through it are refused",
+            "critical",
+            every,
+        ),
+        # In transaction pooling a burst waits a moment by design; clients waiting at every
+        # evaluation for a minute mean the pool is too small for the load (or the leader slow).
+        rule(
+            "CitusPoolerClientsWaiting",
+            "pgbouncer_pools_client_waiting_connections > 0",
+            "clients of {{ $labels.database }} have waited for a server connection for a "
+            "minute: pooler.default_pool_size is too small for the load, or the leader is slow",
+            "warning",
+            "1m",
+        ),
+    ]
+
+
 __all__ = [
     "CITUS_QUERIES",
     "EXPORTER_ARGS",
     "EXPORTER_QUERIES",
+    "POOLER_EXPORTER_COMMAND",
+    "POOLER_EXPORTER_VERSION",
     "POSTGRES_QUERIES",
     "alert_rules",
     "exporter_queries_yaml",
+    "pooler_exporter_argv",
+    "pooler_exporter_config",
 ]

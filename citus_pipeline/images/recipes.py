@@ -79,11 +79,11 @@ EXPORTER = Recipe(
 POOLER = Recipe(
     key="pgbouncer",
     repository="pgbouncer",
-    tag="1.18.0",  # Debian bookworm's pgbouncer
+    tag="1.18.0-2.1.2",  # Debian bookworm's pgbouncer, the exporter of its sidecar (PyPI)
     dockerfile=REPO_ROOT / "k8s" / "pooler" / "Dockerfile",
     context=REPO_ROOT / "k8s" / "pooler",
     copy_context=False,
-    site_packages="-",  # no Python
+    site_packages="opt/pgbouncer-exporter/lib/python3*/site-packages",
     user="999:999",
 )
 RECIPES = (PATRONI_CITUS, DAGSTER, EXPORTER, POOLER)

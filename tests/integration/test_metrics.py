@@ -1,4 +1,5 @@
-"""Metrics of a real local cluster: every member's exporter and Patroni scraped by a real Prometheus.
+"""Metrics of a real local cluster: every member's exporter and Patroni, and the pooler's exporter,
+scraped by a real Prometheus.
 
 The answers are read back through Prometheus's own HTTP API, so what is asserted is what an
 operator's dashboard or alert would see: the targets, the Citus series and their values.
@@ -22,8 +23,9 @@ SEEN_WITHIN = 60  # s, for a series to show what the cluster just did (scraped e
 
 pytestmark = pytest.mark.skipif(
     bool(missing_tools()),
-    reason=f"{' and '.join(missing_tools())} not installed (Debian packages): run scripts/bootstrap.sh --dev",
+    reason=f"{' and '.join(missing_tools())} not installed: run scripts/bootstrap.sh --dev",
 )
+QUERIES = 40  # through the pooler, for its counters to count
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +37,7 @@ def cluster(fresh_cluster_module):
         workers={"groups": 1, "members": 2},
         metrics={"scrape_interval": 1},
     )
+    assert c.spec.pooler.enabled  # the default: its exporter is scraped too
     c.up(with_metrics=True)
     return c
 
@@ -62,6 +65,7 @@ def _all_targets_up(cluster, members: int) -> bool:
         len(by_job.get("patroni", [])) == members
         and len(by_job.get("postgres", [])) == members
         and len(by_job.get("etcd", [])) == 1
+        and len(by_job.get("pgbouncer", [])) == 1
     )
 
 
@@ -79,6 +83,43 @@ def test_every_member_is_scraped_without_errors(cluster):
     assert set(errors.values()) == {0.0}, errors
     leaders = _values(cluster, "max by (citus_group) (patroni_primary)")
     assert leaders == {"citus_group=0": 1.0, "citus_group=1": 1.0}
+
+
+def test_the_pooler_is_scraped_and_counts_the_queries_that_pass_through_it(cluster):
+    pooler = f'job="pgbouncer",pooler="{cluster.spec.name}-pooler"'
+    until(
+        lambda: list(_values(cluster, f"pgbouncer_up{{{pooler}}}").values()) == [1.0],
+        SEEN_WITHIN,
+        what="pgbouncer_up 1",
+    )
+    db = cluster.spec.database
+    queries = f'pgbouncer_stats_queries_total{{{pooler},database="{db}"}}'
+    transactions = f'pgbouncer_stats_transactions_total{{{pooler},database="{db}"}}'
+    # the pooler's own start-up check came through the transaction pool: the series exists
+    before = until(
+        lambda: (
+            (q := _values(cluster, queries)) and (x := _values(cluster, transactions)) and (q, x)
+        ),
+        SEEN_WITHIN,
+        what=f"the pooler's counters of {db}",
+    )
+    with psycopg.connect(cluster.pooler_dsn(), autocommit=True, prepare_threshold=None) as conn:
+        for i in range(QUERIES):
+            assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+    grown = until(
+        lambda: (
+            sum(_values(cluster, queries).values()) >= sum(before[0].values()) + QUERIES
+            and sum(_values(cluster, transactions).values()) >= sum(before[1].values()) + QUERIES
+        ),
+        SEEN_WITHIN,
+        what=f"{QUERIES} more queries and transactions of {db} counted",
+    )
+    assert grown
+    # the admin console's own row (the exporter's SHOW commands) is left out
+    assert _values(cluster, 'pgbouncer_stats_queries_total{database="pgbouncer"}') == {}
+    assert _values(cluster, f"pgbouncer_config_max_client_conn{{{pooler}}}") == {
+        f"pooler={cluster.spec.name}-pooler": float(cluster.spec.pooler.max_client_conn)
+    }
 
 
 def test_shards_and_bytes_per_node_come_from_the_coordinator_leader(cluster):
@@ -177,6 +218,7 @@ def test_down_stops_the_metrics_stack_and_up_brings_it_back(cluster):
     cluster.down()
     assert not cluster.monitoring.running()
     assert all(cluster.monitoring.exporter_pid(m) is None for m in cluster.members())
+    assert cluster.monitoring.pooler_exporter_pid() is None
     assert port_free(address, port)
     cluster.up()  # no flag: the state directory remembers that metrics follow this cluster
     assert cluster.monitoring.running()
@@ -184,6 +226,8 @@ def test_down_stops_the_metrics_stack_and_up_brings_it_back(cluster):
     until(lambda: _all_targets_up(cluster, members), SEEN_WITHIN, what="every target up after up")
     cluster.metrics_off()
     assert not cluster.monitoring.running() and port_free(address, port)
+    host, pooler_port = cluster.monitoring.pooler_exporter_address.rsplit(":", 1)
+    assert cluster.monitoring.pooler_exporter_pid() is None and port_free(host, int(pooler_port))
     assert not cluster.metrics_on()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from citus_pipeline.cluster.kubernetes import manifests as mf
+from citus_pipeline.cluster.kubernetes.pod_exec import run_in_pod
 from citus_pipeline.cluster.kubernetes.restore_points import ConfigMapRestorePoints
 from citus_pipeline.cluster.restore_points import GroupPosition, RestorePoint
 from citus_pipeline.errors import KubernetesClusterError
@@ -166,6 +168,52 @@ def test_the_pooler_reaches_the_coordinators_leader_with_tls_and_scram(kube, clu
         mf.pooler_name(spec), spec.kubernetes.namespace
     )
     assert dep.status.ready_replicas == spec.kubernetes.pooler_replicas
+
+
+def test_the_poolers_exporter_counts_its_queries_for_prometheus_alone(kube, cluster, spec):
+    """Each pooler pod's `pgbouncer-exporter` sidecar (the exporter in the pooler's image)
+    reads its PgBouncer's admin console over loopback with TLS; Prometheus's namespace may
+    scrape it, another namespace may not."""
+    core, ns = client.CoreV1Api(kube.api()), spec.kubernetes.namespace
+    dsn = until(
+        lambda: cluster.status(with_shards=False).pooler_dsn, 120, 2, "the pooler's address"
+    )
+    for _ in range(20):  # through the load balancer: either pod may take them
+        with psycopg.connect(dsn, connect_timeout=5, prepare_threshold=None) as conn:
+            conn.execute("SELECT 1")
+    selector = ",".join(f"{k}={v}" for k, v in mf.pooler_labels(spec).items())
+    pods = core.list_namespaced_pod(ns, label_selector=selector).items
+    assert len(pods) == spec.kubernetes.pooler_replicas
+    url = f"http://127.0.0.1:{mf.POOLER_EXPORTER_PORT}/metrics"
+    fetch = f"import urllib.request as u; print(u.urlopen({url!r}).read().decode())"
+
+    def scrape(pod: str) -> str:
+        ran = run_in_pod(core, ns, pod, "pgbouncer-exporter", ["python3", "-c", fetch], 30)
+        return ran.stdout
+
+    pattern = re.compile(rf'pgbouncer_stats_queries_total{{database="{spec.database}"}} (\S+)')
+
+    def counted() -> float:
+        """The queries both exporters count (PgBouncer refreshes its totals every
+        stats_period): none from an exporter that does not reach its PgBouncer."""
+        total = 0.0
+        for pod in pods:
+            text = scrape(pod.metadata.name)
+            found = pattern.search(text)
+            if "pgbouncer_up 1.0" in text and found:
+                total += float(found.group(1))
+        return total
+
+    until(counted, 150, 5, "the pooler's exporters to count 20 queries", done=lambda q: q >= 20)
+    address = pods[0].status.pod_ip
+    ensure_namespace(kube, spec.kubernetes.prometheus_namespace)
+    ensure_namespace(kube, "scrape-outsider")
+    port = mf.POOLER_EXPORTER_PORT
+    assert probe_ports(kube, spec.kubernetes.prometheus_namespace, address, (port,), (port,)) == {
+        port: True
+    }
+    assert probe_ports(kube, "scrape-outsider", address, (port,)) == {port: False}
+    core.delete_namespace("scrape-outsider")
 
 
 def test_members_of_a_group_never_share_a_node_and_the_pdb_holds(kube, cluster, spec):

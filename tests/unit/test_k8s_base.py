@@ -67,7 +67,7 @@ def test_cli_render_and_validate(tmp_path):
         k8s_app, ["validate", "--spec", str(REPO / "cluster.yaml"), "--dir", str(tmp_path)]
     )
     assert r.exit_code == 0, r.output
-    assert "46 objects valid" in r.output
+    assert "47 objects valid" in r.output
 
 
 def test_cli_validate_reports_an_invalid_file(tmp_path):

@@ -306,6 +306,6 @@ def test_network_policies(spec, objs):
     opened = {
         p["port"] for pol in pols.values() for rule in pol["spec"]["ingress"] for p in rule["ports"]
     }
-    # 9187: the exporters, for the Prometheus namespace only; 6432: the pooler; 8432:
-    # pgBackRest's TLS server, for the members only
-    assert opened == {5432, 6432, 8008, 8432, 9187}
+    # 9187 and 9127: the members' and the pooler's exporters, for the Prometheus namespace
+    # only; 6432: the pooler; 8432: pgBackRest's TLS server, for the members only
+    assert opened == {5432, 6432, 8008, 8432, 9127, 9187}

@@ -1,5 +1,5 @@
-"""Monitoring in the manifests: the exporter sidecar of every member, who may scrape it, and the
-PodMonitor when the spec asks for one."""
+"""Monitoring in the manifests: the exporter sidecar of every member and of every pooler pod, who
+may scrape them, and the PodMonitors when the spec asks for them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from k8s_render import K8S_VERSION, by_kind
 
 from citus_pipeline.cluster.kubernetes import manifests as mf
 from citus_pipeline.cluster.kubernetes.apply import resource_path, validate_manifests
+from citus_pipeline.cluster.kubernetes.manifests import monitoring as mon
 from citus_pipeline.cluster.metrics import EXPORTER_ARGS, EXPORTER_QUERIES
 from citus_pipeline.cluster.spec import ClusterSpec, spec_from_mapping
 
@@ -99,3 +100,93 @@ def test_sidecar_image_is_the_exporter_release_the_tests_run():
     version = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
     tag = ClusterSpec().kubernetes.exporter_image.rsplit(":v", 1)[1]
     assert f"version {tag}" in version.stdout + version.stderr
+
+
+# ---- the pooler's exporter ----------------------------------------------------------------------
+def test_every_pooler_pod_has_the_exporter_sidecar(spec, objs):
+    dep = by_kind(objs, "Deployment")["citusdemo-pooler"]
+    pod = dep["spec"]["template"]
+    assert {
+        k: v for k, v in pod["metadata"]["annotations"].items() if k.startswith("prometheus.io/")
+    } == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9127",
+        "prometheus.io/path": "/metrics",
+    }
+    sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "pgbouncer-exporter")
+    # the pooler's own image, which installs the exporter
+    assert sidecar["image"] == spec.kubernetes.pooler_image
+    config = f"/etc/pgbouncer-config/{mon.POOLER_EXPORTER_KEY}"
+    assert sidecar["command"] == ["pgbouncer-exporter", "--config", config]
+    assert "--log-file" not in sidecar["command"]  # the exporter logs to stdout by default only
+    assert sidecar["ports"] == [{"name": "metrics", "containerPort": 9127, "protocol": "TCP"}]
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    # the password reaches libpq from the members' Secret, never the ConfigMap
+    (env,) = sidecar["env"]
+    assert env == {
+        "name": "PGPASSWORD",
+        "valueFrom": {
+            "secretKeyRef": {
+                "name": spec.credentials.kubernetes_secret,
+                "key": "superuser-password",
+            }
+        },
+    }
+    assert sidecar["securityContext"] == mf.container_security()
+    assert sidecar["resources"]["limits"]["memory"]
+    assert sidecar["volumeMounts"] == [
+        {"name": "config", "mountPath": "/etc/pgbouncer-config", "readOnly": True}
+    ]
+    cm = by_kind(objs, "ConfigMap")["citusdemo-pooler-config"]["data"]
+    exporter = yaml.safe_load(cm[mon.POOLER_EXPORTER_KEY])
+    assert exporter["exporter_port"] == 9127
+    assert exporter["pgbouncers"][0]["dsn"] == (
+        f"postgresql://{spec.credentials.superuser}@127.0.0.1:{spec.pooler.port}/pgbouncer"
+        "?sslmode=require"
+    )
+    # PgBouncer stays the first container (what the overlay's image test reads)
+    assert pod["spec"]["containers"][0]["name"] == "pgbouncer"
+
+
+def test_prometheus_namespace_may_scrape_the_pooler_exporter(spec, objs):
+    pol = by_kind(objs, "NetworkPolicy")["citusdemo-pooler-prometheus-scrapes"]["spec"]
+    assert pol["podSelector"]["matchLabels"] == mf.pooler_labels(spec)
+    (rule,) = pol["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 9127}]
+    assert rule["from"] == [
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": spec.kubernetes.prometheus_namespace}
+            }
+        }
+    ]
+    # the members' policy is the same rule on their own ports
+    members = by_kind(objs, "NetworkPolicy")["citusdemo-prometheus-scrapes"]["spec"]
+    assert members["ingress"][0]["from"] == rule["from"]
+
+
+def test_the_pooler_pod_monitor_only_when_asked_for(spec, objs):
+    assert "citusdemo-pooler" not in by_kind(objs, "PodMonitor")
+    on = spec_from_mapping(
+        {"kubernetes": {"pod_monitor": True}, "metrics": {"scrape_interval": 15}}
+    )
+    rendered = mf.cluster_manifests(on)
+    pm = by_kind(rendered, "PodMonitor")["citusdemo-pooler"]
+    assert pm["spec"]["selector"]["matchLabels"] == mf.pooler_labels(on)
+    (endpoint,) = pm["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["interval"]) == ("metrics", "15s")
+    # the local Prometheus's target label, here the pod's name
+    assert endpoint["relabelings"] == [
+        {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "pooler"}
+    ]
+    # the port it names is on the pooler's pods, and the members' PodMonitor does not take them
+    pod = by_kind(rendered, "Deployment")["citusdemo-pooler"]["spec"]["template"]
+    ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    assert "metrics" in ports
+    members = by_kind(rendered, "PodMonitor")["citusdemo-members"]["spec"]["selector"]
+    assert not all(pod["metadata"]["labels"].get(k) == v for k, v in members["matchLabels"].items())
+    assert validate_manifests([("test", pm)], K8S_VERSION) == []
+    # in pooler.yaml, with the rest of the pooler
+    assert "kind: PodMonitor" in mf.render_files(on)["pooler.yaml"]
+    off = spec_from_mapping({"kubernetes": {"pod_monitor": True}, "pooler": {"enabled": False}})
+    assert list(by_kind(mf.cluster_manifests(off), "PodMonitor")) == ["citusdemo-members"]

@@ -5,7 +5,6 @@ clients in and the pooler through to the coordinator; its image's entrypoint; it
 from __future__ import annotations
 
 import configparser
-import hashlib
 import os
 import subprocess
 
@@ -41,8 +40,10 @@ def test_the_deployment_runs_pgbouncer_as_the_members_user_with_the_superusers_s
     pod = dep["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 999
     assert pod["automountServiceAccountToken"] is False
-    (c,) = pod["containers"]
-    assert c["image"] == spec.kubernetes.pooler_image
+    # PgBouncer and its exporter (test_k8s_metrics.py), from the one image
+    c, exporter = pod["containers"]
+    assert c["name"] == "pgbouncer" and exporter["name"] == "pgbouncer-exporter"
+    assert c["image"] == exporter["image"] == spec.kubernetes.pooler_image
     env = {e["name"]: e for e in c["env"]}
     assert env["POOLER_USER"]["value"] == spec.credentials.superuser
     ref = env["POOLER_PASSWORD"]["valueFrom"]["secretKeyRef"]
@@ -78,15 +79,19 @@ def test_the_config_points_at_the_leader_service_and_verifies_it(spec, objs):
     # the leader Service's name and the pooler's own are on the members' certificate
     names = mf.tls_dns_names(spec)
     assert "citusdemo-0.citus.svc" in names and "citusdemo-pooler.citus.svc" in names
-    # a changed configuration rolls the pods
+    # a changed configuration (PgBouncer's or its exporter's) rolls the pods
     dep = by_kind(objs, "Deployment")["citusdemo-pooler"]
     note = dep["spec"]["template"]["metadata"]["annotations"]["citus-pipeline/config-sha256"]
-    assert note == hashlib.sha256(text.encode()).hexdigest()
+    assert set(cm["data"]) == {"pgbouncer.ini", "pgbouncer-exporter.yml"}
+    assert note == mf.config_digest(cm["data"])
+    changed = {**cm["data"], "pgbouncer-exporter.yml": cm["data"]["pgbouncer-exporter.yml"] + " "}
+    assert mf.config_digest(changed) != note
+    assert mf.config_digest({"a": "bc"}) != mf.config_digest({"ab": "c"})
     bigger = spec_from_mapping({"pooler": {"default_pool_size": 60}})
     other = by_kind(mf.cluster_manifests(bigger), "Deployment")["citusdemo-pooler"]
-    assert other["spec"]["template"]["metadata"]["annotations"] != {
-        "citus-pipeline/config-sha256": note
-    }
+    assert (
+        other["spec"]["template"]["metadata"]["annotations"]["citus-pipeline/config-sha256"] != note
+    )
 
 
 def test_both_backends_write_the_same_pgbouncer_settings_but_for_where_things_are(spec, tmp_path):

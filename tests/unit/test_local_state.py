@@ -40,7 +40,7 @@ def test_a_field_added_to_the_spec_since_is_no_change(tmp_path):
     made = _state(tmp_path)
     state = made.read()
     made.record_spec(state)
-    for added in ("exporter_port", "prometheus_address", "prometheus_port"):
+    for added in ("exporter_port", "prometheus_address", "prometheus_port", "pooler_exporter_port"):
         del state["spec"]["local"][added]
     made.save(state)
     made.check_same_topology()

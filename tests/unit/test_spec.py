@@ -32,6 +32,7 @@ def test_default_file_is_the_reference_topology():
     assert str(spec.prometheus_address) == "127.0.10.253"
     # off the ports Debian's own prometheus and postgres-exporter services take
     assert (spec.local.prometheus_port, spec.local.exporter_port) == (19090, 19187)
+    assert spec.local.pooler_exporter_port == 19127
 
 
 @pytest.mark.parametrize(
@@ -48,6 +49,7 @@ def test_default_file_is_the_reference_topology():
         ),
         ("local:\n  restapi_port: 5432\n", "(top level)", "address clash"),
         ("local:\n  exporter_port: 8008\n", "(top level)", "address clash"),
+        ("local:\n  pooler_exporter_port: 6432\n", "(top level)", "address clash"),
         (
             "local:\n  prometheus_address: 127.0.10.254\n  prometheus_port: 2379\n",
             "(top level)",

@@ -3,9 +3,12 @@
 Debian's ``prometheus-postgres-exporter`` and ``prometheus`` run as the same unprivileged user
 as Patroni, under ``<state dir>/metrics``. Prometheus finds its targets in file_sd files
 rendered from the members (rewritten when a worker group is added or removed, which it picks
-up without a restart): Patroni's ``/metrics`` and the exporters, plus etcd's own. The exporters
-connect as the superuser through a passfile only their user can read: that user owns the data
-directories already, so the password gives it nothing it does not have.
+up without a restart): Patroni's ``/metrics`` and the exporters, plus etcd's own. Where the
+spec has a pooler, one more exporter reads PgBouncer's admin console (PyPI's
+``prometheus-pgbouncer-exporter``, which ``scripts/bootstrap.sh --dev`` installs in a venv) in
+the host's network namespace, where PgBouncer listens. The exporters connect as the superuser
+through a passfile only their user can read: that user owns the data directories already, so
+the password gives it nothing it does not have.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ import httpx
 import yaml
 
 from ...errors import ClusterError
-from ..metrics import EXPORTER_ARGS, alert_rules, exporter_queries_yaml
+from ..metrics import (
+    EXPORTER_ARGS,
+    POOLER_EXPORTER_COMMAND,
+    alert_rules,
+    exporter_queries_yaml,
+    pooler_exporter_argv,
+    pooler_exporter_config,
+)
 from .credentials import write_private
 from .layout import Layout, Member
 from .netns import MemberNetwork
@@ -30,11 +40,15 @@ from .processes import Daemon, port_free, stop_all
 
 EXPORTER = "prometheus-postgres-exporter"
 PROMETHEUS = "prometheus"
+POOLER_EXPORTER = POOLER_EXPORTER_COMMAND  # also its process's name here
+POOLER_EXPORTER_CONFIG = "pgbouncer-exporter.yml"
 
 
-def missing_tools() -> list[str]:
-    """The Debian packages of the metrics stack that are not installed."""
-    return [t for t in (EXPORTER, PROMETHEUS) if not shutil.which(t)]
+def missing_tools(pooler: bool = True) -> list[str]:
+    """The tools of the metrics stack that are not installed (the pooler's exporter only
+    where a pooler runs)."""
+    tools = (EXPORTER, PROMETHEUS, POOLER_EXPORTER) if pooler else (EXPORTER, PROMETHEUS)
+    return [t for t in tools if not shutil.which(t)]
 
 
 class Monitoring:
@@ -57,6 +71,10 @@ class Monitoring:
     def exporter_address(self, m: Member) -> str:
         return f"{m.address}:{self.spec.local.exporter_port}"
 
+    @property
+    def pooler_exporter_address(self) -> str:
+        return f"{self.spec.pooler_address}:{self.spec.local.pooler_exporter_port}"
+
     def log(self, name: str) -> Path:
         return self.dir / "logs" / f"{name}.log"
 
@@ -73,6 +91,9 @@ class Monitoring:
 
     def exporter_pid(self, m: Member) -> int | None:
         return self._pid(f"exporter-{m.name}")
+
+    def pooler_exporter_pid(self) -> int | None:
+        return self._pid(POOLER_EXPORTER)
 
     def prometheus_pid(self) -> int | None:
         return self._pid(PROMETHEUS)
@@ -116,6 +137,16 @@ class Monitoring:
         patroni = file_sd("patroni")
         if self.layout.ca_file:  # Patroni's REST API (and /metrics) on HTTPS
             patroni.update(scheme="https", tls_config={"ca_file": str(self.layout.ca_file)})
+        pooler = {
+            "job_name": "pgbouncer",
+            "static_configs": [
+                {
+                    "targets": [self.pooler_exporter_address],
+                    # the name its certificate has; a pod's name on Kubernetes
+                    "labels": {"pooler": f"{s.name}-pooler"},
+                }
+            ],
+        }
         return {
             "global": {
                 "scrape_interval": every,
@@ -132,6 +163,7 @@ class Monitoring:
                         {"targets": [f"{s.etcd_address}:{s.local.etcd_client_port}"]}
                     ],
                 },
+                *([pooler] if s.pooler.enabled else []),
             ],
         }
 
@@ -146,6 +178,16 @@ class Monitoring:
         user = self.spec.credentials.superuser
         self._write(self.dir / "pgpass", f"*:*:*:{user}:{superuser_password}\n", private=True)
         self._write(self.dir / "queries.yaml", exporter_queries_yaml())
+        if self.spec.pooler.enabled:
+            # no password in it: the exporter's libpq reads the passfile above (PGPASSFILE)
+            text = pooler_exporter_config(
+                self.spec,
+                listen_host=str(self.spec.pooler_address),
+                listen_port=self.spec.local.pooler_exporter_port,
+                pooler_host=str(self.spec.pooler_address),
+                tls=self._sslmode,
+            )
+            self._write(self.dir / POOLER_EXPORTER_CONFIG, text)
         self._write(self.dir / "rules.yml", yaml.safe_dump(alert_rules(self.spec), sort_keys=False))
         self._write(
             self.dir / "prometheus.yml", yaml.safe_dump(self.prometheus_config(), sort_keys=False)
@@ -204,12 +246,51 @@ class Monitoring:
         )
         return True
 
+    def start_pooler_exporter(self) -> bool:
+        """Start the pooler's exporter unless it runs; returns whether this call started it.
+        It is the one Python process here: unlike the Debian binaries it can fail at its
+        imports, so it is waited for until it serves."""
+        if self.pooler_exporter_pid():
+            return False
+        listen = self.pooler_exporter_address
+        self._check_port(listen, "the pooler's exporter", "local.pooler_exporter_port")
+        self._start_served(
+            POOLER_EXPORTER,
+            pooler_exporter_argv(str(self.dir / POOLER_EXPORTER_CONFIG)),
+            {"PGPASSFILE": str(self.dir / "pgpass")},
+            f"http://{listen}/metrics",
+            20,
+        )
+        return True
+
+    def _start_served(
+        self, name: str, cmd: list[str], env: dict[str, str], url: str, timeout: float
+    ) -> None:
+        """Spawn ``name`` and wait until ``url`` answers 200 (a ClusterError naming its log if
+        it exits first or does not answer in ``timeout`` s)."""
+        proc = self._spawn(name, cmd, env)
+        self._process(name).await_ready(
+            proc,
+            # 5 s: a scrape of the pooler's exporter may wait its 3 s connect timeout
+            lambda: httpx.get(url, timeout=5).status_code == 200,
+            timeout,
+            f"{name} to serve {url}",
+            ignore=(httpx.HTTPError,),
+        )
+
+    def _follow_pooler(self) -> None:
+        """The pooler's exporter where the spec has a pooler; stopped where it no longer has."""
+        if self.spec.pooler.enabled:
+            self.start_pooler_exporter()
+        else:
+            self._stop(self._pid_names(POOLER_EXPORTER))
+
     def start_prometheus(self) -> bool:
         if self.prometheus_pid():
             return False
         listen = f"{self.spec.prometheus_address}:{self.spec.local.prometheus_port}"
         self._check_port(listen, "prometheus", "local.prometheus_port")
-        proc = self._spawn(
+        self._start_served(
             PROMETHEUS,
             [
                 PROMETHEUS,
@@ -221,27 +302,24 @@ class Monitoring:
                 "--log.level=warn",
             ],
             {},
-        )
-        self._process(PROMETHEUS).await_ready(
-            proc,
-            lambda: httpx.get(f"{self.prometheus_url}/-/ready", timeout=1).status_code == 200,
+            f"{self.prometheus_url}/-/ready",
             30,
-            "prometheus to be ready",
-            ignore=(httpx.HTTPError,),
         )
         return True
 
     def start(self, members: list[Member], superuser_password: str) -> None:
-        """Configuration, an exporter per member and Prometheus (each only if not running)."""
-        missing = missing_tools()
+        """Configuration, an exporter per member, the pooler's and Prometheus (each only if
+        not running)."""
+        missing = missing_tools(self.spec.pooler.enabled)
         if missing:
             raise ClusterError(
-                f"metrics need {', '.join(missing)}: install the Debian package"
-                f"{'s' if len(missing) > 1 else ''} {' '.join(missing)} (scripts/bootstrap.sh --dev)"
+                f"metrics need {', '.join(missing)}, not installed: scripts/bootstrap.sh --dev "
+                f"installs {'them' if len(missing) > 1 else 'it'}"
             )
         self.write_config(members, superuser_password)
         for m in members:
             self.start_exporter(m)
+        self._follow_pooler()
         self.start_prometheus()
 
     def sync(self, members: list[Member]) -> None:
@@ -249,6 +327,7 @@ class Monitoring:
         self.write_targets(members)
         for m in members:
             self.start_exporter(m)
+        self._follow_pooler()
         names = {f"exporter-{m.name}" for m in members}
         self._stop([n for n in self._pid_names("exporter-") if n not in names])
 
@@ -294,4 +373,4 @@ class Monitoring:
         return r.json()["data"]["result"]
 
 
-__all__ = ["EXPORTER", "PROMETHEUS", "Monitoring", "missing_tools"]
+__all__ = ["EXPORTER", "POOLER_EXPORTER", "PROMETHEUS", "Monitoring", "missing_tools"]

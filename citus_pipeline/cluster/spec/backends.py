@@ -43,6 +43,10 @@ class LocalSpec(StrictModel):
     # Off the ports of Debian's own prometheus (9090) and postgres-exporter (9187) services,
     # which their packages start system-wide where systemd runs.
     exporter_port: Port = Field(19187, description="each member's postgres exporter (metrics)")
+    # on the pooler's address, off 9127 (where that exporter's own examples put it) likewise
+    pooler_exporter_port: Port = Field(
+        19127, description="the pooler's PgBouncer exporter (metrics), on the pooler's address"
+    )
     prometheus_address: ipaddress.IPv4Address | None = None  # default: base_address + 253
     prometheus_port: Port = 19090
     prometheus_retention: str = Field("7d", pattern=r"^[0-9]+[hdwy]$")
@@ -126,8 +130,9 @@ class KubernetesSpec(StrictModel):
     # the release of Debian's prometheus-postgres-exporter, which the tests run with the same
     # arguments and queries as this sidecar
     exporter_image: str = "quay.io/prometheuscommunity/postgres-exporter:v0.11.1"
-    # the pooler (pooler.enabled): Debian's PgBouncer, built from k8s/pooler/Dockerfile
-    pooler_image: str = "cr.yandex/citus-pipeline/pgbouncer:1.18.0"
+    # the pooler (pooler.enabled): Debian's PgBouncer and its exporter, built from
+    # k8s/pooler/Dockerfile
+    pooler_image: str = "cr.yandex/citus-pipeline/pgbouncer:1.18.0-2.1.2"
     pooler_replicas: int = Field(
         2, ge=1, le=16, description="PgBouncer pods behind the pooler's load balancer"
     )

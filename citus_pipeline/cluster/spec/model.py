@@ -79,6 +79,7 @@ class ClusterSpec(StrictModel):
         if self.pooler.enabled:
             claim(str(self.leader_endpoint_address), loc.postgres_port, "leader endpoint")
             claim(str(self.pooler_address), self.pooler.port, "pooler")
+            claim(str(self.pooler_address), loc.pooler_exporter_port, "pooler exporter")
         conns = int(self.postgresql.parameters.get("max_connections", 100))
         if self.pooler.enabled and self.pooler.default_pool_size > conns // 2:
             raise ValueError(

@@ -244,7 +244,7 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {"labels": dict(labels), "annotations": scrape_annotations(spec)},
+                "metadata": {"labels": dict(labels), "annotations": scrape_annotations()},
                 "spec": pod_spec,
             },
             "volumeClaimTemplates": [

@@ -17,6 +17,7 @@ Manifest = dict[str, Any]
 POSTGRES_PORT = 5432
 RESTAPI_PORT = 8008
 EXPORTER_PORT = 9187  # the postgres exporter sidecar (its own default port)
+POOLER_EXPORTER_PORT = 9127  # the pooler's exporter sidecar (the port its README uses)
 EXPORTER_QUERIES_MOUNT = "/etc/postgres-exporter"
 APP_LABEL = "application"
 APP_VALUE = "citus-pipeline"
@@ -348,6 +349,7 @@ __all__ = [
     "PGBACKREST_WORK_DIR",
     "PGDATA_DIR",
     "PGDATA_MOUNT",
+    "POOLER_EXPORTER_PORT",
     "POSTGRES_PORT",
     "RESTAPI_PORT",
     "RESTORE_ASIDE",

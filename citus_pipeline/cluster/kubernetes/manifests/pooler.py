@@ -7,7 +7,9 @@ name of the leader Service, which Patroni points at the coordinator's leader alo
 switchover stops the old leader's PostgreSQL (its sessions end) before the Endpoints name
 the new one, so the pool never holds a connection to a standby that accepts writes.
 The pods serve with the members' certificate (it names the pooler's Service), get the
-superuser's password from the members' Secret, and spread over the nodes.
+superuser's password from the members' Secret, and spread over the nodes. Each pod has an
+exporter sidecar (``monitoring.py``), which reads PgBouncer's admin console over the pod's
+loopback; Prometheus's namespace may scrape it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,17 @@ import hashlib
 
 from ...pooler_ini import PoolerPlace, pgbouncer_ini
 from ...spec import ClusterSpec
+from .monitoring import (
+    POOLER_EXPORTER_KEY,
+    pooler_exporter_config_text,
+    pooler_exporter_container,
+    pooler_pod_monitor,
+    scrape_annotations,
+    scrape_rule,
+)
 from .names import (
     IMAGE_UID,
+    POOLER_EXPORTER_PORT,
     POSTGRES_PORT,
     SECRET_KEYS,
     TLS_MOUNT,
@@ -55,7 +66,7 @@ def pooler_config_text(spec: ClusterSpec) -> str:
     return pgbouncer_ini(spec, place, "rendered by `citus-pipeline k8s render` from the spec")
 
 
-def _deployment(spec: ClusterSpec, config: str) -> Manifest:
+def _deployment(spec: ClusterSpec, config: dict[str, str]) -> Manifest:
     k, labels = spec.kubernetes, pooler_labels(spec)
     container = {
         "name": "pgbouncer",
@@ -95,9 +106,11 @@ def _deployment(spec: ClusterSpec, config: str) -> Manifest:
             "template": {
                 "metadata": {
                     "labels": dict(labels),
-                    # a changed configuration rolls the pods (PgBouncer reads it at start)
                     "annotations": {
-                        "citus-pipeline/config-sha256": hashlib.sha256(config.encode()).hexdigest()
+                        # a changed configuration rolls the pods (PgBouncer and the exporter
+                        # read theirs at start)
+                        "citus-pipeline/config-sha256": config_digest(config),
+                        **scrape_annotations(POOLER_EXPORTER_PORT),
                     },
                 },
                 "spec": {
@@ -124,7 +137,7 @@ def _deployment(spec: ClusterSpec, config: str) -> Manifest:
                             ]
                         }
                     },
-                    "containers": [container],
+                    "containers": [container, pooler_exporter_container(spec, CONFIG_MOUNT)],
                     "volumes": [
                         {"name": "config", "configMap": {"name": f"{pooler_name(spec)}-config"}},
                         {
@@ -137,6 +150,14 @@ def _deployment(spec: ClusterSpec, config: str) -> Manifest:
             },
         },
     }
+
+
+def config_digest(config: dict[str, str]) -> str:
+    """sha256 over the ConfigMap's files, each name and text in turn."""
+    h = hashlib.sha256()
+    for key in sorted(config):
+        h.update(f"{key}\0{config[key]}\0".encode())
+    return h.hexdigest()
 
 
 def _policy(spec: ClusterSpec, name: str, selector: dict[str, str], rule: Manifest) -> Manifest:
@@ -153,20 +174,24 @@ def _policy(spec: ClusterSpec, name: str, selector: dict[str, str], rule: Manife
 
 
 def pooler_manifests(spec: ClusterSpec) -> list[Manifest]:
-    """ConfigMap, Deployment, PodDisruptionBudget, load balancer and the two policies that
-    let clients reach the pooler and the pooler reach the coordinator; nothing when the
-    pooler is off."""
+    """ConfigMap, Deployment, PodDisruptionBudget, load balancer, the policies that let
+    clients reach the pooler, the pooler reach the coordinator and Prometheus reach its
+    exporters, and (``kubernetes.pod_monitor``) their PodMonitor; nothing when the pooler is
+    off."""
     if not spec.pooler.enabled:
         return []
     name, labels, k = pooler_name(spec), pooler_labels(spec), spec.kubernetes
-    config = pooler_config_text(spec)
+    config = {
+        CONFIG_KEY: pooler_config_text(spec),
+        POOLER_EXPORTER_KEY: pooler_exporter_config_text(spec),
+    }
     dagster_ns = {"kubernetes.io/metadata.name": k.dagster_namespace}
     return [
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": object_meta(spec, f"{name}-config", labels),
-            "data": {CONFIG_KEY: config},
+            "data": config,
         },
         _deployment(spec, config),
         {
@@ -205,7 +230,7 @@ def pooler_manifests(spec: ClusterSpec) -> list[Manifest]:
                 "ports": [{"protocol": "TCP", "port": spec.pooler.port}],
             },
         ),
-        # and the pooler reaches the coordinator's members (the leader Service's target)
+        # the pooler reaches the coordinator's members (the leader Service's target),
         _policy(
             spec,
             f"{name}-to-coordinator",
@@ -215,7 +240,15 @@ def pooler_manifests(spec: ClusterSpec) -> list[Manifest]:
                 "ports": [{"protocol": "TCP", "port": POSTGRES_PORT}],
             },
         ),
+        # and Prometheus's namespace reaches the exporter sidecars
+        _policy(
+            spec,
+            f"{name}-prometheus-scrapes",
+            labels,
+            scrape_rule(spec, POOLER_EXPORTER_PORT),
+        ),
+        *([pooler_pod_monitor(spec)] if k.pod_monitor else []),
     ]
 
 
-__all__ = ["pooler_config_text", "pooler_manifests"]
+__all__ = ["config_digest", "pooler_config_text", "pooler_manifests"]
