@@ -27,7 +27,7 @@ FREEZE = "freeze"  # every process of a member stopped, then let go on
 DCS = "dcs"  # the DCS stops answering for a while
 PARTITION = "partition"  # a member cut off from some or all of the network
 DISK = "disk"  # a member's filesystem filled, then given its room back
-MEMBER_SQL = "member-sql"  # a session on one member's PostgreSQL (who is out of recovery)
+MEMBER_SQL = "member-sql"  # a query on one member's own PostgreSQL (who is out of recovery)
 NODE = "node"  # the machine (a Kubernetes node) holding a member lost whole, then rebooted
 LINK = "link"  # the network between the machines of two members cut, then healed
 
@@ -76,9 +76,15 @@ class FaultInjector(abc.ABC):
     def set_group_config(self, group: int, patch: dict) -> None:
         """Patch ``group``'s dynamic configuration in the DCS (Patroni's PATCH /config)."""
 
-    def member_dsn(self, name: str) -> str:
-        """libpq conninfo of one member's own PostgreSQL."""
+    def out_of_recovery(self, name: str) -> bool | None:
+        """Whether the member's own PostgreSQL is out of recovery now (a primary), asked of
+        it directly, not of Patroni; None where it does not answer."""
         raise self._refuse(MEMBER_SQL)
+
+    def machine_of(self, name: str) -> str:
+        """The machine the member runs on, as :meth:`machines_cut` cuts them (locally each
+        member is one, its network namespace; on Kubernetes its pod's node)."""
+        return name
 
     # ---- the faults ---------------------------------------------------------------------------
     def kill(self, name: str) -> None:

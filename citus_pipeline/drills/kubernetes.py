@@ -4,8 +4,11 @@ A killed member is its pod deleted at once (no grace: what a crashed node's kube
 which its StatefulSet recreates on the same volume; the watchdog of a hung member is its
 liveness probe. What the API alone cannot do is given by the caller where its platform can:
 freezing a pod's processes needs a way to list them (``pod_processes``; the sandbox's nodes
-list them through their containerd, `citus_pipeline.sandbox`). The DCS is the Kubernetes API itself, and partitions and full
-disks need more than the API offers here, so those faults are not supported (yet).
+list them through their containerd, `citus_pipeline.sandbox`). Who is out of recovery is
+asked of each member's PostgreSQL through the exec API (`psql` on its socket), which needs
+no path through the pods' network: it answers from a member cut off from it. The DCS is the
+Kubernetes API itself; partitions, a cut network and full disks need what is below the API
+(the sandbox's injector, `drills.sandbox`).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from typing import Any
 
 from ..cluster.kubernetes import KubernetesCluster
 from ..cluster.kubernetes import manifests as mf
+from ..cluster.kubernetes.pod_exec import run_in_pod
 from ..cluster.local.faults import frozen
 from ..waiting import until
-from .injector import FREEZE, KILL, FaultInjector
+from .injector import FREEZE, KILL, MEMBER_SQL, FaultInjector
 
 # (namespace, pod name) -> the pids of every process of the pod's containers
 PodProcesses = Callable[[str, str], list[int]]
@@ -45,7 +49,7 @@ class KubernetesFaults(FaultInjector):
         self.kube = cluster
         self.pod_processes = pod_processes
         self.revive_timeout = revive_timeout
-        self.faults = frozenset({KILL, FREEZE} if pod_processes else {KILL})
+        self.faults = frozenset({KILL, FREEZE, MEMBER_SQL} if pod_processes else {KILL, MEMBER_SQL})
 
     @property
     def namespace(self) -> str:
@@ -87,6 +91,24 @@ class KubernetesFaults(FaultInjector):
 
     def set_group_config(self, group: int, patch: dict) -> None:
         self.kube.set_group_config(group, patch)
+
+    def machine_of(self, name: str) -> str:
+        return self.kube.core.read_namespaced_pod(name, self.namespace).spec.node_name
+
+    def out_of_recovery(self, name: str) -> bool | None:
+        # the superuser's password is in the Patroni container's environment already
+        sql = (
+            'PGPASSWORD="$PATRONI_SUPERUSER_PASSWORD" PGCONNECT_TIMEOUT=3 psql -XAtq '
+            '-U "$PATRONI_SUPERUSER_USERNAME" -d postgres -c "SELECT pg_is_in_recovery()"'
+        )
+        try:
+            ran = run_in_pod(
+                self.kube.core, self.namespace, name, mf.PATRONI_CONTAINER, ["sh", "-c", sql], 10
+            )
+        except Exception:  # noqa: BLE001 - no such pod now, the exec refused, the stream cut
+            return None
+        answer = ran.stdout.strip()
+        return None if ran.status != 0 or answer not in ("t", "f") else answer == "f"
 
     # ---- the faults ---------------------------------------------------------------------------
     def kill(self, name: str) -> None:

@@ -14,6 +14,8 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
+import psycopg
+
 from ..cluster.local import LocalCluster
 from ..cluster.local.faults import back_on_disk, fill, frozen, member_processes, own_filesystem
 from ..errors import ClusterError
@@ -50,8 +52,13 @@ class LocalFaults(FaultInjector):
     def set_group_config(self, group: int, patch: dict) -> None:
         self.local.api.set_group_config(group, patch)
 
-    def member_dsn(self, name: str) -> str:
-        return self.local.member_dsn(self.local.member_by_name(name))
+    def out_of_recovery(self, name: str) -> bool | None:
+        dsn = self.local.member_dsn(self.local.member_by_name(name))
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+                return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        except psycopg.Error:
+            return None
 
     # ---- the faults ---------------------------------------------------------------------------
     def kill(self, name: str) -> None:

@@ -29,7 +29,7 @@ def partition_leader(c: ClusterBackend, f: FaultInjector, group: int, whole: boo
     old = leader_name(c, group)
     hold = 2 * f.spec.patroni.ttl
     cut = f.cut_off(old, whole)
-    what = "cut off from everything" if whole else "cut off from etcd and its group"
+    what = "cut off from everything" if whole else "cut off from the DCS and its group"
     watch = PrimaryWatch(c, group, f)
     watch.start()
     try:
@@ -40,15 +40,23 @@ def partition_leader(c: ClusterBackend, f: FaultInjector, group: int, whole: boo
     return run
 
 
-def cut_leader_from_standby(c: ClusterBackend, f: FaultInjector, group: int) -> FaultRun:
-    """The network between the machines of ``group``'s leader and its synchronous standby
-    cut for 2 x ttl, then healed; every other path (the DCS, the coordinator, the clients)
-    stays. Who leads after, and the most members out of recovery at once where the
-    injector can ask each member."""
+def cut_leader_from_standby(c: ClusterBackend, f: FaultInjector) -> FaultRun:
+    """The network between the machines of a worker group's leader and its synchronous
+    standby cut for 2 x ttl, then healed; every other path (the DCS, the clients) stays.
+    The group is the first whose standby does not share the coordinator leader's machine:
+    where it does, the coordinator loses the worker's leader for the whole cut (no failover
+    mends that: both still reach the DCS), which is the coordinator's fault, not this one.
+    Who leads after, and the most members out of recovery at once."""
     topo = c.status(with_shards=False)
-    old, standby = leader_name(c, group), sync_standby(topo, group)
-    if standby is None:
-        raise ClusterError(f"group {group} has no synchronous standby to cut its leader from")
+    coordinator = f.machine_of(leader_name(c, 0))
+    pairs = [
+        (g, leader_name(c, g), standby)
+        for g in topo.groups
+        if g != 0 and (standby := sync_standby(topo, g)) is not None
+    ]
+    if not pairs:
+        raise ClusterError("no worker group has a synchronous standby to cut its leader from")
+    group, old, standby = next((p for p in pairs if f.machine_of(p[2]) != coordinator), pairs[0])
     hold = 2 * f.spec.patroni.ttl
     watch = PrimaryWatch(c, group, f) if f.supports(MEMBER_SQL) else None
     if watch:
@@ -62,7 +70,9 @@ def cut_leader_from_standby(c: ClusterBackend, f: FaultInjector, group: int) -> 
     ended = time.monotonic()
     new = until(lambda: leader_name(c, group), 60, 1, f"group {group} led", ignore=MID_FAULT)
     led = f"{old} still leads" if new == old else f"{new} leads"
-    who = f"{old}, leader, and {standby}, its synchronous standby"
+    who = f"{old}, group {group}'s leader, and {standby}, its synchronous standby"
+    if f.machine_of(standby) == coordinator:
+        who += ", beside the coordinator's leader"
     run = FaultRun(t0, ended, f"{machines} ({who}) cut for {hold} s; {led}")
     run.max_primaries = most
     return run
@@ -71,27 +81,30 @@ def cut_leader_from_standby(c: ClusterBackend, f: FaultInjector, group: int) -> 
 SCENARIOS = (
     Scenario(
         "partition-worker-leader",
-        "group 1's leader cut off from etcd and its standby for 2 x ttl (netns), then healed",
+        "group 1's leader cut off from the DCS and its standby for 2 x ttl (netns; on "
+        "Kubernetes from the API server and its group's pods), then healed",
         lambda c, f: partition_leader(c, f, 1, whole=False),
         (PARTITION, MEMBER_SQL),
     ),
     Scenario(
         "isolate-worker-leader",
-        "group 1's leader cut off from everything for 2 x ttl (netns), then healed",
+        "group 1's leader cut off from everything for 2 x ttl (netns; on Kubernetes every "
+        "packet of its pod dropped), then healed",
         lambda c, f: partition_leader(c, f, 1, whole=True),
         (PARTITION, MEMBER_SQL),
     ),
     Scenario(
         "isolate-coordinator-leader",
-        "the coordinator's leader cut off from everything for 2 x ttl (netns), then healed",
+        "the coordinator's leader cut off from everything for 2 x ttl (netns; on Kubernetes "
+        "every packet of its pod dropped), then healed",
         lambda c, f: partition_leader(c, f, 0, whole=True),
         (PARTITION, MEMBER_SQL),
     ),
     Scenario(
         "cut-leader-from-standby",
-        "the network between the machines of group 1's leader and its synchronous standby "
-        "cut for 2 x ttl (netns; on Kubernetes their two nodes), then healed",
-        lambda c, f: cut_leader_from_standby(c, f, 1),
+        "the network between the machines of a worker group's leader and its synchronous "
+        "standby cut for 2 x ttl (netns; on Kubernetes their two nodes), then healed",
+        cut_leader_from_standby,
         (LINK,),
     ),
 )

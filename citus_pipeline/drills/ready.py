@@ -153,15 +153,7 @@ def wait_ha(c: ClusterBackend, faults: FaultInjector, timeout: float = 240) -> C
 def primaries(c: ClusterBackend, group: int, faults: FaultInjector | None = None) -> list[str]:
     """Members of ``group`` whose PostgreSQL is out of recovery right now (split brain if >1)."""
     f = faults or injector_for(c)
-    found = []
-    for name in f.member_names(group):
-        try:
-            with psycopg.connect(f.member_dsn(name), autocommit=True, connect_timeout=3) as conn:
-                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                    found.append(name)
-        except psycopg.Error:
-            continue
-    return found
+    return [name for name in f.member_names(group) if f.out_of_recovery(name)]
 
 
 __all__ = [

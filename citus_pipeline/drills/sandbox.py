@@ -3,7 +3,8 @@ through the API, and what the sandbox's machine gives below it, as a cloud's con
 a pod's processes frozen (its node's containerd lists them), the API server stopped (the DCS
 of Patroni's Kubernetes mode; killed and started again, as a control plane that crashed: a
 frozen one would answer its queued requests late, which no real outage does), a node lost
-whole and booted again, the network between two nodes cut and healed."""
+whole and booted again, the network between two nodes cut and healed, a pod cut off from
+the API server and its group's other pods (or from everything) and healed."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..cluster.kubernetes import KubernetesCluster
+from ..cluster.kubernetes import manifests as mf
 from ..errors import ClusterError
 from ..sandbox.sandbox import Sandbox
 from ..waiting import until
-from .injector import DCS, FREEZE, KILL, LINK, NODE
+from .injector import DCS, FREEZE, KILL, LINK, MEMBER_SQL, NODE, PARTITION
 from .kubernetes import KubernetesFaults
 
 
@@ -25,7 +27,7 @@ class SandboxFaults(KubernetesFaults):
     def __init__(self, cluster: KubernetesCluster, sandbox: Sandbox, **kw) -> None:
         super().__init__(cluster, pod_processes=sandbox.pod_processes, **kw)
         self.sandbox = sandbox
-        self.faults = frozenset({KILL, FREEZE, DCS, NODE, LINK})
+        self.faults = frozenset({KILL, FREEZE, DCS, NODE, LINK, PARTITION, MEMBER_SQL})
 
     @contextmanager
     def dcs_frozen(self) -> Iterator[None]:
@@ -41,7 +43,7 @@ class SandboxFaults(KubernetesFaults):
 
     @contextmanager
     def node_lost(self, name: str) -> Iterator[str]:
-        node = self._node_of(name)
+        node = self.machine_of(name)
         self.sandbox.lose_node(node)
         try:
             yield node
@@ -55,12 +57,9 @@ class SandboxFaults(KubernetesFaults):
                 f"every member ready again after node {node} booted",
             )
 
-    def _node_of(self, name: str) -> str:
-        return self.kube.core.read_namespaced_pod(name, self.namespace).spec.node_name
-
     @contextmanager
     def machines_cut(self, a: str, b: str) -> Iterator[str]:
-        na, nb = self._node_of(a), self._node_of(b)
+        na, nb = self.machine_of(a), self.machine_of(b)
         if na == nb:
             raise ClusterError(f"{a} and {b} both run on node {na}: no network between them")
         self.sandbox.cut_nodes(na, nb)
@@ -68,6 +67,29 @@ class SandboxFaults(KubernetesFaults):
             yield f"nodes {na} and {nb}"
         finally:
             self.sandbox.heal_nodes(na, nb)
+
+    @contextmanager
+    def cut_off(self, name: str, whole: bool) -> Iterator[None]:
+        """The pod cut off as the local partitions cut a member off: from the DCS (here the
+        API server) and its group's other members, the coordinator still reaching it, or
+        from everything."""
+        pod = self.kube.core.read_namespaced_pod(name, self.namespace)
+        node, address = pod.spec.node_name, pod.status.pod_ip
+        if not address:
+            raise ClusterError(f"pod {name} has no address to cut off")
+        peers = None
+        if not whole:
+            group = int(pod.metadata.labels[mf.GROUP_LABEL])
+            peers = [
+                p.status.pod_ip
+                for p in self.group_pods(group)
+                if p.metadata.name != name and p.status.pod_ip
+            ]
+        self.sandbox.cut_pod(node, address, peers)
+        try:
+            yield
+        finally:
+            self.sandbox.heal_pod(node)
 
 
 __all__ = ["SandboxFaults"]

@@ -1,13 +1,20 @@
 """What the drills do to the sandbox's nodes below the API: the processes of a pod's
 containers (to freeze them: the real kubelet's liveness probe then kills the container), a
 node lost at once (its kubelet, kube-proxy, containerd, shims and every container killed,
-its network cable pulled), as a cloud VM that dies, and the network between two nodes cut
-(their packets to each other dropped, as a broken link or a wrong route in a VPC does)."""
+its network cable pulled), as a cloud VM that dies, the network between two nodes cut
+(their packets to each other dropped, as a broken link or a wrong route in a VPC does), and
+one pod cut off from the API server and its group's other pods, or from everything.
+
+The cuts are iptables rules in the mangle table of the nodes' network namespaces, each with
+a comment of its own: kube-proxy and kube-router keep their rules in the nat and filter
+tables and leave these alone, and there a Service's address is already translated to the
+pod it leads to."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -15,7 +22,7 @@ from pathlib import Path
 from ..errors import SandboxError
 from . import network
 from .addons import kubectl
-from .layout import Layout
+from .layout import APISERVER_PORT, GATEWAY, Layout
 from .network import ip
 from .node import NodeStack, kill_matching
 
@@ -100,9 +107,7 @@ def _iptables(stack: NodeStack, *args: str, check: bool = True) -> bool:
 def _cut_rules(there: NodeStack, pod_cidrs: dict[str, str]) -> list[list[str]]:
     """The rules a node drops the other node's packets by: its address (its kubelet, the
     load balancer addresses it announces, what it masquerades) and its pods' /24, in and
-    out through the node's link. The mangle table, after kube-proxy's DNAT: a Service's
-    address already names the pod it leads to; kube-proxy and kube-router keep their rules
-    in the nat and filter tables and leave these alone."""
+    out through the node's link."""
     cidr = pod_cidrs.get(there.node.name)
     if cidr is None:
         raise SandboxError(f"no pod CIDR recorded for node {there.node.name}: is the sandbox up?")
@@ -138,3 +143,40 @@ def heal_nodes(stacks: list[NodeStack], a: str, b: str, pod_cidrs: dict[str, str
         for rule in _cut_rules(there, pod_cidrs):
             while _iptables(here, "-t", "mangle", "-D", *rule, check=False):
                 pass  # a rule inserted twice goes twice
+
+
+POD_CUT_COMMENT = "citus-pipeline drill: pod cut"
+
+
+def cut_pod(stacks: list[NodeStack], node_name: str, pod: str, peers: list[str] | None) -> None:
+    """The pod at address ``pod`` cut off until :func:`heal_pod`: from the API server (the
+    DCS of Patroni's Kubernetes mode) and the addresses ``peers``, or (``peers`` None) from
+    everything, its own node's pods too (their bridge passes iptables). Dropped in the
+    node's FORWARD path, which the pod's traffic takes and its kubelet's probes do not: the
+    pod stays alive to its kubelet, as a partitioned machine does to its own supervisor."""
+    stack = stack_of(stacks, node_name)
+    tail = ["-m", "comment", "--comment", POD_CUT_COMMENT, "-j", "DROP"]
+    if peers is None:
+        rules = [["FORWARD", "-s", pod, *tail], ["FORWARD", "-d", pod, *tail]]
+    else:
+        api = ["-d", GATEWAY, "-p", "tcp", "--dport", str(APISERVER_PORT)]
+        rules = [["FORWARD", "-s", pod, *api, *tail]]
+        for peer in peers:
+            rules += [["FORWARD", "-s", pod, "-d", peer, *tail]]
+            rules += [["FORWARD", "-s", peer, "-d", pod, *tail]]
+    try:
+        for rule in rules:
+            _iptables(stack, "-t", "mangle", "-I", *rule)
+    except SandboxError:
+        heal_pod(stacks, node_name)  # no half-made cut left behind
+        raise
+
+
+def heal_pod(stacks: list[NodeStack], node_name: str) -> None:
+    """Every rule of a pod cut on the node deleted, as iptables lists them."""
+    stack = stack_of(stacks, node_name)
+    argv = ["nsenter", f"--net={stack.node.netns_path}", "iptables", "-w", "-t", "mangle"]
+    listed = subprocess.run([*argv, "-S", "FORWARD"], capture_output=True, text=True, check=False)
+    for line in listed.stdout.splitlines():
+        if POD_CUT_COMMENT in line and line.startswith("-A "):
+            _iptables(stack, "-t", "mangle", "-D", *shlex.split(line)[1:], check=False)

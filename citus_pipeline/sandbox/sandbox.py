@@ -198,6 +198,12 @@ class Sandbox:
     def heal_nodes(self, a: str, b: str) -> None:
         faults.heal_nodes(self.stacks, a, b, self.state().get("pod_cidrs", {}))
 
+    def cut_pod(self, node: str, pod: str, peers: list[str] | None) -> None:
+        faults.cut_pod(self.stacks, node, pod, peers)
+
+    def heal_pod(self, node: str) -> None:
+        faults.heal_pod(self.stacks, node)
+
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict:
         out: dict = {

@@ -163,3 +163,41 @@ def test_a_backup_pod_that_wrote_nothing_yet_has_an_empty_log(recovery, monkeypa
         type(core), "read_namespaced_pod_log", lambda *_a, **_k: None, raising=False
     )
     assert recovery._job_log("citusdemo-backup-manual-1", tail=1) == ""
+
+
+def test_an_exec_streams_through_a_client_of_its_own(monkeypatch):
+    """kubernetes.stream swaps the request method of the client it is given: the exec gets
+    a private one, so the callers' shared client never sends a REST call as a websocket."""
+    import kubernetes.stream
+    from kubernetes.client import Configuration, CoreV1Api
+
+    from citus_pipeline.cluster.kubernetes.pod_exec import run_in_pod
+
+    shared = CoreV1Api(ApiClient(Configuration()))
+    request = shared.api_client.request
+    used = {}
+
+    class Done:
+        returncode = 0
+
+        def is_open(self):
+            return False
+
+        def peek_stdout(self):
+            return False
+
+        def peek_stderr(self):
+            return False
+
+        def close(self):
+            pass
+
+    def fake_stream(fn, pod, namespace, **kw):
+        used["client"] = fn.__self__.api_client
+        return Done()
+
+    monkeypatch.setattr(kubernetes.stream, "stream", fake_stream)
+    assert run_in_pod(shared, "citus", "citusdemo-1-0", "patroni", ["true"]).status == 0
+    assert used["client"] is not shared.api_client
+    assert used["client"].configuration is shared.api_client.configuration
+    assert shared.api_client.request == request

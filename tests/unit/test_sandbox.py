@@ -17,7 +17,7 @@ from citus_pipeline.errors import SandboxError
 from citus_pipeline.sandbox import addons, binaries, faults, kernel
 from citus_pipeline.sandbox.control_plane import ControlPlane
 from citus_pipeline.sandbox.images import METALLB, SANDBOX_RECIPES, reference
-from citus_pipeline.sandbox.layout import LB_RANGE, NODE_NETWORK, Layout
+from citus_pipeline.sandbox.layout import GATEWAY, LB_RANGE, NODE_NETWORK, Layout
 from citus_pipeline.sandbox.node import NodeStack, labels
 from citus_pipeline.sandbox.spec import sandbox_spec
 
@@ -170,3 +170,33 @@ def test_a_cut_between_two_nodes_drops_both_ways_and_heals_exactly_its_rules(lay
     assert present == []
     with pytest.raises(SandboxError, match=f"no pod CIDR recorded for node {b.name}"):
         faults.cut_nodes(stacks, a.name, b.name, {a.name: cidrs[a.name]})
+
+
+def test_a_pod_cut_off_drops_its_api_and_peers_or_everything_and_heals(layout, monkeypatch):
+    stacks = [NodeStack(n, ControlPlane(layout)) for n in layout.nodes]
+    node = stacks[0].node.name
+    rules: list[list[str]] = []
+
+    def iptables(stack, *args, check=True):
+        assert stack.node.name == node
+        rules.append(list(args))
+        return True
+
+    monkeypatch.setattr(faults, "_iptables", iptables)
+    faults.cut_pod(stacks, node, "10.244.0.7", ["10.244.1.9", "10.244.2.4"])
+    dropped = {(r[r.index("-s") + 1], r[r.index("-d") + 1]) for r in rules}
+    # from the API server (after kube-proxy's DNAT: the host's 6443) and both ways to each
+    # peer; nothing else, so the coordinator still reaches it
+    assert dropped == {
+        ("10.244.0.7", GATEWAY),
+        ("10.244.0.7", "10.244.1.9"),
+        ("10.244.1.9", "10.244.0.7"),
+        ("10.244.0.7", "10.244.2.4"),
+        ("10.244.2.4", "10.244.0.7"),
+    }
+    api = next(r for r in rules if GATEWAY in r)
+    assert api[api.index("--dport") + 1] == "6443"
+    assert all(r[:4] == ["-t", "mangle", "-I", "FORWARD"] and r[-1] == "DROP" for r in rules)
+    rules.clear()
+    faults.cut_pod(stacks, node, "10.244.0.7", None)
+    assert [r[4:6] for r in rules] == [["-s", "10.244.0.7"], ["-d", "10.244.0.7"]]

@@ -20,6 +20,21 @@ class Ran:
 def run_in_pod(
     core: Any, namespace: str, pod: str, container: str, command: list[str], timeout: float = 600
 ) -> Ran:
+    from kubernetes.client import ApiClient, CoreV1Api
+
+    # stream() swaps the request method of the client it is given for the exec's length:
+    # another thread's call through a shared client would go out as a websocket then
+    # (kubernetes-client/python#928). A client of its own, with the same configuration.
+    private = ApiClient(core.api_client.configuration)
+    try:
+        return _run(CoreV1Api(private), namespace, pod, container, command, timeout)
+    finally:
+        private.close()
+
+
+def _run(
+    core: Any, namespace: str, pod: str, container: str, command: list[str], timeout: float
+) -> Ran:
     from kubernetes.stream import stream
 
     resp = stream(
