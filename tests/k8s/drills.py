@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from kubernetes import client, config
 
 from citus_pipeline import drills
@@ -218,8 +219,21 @@ def faults(kube: Kube, cluster: KubernetesCluster) -> KubernetesFaults:
 
 def wait_ha(kube: Kube, cluster: KubernetesCluster, timeout: float = 240) -> Any:
     """The topology once every member is Ready and every group streams to a synchronous
-    standby (``drills.wait_ha``)."""
-    return drills.wait_ha(cluster, faults(kube, cluster), timeout)
+    standby (``drills.wait_ha``), and Citus's metadata is synced to every worker again:
+    after a leader change the coordinator re-syncs it in the background, and until then
+    Citus refuses DDL such as a writer's probe table ("is a metadata node, but is out of
+    sync")."""
+    topo = drills.wait_ha(cluster, faults(kube, cluster), timeout)
+
+    def synced() -> bool:
+        with psycopg.connect(cluster.coordinator_dsn(), connect_timeout=5) as conn:
+            return conn.execute(
+                "SELECT coalesce(bool_and(metadatasynced), true) FROM pg_dist_node "
+                "WHERE hasmetadata AND isactive AND noderole = 'primary'"
+            ).fetchone()[0]
+
+    until(synced, timeout, 2, "Citus's metadata synced to every worker", ignore=(psycopg.Error,))
+    return topo
 
 
 PROBE_TABLE = "k8s_write_probe"

@@ -188,14 +188,6 @@ def statefulset_manifest(spec: ClusterSpec, group: int) -> Manifest:
         "serviceAccountName": service_account_name(spec),
         "terminationGracePeriodSeconds": k.termination_grace_period_seconds,
         "enableServiceLinks": False,
-        # A member cut off from the network (DNS too) learns it in seconds: a leader that
-        # lost the API asks its group's members by name before it demotes (failsafe mode),
-        # and with glibc's 5 s x 2 attempts over the search list each name took about 30 s
-        # to fail on the sandbox, so it stayed primary for 19 s after its successor
-        # promoted. One second per try keeps that under ttl; a lost packet costs 1 s, not 5.
-        "dnsConfig": {
-            "options": [{"name": "timeout", "value": "1"}, {"name": "attempts", "value": "2"}]
-        },
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": IMAGE_UID,
