@@ -27,7 +27,6 @@ TYPE_LABEL = "citus-type"
 ROLE_LABEL = "role"  # set by Patroni on its own pod
 LEADER_LABEL_VALUE = "primary"
 FOLLOWER_LABEL_VALUE = "replica"  # Patroni's label on every other running member
-FOLLOWER_LABEL_VALUE = "replica"
 FIELD_MANAGER = "citus-pipeline"
 
 PGDATA_MOUNT = "/home/postgres/pgdata"
