@@ -47,16 +47,20 @@ def cut_leader_from_standby(c: ClusterBackend, f: FaultInjector) -> FaultRun:
     where it does, the coordinator loses the worker's leader for the whole cut (no failover
     mends that: both still reach the DCS), which is the coordinator's fault, not this one.
     Who leads after, and the most members out of recovery at once."""
-    topo = c.status(with_shards=False)
-    coordinator = f.machine_of(leader_name(c, 0))
+    topo = c.status(with_shards=False)  # read once: leader_name() asks status each time
+    if topo.leader(0) is None:
+        raise ClusterError("the coordinator has no leader")
+    coordinator = f.machine_of(topo.leader(0).name)
     pairs = [
-        (g, leader_name(c, g), standby)
+        (g, leader.name, standby, f.machine_of(standby) == coordinator)
         for g in topo.groups
-        if g != 0 and (standby := sync_standby(topo, g)) is not None
+        if g != 0
+        and (leader := topo.leader(g)) is not None
+        and (standby := sync_standby(topo, g)) is not None
     ]
     if not pairs:
         raise ClusterError("no worker group has a synchronous standby to cut its leader from")
-    group, old, standby = next((p for p in pairs if f.machine_of(p[2]) != coordinator), pairs[0])
+    group, old, standby, beside = next((p for p in pairs if not p[3]), pairs[0])
     hold = 2 * f.spec.patroni.ttl
     watch = PrimaryWatch(c, group, f) if f.supports(MEMBER_SQL) else None
     if watch:
@@ -71,7 +75,7 @@ def cut_leader_from_standby(c: ClusterBackend, f: FaultInjector) -> FaultRun:
     new = until(lambda: leader_name(c, group), 60, 1, f"group {group} led", ignore=MID_FAULT)
     led = f"{old} still leads" if new == old else f"{new} leads"
     who = f"{old}, group {group}'s leader, and {standby}, its synchronous standby"
-    if f.machine_of(standby) == coordinator:
+    if beside:
         who += ", beside the coordinator's leader"
     run = FaultRun(t0, ended, f"{machines} ({who}) cut for {hold} s; {led}")
     run.max_primaries = most

@@ -92,16 +92,45 @@ def revive_node(stack: NodeStack) -> None:
     stack.start_kube_proxy()
 
 
-# Every rule of a cut carries this comment: healing deletes exactly these.
-CUT_COMMENT = "citus-pipeline drill: nodes cut"
+# Every rule of a cut carries this comment: healing deletes the rules that carry it.
+CUT_COMMENT = "citus-pipeline drill: cut"
+_DROP = ["-m", "comment", "--comment", CUT_COMMENT, "-j", "DROP"]
 
 
-def _iptables(stack: NodeStack, *args: str, check: bool = True) -> bool:
+def _iptables(stack: NodeStack, *args: str, check: bool = True) -> str | None:
+    """iptables in the node's namespace: its output, None where it failed and ``check`` is
+    off."""
     argv = ["nsenter", f"--net={stack.node.netns_path}", "iptables", "-w", *args]
     proc = subprocess.run(argv, check=False, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise SandboxError(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
-    return proc.returncode == 0
+    if proc.returncode != 0:
+        if check:
+            raise SandboxError(f"`{' '.join(argv)}` failed: {proc.stderr.strip()}")
+        return None
+    return proc.stdout
+
+
+def _insert(stack: NodeStack, rules: list[list[str]], chains: tuple[str, ...]) -> None:
+    """Each rule (its chain first) inserted in the node's mangle table; where one fails,
+    the cut's rules in ``chains`` are removed again: no half-made cut left behind."""
+    try:
+        for rule in rules:
+            _iptables(stack, "-t", "mangle", "-I", *rule, *_DROP)
+    except SandboxError:
+        _remove(stack, chains)
+        raise
+
+
+def _remove(stack: NodeStack, chains: tuple[str, ...]) -> None:
+    """Every rule of a cut in the node's mangle ``chains`` deleted, as iptables lists them
+    (a rule inserted twice goes twice)."""
+    for chain in chains:
+        for line in (_iptables(stack, "-t", "mangle", "-S", chain, check=False) or "").splitlines():
+            if CUT_COMMENT in line and line.startswith("-A "):
+                _iptables(stack, "-t", "mangle", "-D", *shlex.split(line)[1:], check=False)
+
+
+NODE_CHAINS = ("PREROUTING", "POSTROUTING")
+POD_CHAINS = ("FORWARD",)
 
 
 def _cut_rules(there: NodeStack, pod_cidrs: dict[str, str]) -> list[list[str]]:
@@ -111,14 +140,12 @@ def _cut_rules(there: NodeStack, pod_cidrs: dict[str, str]) -> list[list[str]]:
     cidr = pod_cidrs.get(there.node.name)
     if cidr is None:
         raise SandboxError(f"no pod CIDR recorded for node {there.node.name}: is the sandbox up?")
-    nets = [there.node.address, cidr]
-    tail = ["-m", "comment", "--comment", CUT_COMMENT, "-j", "DROP"]
     return [
         rule
-        for net in nets
+        for net in (there.node.address, cidr)
         for rule in (
-            ["PREROUTING", "-i", "eth0", "-s", net, *tail],
-            ["POSTROUTING", "-o", "eth0", "-d", net, *tail],
+            ["PREROUTING", "-i", "eth0", "-s", net],
+            ["POSTROUTING", "-o", "eth0", "-d", net],
         )
     ]
 
@@ -129,23 +156,16 @@ def cut_nodes(stacks: list[NodeStack], a: str, b: str, pod_cidrs: dict[str, str]
     sa, sb = stack_of(stacks, a), stack_of(stacks, b)
     try:
         for here, there in ((sa, sb), (sb, sa)):
-            for rule in _cut_rules(there, pod_cidrs):
-                _iptables(here, "-t", "mangle", "-I", *rule)
+            _insert(here, _cut_rules(there, pod_cidrs), NODE_CHAINS)
     except SandboxError:
-        heal_nodes(stacks, a, b, pod_cidrs)  # no half-made cut left behind
+        heal_nodes(stacks, a, b)
         raise
 
 
-def heal_nodes(stacks: list[NodeStack], a: str, b: str, pod_cidrs: dict[str, str]) -> None:
-    """Every rule of a cut between ``a`` and ``b`` deleted (those not there are fine)."""
-    sa, sb = stack_of(stacks, a), stack_of(stacks, b)
-    for here, there in ((sa, sb), (sb, sa)):
-        for rule in _cut_rules(there, pod_cidrs):
-            while _iptables(here, "-t", "mangle", "-D", *rule, check=False):
-                pass  # a rule inserted twice goes twice
-
-
-POD_CUT_COMMENT = "citus-pipeline drill: pod cut"
+def heal_nodes(stacks: list[NodeStack], a: str, b: str) -> None:
+    """Every rule of a cut between ``a`` and ``b`` deleted (none there is fine)."""
+    for name in (a, b):
+        _remove(stack_of(stacks, name), NODE_CHAINS)
 
 
 def cut_pod(stacks: list[NodeStack], node_name: str, pod: str, peers: list[str] | None) -> None:
@@ -154,29 +174,16 @@ def cut_pod(stacks: list[NodeStack], node_name: str, pod: str, peers: list[str] 
     everything, its own node's pods too (their bridge passes iptables). Dropped in the
     node's FORWARD path, which the pod's traffic takes and its kubelet's probes do not: the
     pod stays alive to its kubelet, as a partitioned machine does to its own supervisor."""
-    stack = stack_of(stacks, node_name)
-    tail = ["-m", "comment", "--comment", POD_CUT_COMMENT, "-j", "DROP"]
     if peers is None:
-        rules = [["FORWARD", "-s", pod, *tail], ["FORWARD", "-d", pod, *tail]]
+        rules = [["FORWARD", "-s", pod], ["FORWARD", "-d", pod]]
     else:
         api = ["-d", GATEWAY, "-p", "tcp", "--dport", str(APISERVER_PORT)]
-        rules = [["FORWARD", "-s", pod, *api, *tail]]
+        rules = [["FORWARD", "-s", pod, *api]]
         for peer in peers:
-            rules += [["FORWARD", "-s", pod, "-d", peer, *tail]]
-            rules += [["FORWARD", "-s", peer, "-d", pod, *tail]]
-    try:
-        for rule in rules:
-            _iptables(stack, "-t", "mangle", "-I", *rule)
-    except SandboxError:
-        heal_pod(stacks, node_name)  # no half-made cut left behind
-        raise
+            rules += [["FORWARD", "-s", pod, "-d", peer], ["FORWARD", "-s", peer, "-d", pod]]
+    _insert(stack_of(stacks, node_name), rules, POD_CHAINS)
 
 
 def heal_pod(stacks: list[NodeStack], node_name: str) -> None:
-    """Every rule of a pod cut on the node deleted, as iptables lists them."""
-    stack = stack_of(stacks, node_name)
-    argv = ["nsenter", f"--net={stack.node.netns_path}", "iptables", "-w", "-t", "mangle"]
-    listed = subprocess.run([*argv, "-S", "FORWARD"], capture_output=True, text=True, check=False)
-    for line in listed.stdout.splitlines():
-        if POD_CUT_COMMENT in line and line.startswith("-A "):
-            _iptables(stack, "-t", "mangle", "-D", *shlex.split(line)[1:], check=False)
+    """Every rule of a pod cut on the node deleted."""
+    _remove(stack_of(stacks, node_name), POD_CHAINS)

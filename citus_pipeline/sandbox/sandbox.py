@@ -196,7 +196,7 @@ class Sandbox:
         faults.cut_nodes(self.stacks, a, b, self.state().get("pod_cidrs", {}))
 
     def heal_nodes(self, a: str, b: str) -> None:
-        faults.heal_nodes(self.stacks, a, b, self.state().get("pod_cidrs", {}))
+        faults.heal_nodes(self.stacks, a, b)
 
     def cut_pod(self, node: str, pod: str, peers: list[str] | None) -> None:
         faults.cut_pod(self.stacks, node, pod, peers)

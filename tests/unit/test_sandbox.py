@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -133,27 +134,40 @@ def test_sandbox_images_are_non_root_and_need_no_registry():
         assert not recipe.user.startswith("0")
 
 
+class FakeIptables:
+    """The mangle table of each node as iptables keeps it: -I adds a rule, -S lists a chain
+    as `-A` lines, -D deletes one copy of a rule (False where there is none)."""
+
+    def __init__(self) -> None:
+        self.inserted: list[tuple[str, list[str]]] = []
+        self.present: list[tuple[str, tuple[str, ...]]] = []
+
+    def __call__(self, stack, *args, check=True):
+        node, (op, chain, rest) = stack.node.name, (args[2], args[3], args[4:])
+        assert args[:2] == ("-t", "mangle")
+        if op == "-I":
+            self.inserted.append((node, list(args)))
+            self.present.append((node, (chain, *rest)))
+            return ""
+        if op == "-S":
+            return "".join(
+                "-A " + shlex.join(r) + "\n" for n, r in self.present if n == node and r[0] == chain
+            )
+        if (node, (chain, *rest)) in self.present:
+            self.present.remove((node, (chain, *rest)))
+            return ""
+        return None
+
+
 def test_a_cut_between_two_nodes_drops_both_ways_and_heals_exactly_its_rules(layout, monkeypatch):
     plane = ControlPlane(layout)
     stacks = [NodeStack(n, plane) for n in layout.nodes]
     a, b, c = (s.node for s in stacks)
     cidrs = {a.name: "10.244.0.0/24", b.name: "10.244.1.0/24", c.name: "10.244.2.0/24"}
-    calls: list[tuple[str, list[str]]] = []
-    present: list[tuple[str, tuple[str, ...]]] = []
-
-    def iptables(stack, *args, check=True):
-        calls.append((stack.node.name, list(args)))
-        rule = (stack.node.name, args[3:])
-        if args[2] == "-I":
-            present.append(rule)
-            return True
-        if rule in present:  # -D deletes one copy, as iptables does
-            present.remove(rule)
-            return True
-        return False
-
-    monkeypatch.setattr(faults, "_iptables", iptables)
+    fake = FakeIptables()
+    monkeypatch.setattr(faults, "_iptables", fake)
     faults.cut_nodes(stacks, a.name, b.name, cidrs)
+    calls = fake.inserted
     dropped = {(node, args[5], args[7]) for node, args in calls}
     # each side drops the other's address and pods, in and out; the third node is untouched
     assert dropped == {
@@ -164,10 +178,11 @@ def test_a_cut_between_two_nodes_drops_both_ways_and_heals_exactly_its_rules(lay
     }
     assert {args[3] for _, args in calls} == {"PREROUTING", "POSTROUTING"}
     assert all(args[:3] == ["-t", "mangle", "-I"] and args[-1] == "DROP" for _, args in calls)
-    assert len(present) == 8
+    assert len(fake.present) == 8
     faults.cut_nodes(stacks, a.name, b.name, cidrs)  # a second cut: its rules go too
-    faults.heal_nodes(stacks, a.name, b.name, cidrs)
-    assert present == []
+    fake.present.append((a.name, ("PREROUTING", "-s", "10.9.9.9", "-j", "ACCEPT")))  # not ours
+    faults.heal_nodes(stacks, a.name, b.name)
+    assert fake.present == [(a.name, ("PREROUTING", "-s", "10.9.9.9", "-j", "ACCEPT"))]
     with pytest.raises(SandboxError, match=f"no pod CIDR recorded for node {b.name}"):
         faults.cut_nodes(stacks, a.name, b.name, {a.name: cidrs[a.name]})
 
@@ -175,15 +190,10 @@ def test_a_cut_between_two_nodes_drops_both_ways_and_heals_exactly_its_rules(lay
 def test_a_pod_cut_off_drops_its_api_and_peers_or_everything_and_heals(layout, monkeypatch):
     stacks = [NodeStack(n, ControlPlane(layout)) for n in layout.nodes]
     node = stacks[0].node.name
-    rules: list[list[str]] = []
-
-    def iptables(stack, *args, check=True):
-        assert stack.node.name == node
-        rules.append(list(args))
-        return True
-
-    monkeypatch.setattr(faults, "_iptables", iptables)
+    fake = FakeIptables()
+    monkeypatch.setattr(faults, "_iptables", fake)
     faults.cut_pod(stacks, node, "10.244.0.7", ["10.244.1.9", "10.244.2.4"])
+    rules = [args for _, args in fake.inserted]
     dropped = {(r[r.index("-s") + 1], r[r.index("-d") + 1]) for r in rules}
     # from the API server (after kube-proxy's DNAT: the host's 6443) and both ways to each
     # peer; nothing else, so the coordinator still reaches it
@@ -197,6 +207,9 @@ def test_a_pod_cut_off_drops_its_api_and_peers_or_everything_and_heals(layout, m
     api = next(r for r in rules if GATEWAY in r)
     assert api[api.index("--dport") + 1] == "6443"
     assert all(r[:4] == ["-t", "mangle", "-I", "FORWARD"] and r[-1] == "DROP" for r in rules)
-    rules.clear()
+    fake.inserted.clear()
     faults.cut_pod(stacks, node, "10.244.0.7", None)
+    rules = [args for _, args in fake.inserted]
     assert [r[4:6] for r in rules] == [["-s", "10.244.0.7"], ["-d", "10.244.0.7"]]
+    faults.heal_pod(stacks, node)
+    assert fake.present == []
