@@ -8,7 +8,10 @@ same cluster, one after the other, each from an empty schema and a settled clust
     the distributed reference table: what people do by hand;
 (d) pgloader (Debian's) into the distributed reference table;
 (e) this loader: every row parsed, validated and typed into `uk_price` (distributed), bad
-    rows to `uk_price_rejects`, each chunk exactly once.
+    rows to `uk_price_rejects`, each chunk exactly once;
+(f) and (g): the file's second half (`split -n l/2`) into a table that already holds its
+    first half, by psql `\\copy` into the distributed reference table and by this loader into
+    uk_price: the load after a first one (its first half loaded untimed beforehand).
 
 (a)-(d) take the file as PostgreSQL parses it (a bad row stops the whole load); (e) is the
 only one that types and checks every field. Each result has rows/s, CPU-seconds per million
@@ -298,7 +301,65 @@ def this_loader(dsn: str, path: Path, usage: ClusterUsage, shard_count: int) -> 
     )
 
 
-LOADERS = ("reference", "copy_distributed", "parallel_copy", "pgloader", "this_loader")
+def _halves(path: Path, work: Path) -> tuple[Path, Path]:
+    """The file cut in two line-aligned halves (made once per run, in `work`)."""
+    first, second = work / "half-00", work / "half-01"
+    if not second.exists():
+        run_children([["split", "-n", "l/2", "-d", str(path), f"{work}/half-"]], None)
+    return first, second
+
+
+def copy_non_empty(
+    dsn: str, path: Path, usage: ClusterUsage, shard_count: int, work: Path
+) -> LoaderResult:
+    """(f) psql `\\copy` of the file's second half into the distributed reference table that
+    holds its first half: the primary key kept row by row, as any load after the first."""
+    first, second = _halves(path, work)
+    _fresh_raw(dsn, shard_count)
+    run_children([_copy(dsn, first)], None)
+    before = _count(dsn, RAW_TABLE)
+    settle(dsn)
+    m = run_children([_copy(dsn, second)], usage)
+    return _result(
+        "copy_non_empty",
+        "(f) \\copy of the second half into the non-empty distributed table",
+        m,
+        _count(dsn, RAW_TABLE) - before,
+        f"{before:,} rows in it before",
+    )
+
+
+def this_loader_non_empty(
+    dsn: str, path: Path, usage: ClusterUsage, shard_count: int, work: Path
+) -> LoaderResult:
+    """(g) this loader, the second half into a uk_price that holds the first: the load after a
+    first one (a second file, the rest of an interrupted load, a re-load)."""
+    first, second = _halves(path, work)
+    drop_all(dsn, schema=SCHEMA)
+    child = [sys.executable, "-c", _LOADER_CHILD]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run_children([[*child, str(first), dsn, SCHEMA, str(shard_count)]], None, env=env)
+    before = _count(dsn, f"{SCHEMA}.uk_price")
+    settle(dsn)
+    m = run_children([[*child, str(second), dsn, SCHEMA, str(shard_count)]], usage, env=env)
+    return _result(
+        "this_loader_non_empty",
+        "(g) this loader, the second half into a non-empty uk_price",
+        m,
+        _count(dsn, f"{SCHEMA}.uk_price") - before,
+        f"{before:,} rows in it before; " + (m.output.strip().splitlines() or [""])[-1],
+    )
+
+
+LOADERS = (
+    "reference",
+    "copy_distributed",
+    "parallel_copy",
+    "pgloader",
+    "this_loader",
+    "copy_non_empty",
+    "this_loader_non_empty",
+)
 
 
 def run_loaders(
@@ -319,6 +380,11 @@ def run_loaders(
         "pgloader": lambda: pgloader(dsn, path, usage, shard_count, streams),
         "this_loader": lambda: this_loader(dsn, path, usage, shard_count),
     }
+    work = Path(tempfile.mkdtemp(prefix="citus-pipeline-halves-", dir=path.parent))
+    runs["copy_non_empty"] = lambda: copy_non_empty(dsn, path, usage, shard_count, work)
+    runs["this_loader_non_empty"] = lambda: this_loader_non_empty(
+        dsn, path, usage, shard_count, work
+    )
     out = []
     try:
         for name in only:
@@ -331,6 +397,7 @@ def run_loaders(
             out.append(r)
     finally:
         drop_all(dsn, schema=SCHEMA)
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 

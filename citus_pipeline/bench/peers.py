@@ -1,5 +1,5 @@
-"""`bench seed --section peers`: the four timing queries on the analytic engines a user would
-pick instead, loaded from the same file, next to the cluster.
+"""`bench seed --section peers`: the timing and ad-hoc queries on the analytic engines a user
+would pick instead, loaded from the same file, next to the cluster.
 
 chDB (ClickHouse in-process) loads the file into a MergeTree table, DuckDB into its own
 database file; each in a child process of its own (its peak RSS and CPU are its own, and the
@@ -7,11 +7,13 @@ engine's threads do not share this process). Each query runs once to warm up, th
 times; the median is kept. Both engines use every core, as the cluster does.
 
 Run as ``python -m citus_pipeline.bench.peers ENGINE FILE WORKDIR RUNS``: prints one JSON
-object (load seconds, storage MB, each query's timings, the reference query's answer).
+object (load seconds, storage MB, each query's timings and answer rows).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import statistics
 import sys
@@ -19,32 +21,57 @@ import time
 from pathlib import Path
 
 from ..data.format import COLUMNS
-from ..data.queries import REFERENCE_QUERY, UK_PRICE_QUERIES
+from ..data.queries import (
+    PROPERTY_TYPE_NAME_ROWS,
+    PROPERTY_TYPE_NAMES,
+    REFERENCE_QUERY,
+    TABLE_QUERIES,
+    answer_rows,
+)
 
 ENGINES = ("chdb", "duckdb")
 
 # The file's 16 columns (data.format) read as text; each engine types them while loading,
 # as the loader does.
 
-# The same four questions as UK_PRICE_QUERIES, in each engine's dialect and column names.
+# The same questions as data.queries.TABLE_QUERIES, in each engine's dialect and column names.
+# ClickHouse rounds a float's .5 to even: the average goes through a Decimal, which it rounds
+# half away from zero as PostgreSQL and DuckDB do, so every engine's answer is the same.
+_CHDB_PER_YEAR = (
+    "SELECT toYear(date_of_transfer) AS year, count() AS sales, round(toDecimal64(avg(price), 4)) AS avg_price "
+    "FROM bench.uk_price WHERE {where} GROUP BY year ORDER BY year"
+)
 CHDB_QUERIES = {
     REFERENCE_QUERY: "SELECT count() FROM bench.uk_price WHERE property_type = 'S'",
     "avg_price_per_year": (
-        "SELECT toYear(date_of_transfer) AS year, round(avg(price)) FROM bench.uk_price "
+        "SELECT toYear(date_of_transfer) AS year, round(toDecimal64(avg(price), 4)) FROM bench.uk_price "
         "GROUP BY year ORDER BY year"
     ),
     "avg_price_per_year_london": (
-        "SELECT toYear(date_of_transfer) AS year, round(avg(price)) FROM bench.uk_price "
+        "SELECT toYear(date_of_transfer) AS year, round(toDecimal64(avg(price), 4)) FROM bench.uk_price "
         "WHERE town_city = 'LONDON' GROUP BY year ORDER BY year"
     ),
     "top_100_districts_since_2020": (
-        "SELECT district, round(avg(price)) AS avg_price, count() FROM bench.uk_price "
+        "SELECT district, round(toDecimal64(avg(price), 4)) AS avg_price, count() FROM bench.uk_price "
         "WHERE date_of_transfer >= '2020-01-01' GROUP BY district "
         "ORDER BY avg_price DESC LIMIT 100"
     ),
+    "postcode_district_se12_per_year": _CHDB_PER_YEAR.format(where="postcode LIKE 'SE12 %'"),
+    "flats_per_year_2010_2014": _CHDB_PER_YEAR.format(
+        where="property_type = 'F' AND date_of_transfer BETWEEN '2010-01-01' AND '2014-12-31'"
+    ),
+    "west_yorkshire_new_builds_per_year": _CHDB_PER_YEAR.format(
+        where="county = 'WEST YORKSHIRE' AND old_new = 'Y'"
+    ),
+    "sales_by_type_name_since_2020": (
+        "SELECT t.name, count() AS sales, round(toDecimal64(avg(u.price), 4)) AS avg_price "
+        "FROM bench.uk_price u JOIN bench.uk_property_type t ON t.code = u.property_type "
+        "WHERE u.date_of_transfer >= '2020-01-01' GROUP BY t.name ORDER BY t.name"
+    ),
 }
 # DuckDB speaks PostgreSQL's dialect for these: the cluster's queries as they are.
-DUCKDB_QUERIES = dict(UK_PRICE_QUERIES)
+DUCKDB_QUERIES = dict(TABLE_QUERIES)
+_NAME_VALUES = ", ".join(f"('{code}', '{name}')" for code, name in PROPERTY_TYPE_NAME_ROWS)
 
 CHDB_TABLE = """
 CREATE TABLE bench.uk_price (
@@ -109,6 +136,11 @@ def run_chdb(path: Path, work: Path, runs: int) -> dict:
     s.query("DROP DATABASE IF EXISTS bench")
     s.query("CREATE DATABASE bench")
     s.query(CHDB_TABLE)
+    s.query(
+        f"CREATE TABLE bench.{PROPERTY_TYPE_NAMES} (code String, name String) "
+        "ENGINE = MergeTree ORDER BY code"
+    )
+    s.query(f"INSERT INTO bench.{PROPERTY_TYPE_NAMES} VALUES {_NAME_VALUES}")
     structure = ", ".join(f"{c} String" for c in COLUMNS)
     t0 = time.perf_counter()
     s.query(CHDB_INSERT.format(path=path, structure=structure))
@@ -116,10 +148,13 @@ def run_chdb(path: Path, work: Path, runs: int) -> dict:
     load_s = time.perf_counter() - t0
     rows = int(str(s.query("SELECT count() FROM bench.uk_price", "CSV")).strip())
     timings = {n: _timed(lambda q=q: s.query(q, "CSV"), runs) for n, q in CHDB_QUERIES.items()}
-    answer = int(str(s.query(CHDB_QUERIES[REFERENCE_QUERY], "CSV")).strip())
+    answers = {
+        n: answer_rows(csv.reader(io.StringIO(str(s.query(q, "CSV")))))
+        for n, q in CHDB_QUERIES.items()
+    }
     mb = _dir_mb(store)
     s.close()
-    return {"load_s": load_s, "rows": rows, "storage_mb": mb, "timings": timings, "answer": answer}
+    return {"load_s": load_s, "rows": rows, "storage_mb": mb, "timings": timings, **_with(answers)}
 
 
 def run_duckdb(path: Path, work: Path, runs: int) -> dict:
@@ -133,20 +168,27 @@ def run_duckdb(path: Path, work: Path, runs: int) -> dict:
     t0 = time.perf_counter()
     con.execute(DUCKDB_LOAD.format(path=path, names=names))
     con.execute("CHECKPOINT")
+    con.execute(f"CREATE TABLE {PROPERTY_TYPE_NAMES} (code VARCHAR, name VARCHAR)")
+    con.execute(f"INSERT INTO {PROPERTY_TYPE_NAMES} VALUES {_NAME_VALUES}")
     load_s = time.perf_counter() - t0
     (rows,) = con.execute("SELECT count(*) FROM uk_price").fetchone()
     timings = {
         n: _timed(lambda q=q: con.execute(q).fetchall(), runs) for n, q in DUCKDB_QUERIES.items()
     }
-    (answer,) = con.execute(DUCKDB_QUERIES[REFERENCE_QUERY]).fetchone()
+    answers = {n: answer_rows(con.execute(q).fetchall()) for n, q in DUCKDB_QUERIES.items()}
     con.close()
     return {
         "load_s": load_s,
         "rows": rows,
         "storage_mb": _dir_mb(db.parent),
         "timings": timings,
-        "answer": answer,
+        **_with(answers),
     }
+
+
+def _with(answers: dict[str, list]) -> dict:
+    """Every query's rows, and the reference query's count as its own figure."""
+    return {"answers": answers, "answer": int(answers[REFERENCE_QUERY][0][0])}
 
 
 def main(argv: list[str]) -> None:

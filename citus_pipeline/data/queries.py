@@ -1,5 +1,5 @@
-"""The four timing queries (the reference experiment's query and three analytic ones), and
-how they are timed.
+"""The four timing queries (the reference experiment's query and three analytic ones), the
+ad-hoc questions no rollup answers, and how they are timed.
 
 Used by the query-timing asset check, `citus-pipeline pipeline run`'s summary and
 `citus-pipeline bench queries`, so every figure is measured the same way: each query run
@@ -35,6 +35,39 @@ UK_PRICE_QUERIES: dict[str, str] = {
     ),
 }
 
+# Questions no key of uk_price_rollup answers (a postcode district, a property type over a
+# date range, a county's new builds, a join to a small reference table): what a user asks
+# next, answered from the table's rows only. `bench seed` asks them of chDB and DuckDB too.
+PROPERTY_TYPE_NAMES = "uk_property_type"  # (code, name): the join's small reference table
+PROPERTY_TYPE_NAME_ROWS = (
+    ("D", "Detached"),
+    ("S", "Semi-detached"),
+    ("T", "Terraced"),
+    ("F", "Flat/maisonette"),
+    ("O", "Other"),
+)
+_PER_YEAR = (
+    "SELECT extract(year FROM date_of_transfer)::int AS year, count(*) AS sales, "
+    "round(avg(price)) AS avg_price FROM uk_price WHERE {where} GROUP BY 1 ORDER BY 1"
+)
+ADHOC_QUERIES: dict[str, str] = {
+    "postcode_district_se12_per_year": _PER_YEAR.format(where="postcode LIKE 'SE12 %'"),
+    "flats_per_year_2010_2014": _PER_YEAR.format(
+        where="property_type = 'F' AND date_of_transfer BETWEEN DATE '2010-01-01' "
+        "AND DATE '2014-12-31'"
+    ),
+    "west_yorkshire_new_builds_per_year": _PER_YEAR.format(
+        where="county = 'WEST YORKSHIRE' AND old_new = 'Y'"
+    ),
+    "sales_by_type_name_since_2020": (
+        "SELECT t.name, count(*) AS sales, round(avg(u.price)) AS avg_price "
+        f"FROM uk_price u JOIN {PROPERTY_TYPE_NAMES} t ON t.code = u.property_type "
+        "WHERE u.date_of_transfer >= DATE '2020-01-01' GROUP BY t.name ORDER BY t.name"
+    ),
+}
+# Every question asked of uk_price's rows: the four timing queries and the ad-hoc ones.
+TABLE_QUERIES: dict[str, str] = {**UK_PRICE_QUERIES, **ADHOC_QUERIES}
+
 
 # The same questions on the reference deployment's schema (`uk_price_raw` and its
 # distributed copy in the query benchmark): text price, timestamp date, "Town/City".
@@ -63,6 +96,26 @@ def reference_schema_queries(table: str) -> dict[str, psycopg.sql.Composed]:
         k: psycopg.sql.SQL(v.replace("{table}", "{t}")).format(t=ident)
         for k, v in REFERENCE_SCHEMA_QUERIES.items()
     }
+
+
+def answer_rows(rows) -> list[list]:
+    """A query's rows in a form every engine's answer compares in: numbers as floats (a rounded
+    average is numeric here, a double in DuckDB, text in a CSV), the rest as text."""
+
+    def cell(v):
+        if v is None or isinstance(v, bool):
+            return v
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return str(v)
+
+    return [[cell(v) for v in row] for row in rows]
+
+
+def same_answer(a: list[list], b: list[list]) -> bool:
+    """The same rows in the same order, cell for cell."""
+    return a == b
 
 
 @dataclass
@@ -108,12 +161,18 @@ def time_queries(
 
 
 __all__ = [
+    "ADHOC_QUERIES",
+    "PROPERTY_TYPE_NAMES",
+    "PROPERTY_TYPE_NAME_ROWS",
     "REFERENCE_QUERY",
     "REFERENCE_SCHEMA_QUERIES",
+    "TABLE_QUERIES",
     "UK_PRICE_QUERIES",
     "QueryTiming",
+    "answer_rows",
     "percentile",
     "reference_schema_queries",
+    "same_answer",
     "time_queries",
     "time_query",
 ]

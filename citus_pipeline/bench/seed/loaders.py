@@ -1,5 +1,6 @@
-"""The loaders section of `bench seed`: the five ways of ``bench.loaders`` on the same file,
-into a distributed table, one run each, next to this project's loader."""
+"""The loaders section of `bench seed`: the ways of ``bench.loaders`` on the same file, into
+a distributed table, one run each, next to this project's loader; then the second half of the
+file into a table holding the first, by `\\copy` and by this loader."""
 
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ def loaders(run: Seed, streams: int, only: tuple[str, ...]) -> None:
         log=run.console.print,
     )
     run.out["loaders"] = [r.as_json() for r in results]
-    peers = [r for r in results if r.name not in ("this_loader", "reference") and r.rows]
-    ours = next((r for r in results if r.name == "this_loader"), None)
+    by_name = {r.name: r for r in results}
+    first_loads = ("copy_distributed", "parallel_copy", "pgloader")
+    peers = [by_name[n] for n in first_loads if n in by_name and by_name[n].rows]
+    ours = by_name.get("this_loader")
     t = Table(title=f"Loaders, {run.rows:,} rows into a distributed table, one run each")
     for col in ("way", "rows", "s", "rows/s", "CPU-s / M rows", "peak RSS MB", "note"):
         t.add_column(col, justify="left" if col in ("way", "note") else "right")
@@ -50,6 +53,13 @@ def loaders(run: Seed, streams: int, only: tuple[str, ...]) -> None:
         run.out["loader_ratio_vs_fastest_peer"] = round(ratio, 2)
         run.console.print(
             f"this loader / fastest peer ({fastest.label}): {ratio:.2f}x (target ≥ 1.2x)"
+        )
+    ours, copy = by_name.get("this_loader_non_empty"), by_name.get("copy_non_empty")
+    if ours and copy and copy.rows_per_s:
+        ratio = ours.rows_per_s / copy.rows_per_s
+        run.out["loader_ratio_non_empty"] = round(ratio, 2)
+        run.console.print(
+            f"into a non-empty table, this loader / \\copy: {ratio:.2f}x (target ≥ 1.0x)"
         )
 
 

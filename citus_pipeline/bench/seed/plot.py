@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...data.queries import UK_PRICE_QUERIES
+from ...data.queries import TABLE_QUERIES
 from ...pipeline.report import REFERENCE_ROWS
 
 
@@ -77,7 +77,7 @@ def write_plot(out: dict, trace, path: Path) -> None:
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         elif panel == "engines":
             engines = list(dict.fromkeys(x["engine"] for x in out["queries"]))
-            queries = list(UK_PRICE_QUERIES)
+            queries = list(TABLE_QUERIES)
             q = {(x["engine"], x["query"]): x["median_s"] for x in out["queries"]}
             w = 0.8 / len(engines)
             for k, e in enumerate(engines):
@@ -87,10 +87,15 @@ def write_plot(out: dict, trace, path: Path) -> None:
                     w,
                     label=e,
                 )
-            ax.set_xticks(range(len(queries)), [n.replace("_", " ") for n in queries], fontsize=8)
+            ax.set_xticks(
+                range(len(queries)),
+                [n.replace("_", " ") for n in queries],
+                fontsize=7,
+                rotation=15,
+            )
             ax.set_yscale("log")
             ax.set_ylabel("median seconds (log)")
-            ax.set_title(f"Timing queries on {out['rows']:,} rows, warm")
+            ax.set_title(f"Timing and ad-hoc queries on {out['rows']:,} rows, warm")
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         elif panel == "loaders":
             lo = out["loaders"]
@@ -98,7 +103,10 @@ def write_plot(out: dict, trace, path: Path) -> None:
             ax.set_yticks(range(len(lo)), [x["label"] for x in lo], fontsize=8)
             ax.invert_yaxis()
             ax.set_xlabel("rows per second (higher is better)")
-            ax.set_title(f"Loaders into a distributed table, {out['rows']:,} rows")
+            ax.set_title(
+                f"Loaders into a distributed table, {out['rows']:,} rows "
+                "(non-empty: the second half into a table holding the first)"
+            )
         elif panel == "memory":
             for name, column in trace.series.items():
                 ax.plot(
