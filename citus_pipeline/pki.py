@@ -147,10 +147,14 @@ class CA:
 
 
 def client_context(ca_file: Path | None) -> ssl.SSLContext | bool:
-    """What an HTTPS client (httpx's ``verify``) trusts: ``ca_file``, or the system's CAs."""
-    return _context(str(ca_file)) if ca_file else True
+    """What an HTTPS client (httpx's ``verify``) trusts: ``ca_file``, or the system's CAs.
+
+    Cached by the certificate's text, not the file's name: a cluster purged and made again
+    in the same state directory has a new CA at the same path, and a context kept by path
+    went on trusting the old one (every REST call of the new cluster refused)."""
+    return _context(Path(ca_file).read_text()) if ca_file else True
 
 
 @functools.lru_cache(maxsize=8)
-def _context(ca_file: str) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=ca_file)
+def _context(ca_pem: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cadata=ca_pem)

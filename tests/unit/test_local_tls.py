@@ -155,3 +155,46 @@ def test_a_changed_config_is_told_from_the_written_one(tmp_path):
     assert not config_changed(m, {**cfg, "bootstrap": {}})
     plain = Layout(spec_from_mapping({"tls": {"enabled": False}}), tmp_path)
     assert config_changed(m, patroni_config(plain.spec, plain.member(1, 1), CREDS, BIN))
+
+
+def test_a_client_trusts_the_ca_now_at_the_path_not_the_one_before(tmp_path):
+    """A cluster purged and made again in the same state directory has a new CA at the same
+    path: a client context asked for after that must verify the new cluster's server."""
+    import socket
+    import ssl
+    import threading
+
+    from citus_pipeline.pki import CA, client_context
+
+    def handshake(ca_dir: Path) -> bool:
+        ca = CA.load_or_create(ca_dir, "test-ca")
+        crt, key = ca.issue_files(ca_dir, "server", "127.0.0.1", ips=("127.0.0.1",), server=True)
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(crt, key)
+        with socket.create_server(("127.0.0.1", 0)) as srv:
+            port = srv.getsockname()[1]
+
+            def serve() -> None:
+                conn, _ = srv.accept()
+                try:
+                    server_ctx.wrap_socket(conn, server_side=True).close()
+                except (ssl.SSLError, OSError):
+                    conn.close()
+
+            t = threading.Thread(target=serve)
+            t.start()
+            try:
+                with socket.create_connection(("127.0.0.1", port)) as raw:
+                    client_context(ca_dir / "ca.crt").wrap_socket(raw, server_hostname="127.0.0.1")
+                return True
+            except ssl.SSLCertVerificationError:
+                return False
+            finally:
+                t.join()
+
+    state = tmp_path / "tls"
+    state.mkdir()
+    assert handshake(state)
+    for f in state.iterdir():  # purged, then made again: a new CA at the same path
+        f.unlink()
+    assert handshake(state)

@@ -35,6 +35,8 @@ def copy_baseline(run: Seed) -> None:
         r = copy_distributed(run.dsn(), run.path, ClusterUsage(run.cluster), shard_count)
     finally:
         drop_all(run.dsn(), schema=SCHEMA)
+        # down by the object that started it: its supervisor thread would restart members
+        run.cluster.down(purge=True)
     run.out["copy_baseline_s"] = round(r.seconds, 1)
     run.console.print(
         f"baseline: {r.label}, {r.rows:,} rows in {r.seconds:.1f} s ({r.rows_per_s:,.0f} rows/s)"
