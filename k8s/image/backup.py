@@ -30,6 +30,7 @@ import configparser
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,10 +119,29 @@ def _run(cmd: list[str], env: dict[str, str]) -> int:
     return subprocess.run(cmd, env=env, check=False).returncode
 
 
-def stanza(env: dict[str, str], role: str | None, run: RunFn = _run) -> int:
+# pgBackRest's exit status when a lock is held: stanza-create takes the archive lock too, which
+# the asynchronous archive-push of this member holds while it pushes (a burst of WAL right
+# after a restore or a promotion): seen as a failed backup of a healthy group.
+LOCK_HELD = 50
+LOCK_ATTEMPTS = 15
+LOCK_WAIT_S = 2.0
+
+
+def _create_stanza(env: dict[str, str], run: RunFn, sleep: Callable[[float], None]) -> int:
+    """stanza-create, tried again while another pgBackRest command holds the stanza's lock."""
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        status = run(stanza_command(env), env)
+        if status != LOCK_HELD or attempt == LOCK_ATTEMPTS:
+            return status
+        print(f"{SCRIPT}: the stanza's lock is held; trying again", file=sys.stderr, flush=True)
+        sleep(LOCK_WAIT_S)
+    return status
+
+
+def stanza(env: dict[str, str], role: str | None, run: RunFn = _run, sleep=time.sleep) -> int:
     if role is not None and role != PRIMARY:
         return 0  # a replica's callback: the primary creates the stanza
-    return run(stanza_command(env), env)
+    return _create_stanza(env, run, sleep)
 
 
 def backup(
@@ -130,8 +150,9 @@ def backup(
     run: RunFn = _run,
     standbys: tuple[str, ...] = (),
     tls_port: int = 8432,
+    sleep=time.sleep,
 ) -> int:
-    status = run(stanza_command(env), env)
+    status = _create_stanza(env, run, sleep)
     if status != 0:
         return status
     if standbys:

@@ -293,14 +293,21 @@ def test_status_command_prints_the_topology(kube, cluster, spec, tmp_path):
         "COLUMNS": "200",
     }
     spec_file = write_spec(tmp_path / "cluster.yaml")
-    out = subprocess.run(
-        [sys.executable, "-m", "citus_pipeline.cli", "cluster", "status", "--spec", str(spec_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=True,
-    ).stdout
+    command = [sys.executable, "-m", "citus_pipeline.cli", "cluster", "status"]
+    for _ in range(3):
+        out = subprocess.run(
+            [*command, "--spec", str(spec_file)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=True,
+        ).stdout
+        # status keeps to its 4.5 s budget and names what did not answer in it: on a loaded
+        # CI machine a fresh process's first API call can take longer (seen once), so ask
+        # again; what is asserted is the topology printed once it answers
+        if "not answered" not in out:
+            break
     assert f"Citus cluster {spec.name} (kubernetes)" in out
     topo = cluster.status(with_shards=False)
     assert (

@@ -72,6 +72,20 @@ def test_backup_confirms_the_stanza_then_backs_up_with_the_password(helper):
     assert helper.backup(MEMBER, "full", failing) == 55 and len(failing.calls) == 1
 
 
+def test_a_held_stanza_lock_is_waited_for_then_the_backup_runs(helper):
+    """pgBackRest exits 50 while its asynchronous archive-push holds the archive lock that
+    stanza-create needs too: waited for, not reported as a failed backup."""
+    waits = []
+    run = Recorder([helper.LOCK_HELD, helper.LOCK_HELD])
+    assert helper.backup(MEMBER, "full", run, sleep=waits.append) == 0
+    assert [c[-1] for c, _ in run.calls] == ["stanza-create"] * 3 + ["backup"]
+    assert waits == [helper.LOCK_WAIT_S] * 2
+    held = Recorder([helper.LOCK_HELD] * helper.LOCK_ATTEMPTS)
+    assert helper.backup(MEMBER, "full", held, sleep=lambda _s: None) == helper.LOCK_HELD
+    assert len(held.calls) == helper.LOCK_ATTEMPTS  # given up on: no backup attempted
+    assert helper.stanza(MEMBER, "primary", Recorder([helper.LOCK_HELD]), sleep=waits.append) == 0
+
+
 def test_backup_outside_a_member_is_one_error_line(helper, capsys, monkeypatch):
     monkeypatch.delenv("CITUS_PGBACKREST_CONFIG", raising=False)
     assert helper.main(["backup", "--type", "full"]) == 2
