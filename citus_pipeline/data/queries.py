@@ -100,7 +100,8 @@ def reference_schema_queries(table: str) -> dict[str, psycopg.sql.Composed]:
 
 def answer_rows(rows) -> list[list]:
     """A query's rows in a form every engine's answer compares in: numbers as floats (a rounded
-    average is numeric here, a double in DuckDB, text in a CSV), the rest as text."""
+    average is numeric here, a double in DuckDB, text in a CSV), the rest as text: equal
+    answers compare equal with ==."""
 
     def cell(v):
         if v is None or isinstance(v, bool):
@@ -111,11 +112,6 @@ def answer_rows(rows) -> list[list]:
             return str(v)
 
     return [[cell(v) for v in row] for row in rows]
-
-
-def same_answer(a: list[list], b: list[list]) -> bool:
-    """The same rows in the same order, cell for cell."""
-    return a == b
 
 
 @dataclass
@@ -172,7 +168,6 @@ __all__ = [
     "answer_rows",
     "percentile",
     "reference_schema_queries",
-    "same_answer",
     "time_queries",
     "time_query",
 ]

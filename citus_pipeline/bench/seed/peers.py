@@ -22,7 +22,6 @@ from ...data.queries import (
     TABLE_QUERIES,
     answer_rows,
     reference_schema_queries,
-    same_answer,
     time_query,
 )
 from ..loaders import settle
@@ -76,7 +75,7 @@ def _compare(run: Seed, answers: dict[str, dict[str, list]]) -> dict[str, bool]:
     table = next(iter(answers))
     agree = {}
     for name, truth in answers[table].items():
-        differ = [e for e, by in answers.items() if name in by and not same_answer(by[name], truth)]
+        differ = [e for e, by in answers.items() if name in by and by[name] != truth]
         agree[name] = not differ
         if differ:
             run.console.print(f"[red]{name}: {', '.join(differ)} answer otherwise than {table}")
